@@ -1,0 +1,371 @@
+//! The messages Ferry frames carry, as serde types.
+//!
+//! Every frame body is one JSON object. Ferry (v1) messages carry a `"type"`
+//! tag; the tutorial-era upload header (`{"filename", "size"}`) has none,
+//! which is how a server tells the two apart on the first frame of a
+//! connection (see [`Opening`]). `docs/PROTOCOL.md` describes the exchange.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ProtoError;
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The header a tutorial-style client sends before each file's raw bytes.
+///
+/// Such clients never read from the socket, so a server must never answer
+/// them: a reply they do not read turns their close into a reset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyHeader {
+    pub filename: String,
+    pub size: u64,
+}
+
+/// What a v1 sender wants when the name is already taken on the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnClash {
+    /// Keep the existing file and store the new one under a free name,
+    /// such as `report (1).pdf`. Nothing is ever overwritten.
+    #[default]
+    Rename,
+    /// Atomically replace the existing file.
+    Overwrite,
+    /// Keep the existing file untouched when its bytes are identical to the
+    /// upload; otherwise behave like [`OnClash::Rename`].
+    SkipIdentical,
+}
+
+/// Announces one file: its relative path (`/`-separated), exact size, and
+/// clash policy. Exactly `size` raw bytes follow, then a [`ClientMsg::Done`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileHeader {
+    pub id: u64,
+    pub path: String,
+    pub size: u64,
+    #[serde(default)]
+    pub on_clash: OnClash,
+}
+
+/// Messages a v1 client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// First message of a v1 connection.
+    Hello { version: u32, client: String },
+    /// A file header; the body follows the frame.
+    File(FileHeader),
+    /// Ends the file `id`: the BLAKE3 digest (lowercase hex) of the body sent.
+    Done { id: u64, blake3: String },
+    /// Creates a folder (and its parents), so empty folders survive a send.
+    Mkdir { id: u64, path: String },
+}
+
+/// What happened to a name that already existed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Clash {
+    /// The name was free.
+    #[default]
+    None,
+    /// The name was taken; the file was stored under `stored_as` instead.
+    Renamed,
+    /// The previous file was replaced.
+    Overwritten,
+    /// An identical file was already there; nothing was written.
+    Identical,
+}
+
+/// Machine-readable reasons a server refuses something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The path is not a plain relative path of plain components, or it
+    /// would pass through something that is not a folder.
+    BadName,
+    /// The declared size is over the server's per-file limit.
+    TooLarge,
+    /// The server's disk cannot hold the file.
+    NoSpace,
+    /// The bytes received do not hash to the digest the sender announced.
+    DigestMismatch,
+    /// The file name exists and the clash policy refused to touch it.
+    Exists,
+    /// The server failed to store the file for a reason of its own.
+    Io,
+    /// A frame or message broke the protocol.
+    Protocol,
+    /// The client speaks a protocol version the server does not.
+    UnsupportedVersion,
+    /// The server is at its connection limit.
+    Busy,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// A code from a newer peer; read `message`.
+    #[serde(other)]
+    Unknown,
+}
+
+/// The result of one file or folder request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The file is durably stored under `stored_as` (relative, `/`-separated).
+    Stored {
+        stored_as: String,
+        bytes: u64,
+        blake3: String,
+        #[serde(default)]
+        clash: Clash,
+    },
+    /// The folder exists.
+    Folder { path: String },
+    /// Nothing was stored. After a failure found at header time (any code
+    /// but `digest_mismatch`) the server closes the connection, because the
+    /// body it announced cannot be told apart from the next frame.
+    Failed { code: ErrorCode, message: String },
+}
+
+/// The server's answer to one [`ClientMsg::File`] or [`ClientMsg::Mkdir`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub id: u64,
+    pub outcome: Outcome,
+}
+
+/// Messages a server sends to v1 clients (never to legacy ones).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// Accepts a [`ClientMsg::Hello`].
+    Welcome {
+        version: u32,
+        server: String,
+        /// Largest file the server will take, if it has a limit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_file_size: Option<u64>,
+    },
+    Ack(Ack),
+    /// A connection-level refusal; the server closes right after it.
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// The first frame of a connection, which decides how the rest is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opening {
+    /// A v1 client's hello.
+    Hello { version: u32, client: String },
+    /// A tutorial-style client's first upload header.
+    Legacy(LegacyHeader),
+}
+
+impl Opening {
+    /// Parses the first frame of a connection.
+    pub fn parse(body: &[u8]) -> Result<Self, ProtoError> {
+        let value: serde_json::Value = serde_json::from_slice(body)?;
+        if !value.is_object() {
+            return Err(ProtoError::Unexpected(
+                "the first frame is not a JSON object".into(),
+            ));
+        }
+        if value.get("type").is_some() {
+            return match serde_json::from_value(value)? {
+                ClientMsg::Hello { version, client } => Ok(Opening::Hello { version, client }),
+                other => Err(ProtoError::Unexpected(format!(
+                    "a connection must open with hello, not {}",
+                    other.kind()
+                ))),
+            };
+        }
+        Ok(Opening::Legacy(LegacyHeader::parse(body)?))
+    }
+}
+
+impl LegacyHeader {
+    /// Parses a tutorial-style header.
+    pub fn parse(body: &[u8]) -> Result<Self, ProtoError> {
+        Ok(serde_json::from_slice(body)?)
+    }
+}
+
+impl ClientMsg {
+    /// Parses one v1 client frame.
+    pub fn parse(body: &[u8]) -> Result<Self, ProtoError> {
+        Ok(serde_json::from_slice(body)?)
+    }
+
+    /// The message's `type`, for error messages and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMsg::Hello { .. } => "hello",
+            ClientMsg::File(_) => "file",
+            ClientMsg::Done { .. } => "done",
+            ClientMsg::Mkdir { .. } => "mkdir",
+        }
+    }
+}
+
+impl ServerMsg {
+    /// Parses one server frame.
+    pub fn parse(body: &[u8]) -> Result<Self, ProtoError> {
+        Ok(serde_json::from_slice(body)?)
+    }
+}
+
+/// Serialises a message into a frame body.
+pub fn to_body<T: Serialize>(msg: &T) -> Vec<u8> {
+    // Serialising these plain structs to a Vec cannot fail: no maps with
+    // non-string keys, no failing `Serialize` impls.
+    serde_json::to_vec(msg).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip_client(msg: ClientMsg) {
+        let body = to_body(&msg);
+        assert_eq!(ClientMsg::parse(&body).expect("parses"), msg);
+    }
+
+    fn round_trip_server(msg: ServerMsg) {
+        let body = to_body(&msg);
+        assert_eq!(ServerMsg::parse(&body).expect("parses"), msg);
+    }
+
+    #[test]
+    fn client_messages_round_trip() {
+        round_trip_client(ClientMsg::Hello {
+            version: 1,
+            client: "ferry/0.1".into(),
+        });
+        round_trip_client(ClientMsg::File(FileHeader {
+            id: 7,
+            path: "photos/2026/ä b.jpg".into(),
+            size: u64::MAX,
+            on_clash: OnClash::SkipIdentical,
+        }));
+        round_trip_client(ClientMsg::Done {
+            id: 7,
+            blake3: "ab".repeat(32),
+        });
+        round_trip_client(ClientMsg::Mkdir {
+            id: 8,
+            path: "empty".into(),
+        });
+    }
+
+    #[test]
+    fn server_messages_round_trip() {
+        round_trip_server(ServerMsg::Welcome {
+            version: 1,
+            server: "ferry-server/0.1".into(),
+            max_file_size: Some(10),
+        });
+        round_trip_server(ServerMsg::Welcome {
+            version: 1,
+            server: "s".into(),
+            max_file_size: None,
+        });
+        for outcome in [
+            Outcome::Stored {
+                stored_as: "a (1).txt".into(),
+                bytes: 3,
+                blake3: "00".repeat(32),
+                clash: Clash::Renamed,
+            },
+            Outcome::Folder { path: "x/y".into() },
+            Outcome::Failed {
+                code: ErrorCode::BadName,
+                message: "no".into(),
+            },
+        ] {
+            round_trip_server(ServerMsg::Ack(Ack { id: 1, outcome }));
+        }
+        round_trip_server(ServerMsg::Error {
+            code: ErrorCode::Busy,
+            message: "full".into(),
+        });
+    }
+
+    #[test]
+    fn wire_shape_is_stable() {
+        let body = to_body(&ClientMsg::File(FileHeader {
+            id: 1,
+            path: "a.txt".into(),
+            size: 5,
+            on_clash: OnClash::Rename,
+        }));
+        assert_eq!(
+            std::str::from_utf8(&body).expect("utf8"),
+            r#"{"type":"file","id":1,"path":"a.txt","size":5,"on_clash":"rename"}"#
+        );
+    }
+
+    #[test]
+    fn on_clash_defaults_to_rename() {
+        let msg = ClientMsg::parse(br#"{"type":"file","id":1,"path":"a","size":0}"#).expect("ok");
+        assert!(matches!(
+            msg,
+            ClientMsg::File(FileHeader {
+                on_clash: OnClash::Rename,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn unknown_error_codes_from_newer_servers_still_parse() {
+        let msg =
+            ServerMsg::parse(br#"{"type":"error","code":"quota_exceeded","message":"later"}"#)
+                .expect("ok");
+        assert!(matches!(
+            msg,
+            ServerMsg::Error {
+                code: ErrorCode::Unknown,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn opening_tells_tutorial_headers_from_hello() {
+        // Exactly what json.dumps({'size': ..., 'filename': ...}) writes.
+        let legacy = Opening::parse(br#"{"size": 12, "filename": "movie.mp4"}"#).expect("ok");
+        assert_eq!(
+            legacy,
+            Opening::Legacy(LegacyHeader {
+                filename: "movie.mp4".into(),
+                size: 12
+            })
+        );
+        let hello = Opening::parse(br#"{"type":"hello","version":1,"client":"c"}"#).expect("ok");
+        assert!(matches!(hello, Opening::Hello { version: 1, .. }));
+    }
+
+    #[test]
+    fn opening_refuses_bad_first_frames() {
+        for body in [
+            &br#"{"size": -1, "filename": "x"}"#[..],
+            br#"{"size": 1.5, "filename": "x"}"#,
+            br#"{"size": "12", "filename": "x"}"#,
+            br#"{"filename": "x"}"#,
+            br#"{"size": 3}"#,
+            br#"[1,2]"#,
+            br#"not json"#,
+            br#"{"type":"file","id":1,"path":"a","size":0}"#,
+            br#"{"type":"teleport"}"#,
+            b"\xff\xfe",
+        ] {
+            assert!(
+                Opening::parse(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+}

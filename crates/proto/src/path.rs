@@ -1,0 +1,156 @@
+//! What counts as a valid name on the wire.
+//!
+//! A path in a Ferry message is a plain relative path: components separated
+//! by `/`, each a plain name. Anything that could climb out of the target
+//! folder, be read differently on another system, or spoof a terminal or log
+//! is refused, never rewritten: a silent rewrite would store a file somewhere
+//! the sender did not ask for. Senders and servers share these rules, so a
+//! sender can refuse a name before it costs a round trip.
+
+use thiserror::Error;
+
+/// Longest single component, in bytes: the common file-system limit.
+pub const MAX_COMPONENT_BYTES: usize = 255;
+
+/// Longest whole path, in bytes (Linux's `PATH_MAX`).
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// Deepest path accepted, in components.
+pub const MAX_DEPTH: usize = 64;
+
+/// Why a name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum NameError {
+    #[error("the name is empty")]
+    Empty,
+    #[error("absolute paths are not allowed")]
+    Absolute,
+    #[error("the path has an empty component (`//` or a trailing `/`)")]
+    EmptyComponent,
+    #[error("`.` and `..` are not allowed as components")]
+    DotComponent,
+    #[error("backslashes are not allowed (use `/` between folders)")]
+    Backslash,
+    #[error("`:` is not allowed (drive letters and streams)")]
+    Colon,
+    #[error("control characters (including NUL and ESC) are not allowed")]
+    Control,
+    #[error("a component is {0} bytes, over the {MAX_COMPONENT_BYTES}-byte limit")]
+    ComponentTooLong(usize),
+    #[error("the path is {0} bytes, over the {MAX_PATH_BYTES}-byte limit")]
+    PathTooLong(usize),
+    #[error("the path is {0} folders deep, over the limit of {MAX_DEPTH}")]
+    TooDeep(usize),
+}
+
+/// Checks `path` and returns its components.
+pub fn components(path: &str) -> Result<Vec<&str>, NameError> {
+    if path.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Err(NameError::PathTooLong(path.len()));
+    }
+    if path.starts_with('/') {
+        return Err(NameError::Absolute);
+    }
+    let parts: Vec<&str> = path.split('/').collect();
+    if parts.len() > MAX_DEPTH {
+        return Err(NameError::TooDeep(parts.len()));
+    }
+    for part in &parts {
+        check_component(part)?;
+    }
+    Ok(parts)
+}
+
+/// Checks one component (a single file or folder name).
+pub fn check_component(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::EmptyComponent);
+    }
+    if name == "." || name == ".." {
+        return Err(NameError::DotComponent);
+    }
+    if name.len() > MAX_COMPONENT_BYTES {
+        return Err(NameError::ComponentTooLong(name.len()));
+    }
+    for c in name.chars() {
+        match c {
+            '/' => return Err(NameError::EmptyComponent),
+            '\\' => return Err(NameError::Backslash),
+            ':' => return Err(NameError::Colon),
+            c if c.is_control() => return Err(NameError::Control),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Writes `name` so that it is safe to print in a log line or a terminal:
+/// control characters become escapes instead of acting on the terminal.
+pub fn escape_for_display(name: &str) -> String {
+    name.chars().flat_map(char::escape_debug).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_paths_pass() {
+        assert_eq!(components("a.txt").expect("ok"), ["a.txt"]);
+        assert_eq!(
+            components("a/b c/ä.jpg").expect("ok"),
+            ["a", "b c", "ä.jpg"]
+        );
+        assert_eq!(
+            components(".hidden/..dots...").expect("ok"),
+            [".hidden", "..dots..."]
+        );
+    }
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        let cases: &[(&str, NameError)] = &[
+            ("", NameError::Empty),
+            ("/etc/passwd", NameError::Absolute),
+            ("..", NameError::DotComponent),
+            (".", NameError::DotComponent),
+            ("../x", NameError::DotComponent),
+            ("a/../../x", NameError::DotComponent),
+            ("a/./b", NameError::DotComponent),
+            ("a//b", NameError::EmptyComponent),
+            ("a/", NameError::EmptyComponent),
+            ("..\\..\\x", NameError::Backslash),
+            ("\\\\srv\\share", NameError::Backslash),
+            ("C:\\x", NameError::Colon),
+            ("C:x", NameError::Colon),
+            ("a\0b", NameError::Control),
+            ("a\nb", NameError::Control),
+            ("\u{1b}[2Jboom", NameError::Control),
+            ("\u{9b}x", NameError::Control),
+        ];
+        for (path, want) in cases {
+            assert_eq!(components(path).as_ref(), Err(want), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn length_limits_count_bytes() {
+        let ok = "é".repeat(127); // 254 bytes
+        assert!(components(&ok).is_ok());
+        let long = "é".repeat(128); // 256 bytes
+        assert_eq!(components(&long), Err(NameError::ComponentTooLong(256)));
+        let deep = vec!["d"; MAX_DEPTH + 1].join("/");
+        assert_eq!(components(&deep), Err(NameError::TooDeep(MAX_DEPTH + 1)));
+        let wide = vec!["x".repeat(200); 30].join("/");
+        assert!(matches!(components(&wide), Err(NameError::PathTooLong(_))));
+    }
+
+    #[test]
+    fn display_escaping_neutralises_terminal_controls() {
+        assert_eq!(escape_for_display("a\u{1b}[31mb\n"), "a\\u{1b}[31mb\\n");
+        assert_eq!(escape_for_display("plain ä"), "plain ä");
+    }
+}
