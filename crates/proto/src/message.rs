@@ -58,6 +58,10 @@ pub enum ClientMsg {
     File(FileHeader),
     /// Ends the file `id`: the BLAKE3 digest (lowercase hex) of the body sent.
     Done { id: u64, blake3: String },
+    /// Ends the file `id` without storing it, in place of `done`: the sender
+    /// could not read the whole file (it shrank, or a disk failed) and padded
+    /// the body out to the announced size to keep the stream in step.
+    Abort { id: u64, reason: String },
     /// Creates a folder (and its parents), so empty folders survive a send.
     Mkdir { id: u64, path: String },
 }
@@ -90,6 +94,8 @@ pub enum ErrorCode {
     NoSpace,
     /// The bytes received do not hash to the digest the sender announced.
     DigestMismatch,
+    /// The sender aborted the file after its body.
+    Aborted,
     /// The file name exists and the clash policy refused to touch it.
     Exists,
     /// The server failed to store the file for a reason of its own.
@@ -122,8 +128,8 @@ pub enum Outcome {
     /// The folder exists.
     Folder { path: String },
     /// Nothing was stored. After a failure found at header time (any code
-    /// but `digest_mismatch`) the server closes the connection, because the
-    /// body it announced cannot be told apart from the next frame.
+    /// but `digest_mismatch` and `aborted`) the server closes the connection,
+    /// because the body it announced cannot be told apart from the next frame.
     Failed { code: ErrorCode, message: String },
 }
 
@@ -204,6 +210,7 @@ impl ClientMsg {
             ClientMsg::Hello { .. } => "hello",
             ClientMsg::File(_) => "file",
             ClientMsg::Done { .. } => "done",
+            ClientMsg::Abort { .. } => "abort",
             ClientMsg::Mkdir { .. } => "mkdir",
         }
     }
@@ -252,6 +259,10 @@ mod tests {
         round_trip_client(ClientMsg::Done {
             id: 7,
             blake3: "ab".repeat(32),
+        });
+        round_trip_client(ClientMsg::Abort {
+            id: 7,
+            reason: "shrank".into(),
         });
         round_trip_client(ClientMsg::Mkdir {
             id: 8,

@@ -1,0 +1,13 @@
+//! Moving files to a server: what to send ([`plan`]), sending it
+//! ([`sender`]), how fast ([`pace`]) and how far along it is ([`progress`]).
+//!
+//! Both front ends, `ferry send` and the terminal UI, drive the same
+//! [`sender::send`] and read the same [`sender::Event`]s.
+
+pub mod pace;
+pub mod plan;
+pub mod progress;
+pub mod sender;
+
+pub use plan::{Item, ItemKind, Plan, Skipped};
+pub use sender::{Event, ItemResult, Options, Report, Reporter, send};

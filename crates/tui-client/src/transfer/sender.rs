@@ -1,0 +1,573 @@
+//! Sending a plan over one Ferry v1 connection (or a few, see below).
+//!
+//! The sender writes file after file without waiting for answers: header,
+//! body, trailer, next header. A second thread reads the server's acks as
+//! they come and checks each digest against what was sent, so a thousand
+//! small files cost one stream, not a thousand round trips.
+//!
+//! When the server refuses a file at header time it closes the connection
+//! (the announced body cannot be told apart from the next frame), so the
+//! sender reconnects and carries on after the refused file. Every item ends
+//! with exactly one [`ItemResult`].
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ferry_proto::{
+    Clash, ClientMsg, ErrorCode, FileHeader, OnClash, Outcome, PROTOCOL_VERSION, ServerMsg,
+    read_frame, to_body, write_frame,
+};
+
+use super::pace::Pacer;
+use super::plan::{Item, ItemKind};
+
+/// How many bytes are read from a file and written to the socket at a time.
+const CHUNK: usize = 1 << 20;
+/// The socket write buffer: big enough to pack many small files per write.
+const WRITE_BUFFER: usize = 256 * 1024;
+/// How often progress is reported while a file is moving.
+const PROGRESS_EVERY: Duration = Duration::from_millis(50);
+/// How long a silent server is waited for before giving up.
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How to reach the server and what to ask of it.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `HOST:PORT`.
+    pub addr: String,
+    pub on_clash: OnClash,
+    /// Bytes per second, if capped.
+    pub limit_rate: Option<u64>,
+    pub connect_timeout: Duration,
+}
+
+impl Options {
+    pub fn new(addr: impl Into<String>) -> Self {
+        Options {
+            addr: addr.into(),
+            on_clash: OnClash::Rename,
+            limit_rate: None,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What happened to one item of the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemResult {
+    /// The server confirmed the file durably stored, with a matching digest.
+    Stored {
+        stored_as: String,
+        clash: Clash,
+        bytes: u64,
+    },
+    /// The folder exists on the server.
+    Folder { path: String },
+    /// The server refused it, or it could not be read here.
+    Failed { reason: String },
+    /// It never reached the server (cancelled, or the connection was lost).
+    NotSent { reason: String },
+}
+
+impl ItemResult {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, ItemResult::Stored { .. } | ItemResult::Folder { .. })
+    }
+}
+
+/// What the sender reports while it works. Indices point into the items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A connection was made and the server accepted the handshake.
+    Connected { server: String },
+    /// Item `index` started going out.
+    Started { index: usize },
+    /// Bytes written so far: of item `index`, and of the whole transfer.
+    Progress {
+        index: usize,
+        item_sent: u64,
+        total_sent: u64,
+    },
+    /// Item `index` has its final result.
+    Finished { index: usize, result: ItemResult },
+}
+
+/// Receives [`Event`]s; called from the sending thread and the ack reader.
+pub type Reporter = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// The end of a transfer.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// One result per item, in plan order.
+    pub results: Vec<ItemResult>,
+    /// Body bytes written to the network (across reconnects).
+    pub bytes_sent: u64,
+    pub elapsed: Duration,
+    pub cancelled: bool,
+}
+
+impl Report {
+    pub fn all_ok(&self) -> bool {
+        self.results.iter().all(ItemResult::is_ok)
+    }
+}
+
+/// Sends `items` and returns once every item has a result. Setting `cancel`
+/// stops at the next chunk: the file in flight is abandoned (the server keeps
+/// nothing of it) and what was not confirmed is reported as not sent.
+pub fn send(items: &[Item], options: &Options, cancel: &AtomicBool, report: Reporter) -> Report {
+    let started = Instant::now();
+    let mut results: Vec<Option<ItemResult>> = vec![None; items.len()];
+    let mut bytes_sent = 0;
+    let mut next = 0;
+    let mut stop_reason = None;
+    while next < items.len() && stop_reason.is_none() {
+        if cancel.load(Ordering::Relaxed) {
+            stop_reason = Some("cancelled".to_string());
+            break;
+        }
+        let mut conn = Connection {
+            items,
+            options,
+            cancel,
+            report: &report,
+            bytes_sent: &mut bytes_sent,
+        };
+        match conn.run(next, &mut results) {
+            Ok(end) => {
+                let first_open = results.iter().position(Option::is_none);
+                match (end, first_open) {
+                    (_, None) => break,
+                    // A refusal closed the connection after some progress:
+                    // carry on with what is left on a fresh one.
+                    (End::Refused, Some(i)) if i > next => next = i,
+                    (End::Refused, Some(_)) => {
+                        stop_reason = Some("the server closed the connection".into())
+                    }
+                    (End::Lost(why), _) => stop_reason = Some(why),
+                }
+            }
+            Err(why) => stop_reason = Some(why),
+        }
+    }
+    if cancel.load(Ordering::Relaxed) {
+        stop_reason = Some("cancelled".into());
+    }
+    let reason = stop_reason.unwrap_or_else(|| "not sent".into());
+    let results = results
+        .into_iter()
+        .enumerate()
+        .map(|(index, r)| {
+            r.unwrap_or_else(|| {
+                let result = ItemResult::NotSent {
+                    reason: reason.clone(),
+                };
+                report(Event::Finished {
+                    index,
+                    result: result.clone(),
+                });
+                result
+            })
+        })
+        .collect();
+    Report {
+        results,
+        bytes_sent,
+        elapsed: started.elapsed(),
+        cancelled: cancel.load(Ordering::Relaxed),
+    }
+}
+
+/// How a connection that got past the handshake ended.
+enum End {
+    /// Everything written was answered, or the server refused a file and
+    /// closed; either way a new connection may continue.
+    Refused,
+    /// The connection broke; the reason in plain words.
+    Lost(String),
+}
+
+struct Connection<'a> {
+    items: &'a [Item],
+    options: &'a Options,
+    cancel: &'a AtomicBool,
+    report: &'a Reporter,
+    bytes_sent: &'a mut u64,
+}
+
+/// Digests of what was sent, by item index, for the ack reader to check.
+type SentDigests = Arc<Mutex<HashMap<usize, String>>>;
+
+impl Connection<'_> {
+    /// Sends items from `first` on, filling `results` as answers arrive.
+    /// `Err` means nothing could be sent at all (no connection, no handshake).
+    fn run(&mut self, first: usize, results: &mut [Option<ItemResult>]) -> Result<End, String> {
+        let stream = connect(&self.options.addr, self.options.connect_timeout)?;
+        let (server, max_file_size) = handshake(&stream)
+            .map_err(|e| format!("handshake with {} failed: {e}", self.options.addr))?;
+        (self.report)(Event::Connected { server });
+
+        let digests: SentDigests = Arc::default();
+        let reader = {
+            let stream = stream
+                .try_clone()
+                .map_err(|e| format!("cannot use the connection: {e}"))?;
+            let digests = Arc::clone(&digests);
+            let report = Arc::clone(self.report);
+            let sizes: Vec<u64> = self.items.iter().map(Item::size).collect();
+            thread::spawn(move || read_acks(stream, &sizes, &digests, &report))
+        };
+
+        let write_error = self.write_items(&stream, first, max_file_size, &digests, results);
+        let acks = reader.join().unwrap_or_else(|_| AckStream {
+            results: Vec::new(),
+            closing: Some("the answer reader crashed".into()),
+            refused: false,
+        });
+        for (index, result) in acks.results {
+            if let Some(slot) = results.get_mut(index) {
+                *slot = Some(result);
+            }
+        }
+        if acks.refused && !self.cancel.load(Ordering::Relaxed) {
+            return Ok(End::Refused);
+        }
+        if let Some(why) = acks.closing.or(write_error) {
+            return Ok(End::Lost(why));
+        }
+        Ok(End::Refused)
+    }
+
+    /// Writes items until done, cancelled or the socket fails; returns the
+    /// write error, if any. Results found here (unreadable files, files over
+    /// the server's limit) go straight into `results`.
+    fn write_items(
+        &mut self,
+        stream: &TcpStream,
+        first: usize,
+        max_file_size: Option<u64>,
+        digests: &SentDigests,
+        results: &mut [Option<ItemResult>],
+    ) -> Option<String> {
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER, stream);
+        let mut pacer = Pacer::new(self.options.limit_rate);
+        let mut buf = vec![0u8; CHUNK];
+        let mut outcome = None;
+        for (index, item) in self.items.iter().enumerate().skip(first) {
+            if self.cancel.load(Ordering::Relaxed) {
+                break;
+            }
+            if results[index].is_some() {
+                continue;
+            }
+            let local_failure = match item.kind {
+                ItemKind::File { size } if max_file_size.is_some_and(|max| size > max) => {
+                    Some(format!(
+                        "over the server's limit of {}",
+                        humansize::format_size(max_file_size.unwrap_or(0), humansize::BINARY)
+                    ))
+                }
+                _ => None,
+            };
+            if let Some(reason) = local_failure {
+                self.finish_locally(index, reason, results);
+                continue;
+            }
+            (self.report)(Event::Started { index });
+            let sent = match item.kind {
+                ItemKind::Folder => send_frame(
+                    &mut out,
+                    &ClientMsg::Mkdir {
+                        id: index as u64,
+                        path: item.remote.clone(),
+                    },
+                ),
+                ItemKind::File { size } => match File::open(&item.local) {
+                    Ok(file) => self.send_file(&mut out, &mut pacer, &mut buf, index, item, size, file, digests),
+                    Err(e) => {
+                        self.finish_locally(index, format!("cannot open: {e}"), results);
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(e) = sent {
+                outcome = Some(describe_io(&e));
+                break;
+            }
+        }
+        if self.cancel.load(Ordering::Relaxed) {
+            // Drop what is buffered: the file in flight must arrive short so
+            // that the server throws it away.
+            let (_, _unsent) = out.into_parts();
+        } else if let Err(e) = out.flush() {
+            outcome.get_or_insert_with(|| describe_io(&e));
+        }
+        // Closing our side tells the server we are done; its remaining acks
+        // still arrive on the read side.
+        let _ = stream.shutdown(Shutdown::Write);
+        outcome
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send_file(
+        &mut self,
+        out: &mut BufWriter<&TcpStream>,
+        pacer: &mut Pacer,
+        buf: &mut [u8],
+        index: usize,
+        item: &Item,
+        size: u64,
+        mut file: File,
+        digests: &SentDigests,
+    ) -> io::Result<()> {
+        let id = index as u64;
+        send_frame(
+            out,
+            &ClientMsg::File(FileHeader {
+                id,
+                path: item.remote.clone(),
+                size,
+                on_clash: self.options.on_clash,
+            }),
+        )?;
+        let mut hasher = blake3::Hasher::new();
+        let mut sent = 0u64;
+        let mut read_problem = None;
+        let mut last_report = Instant::now();
+        while sent < size {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let want = pacer.chunk_len(buf.len()).min((size - sent) as usize);
+            let n = match file.read(&mut buf[..want]) {
+                Ok(0) => {
+                    read_problem = Some("the file shrank while it was being sent");
+                    0
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    read_problem = Some("the file could not be read to the end");
+                    0
+                }
+            };
+            if read_problem.is_some() {
+                // Keep the stream in step by padding out the announced size,
+                // then abort the file so the server stores none of it.
+                pad(out, size - sent)?;
+                *self.bytes_sent += size - sent;
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n])?;
+            sent += n as u64;
+            *self.bytes_sent += n as u64;
+            pacer.account(n);
+            if last_report.elapsed() >= PROGRESS_EVERY || sent == size {
+                last_report = Instant::now();
+                (self.report)(Event::Progress {
+                    index,
+                    item_sent: sent,
+                    total_sent: *self.bytes_sent,
+                });
+            }
+        }
+        let trailer = match read_problem {
+            Some(problem) => ClientMsg::Abort {
+                id,
+                reason: problem.to_string(),
+            },
+            None => ClientMsg::Done {
+                id,
+                blake3: hasher.finalize().to_hex().to_string(),
+            },
+        };
+        if let (Ok(mut map), ClientMsg::Done { blake3, .. }) = (digests.lock(), &trailer) {
+            map.insert(index, blake3.clone());
+        }
+        send_frame(out, &trailer)
+    }
+
+    fn finish_locally(&self, index: usize, reason: String, results: &mut [Option<ItemResult>]) {
+        let result = ItemResult::Failed { reason };
+        (self.report)(Event::Finished {
+            index,
+            result: result.clone(),
+        });
+        results[index] = Some(result);
+    }
+}
+
+/// Writes `n` zero bytes.
+fn pad(out: &mut impl Write, mut n: u64) -> io::Result<()> {
+    let zeros = [0u8; 8192];
+    while n > 0 {
+        let step = n.min(zeros.len() as u64) as usize;
+        out.write_all(&zeros[..step])?;
+        n -= step as u64;
+    }
+    Ok(())
+}
+
+fn send_frame(out: &mut impl Write, msg: &ClientMsg) -> io::Result<()> {
+    write_frame(out, &to_body(msg)).map_err(|e| match e {
+        ferry_proto::FrameError::Io(e) => e,
+        other => io::Error::new(io::ErrorKind::InvalidInput, other.to_string()),
+    })
+}
+
+/// Opens a TCP connection to `addr`, trying each address it resolves to.
+fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
+    let addrs = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {addr}: {e}"))?;
+    let mut last = format!("{addr} resolves to no address");
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(stream) => {
+                // Headers and acks are small and latency-bound; large bodies
+                // go out in full buffers anyway.
+                let _ = stream.set_nodelay(true);
+                let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+                let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+                return Ok(stream);
+            }
+            Err(e) => last = format!("cannot reach {addr}: {}", describe_io(&e)),
+        }
+    }
+    Err(last)
+}
+
+/// Says hello and returns the server's name and file size limit.
+fn handshake(stream: &TcpStream) -> Result<(String, Option<u64>), String> {
+    let hello = ClientMsg::Hello {
+        version: PROTOCOL_VERSION,
+        client: format!("ferry/{}", env!("CARGO_PKG_VERSION")),
+    };
+    let mut w = stream;
+    send_frame(&mut w, &hello).map_err(|e| describe_io(&e))?;
+    let mut r = stream;
+    match read_server_msg(&mut r)? {
+        Some(ServerMsg::Welcome {
+            version,
+            server,
+            max_file_size,
+        }) if version == PROTOCOL_VERSION => Ok((server, max_file_size)),
+        Some(ServerMsg::Welcome { version, .. }) => {
+            Err(format!("the server answered with protocol version {version}"))
+        }
+        Some(ServerMsg::Error { message, .. }) => Err(format!("the server refused: {message}")),
+        Some(ServerMsg::Ack(_)) => Err("the server answered out of turn".into()),
+        None => Err("the server closed the connection (busy or not a Ferry server?)".into()),
+    }
+}
+
+fn read_server_msg(r: &mut impl Read) -> Result<Option<ServerMsg>, String> {
+    let body = match read_frame(r) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(None),
+        Err(ferry_proto::FrameError::Io(e)) => return Err(describe_io(&e)),
+        Err(e) => return Err(format!("the server sent a broken frame: {e}")),
+    };
+    ServerMsg::parse(&body)
+        .map(Some)
+        .map_err(|e| format!("the server sent something unexpected: {e}"))
+}
+
+/// What the ack reader learned from one connection.
+struct AckStream {
+    results: Vec<(usize, ItemResult)>,
+    /// Why the connection ended, when it did not end cleanly.
+    closing: Option<String>,
+    /// The server refused a file at header time (and so closed).
+    refused: bool,
+}
+
+/// Reads acks until the server closes, turning each into a result.
+fn read_acks(stream: TcpStream, sizes: &[u64], digests: &SentDigests, report: &Reporter) -> AckStream {
+    let mut reader = BufReader::new(stream);
+    let mut acks = AckStream {
+        results: Vec::new(),
+        closing: None,
+        refused: false,
+    };
+    loop {
+        let msg = match read_server_msg(&mut reader) {
+            Ok(Some(msg)) => msg,
+            Ok(None) => break,
+            Err(why) => {
+                acks.closing = Some(why);
+                break;
+            }
+        };
+        let ack = match msg {
+            ServerMsg::Ack(ack) => ack,
+            ServerMsg::Error { code, message } => {
+                acks.closing = Some(match code {
+                    ErrorCode::ShuttingDown => format!("the server is shutting down: {message}"),
+                    _ => format!("the server ended the connection: {message}"),
+                });
+                break;
+            }
+            ServerMsg::Welcome { .. } => {
+                acks.closing = Some("the server sent a second welcome".into());
+                break;
+            }
+        };
+        let Some(index) = usize::try_from(ack.id).ok().filter(|i| *i < sizes.len()) else {
+            acks.closing = Some(format!("the server answered for unknown file id {}", ack.id));
+            break;
+        };
+        let result = match ack.outcome {
+            Outcome::Stored {
+                stored_as,
+                bytes,
+                blake3,
+                clash,
+            } => {
+                let ours = digests.lock().ok().and_then(|m| m.get(&index).cloned());
+                if ours.as_deref() != Some(blake3.as_str()) || bytes != sizes[index] {
+                    ItemResult::Failed {
+                        reason: "the server's digest does not match what was sent".into(),
+                    }
+                } else {
+                    ItemResult::Stored {
+                        stored_as,
+                        clash,
+                        bytes,
+                    }
+                }
+            }
+            Outcome::Folder { path } => ItemResult::Folder { path },
+            Outcome::Failed { code, message } => {
+                if !matches!(code, ErrorCode::DigestMismatch | ErrorCode::Aborted) {
+                    acks.refused = true;
+                }
+                ItemResult::Failed { reason: message }
+            }
+        };
+        report(Event::Finished {
+            index,
+            result: result.clone(),
+        });
+        acks.results.push((index, result));
+    }
+    acks
+}
+
+/// Turns an I/O error into plain words for a person.
+pub fn describe_io(e: &io::Error) -> String {
+    use io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => "connection refused (is ferry-server running there?)".into(),
+        ConnectionReset | ConnectionAborted | BrokenPipe => "the server dropped the connection".into(),
+        TimedOut | WouldBlock => "the server stopped answering (timed out)".into(),
+        _ => e.to_string(),
+    }
+}
