@@ -10,4 +10,4 @@ pub mod progress;
 pub mod sender;
 
 pub use plan::{Item, ItemKind, Plan, Skipped};
-pub use sender::{Event, ItemResult, Options, Report, Reporter, send};
+pub use sender::{Event, ItemResult, Options, Report, Reporter, probe, send};

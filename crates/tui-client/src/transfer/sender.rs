@@ -571,3 +571,13 @@ pub fn describe_io(e: &io::Error) -> String {
         _ => e.to_string(),
     }
 }
+
+/// Connects and completes the handshake only, to tell whether a server is
+/// there and willing; returns its name. The UI uses it for its status line.
+pub fn probe(addr: &str, timeout: Duration) -> Result<String, String> {
+    let stream = connect(addr, timeout)?;
+    let _ = stream.set_read_timeout(Some(timeout));
+    let (server, _) = handshake(&stream)?;
+    let _ = stream.shutdown(Shutdown::Both);
+    Ok(server)
+}
