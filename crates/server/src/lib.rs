@@ -1,1 +1,2 @@
-//! placeholder
+//! Ferry's upload server.
+pub mod storage;

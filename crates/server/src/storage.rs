@@ -1,0 +1,516 @@
+//! Where uploads land, and the rules that keep that place honest.
+//!
+//! - Bytes go to a private staging folder (`.ferry-staging`) inside the
+//!   target folder, under a short generated name, so an upload in progress
+//!   is never visible under its real name and a long real name cannot make
+//!   the temporary name too long.
+//! - Only a complete, verified upload is fsynced, renamed into place with a
+//!   no-replace rename (so a clash is detected atomically, not by a
+//!   check-then-act race), and its folder fsynced: once the ack is sent, the
+//!   file survives a crash.
+//! - Every lookup, mkdir and rename happens relative to directory handles
+//!   opened with `O_NOFOLLOW`, starting from a handle on the target folder
+//!   opened once. A symlink anywhere on the way is refused, and swapping a
+//!   folder for a symlink mid-upload cannot redirect a write.
+//! - An upload dropped before commit removes its temporary file; leftovers
+//!   from a crash are removed at start-up.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ferry_proto::{Clash, OnClash, path as names};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
+use rustix::io::Errno;
+use thiserror::Error;
+
+/// The staging folder's name inside the target folder. Uploads may not use
+/// it as their first component.
+pub const STAGING_DIR: &str = ".ferry-staging";
+
+/// Highest `(n)` tried when looking for a free name.
+const MAX_RENAME_TRIES: u32 = 10_000;
+
+/// Why storing failed; each maps onto a wire error code.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    BadName(String),
+    #[error("declared size {size} is over the limit of {limit} bytes")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("not enough space: {needed} bytes needed, {available} available")]
+    NoSpace { needed: u64, available: u64 },
+    #[error("{0}")]
+    Exists(String),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl StoreError {
+    /// Classifies an I/O error, so a full disk reads as "no space".
+    fn from_io(e: io::Error) -> Self {
+        if e.raw_os_error() == Some(Errno::NOSPC.raw_os_error())
+            || e.raw_os_error() == Some(Errno::DQUOT.raw_os_error())
+        {
+            StoreError::NoSpace {
+                needed: 0,
+                available: 0,
+            }
+        } else {
+            StoreError::Io(e)
+        }
+    }
+}
+
+/// The target folder, opened once.
+#[derive(Debug)]
+pub struct Store {
+    root: OwnedFd,
+    staging: OwnedFd,
+    path: PathBuf,
+    max_file_size: Option<u64>,
+    next_temp: AtomicU64,
+}
+
+/// A file stored for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// `/`-separated path relative to the target folder.
+    pub stored_as: String,
+    pub clash: Clash,
+}
+
+impl Store {
+    /// Opens (creating if needed) the target folder and its staging folder,
+    /// and removes temporary files a previous run left behind. Returns the
+    /// store and how many leftovers were removed.
+    pub fn open(path: &Path, max_file_size: Option<u64>) -> io::Result<(Store, usize)> {
+        fs::create_dir_all(path)?;
+        let root = rustix::fs::open(
+            path,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        match rustix::fs::mkdirat(&root, STAGING_DIR, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let staging = open_dir_nofollow(&root, STAGING_DIR)?;
+        let store = Store {
+            root,
+            staging,
+            path: path.to_path_buf(),
+            max_file_size,
+            next_temp: AtomicU64::new(0),
+        };
+        let cleaned = store.clean_staging()?;
+        Ok((store, cleaned))
+    }
+
+    /// The target folder as given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn max_file_size(&self) -> Option<u64> {
+        self.max_file_size
+    }
+
+    /// Removes every temporary file in the staging folder. Called at start-up
+    /// and at shutdown, when no upload can be using them.
+    pub fn clean_staging(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(self.path.join(STAGING_DIR))? {
+            let entry = entry?;
+            if rustix::fs::unlinkat(&self.staging, entry.file_name().as_os_str(), AtFlags::empty())
+                .is_ok()
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Checks a wire path against the name rules and against what is on disk
+    /// (nothing on the way may be a file or a symlink), without changing
+    /// anything. Returns the components.
+    pub fn check_path<'p>(&self, path: &'p str) -> Result<Vec<&'p str>, StoreError> {
+        let parts = names::components(path).map_err(|e| StoreError::BadName(e.to_string()))?;
+        if parts.first() == Some(&STAGING_DIR) {
+            return Err(StoreError::BadName(format!("`{STAGING_DIR}` is reserved")));
+        }
+        let (_, folders) = parts.split_last().ok_or_else(|| StoreError::BadName("empty".into()))?;
+        self.walk(folders, false)?;
+        Ok(parts)
+    }
+
+    /// Checks a declared size against the limit and the free space, before
+    /// any byte is written.
+    pub fn check_size(&self, size: u64) -> Result<(), StoreError> {
+        if let Some(limit) = self.max_file_size.filter(|l| size > *l) {
+            return Err(StoreError::TooLarge { size, limit });
+        }
+        let available = self.available_bytes()?;
+        if size > available {
+            return Err(StoreError::NoSpace {
+                needed: size,
+                available,
+            });
+        }
+        Ok(())
+    }
+
+    /// Bytes an unprivileged writer can still use on the target's disk.
+    pub fn available_bytes(&self) -> io::Result<u64> {
+        let vfs = rustix::fs::fstatvfs(&self.root)?;
+        Ok(vfs.f_bavail.saturating_mul(vfs.f_frsize))
+    }
+
+    /// Starts an upload into a fresh temporary file.
+    pub fn begin(&self) -> Result<Upload<'_>, StoreError> {
+        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
+        let temp_name = format!("{}-{n}.part", std::process::id());
+        let fd = rustix::fs::openat(
+            &self.staging,
+            temp_name.as_str(),
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| StoreError::from_io(e.into()))?;
+        Ok(Upload {
+            store: self,
+            file: File::from(fd),
+            temp_name,
+            live: true,
+        })
+    }
+
+    /// Creates folder `path` (and its parents) inside the target.
+    pub fn mkdir(&self, path: &str) -> Result<String, StoreError> {
+        let parts = self.check_path(path)?;
+        let dir = self.walk(&parts, true)?;
+        rustix::fs::fsync(&dir).map_err(|e| StoreError::from_io(e.into()))?;
+        Ok(parts.join("/"))
+    }
+
+    /// Opens the folders named by `parts`, one handle at a time, refusing
+    /// symlinks and files on the way. With `create`, missing folders are
+    /// made; without it, the walk stops quietly at the first missing one
+    /// (it will be created at commit) and returns the deepest existing one.
+    fn walk(&self, parts: &[&str], create: bool) -> Result<OwnedFd, StoreError> {
+        let mut dir = rustix::io::dup(&self.root).map_err(|e| StoreError::Io(e.into()))?;
+        for (i, part) in parts.iter().enumerate() {
+            let shown = || names::escape_for_display(&parts[..=i].join("/"));
+            let next = match open_dir_nofollow(&dir, part) {
+                Ok(fd) => fd,
+                Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {
+                    if !create {
+                        return Ok(dir);
+                    }
+                    match rustix::fs::mkdirat(&dir, *part, Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(StoreError::from_io(e.into())),
+                    }
+                    open_dir_nofollow(&dir, part).map_err(|e| not_a_folder(e, &shown()))?
+                }
+                Err(e) => return Err(not_a_folder(e, &shown())),
+            };
+            dir = next;
+        }
+        Ok(dir)
+    }
+}
+
+/// Maps "not a folder" and "is a symlink" to a name refusal.
+fn not_a_folder(e: io::Error, shown: &str) -> StoreError {
+    match e.raw_os_error().map(Errno::from_raw_os_error) {
+        Some(Errno::NOTDIR) | Some(Errno::LOOP) => {
+            StoreError::BadName(format!("`{shown}` exists and is not a folder (or is a symlink)"))
+        }
+        _ => StoreError::from_io(e),
+    }
+}
+
+fn open_dir_nofollow(dir: &impl AsFd, name: &str) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        dir,
+        name,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// One upload in progress. Dropping it without [`Upload::commit`] removes
+/// its temporary file, so an aborted upload leaves nothing behind.
+#[derive(Debug)]
+pub struct Upload<'s> {
+    store: &'s Store,
+    file: File,
+    temp_name: String,
+    live: bool,
+}
+
+impl Upload<'_> {
+    /// Appends bytes; a full disk is reported as [`StoreError::NoSpace`].
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.file.write_all(bytes).map_err(StoreError::from_io)
+    }
+
+    /// Makes the upload durable and visible as `parts` (already checked by
+    /// [`Store::check_path`]) under the clash policy. `digest` is the
+    /// upload's BLAKE3, used to recognise an identical existing file.
+    pub fn commit(
+        mut self,
+        parts: &[&str],
+        policy: OnClash,
+        digest: &blake3::Hash,
+    ) -> Result<Stored, StoreError> {
+        self.file.sync_all().map_err(StoreError::from_io)?;
+        let (name, folders) = parts
+            .split_last()
+            .ok_or_else(|| StoreError::BadName("empty".into()))?;
+        let dir = self.store.walk(folders, true)?;
+        let prefix: String = folders.iter().map(|f| format!("{f}/")).collect();
+
+        let existing = match rustix::fs::statat(&dir, *name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(FileType::from_raw_mode(st.st_mode)),
+            Err(Errno::NOENT) => None,
+            Err(e) => return Err(StoreError::Io(e.into())),
+        };
+        let (final_name, clash) = match (policy, existing) {
+            (_, None) => match self.link_noreplace(&dir, name) {
+                Ok(()) => (name.to_string(), Clash::None),
+                // Someone took the name between our look and our rename.
+                Err(Errno::EXIST) => (self.link_free_name(&dir, name)?, Clash::Renamed),
+                Err(e) => return Err(StoreError::from_io(e.into())),
+            },
+            (OnClash::Overwrite, Some(FileType::RegularFile)) => {
+                rustix::fs::renameat(&self.store.staging, self.temp_name.as_str(), &dir, *name)
+                    .map_err(|e| StoreError::from_io(e.into()))?;
+                self.live = false;
+                (name.to_string(), Clash::Overwritten)
+            }
+            (OnClash::Overwrite, Some(_)) => {
+                return Err(StoreError::Exists(format!(
+                    "`{}` exists and is not a regular file",
+                    names::escape_for_display(&format!("{prefix}{name}"))
+                )));
+            }
+            (OnClash::SkipIdentical, Some(FileType::RegularFile))
+                if same_content(&dir, name, digest)? =>
+            {
+                // Dropping self removes the temporary file.
+                return Ok(Stored {
+                    stored_as: format!("{prefix}{name}"),
+                    clash: Clash::Identical,
+                });
+            }
+            (OnClash::Rename | OnClash::SkipIdentical, Some(_)) => {
+                (self.link_free_name(&dir, name)?, Clash::Renamed)
+            }
+        };
+        rustix::fs::fsync(&dir).map_err(|e| StoreError::from_io(e.into()))?;
+        Ok(Stored {
+            stored_as: format!("{prefix}{final_name}"),
+            clash,
+        })
+    }
+
+    /// Moves the temporary file to `name` in `dir`, failing with `EXIST`
+    /// rather than replacing anything.
+    fn link_noreplace(&mut self, dir: &OwnedFd, name: &str) -> Result<(), Errno> {
+        let staging = &self.store.staging;
+        let temp = self.temp_name.as_str();
+        match rustix::fs::renameat_with(staging, temp, dir, name, RenameFlags::NOREPLACE) {
+            Ok(()) => {}
+            // File systems without RENAME_NOREPLACE: a hard link is just as
+            // atomic about refusing an existing name.
+            Err(Errno::INVAL) | Err(Errno::NOSYS) => {
+                rustix::fs::linkat(staging, temp, dir, name, AtFlags::empty())?;
+                let _ = rustix::fs::unlinkat(staging, temp, AtFlags::empty());
+            }
+            Err(e) => return Err(e),
+        }
+        self.live = false;
+        Ok(())
+    }
+
+    /// Stores under the first free `stem (n).ext`.
+    fn link_free_name(&mut self, dir: &OwnedFd, name: &str) -> Result<String, StoreError> {
+        for n in 1..=MAX_RENAME_TRIES {
+            let candidate = numbered(name, n);
+            names::check_component(&candidate).map_err(|e| {
+                StoreError::BadName(format!("no free name for `{}`: {e}", names::escape_for_display(name)))
+            })?;
+            match self.link_noreplace(dir, &candidate) {
+                Ok(()) => return Ok(candidate),
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(StoreError::from_io(e.into())),
+            }
+        }
+        Err(StoreError::Exists(format!(
+            "no free name for `{}` after {MAX_RENAME_TRIES} tries",
+            names::escape_for_display(name)
+        )))
+    }
+}
+
+impl Drop for Upload<'_> {
+    fn drop(&mut self) {
+        if self.live {
+            let _ = rustix::fs::unlinkat(&self.store.staging, self.temp_name.as_str(), AtFlags::empty());
+        }
+    }
+}
+
+/// `report.pdf` → `report (n).pdf`; `.bashrc` → `.bashrc (n)`.
+pub fn numbered(name: &str, n: u32) -> String {
+    match name.rfind('.') {
+        Some(dot) if dot > 0 => format!("{} ({n}){}", &name[..dot], &name[dot..]),
+        _ => format!("{name} ({n})"),
+    }
+}
+
+/// Whether regular file `name` in `dir` hashes to `digest`.
+fn same_content(dir: &OwnedFd, name: &str, digest: &blake3::Hash) -> Result<bool, StoreError> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| StoreError::Io(e.into()))?;
+    let mut file = File::from(fd);
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(StoreError::Io(e)),
+        }
+    }
+    Ok(hasher.finalize() == *digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = Store::open(&dir.path().join("up"), None).expect("open");
+        (dir, store)
+    }
+
+    fn put(store: &Store, path: &str, bytes: &[u8], policy: OnClash) -> Result<Stored, StoreError> {
+        let parts = store.check_path(path)?;
+        let mut up = store.begin()?;
+        up.write_all(bytes)?;
+        up.commit(&parts, policy, &blake3::hash(bytes))
+    }
+
+    fn staging_is_empty(store: &Store) -> bool {
+        fs::read_dir(store.path().join(STAGING_DIR))
+            .expect("staging")
+            .next()
+            .is_none()
+    }
+
+    #[test]
+    fn stores_in_nested_folders() {
+        let (_t, s) = store();
+        let got = put(&s, "a/b/c.txt", b"hi", OnClash::Rename).expect("stored");
+        assert_eq!(got.stored_as, "a/b/c.txt");
+        assert_eq!(got.clash, Clash::None);
+        assert_eq!(fs::read(s.path().join("a/b/c.txt")).expect("read"), b"hi");
+        assert!(staging_is_empty(&s));
+    }
+
+    #[test]
+    fn clash_renames_and_never_overwrites() {
+        let (_t, s) = store();
+        put(&s, "report.pdf", b"one", OnClash::Rename).expect("first");
+        let second = put(&s, "report.pdf", b"two", OnClash::Rename).expect("second");
+        assert_eq!(second.stored_as, "report (1).pdf");
+        assert_eq!(second.clash, Clash::Renamed);
+        let third = put(&s, "report.pdf", b"three", OnClash::Rename).expect("third");
+        assert_eq!(third.stored_as, "report (2).pdf");
+        assert_eq!(fs::read(s.path().join("report.pdf")).expect("read"), b"one");
+    }
+
+    #[test]
+    fn overwrite_and_skip_identical() {
+        let (_t, s) = store();
+        put(&s, "x", b"old", OnClash::Rename).expect("first");
+        let o = put(&s, "x", b"new", OnClash::Overwrite).expect("overwrite");
+        assert_eq!(o.clash, Clash::Overwritten);
+        assert_eq!(fs::read(s.path().join("x")).expect("read"), b"new");
+        let same = put(&s, "x", b"new", OnClash::SkipIdentical).expect("same");
+        assert_eq!(same.clash, Clash::Identical);
+        let differ = put(&s, "x", b"other", OnClash::SkipIdentical).expect("differ");
+        assert_eq!(differ.stored_as, "x (1)");
+        assert!(staging_is_empty(&s));
+    }
+
+    #[test]
+    fn dropped_upload_leaves_nothing() {
+        let (_t, s) = store();
+        let mut up = s.begin().expect("begin");
+        up.write_all(b"partial").expect("write");
+        drop(up);
+        assert!(staging_is_empty(&s));
+        let names: Vec<_> = fs::read_dir(s.path()).expect("ls").collect();
+        assert_eq!(names.len(), 1, "only the staging folder");
+    }
+
+    #[test]
+    fn leftovers_are_cleaned_at_open() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let up = t.path().join("up");
+        fs::create_dir_all(up.join(STAGING_DIR)).expect("mkdir");
+        fs::write(up.join(STAGING_DIR).join("9-9.part"), b"x").expect("write");
+        let (_s, cleaned) = Store::open(&up, None).expect("open");
+        assert_eq!(cleaned, 1);
+    }
+
+    #[test]
+    fn symlinks_and_files_on_the_way_are_refused() {
+        let (t, s) = store();
+        let outside = t.path().join("outside");
+        fs::create_dir(&outside).expect("mkdir");
+        std::os::unix::fs::symlink(&outside, s.path().join("link")).expect("symlink");
+        fs::write(s.path().join("file"), b"x").expect("write");
+        for path in ["link/x", "file/x", ".ferry-staging/x"] {
+            assert!(matches!(s.check_path(path), Err(StoreError::BadName(_))), "{path}");
+        }
+        // The final name being a symlink is not followed: it is a clash.
+        std::os::unix::fs::symlink(outside.join("target"), s.path().join("last")).expect("symlink");
+        let got = put(&s, "last", b"x", OnClash::Rename).expect("stored");
+        assert_eq!(got.stored_as, "last (1)");
+        assert!(!outside.join("target").exists());
+        assert!(fs::read_dir(&outside).expect("ls").next().is_none());
+    }
+
+    #[test]
+    fn size_limits_are_checked_before_writing() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let (s, _) = Store::open(t.path(), Some(10)).expect("open");
+        assert!(s.check_size(10).is_ok());
+        assert!(matches!(s.check_size(11), Err(StoreError::TooLarge { .. })));
+        let (s, _) = Store::open(&t.path().join("b"), None).expect("open");
+        assert!(matches!(s.check_size(u64::MAX), Err(StoreError::NoSpace { .. })));
+    }
+
+    #[test]
+    fn numbered_names() {
+        assert_eq!(numbered("report.pdf", 1), "report (1).pdf");
+        assert_eq!(numbered(".bashrc", 2), ".bashrc (2)");
+        assert_eq!(numbered("noext", 3), "noext (3)");
+    }
+}
