@@ -1,2 +1,204 @@
-//! Ferry's upload server.
+//! Ferry's upload server: a headless, threaded TCP server that stores what
+//! clients send into one target folder.
+//!
+//! - [`accept`]: the listener side: one thread per connection, caps, eviction.
+//! - [`session`]: one connection's dialogue (tutorial-style or v1).
+//! - [`storage`]: turning received bytes into durable, safely named files.
+//!
+//! [`Server`] ties them together; the `ferry-server` binary adds flags,
+//! logging and signals.
+
+pub mod accept;
+pub mod session;
 pub mod storage;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use tracing::{info, warn};
+
+use crate::accept::Registry;
+use crate::storage::Store;
+
+/// How the server listens, where it stores, and what it tolerates.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: String,
+    pub dir: PathBuf,
+    pub max_file_size: Option<u64>,
+    pub limits: Limits,
+    /// How long running uploads may continue after a shutdown request.
+    pub grace: Duration,
+}
+
+/// Caps and deadlines that keep one client from starving the others.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// Silence allowed before a frame starts (a person choosing a file in
+    /// a tutorial-style client is silent too, so this is generous).
+    pub idle_timeout: Duration,
+    /// Time allowed for a started header frame to arrive whole.
+    pub header_timeout: Duration,
+    /// Silence allowed in the middle of a body, and for writing acks.
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 128,
+            idle_timeout: Duration::from_secs(300),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Config {
+    pub fn new(listen: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
+        Config {
+            listen: listen.into(),
+            dir: dir.into(),
+            max_file_size: None,
+            limits: Limits::default(),
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// State every session shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub store: Store,
+    pub limits: Limits,
+    pub shutting_down: AtomicBool,
+}
+
+/// Asks a running server to stop; cheap to clone and send to a signal thread.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(Arc<Shared>);
+
+impl ShutdownHandle {
+    pub fn request(&self) {
+        self.0.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.0.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+/// A bound server, ready to [`Server::run`].
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    registry: Arc<Registry>,
+    grace: Duration,
+}
+
+impl Server {
+    /// Opens the target folder (cleaning leftovers) and binds the address.
+    pub fn bind(config: Config) -> io::Result<Server> {
+        let (store, cleaned) = Store::open(&config.dir, config.max_file_size)?;
+        if cleaned > 0 {
+            info!("removed {cleaned} incomplete upload(s) left by an earlier run");
+        }
+        // std sets SO_REUSEADDR on Unix, so a restart can bind at once.
+        let listener = TcpListener::bind(&config.listen)?;
+        listener.set_nonblocking(true)?;
+        Ok(Server {
+            listener,
+            shared: Arc::new(Shared {
+                store,
+                limits: config.limits,
+                shutting_down: AtomicBool::new(false),
+            }),
+            registry: Arc::default(),
+            grace: config.grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(Arc::clone(&self.shared))
+    }
+
+    /// Serves until a shutdown is requested, then stops gracefully: no new
+    /// connections, idle ones closed, running uploads given the grace
+    /// period, and no incomplete upload left behind.
+    pub fn run(self) -> io::Result<()> {
+        let tick = Timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        while !self.shared.shutting_down.load(Ordering::SeqCst) {
+            let mut fds = [PollFd::new(&self.listener, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, Some(&tick)) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+            loop {
+                match self.listener.accept() {
+                    Ok((stream, peer)) => accept::admit(stream, peer, &self.shared, &self.registry),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // Out of file descriptors, most likely: back off
+                        // instead of spinning.
+                        warn!("accept failed: {e}");
+                        thread::sleep(Duration::from_millis(50));
+                        break;
+                    }
+                }
+            }
+        }
+        // Stop listening first, so a restart can bind while we drain.
+        let Server {
+            listener,
+            shared,
+            registry,
+            grace,
+        } = self;
+        drop(listener);
+        stop(&shared, &registry, grace);
+        Ok(())
+    }
+}
+
+fn stop(shared: &Shared, registry: &Registry, grace: Duration) {
+    let running = registry.len();
+    info!("shutting down: {running} connection(s) open, up to {grace:?} for uploads in progress");
+    let deadline = Instant::now() + grace;
+    while !registry.is_empty() && Instant::now() < deadline {
+        registry.close_idle();
+        thread::sleep(Duration::from_millis(20));
+    }
+    if !registry.is_empty() {
+        warn!(
+            "grace period over: dropping {} unfinished upload(s)",
+            registry.len()
+        );
+        registry.close_all();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !registry.is_empty() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    match shared.store.clean_staging() {
+        Ok(0) => {}
+        Ok(n) => info!("removed {n} incomplete upload(s)"),
+        Err(e) => warn!("cannot clean the staging folder: {e}"),
+    }
+    info!("stopped");
+}

@@ -1,1 +1,144 @@
-fn main() {}
+//! `ferry-server`: flags, logging and signals around [`ferry_server::Server`].
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use ferry_server::{Config, Limits, Server};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tracing::{error, info, warn};
+
+/// Receive files over TCP into a folder.
+///
+/// Speaks Ferry's protocol (used by `ferry` and `ferry send`) and the
+/// tutorial's length-prefixed JSON header upload, on the same port.
+/// Prints `listening on HOST:PORT` on stdout once bound; logs go to stderr
+/// (set RUST_LOG=debug for more).
+#[derive(Debug, Parser)]
+#[command(name = "ferry-server", version)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    listen: String,
+    /// Folder to store uploads in; created if missing.
+    #[arg(long, default_value = "./uploads")]
+    dir: PathBuf,
+    /// Refuse files larger than this (e.g. 500M, 20G).
+    #[arg(long, value_parser = parse_size)]
+    max_file_size: Option<u64>,
+    /// Most connections served at once.
+    #[arg(long, default_value_t = 128)]
+    max_connections: usize,
+    /// Seconds a connection may stay silent between files.
+    #[arg(long, default_value_t = 300)]
+    idle_timeout: u64,
+    /// Seconds a client may stay silent in the middle of a file.
+    #[arg(long, default_value_t = 30)]
+    body_timeout: u64,
+    /// Seconds running uploads get to finish after SIGINT/SIGTERM.
+    #[arg(long, default_value_t = 10)]
+    grace: u64,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config {
+        listen: args.listen.clone(),
+        dir: args.dir.clone(),
+        max_file_size: args.max_file_size,
+        limits: Limits {
+            max_connections: args.max_connections.max(1),
+            idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+            body_timeout: Duration::from_secs(args.body_timeout.max(1)),
+            ..Limits::default()
+        },
+        grace: Duration::from_secs(args.grace),
+    };
+    let server = Server::bind(config)
+        .with_context(|| format!("cannot serve {} on {}", args.dir.display(), args.listen))?;
+    let addr = server.local_addr()?;
+
+    let handle = server.shutdown_handle();
+    let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if handle.is_requested() {
+                warn!("second signal: exiting now (incomplete uploads are removed at next start)");
+                std::process::exit(130);
+            }
+            info!("signal {signal}: finishing running uploads, then stopping");
+            handle.request();
+        }
+    });
+
+    info!("storing uploads in {}", args.dir.display());
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {addr}")?;
+    out.flush()?;
+    drop(out);
+    server.run()?;
+    Ok(())
+}
+
+/// Parses `1024`, `500K`, `20M`, `2G`, `1T` (binary units) into bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, scale) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let scale: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown unit in `{text}` (use K, M, G or T)")),
+            };
+            (&t[..i], scale)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (try 500M or 20G)"))?;
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("500K"), Ok(500 << 10));
+        assert_eq!(parse_size("20m"), Ok(20 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("1.5G").is_err());
+        assert!(parse_size("10X").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+}

@@ -124,8 +124,12 @@ impl Store {
         let mut removed = 0;
         for entry in fs::read_dir(self.path.join(STAGING_DIR))? {
             let entry = entry?;
-            if rustix::fs::unlinkat(&self.staging, entry.file_name().as_os_str(), AtFlags::empty())
-                .is_ok()
+            if rustix::fs::unlinkat(
+                &self.staging,
+                entry.file_name().as_os_str(),
+                AtFlags::empty(),
+            )
+            .is_ok()
             {
                 removed += 1;
             }
@@ -141,7 +145,9 @@ impl Store {
         if parts.first() == Some(&STAGING_DIR) {
             return Err(StoreError::BadName(format!("`{STAGING_DIR}` is reserved")));
         }
-        let (_, folders) = parts.split_last().ok_or_else(|| StoreError::BadName("empty".into()))?;
+        let (_, folders) = parts
+            .split_last()
+            .ok_or_else(|| StoreError::BadName("empty".into()))?;
         self.walk(folders, false)?;
         Ok(parts)
     }
@@ -176,7 +182,9 @@ impl Store {
             &self.staging,
             temp_name.as_str(),
             OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
+            // The file keeps this mode once in place (less the umask); the
+            // staging folder itself is private, so no one sees it early.
+            Mode::from_raw_mode(0o644),
         )
         .map_err(|e| StoreError::from_io(e.into()))?;
         Ok(Upload {
@@ -226,9 +234,9 @@ impl Store {
 /// Maps "not a folder" and "is a symlink" to a name refusal.
 fn not_a_folder(e: io::Error, shown: &str) -> StoreError {
     match e.raw_os_error().map(Errno::from_raw_os_error) {
-        Some(Errno::NOTDIR) | Some(Errno::LOOP) => {
-            StoreError::BadName(format!("`{shown}` exists and is not a folder (or is a symlink)"))
-        }
+        Some(Errno::NOTDIR) | Some(Errno::LOOP) => StoreError::BadName(format!(
+            "`{shown}` exists and is not a folder (or is a symlink)"
+        )),
         _ => StoreError::from_io(e),
     }
 }
@@ -342,7 +350,10 @@ impl Upload<'_> {
         for n in 1..=MAX_RENAME_TRIES {
             let candidate = numbered(name, n);
             names::check_component(&candidate).map_err(|e| {
-                StoreError::BadName(format!("no free name for `{}`: {e}", names::escape_for_display(name)))
+                StoreError::BadName(format!(
+                    "no free name for `{}`: {e}",
+                    names::escape_for_display(name)
+                ))
             })?;
             match self.link_noreplace(dir, &candidate) {
                 Ok(()) => return Ok(candidate),
@@ -360,7 +371,11 @@ impl Upload<'_> {
 impl Drop for Upload<'_> {
     fn drop(&mut self) {
         if self.live {
-            let _ = rustix::fs::unlinkat(&self.store.staging, self.temp_name.as_str(), AtFlags::empty());
+            let _ = rustix::fs::unlinkat(
+                &self.store.staging,
+                self.temp_name.as_str(),
+                AtFlags::empty(),
+            );
         }
     }
 }
@@ -487,7 +502,10 @@ mod tests {
         std::os::unix::fs::symlink(&outside, s.path().join("link")).expect("symlink");
         fs::write(s.path().join("file"), b"x").expect("write");
         for path in ["link/x", "file/x", ".ferry-staging/x"] {
-            assert!(matches!(s.check_path(path), Err(StoreError::BadName(_))), "{path}");
+            assert!(
+                matches!(s.check_path(path), Err(StoreError::BadName(_))),
+                "{path}"
+            );
         }
         // The final name being a symlink is not followed: it is a clash.
         std::os::unix::fs::symlink(outside.join("target"), s.path().join("last")).expect("symlink");
@@ -504,7 +522,10 @@ mod tests {
         assert!(s.check_size(10).is_ok());
         assert!(matches!(s.check_size(11), Err(StoreError::TooLarge { .. })));
         let (s, _) = Store::open(&t.path().join("b"), None).expect("open");
-        assert!(matches!(s.check_size(u64::MAX), Err(StoreError::NoSpace { .. })));
+        assert!(matches!(
+            s.check_size(u64::MAX),
+            Err(StoreError::NoSpace { .. })
+        ));
     }
 
     #[test]

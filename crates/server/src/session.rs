@@ -1,0 +1,452 @@
+//! One client connection, from its first frame to its close.
+//!
+//! The first frame decides the dialect. A tutorial-style header starts a
+//! legacy session: files follow one another until the client closes, and the
+//! server never writes a byte back (such clients never read, and an unread
+//! reply would turn their close into a reset). A `hello` starts a v1
+//! session: every file is acked, and refusals are explained on the wire.
+//!
+//! Deadlines keep idle and trickling peers from holding a thread forever:
+//! silence before a frame is bounded by the idle timeout, a started frame
+//! must complete within the header timeout, and a body must keep moving.
+
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use ferry_proto::path::escape_for_display;
+use ferry_proto::{
+    Ack, ClientMsg, ErrorCode, FileHeader, FrameError, LegacyHeader, OnClash, Opening, Outcome,
+    PROTOCOL_VERSION, ProtoError, ServerMsg, read_frame, to_body, write_frame,
+};
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+use crate::Shared;
+use crate::accept::Slot;
+use crate::storage::{StoreError, Upload};
+
+/// Socket buffer sizes for reading bodies and writing acks.
+const READ_BUFFER: usize = 256 * 1024;
+const WRITE_BUFFER: usize = 16 * 1024;
+
+/// Why a session ended early. Each is logged as the reason.
+#[derive(Debug, Error)]
+pub enum SessionError {
+    #[error("bad frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Proto(#[from] ProtoError),
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+    #[error("client left after {got} of {expected} bytes of `{name}`")]
+    PeerLeft {
+        name: String,
+        got: u64,
+        expected: u64,
+    },
+    #[error("refused `{name}`: {reason}")]
+    Refused { name: String, reason: StoreError },
+    #[error("unsupported protocol version {0}")]
+    Version(u32),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// A body that did not arrive whole, either side's fault.
+enum BodyError {
+    Store(StoreError),
+    Wire(SessionError),
+}
+
+pub(crate) struct Session<'a> {
+    peer: SocketAddr,
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    writer: BufWriter<TcpStream>,
+    shared: &'a Shared,
+    slot: &'a Slot,
+}
+
+/// Serves one connection to its end and logs how it ended.
+pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &Slot) {
+    let session = match Session::new(stream, peer, shared, slot) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(%peer, "cannot set up connection: {e}");
+            return;
+        }
+    };
+    match session.serve() {
+        Ok(()) => debug!(%peer, "connection closed"),
+        Err(e) => warn!(%peer, "connection dropped: {e}"),
+    }
+}
+
+impl<'a> Session<'a> {
+    fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        shared: &'a Shared,
+        slot: &'a Slot,
+    ) -> io::Result<Self> {
+        stream.set_nonblocking(false)?;
+        // Acks are small and a pipelining client waits on none of them, but
+        // the last one of a batch should not sit in Nagle's queue.
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(shared.limits.body_timeout))?;
+        Ok(Session {
+            peer,
+            reader: BufReader::with_capacity(READ_BUFFER, stream.try_clone()?),
+            writer: BufWriter::with_capacity(WRITE_BUFFER, stream.try_clone()?),
+            stream,
+            shared,
+            slot,
+        })
+    }
+
+    fn serve(mut self) -> Result<(), SessionError> {
+        let Some(first) = self.next_frame()? else {
+            debug!(peer = %self.peer, "closed without sending anything");
+            return Ok(());
+        };
+        match Opening::parse(&first)? {
+            Opening::Legacy(header) => self.legacy(header),
+            Opening::Hello { version, client } => self.v1(version, &client),
+        }
+    }
+
+    /// Tutorial-style uploads: header, bytes, header, bytes, close.
+    fn legacy(&mut self, mut header: LegacyHeader) -> Result<(), SessionError> {
+        debug!(peer = %self.peer, "legacy client");
+        loop {
+            self.receive_legacy(&header)?;
+            match self.next_frame()? {
+                Some(body) => header = LegacyHeader::parse(&body)?,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    fn receive_legacy(&mut self, header: &LegacyHeader) -> Result<(), SessionError> {
+        let started = Instant::now();
+        let name = &header.filename;
+        let refused = |reason| SessionError::Refused {
+            name: escape_for_display(name),
+            reason,
+        };
+        let shared = self.shared;
+        let store = &shared.store;
+        let parts = store.check_path(name).map_err(refused)?;
+        store.check_size(header.size).map_err(refused)?;
+        let mut upload = store.begin().map_err(refused)?;
+        let digest = match self.receive_body(&mut upload, name, header.size) {
+            Ok(d) => d,
+            Err(BodyError::Store(e)) => return Err(refused(e)),
+            Err(BodyError::Wire(e)) => return Err(e),
+        };
+        let stored = upload
+            .commit(&parts, OnClash::Rename, &digest)
+            .map_err(refused)?;
+        self.log_stored(&stored.stored_as, header.size, started, "legacy");
+        Ok(())
+    }
+
+    /// Ferry v1: handshake, then acked files and folders.
+    fn v1(&mut self, version: u32, client: &str) -> Result<(), SessionError> {
+        if version != PROTOCOL_VERSION {
+            self.send(&ServerMsg::Error {
+                code: ErrorCode::UnsupportedVersion,
+                message: format!("this server speaks Ferry protocol version {PROTOCOL_VERSION}"),
+            })?;
+            self.writer.flush()?;
+            return Err(SessionError::Version(version));
+        }
+        debug!(peer = %self.peer, client = %escape_for_display(client), "v1 client");
+        self.send(&ServerMsg::Welcome {
+            version: PROTOCOL_VERSION,
+            server: format!("ferry-server/{}", env!("CARGO_PKG_VERSION")),
+            max_file_size: self.shared.store.max_file_size(),
+        })?;
+        loop {
+            let Some(body) = self.next_frame()? else {
+                if self.shared.shutting_down.load(Ordering::SeqCst) {
+                    // Best effort: the client may already be gone.
+                    let _ = self.send(&ServerMsg::Error {
+                        code: ErrorCode::ShuttingDown,
+                        message: "the server is shutting down".into(),
+                    });
+                }
+                self.writer.flush()?;
+                return Ok(());
+            };
+            match ClientMsg::parse(&body) {
+                Ok(ClientMsg::File(header)) => self.receive_v1(&header)?,
+                Ok(ClientMsg::Mkdir { id, path }) => self.mkdir(id, &path)?,
+                Ok(other) => {
+                    let message = format!("unexpected `{}` message", other.kind());
+                    return self.protocol_error(message);
+                }
+                Err(e) => return self.protocol_error(e.to_string()),
+            }
+        }
+    }
+
+    fn protocol_error(&mut self, message: String) -> Result<(), SessionError> {
+        self.send(&ServerMsg::Error {
+            code: ErrorCode::Protocol,
+            message: message.clone(),
+        })?;
+        self.writer.flush()?;
+        Err(ProtoError::Unexpected(message).into())
+    }
+
+    fn receive_v1(&mut self, header: &FileHeader) -> Result<(), SessionError> {
+        let started = Instant::now();
+        let shared = self.shared;
+        let store = &shared.store;
+        let checked = store
+            .check_path(&header.path)
+            .and_then(|parts| store.check_size(header.size).map(|()| parts))
+            .and_then(|parts| store.begin().map(|up| (parts, up)));
+        let (parts, mut upload) = match checked {
+            Ok(ok) => ok,
+            Err(e) => return self.refuse(header, e),
+        };
+        let digest = match self.receive_body(&mut upload, &header.path, header.size) {
+            Ok(d) => d,
+            Err(BodyError::Store(e)) => return self.refuse(header, e),
+            Err(BodyError::Wire(e)) => return Err(e),
+        };
+        let trailer = self.next_frame()?.ok_or_else(|| SessionError::PeerLeft {
+            name: escape_for_display(&header.path),
+            got: header.size,
+            expected: header.size,
+        })?;
+        match ClientMsg::parse(&trailer)? {
+            ClientMsg::Done { id, blake3 } if id == header.id => {
+                if blake3 != digest.to_hex().as_str() {
+                    warn!(peer = %self.peer, name = %escape_for_display(&header.path),
+                        "digest mismatch: received bytes hash to {digest}, sender announced {}",
+                        escape_for_display(&blake3));
+                    return self.ack_failed(
+                        header.id,
+                        ErrorCode::DigestMismatch,
+                        "the bytes received do not match the digest sent; nothing was stored"
+                            .into(),
+                    );
+                }
+                match upload.commit(&parts, header.on_clash, &digest) {
+                    Ok(stored) => {
+                        self.log_stored(&stored.stored_as, header.size, started, "v1");
+                        self.ack(
+                            header.id,
+                            Outcome::Stored {
+                                stored_as: stored.stored_as,
+                                bytes: header.size,
+                                blake3: digest.to_hex().to_string(),
+                                clash: stored.clash,
+                            },
+                        )
+                    }
+                    Err(e) => self.refuse(header, e),
+                }
+            }
+            ClientMsg::Abort { id, reason } if id == header.id => {
+                info!(peer = %self.peer, name = %escape_for_display(&header.path),
+                    "sender aborted the file: {}", escape_for_display(&reason));
+                self.ack_failed(
+                    header.id,
+                    ErrorCode::Aborted,
+                    format!("aborted by the sender: {reason}"),
+                )
+            }
+            other => self.protocol_error(format!(
+                "expected `done` for file {}, got `{}`",
+                header.id,
+                other.kind()
+            )),
+        }
+    }
+
+    fn mkdir(&mut self, id: u64, path: &str) -> Result<(), SessionError> {
+        match self.shared.store.mkdir(path) {
+            Ok(path) => self.ack(id, Outcome::Folder { path }),
+            Err(reason) => {
+                let code = error_code(&reason);
+                let message = reason.to_string();
+                self.ack_failed(id, code, message)?;
+                Err(SessionError::Refused {
+                    name: escape_for_display(path),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Answers a refused file and ends the session: its body (if any is
+    /// left) cannot be told apart from the next frame.
+    fn refuse(&mut self, header: &FileHeader, reason: StoreError) -> Result<(), SessionError> {
+        self.ack_failed(header.id, error_code(&reason), reason.to_string())?;
+        self.writer.flush()?;
+        Err(SessionError::Refused {
+            name: escape_for_display(&header.path),
+            reason,
+        })
+    }
+
+    fn ack_failed(
+        &mut self,
+        id: u64,
+        code: ErrorCode,
+        message: String,
+    ) -> Result<(), SessionError> {
+        self.ack(id, Outcome::Failed { code, message })
+    }
+
+    fn ack(&mut self, id: u64, outcome: Outcome) -> Result<(), SessionError> {
+        self.send(&ServerMsg::Ack(Ack { id, outcome }))
+    }
+
+    fn send(&mut self, msg: &ServerMsg) -> Result<(), SessionError> {
+        write_frame(&mut self.writer, &to_body(msg))?;
+        Ok(())
+    }
+
+    /// Copies exactly `size` body bytes into `upload`, hashing as it goes.
+    fn receive_body(
+        &mut self,
+        upload: &mut Upload<'_>,
+        name: &str,
+        size: u64,
+    ) -> Result<blake3::Hash, BodyError> {
+        self.stream
+            .set_read_timeout(Some(self.shared.limits.body_timeout))
+            .map_err(|e| BodyError::Wire(e.into()))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut left = size;
+        while left > 0 {
+            let chunk = match self.reader.fill_buf() {
+                Ok(c) => c,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_timeout(&e) => {
+                    return Err(BodyError::Wire(SessionError::Timeout(
+                        "waiting for body bytes",
+                    )));
+                }
+                Err(e) => return Err(BodyError::Wire(e.into())),
+            };
+            if chunk.is_empty() {
+                return Err(BodyError::Wire(SessionError::PeerLeft {
+                    name: escape_for_display(name),
+                    got: size - left,
+                    expected: size,
+                }));
+            }
+            let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            hasher.update(&chunk[..n]);
+            upload.write_all(&chunk[..n]).map_err(BodyError::Store)?;
+            self.reader.consume(n);
+            left -= n as u64;
+        }
+        Ok(hasher.finalize())
+    }
+
+    /// Waits for the next frame. `Ok(None)` is a clean close between frames,
+    /// or a shutdown in progress.
+    fn next_frame(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
+        if self.reader.buffer().is_empty() {
+            // About to block: acks written so far must reach the client.
+            self.writer.flush()?;
+        }
+        self.slot.set_idle();
+        if self.shared.shutting_down.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let limits = &self.shared.limits;
+        if self.reader.buffer().is_empty() {
+            self.stream.set_read_timeout(Some(limits.idle_timeout))?;
+        }
+        let available = loop {
+            match self.reader.fill_buf() {
+                Ok(bytes) => break bytes.len(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_timeout(&e) => {
+                    return Err(SessionError::Timeout("idle, waiting for a frame"));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if available == 0 {
+            return Ok(None);
+        }
+        self.slot.set_busy();
+        let mut reader = Deadline {
+            reader: &mut self.reader,
+            until: Instant::now() + limits.header_timeout,
+        };
+        match read_frame(&mut reader) {
+            Ok(frame) => Ok(frame),
+            Err(FrameError::Io(e)) if is_timeout(&e) => {
+                Err(SessionError::Timeout("inside a header frame"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn log_stored(&self, stored_as: &str, bytes: u64, started: Instant, dialect: &str) {
+        let secs = started.elapsed().as_secs_f64();
+        let rate = if secs > 0.0 { bytes as f64 / secs } else { 0.0 };
+        info!(
+            peer = %self.peer,
+            name = %escape_for_display(stored_as),
+            bytes,
+            secs = format_args!("{secs:.3}"),
+            rate = %format_args!("{}/s", humansize::format_size(rate as u64, humansize::BINARY)),
+            dialect,
+            "stored"
+        );
+    }
+}
+
+/// Reads through the session's buffer, failing once `until` has passed, so
+/// a peer trickling one byte at a time cannot hold a header open forever.
+struct Deadline<'r> {
+    reader: &'r mut BufReader<TcpStream>,
+    until: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.reader.buffer().is_empty() {
+            let left = self.until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            self.reader
+                .get_ref()
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+        }
+        self.reader.read(buf)
+    }
+}
+
+/// Socket read timeouts surface as `WouldBlock` on Unix.
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// The wire code for a storage refusal.
+fn error_code(e: &StoreError) -> ErrorCode {
+    match e {
+        StoreError::BadName(_) => ErrorCode::BadName,
+        StoreError::TooLarge { .. } => ErrorCode::TooLarge,
+        StoreError::NoSpace { .. } => ErrorCode::NoSpace,
+        StoreError::Exists(_) => ErrorCode::Exists,
+        StoreError::Io(_) => ErrorCode::Io,
+    }
+}
