@@ -26,7 +26,9 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
         .map_err(|_| format!("`{text}` is not a rate (try 500K or 20M)"))?;
     let bytes = value * scale as f64;
     if !(bytes.is_finite() && bytes >= 1.0) {
-        return Err(format!("rate `{text}` must be at least one byte per second"));
+        return Err(format!(
+            "rate `{text}` must be at least one byte per second"
+        ));
     }
     Ok(bytes as u64)
 }

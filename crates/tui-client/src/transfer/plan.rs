@@ -75,7 +75,10 @@ impl Plan {
             Err(e) => return self.skip(root, format!("cannot read: {e}")),
         };
         if meta.file_type().is_symlink() && !follow_links {
-            return self.skip(root, "is a symlink (use --follow-links to send its target)".into());
+            return self.skip(
+                root,
+                "is a symlink (use --follow-links to send its target)".into(),
+            );
         }
         // The name the root gets on the server: its own last component.
         let base = match root_name(root) {
@@ -90,7 +93,14 @@ impl Plan {
                 Ok(e) => e,
                 Err(e) => {
                     let at = e.path().unwrap_or(root).to_path_buf();
-                    self.skip(&at, format!("cannot read: {}", e.io_error().map_or_else(|| e.to_string(), ToString::to_string)));
+                    self.skip(
+                        &at,
+                        format!(
+                            "cannot read: {}",
+                            e.io_error()
+                                .map_or_else(|| e.to_string(), ToString::to_string)
+                        ),
+                    );
                     continue;
                 }
             };
@@ -218,7 +228,11 @@ mod tests {
     fn folder_keeps_its_name_and_empty_folders_survive() {
         let dir = tree();
         let plan = Plan::build(&[dir.path().join("photos")], false);
-        let remotes: Vec<(&str, u64)> = plan.items.iter().map(|i| (i.remote.as_str(), i.size())).collect();
+        let remotes: Vec<(&str, u64)> = plan
+            .items
+            .iter()
+            .map(|i| (i.remote.as_str(), i.size()))
+            .collect();
         assert_eq!(
             remotes,
             [
@@ -262,7 +276,11 @@ mod tests {
         fs::write(&bad, b"x").expect("write");
         let plan = Plan::build(&[bad], false);
         assert!(plan.items.is_empty());
-        assert!(plan.skipped[0].reason.contains("backslash"), "{:?}", plan.skipped);
+        assert!(
+            plan.skipped[0].reason.contains("backslash"),
+            "{:?}",
+            plan.skipped
+        );
     }
 
     #[test]

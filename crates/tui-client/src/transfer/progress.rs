@@ -73,7 +73,11 @@ impl Progress {
     /// Average bytes per second since the start.
     pub fn average_rate(&self, now: Instant) -> f64 {
         let secs = now.saturating_duration_since(self.started).as_secs_f64();
-        if secs > 0.0 { self.done as f64 / secs } else { 0.0 }
+        if secs > 0.0 {
+            self.done as f64 / secs
+        } else {
+            0.0
+        }
     }
 
     /// Time left at the recent rate.
@@ -112,7 +116,10 @@ mod tests {
         assert_eq!(p.ratio(), 0.25);
         let rate = p.rate(t0 + Duration::from_secs(1)).expect("rate");
         assert!((rate - 250.0).abs() < 1e-6);
-        assert_eq!(p.eta(t0 + Duration::from_secs(1)), Some(Duration::from_secs(3)));
+        assert_eq!(
+            p.eta(t0 + Duration::from_secs(1)),
+            Some(Duration::from_secs(3))
+        );
     }
 
     #[test]

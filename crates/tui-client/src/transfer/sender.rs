@@ -289,7 +289,9 @@ impl Connection<'_> {
                     },
                 ),
                 ItemKind::File { size } => match File::open(&item.local) {
-                    Ok(file) => self.send_file(&mut out, &mut pacer, &mut buf, index, item, size, file, digests),
+                    Ok(file) => self.send_file(
+                        &mut out, &mut pacer, &mut buf, index, item, size, file, digests,
+                    ),
                     Err(e) => {
                         self.finish_locally(index, format!("cannot open: {e}"), results);
                         Ok(())
@@ -459,9 +461,9 @@ fn handshake(stream: &TcpStream) -> Result<(String, Option<u64>), String> {
             server,
             max_file_size,
         }) if version == PROTOCOL_VERSION => Ok((server, max_file_size)),
-        Some(ServerMsg::Welcome { version, .. }) => {
-            Err(format!("the server answered with protocol version {version}"))
-        }
+        Some(ServerMsg::Welcome { version, .. }) => Err(format!(
+            "the server answered with protocol version {version}"
+        )),
         Some(ServerMsg::Error { message, .. }) => Err(format!("the server refused: {message}")),
         Some(ServerMsg::Ack(_)) => Err("the server answered out of turn".into()),
         None => Err("the server closed the connection (busy or not a Ferry server?)".into()),
@@ -490,7 +492,12 @@ struct AckStream {
 }
 
 /// Reads acks until the server closes, turning each into a result.
-fn read_acks(stream: TcpStream, sizes: &[u64], digests: &SentDigests, report: &Reporter) -> AckStream {
+fn read_acks(
+    stream: TcpStream,
+    sizes: &[u64],
+    digests: &SentDigests,
+    report: &Reporter,
+) -> AckStream {
     let mut reader = BufReader::new(stream);
     let mut acks = AckStream {
         results: Vec::new(),
@@ -521,7 +528,10 @@ fn read_acks(stream: TcpStream, sizes: &[u64], digests: &SentDigests, report: &R
             }
         };
         let Some(index) = usize::try_from(ack.id).ok().filter(|i| *i < sizes.len()) else {
-            acks.closing = Some(format!("the server answered for unknown file id {}", ack.id));
+            acks.closing = Some(format!(
+                "the server answered for unknown file id {}",
+                ack.id
+            ));
             break;
         };
         let result = match ack.outcome {
@@ -566,7 +576,9 @@ pub fn describe_io(e: &io::Error) -> String {
     use io::ErrorKind::*;
     match e.kind() {
         ConnectionRefused => "connection refused (is ferry-server running there?)".into(),
-        ConnectionReset | ConnectionAborted | BrokenPipe => "the server dropped the connection".into(),
+        ConnectionReset | ConnectionAborted | BrokenPipe => {
+            "the server dropped the connection".into()
+        }
         TimedOut | WouldBlock => "the server stopped answering (timed out)".into(),
         _ => e.to_string(),
     }
