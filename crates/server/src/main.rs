@@ -36,6 +36,9 @@ struct Args {
     /// Seconds a connection may stay silent between files.
     #[arg(long, default_value_t = 300)]
     idle_timeout: u64,
+    /// Seconds a client may take to send one header once it has started.
+    #[arg(long, default_value_t = 10)]
+    header_timeout: u64,
     /// Seconds a client may stay silent in the middle of a file.
     #[arg(long, default_value_t = 30)]
     body_timeout: u64,
@@ -71,8 +74,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         limits: Limits {
             max_connections: args.max_connections.max(1),
             idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+            header_timeout: Duration::from_secs(args.header_timeout.max(1)),
             body_timeout: Duration::from_secs(args.body_timeout.max(1)),
-            ..Limits::default()
         },
         grace: Duration::from_secs(args.grace),
     };
@@ -105,23 +108,19 @@ fn run(args: Args) -> anyhow::Result<()> {
 /// Parses `1024`, `500K`, `20M`, `2G`, `1T` (binary units) into bytes.
 fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let (digits, scale) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let scale: u64 = match c.to_ascii_uppercase() {
-                'K' => 1 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => return Err(format!("unknown unit in `{text}` (use K, M, G or T)")),
-            };
-            (&t[..i], scale)
-        }
-        _ => (t, 1),
-    };
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
     let n: u64 = digits
-        .trim()
         .parse()
         .map_err(|_| format!("`{text}` is not a size (try 500M or 20G)"))?;
+    let scale: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => return Err(format!("`{text}` is not a size (try 500M or 20G)")),
+    };
     n.checked_mul(scale)
         .ok_or_else(|| format!("`{text}` is too large"))
 }

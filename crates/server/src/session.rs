@@ -67,7 +67,13 @@ pub(crate) struct Session<'a> {
     writer: BufWriter<TcpStream>,
     shared: &'a Shared,
     slot: &'a Slot,
+    /// Whether this is a v1 client, which reads what the server writes.
+    answered: bool,
 }
+
+/// How long, and how much, a refused v1 client is read after the refusal.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: u64 = 64 << 20;
 
 /// Serves one connection to its end and logs how it ended.
 pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &Slot) {
@@ -78,9 +84,15 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
             return;
         }
     };
+    let mut session = session;
     match session.serve() {
         Ok(()) => debug!(%peer, "connection closed"),
-        Err(e) => warn!(%peer, "connection dropped: {e}"),
+        Err(e) => {
+            warn!(%peer, "connection dropped: {e}");
+            if session.answered {
+                session.linger();
+            }
+        }
     }
 }
 
@@ -103,10 +115,37 @@ impl<'a> Session<'a> {
             stream,
             shared,
             slot,
+            answered: false,
         })
     }
 
-    fn serve(mut self) -> Result<(), SessionError> {
+    /// Closes gracefully after a refusal: a client still sending the refused
+    /// body would otherwise get a reset, which can destroy the refusal ack
+    /// before it reads it. Our side is closed for writing (the client sees
+    /// the ack, then end of stream) and what it still sends is read and
+    /// dropped, briefly and up to a bound.
+    fn linger(&mut self) {
+        let _ = self.writer.flush();
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        let until = Instant::now() + LINGER_TIME;
+        let mut drained = 0u64;
+        while drained < LINGER_BYTES {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match self.reader.fill_buf() {
+                Ok([]) | Err(_) => break,
+                Ok(bytes) => {
+                    let n = bytes.len();
+                    drained += n as u64;
+                    self.reader.consume(n);
+                }
+            }
+        }
+    }
+
+    fn serve(&mut self) -> Result<(), SessionError> {
         let Some(first) = self.next_frame()? else {
             debug!(peer = %self.peer, "closed without sending anything");
             return Ok(());
@@ -156,6 +195,7 @@ impl<'a> Session<'a> {
     /// Ferry v1: handshake, then acked files and folders.
     fn v1(&mut self, version: u32, client: &str) -> Result<(), SessionError> {
         if version != PROTOCOL_VERSION {
+            self.answered = true;
             self.send(&ServerMsg::Error {
                 code: ErrorCode::UnsupportedVersion,
                 message: format!("this server speaks Ferry protocol version {PROTOCOL_VERSION}"),
@@ -163,6 +203,7 @@ impl<'a> Session<'a> {
             self.writer.flush()?;
             return Err(SessionError::Version(version));
         }
+        self.answered = true;
         debug!(peer = %self.peer, client = %escape_for_display(client), "v1 client");
         self.send(&ServerMsg::Welcome {
             version: PROTOCOL_VERSION,

@@ -36,6 +36,8 @@ pub enum ItemKind {
 pub struct Skipped {
     pub local: PathBuf,
     pub reason: String,
+    /// Left out by policy (a symlink not followed), not because of a problem.
+    pub by_choice: bool,
 }
 
 /// Everything a send will do, known before the first byte moves.
@@ -75,7 +77,7 @@ impl Plan {
             Err(e) => return self.skip(root, format!("cannot read: {e}")),
         };
         if meta.file_type().is_symlink() && !follow_links {
-            return self.skip(
+            return self.skip_by_choice(
                 root,
                 "is a symlink (use --follow-links to send its target)".into(),
             );
@@ -129,7 +131,7 @@ impl Plan {
                     Err(e) => self.skip(path, format!("cannot read: {e}")),
                 }
             } else if file_type.is_symlink() {
-                self.skip(path, "is a symlink (not followed)".into());
+                self.skip_by_choice(path, "is a symlink (not followed)".into());
             } else {
                 self.skip(path, "is not a regular file or folder".into());
             }
@@ -157,6 +159,15 @@ impl Plan {
         self.skipped.push(Skipped {
             local: local.to_path_buf(),
             reason,
+            by_choice: false,
+        });
+    }
+
+    fn skip_by_choice(&mut self, local: &Path, reason: String) {
+        self.skipped.push(Skipped {
+            local: local.to_path_buf(),
+            reason,
+            by_choice: true,
         });
     }
 }
@@ -265,6 +276,7 @@ mod tests {
         assert!(plan.items.iter().all(|i| !i.remote.ends_with("link.txt")));
         assert_eq!(plan.skipped.len(), 1);
         assert!(plan.skipped[0].reason.contains("symlink"));
+        assert!(plan.skipped[0].by_choice);
         let followed = Plan::build(&[root], true);
         assert!(followed.items.iter().any(|i| i.remote == "photos/link.txt"));
     }
@@ -288,5 +300,6 @@ mod tests {
         let plan = Plan::build(&[PathBuf::from("/definitely/not/here")], false);
         assert!(plan.items.is_empty());
         assert!(plan.skipped[0].reason.starts_with("cannot read"));
+        assert!(!plan.skipped[0].by_choice);
     }
 }

@@ -214,17 +214,22 @@ impl Connection<'_> {
         (self.report)(Event::Connected { server });
 
         let digests: SentDigests = Arc::default();
+        // Set by the ack reader when the server refuses a file: the server
+        // is about to close, so writing more of the body is wasted.
+        let refused = Arc::new(AtomicBool::new(false));
         let reader = {
             let stream = stream
                 .try_clone()
                 .map_err(|e| format!("cannot use the connection: {e}"))?;
             let digests = Arc::clone(&digests);
+            let refused = Arc::clone(&refused);
             let report = Arc::clone(self.report);
             let sizes: Vec<u64> = self.items.iter().map(Item::size).collect();
-            thread::spawn(move || read_acks(stream, &sizes, &digests, &report))
+            thread::spawn(move || read_acks(stream, &sizes, &digests, &refused, &report))
         };
 
-        let write_error = self.write_items(&stream, first, max_file_size, &digests, results);
+        let write_error =
+            self.write_items(&stream, first, max_file_size, &digests, &refused, results);
         let acks = reader.join().unwrap_or_else(|_| AckStream {
             results: Vec::new(),
             closing: Some("the answer reader crashed".into()),
@@ -253,6 +258,7 @@ impl Connection<'_> {
         first: usize,
         max_file_size: Option<u64>,
         digests: &SentDigests,
+        refused: &AtomicBool,
         results: &mut [Option<ItemResult>],
     ) -> Option<String> {
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, stream);
@@ -260,7 +266,7 @@ impl Connection<'_> {
         let mut buf = vec![0u8; CHUNK];
         let mut outcome = None;
         for (index, item) in self.items.iter().enumerate().skip(first) {
-            if self.cancel.load(Ordering::Relaxed) {
+            if self.cancel.load(Ordering::Relaxed) || refused.load(Ordering::Relaxed) {
                 break;
             }
             if results[index].is_some() {
@@ -290,7 +296,7 @@ impl Connection<'_> {
                 ),
                 ItemKind::File { size } => match File::open(&item.local) {
                     Ok(file) => self.send_file(
-                        &mut out, &mut pacer, &mut buf, index, item, size, file, digests,
+                        &mut out, &mut pacer, &mut buf, index, item, size, file, digests, refused,
                     ),
                     Err(e) => {
                         self.finish_locally(index, format!("cannot open: {e}"), results);
@@ -303,7 +309,7 @@ impl Connection<'_> {
                 break;
             }
         }
-        if self.cancel.load(Ordering::Relaxed) {
+        if self.cancel.load(Ordering::Relaxed) || refused.load(Ordering::Relaxed) {
             // Drop what is buffered: the file in flight must arrive short so
             // that the server throws it away.
             let (_, _unsent) = out.into_parts();
@@ -327,6 +333,7 @@ impl Connection<'_> {
         size: u64,
         mut file: File,
         digests: &SentDigests,
+        refused: &AtomicBool,
     ) -> io::Result<()> {
         let id = index as u64;
         send_frame(
@@ -343,7 +350,7 @@ impl Connection<'_> {
         let mut read_problem = None;
         let mut last_report = Instant::now();
         while sent < size {
-            if self.cancel.load(Ordering::Relaxed) {
+            if self.cancel.load(Ordering::Relaxed) || refused.load(Ordering::Relaxed) {
                 return Ok(());
             }
             let want = pacer.chunk_len(buf.len()).min((size - sent) as usize);
@@ -496,6 +503,7 @@ fn read_acks(
     stream: TcpStream,
     sizes: &[u64],
     digests: &SentDigests,
+    refused: &AtomicBool,
     report: &Reporter,
 ) -> AckStream {
     let mut reader = BufReader::new(stream);
@@ -558,6 +566,7 @@ fn read_acks(
             Outcome::Failed { code, message } => {
                 if !matches!(code, ErrorCode::DigestMismatch | ErrorCode::Aborted) {
                     acks.refused = true;
+                    refused.store(true, Ordering::Relaxed);
                 }
                 ItemResult::Failed { reason: message }
             }
