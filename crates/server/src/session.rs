@@ -268,7 +268,7 @@ impl<'a> Session<'a> {
         match ClientMsg::parse(&trailer)? {
             ClientMsg::Done { id, blake3 } if id == header.id => {
                 if blake3 != digest.to_hex().as_str() {
-                    warn!(peer = %self.peer, name = %escape_for_display(&header.path),
+                    warn!(peer = %self.peer, name = ?&header.path,
                         "digest mismatch: received bytes hash to {digest}, sender announced {}",
                         escape_for_display(&blake3));
                     return self.ack_failed(
@@ -295,7 +295,7 @@ impl<'a> Session<'a> {
                 }
             }
             ClientMsg::Abort { id, reason } if id == header.id => {
-                info!(peer = %self.peer, name = %escape_for_display(&header.path),
+                info!(peer = %self.peer, name = ?&header.path,
                     "sender aborted the file: {}", escape_for_display(&reason));
                 self.ack_failed(
                     header.id,
@@ -441,7 +441,7 @@ impl<'a> Session<'a> {
         let rate = if secs > 0.0 { bytes as f64 / secs } else { 0.0 };
         info!(
             peer = %self.peer,
-            name = %escape_for_display(stored_as),
+            name = ?stored_as,
             bytes,
             secs = format_args!("{secs:.3}"),
             rate = %format_args!("{}/s", humansize::format_size(rate as u64, humansize::BINARY)),

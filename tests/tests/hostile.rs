@@ -1,0 +1,427 @@
+//! Hostile and broken input: every case ends with a logged reason, the
+//! connection dropped, nothing written outside the folder, no partial file
+//! visible, and the server still serving the next client.
+
+use std::io::Write;
+use std::net::Shutdown;
+use std::path::Path;
+
+use ferry_e2e::{Server, V1, connect, data, raw_frame, read_to_close, tutorial_upload};
+use ferry_proto::{ClientMsg, ErrorCode, FileHeader, OnClash, Outcome, ServerMsg};
+
+/// Names that must never be stored as given.
+fn hostile_names(outside: &Path) -> Vec<String> {
+    vec![
+        "../x".into(),
+        "a/../../x".into(),
+        "..".into(),
+        ".".into(),
+        "".into(),
+        "/etc/passwd".into(),
+        outside.join("escaped.txt").to_string_lossy().into_owned(),
+        "..\\..\\x".into(),
+        "C:\\x".into(),
+        "\\\\srv\\share".into(),
+        "a\u{0}b".into(),
+        "\u{1b}[2Jspoof".into(),
+        "bell\u{7}".into(),
+        "x".repeat(256),
+        "a//b".into(),
+        "trailing/".into(),
+        ".ferry-staging/sneaky".into(),
+    ]
+}
+
+/// A good upload on a fresh connection still lands.
+fn assert_still_serving(server: &Server, tag: &str) {
+    let name = format!("ok-{tag}.txt");
+    let mut s = connect(&server.addr());
+    s.write_all(&tutorial_upload(&name, b"fine")).expect("send");
+    drop(s);
+    server.expect_log(&format!("name=\"{name}\""));
+    assert_eq!(server.read(&name), b"fine");
+}
+
+fn assert_nothing_stored(server: &Server) {
+    let files: Vec<String> = server
+        .files()
+        .into_iter()
+        .filter(|f| !f.starts_with("ok-"))
+        .collect();
+    assert!(files.is_empty(), "unexpected files: {files:?}");
+    assert!(server.staging_is_empty(), "partial upload left in staging");
+}
+
+fn outside_is_empty(server: &Server) -> bool {
+    std::fs::read_dir(server.root().join("outside"))
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
+}
+
+#[test]
+fn hostile_names_from_tutorial_clients_are_refused() {
+    let server = Server::start();
+    std::fs::create_dir(server.root().join("outside")).expect("mkdir");
+    let names = hostile_names(&server.root().join("outside"));
+    for (i, name) in names.iter().enumerate() {
+        let mut s = connect(&server.addr());
+        s.write_all(&tutorial_upload(name, b"evil")).expect("send");
+        s.shutdown(Shutdown::Write).expect("shutdown");
+        // The server drops the connection without writing anything back.
+        assert!(read_to_close(&mut s).is_empty(), "{name:?}");
+        server.expect_log(&format!("refused `{}`", name.escape_debug()));
+        assert_nothing_stored(&server);
+        assert!(outside_is_empty(&server), "{name:?} escaped");
+        assert_still_serving(&server, &i.to_string());
+    }
+    assert!(!Path::new("/etc/passwd.ferry-test").exists());
+}
+
+#[test]
+fn hostile_names_from_v1_clients_get_a_bad_name_ack() {
+    let server = Server::start();
+    std::fs::create_dir(server.root().join("outside")).expect("mkdir");
+    for (i, name) in hostile_names(&server.root().join("outside"))
+        .iter()
+        .enumerate()
+    {
+        let mut c = V1::connect(&server.addr());
+        c.upload(1, name, b"evil", OnClash::Rename);
+        match c.recv() {
+            Some(ServerMsg::Ack(ack)) => assert!(
+                matches!(
+                    ack.outcome,
+                    Outcome::Failed {
+                        code: ErrorCode::BadName,
+                        ..
+                    }
+                ),
+                "{name:?}: {ack:?}"
+            ),
+            other => panic!("{name:?}: expected a bad_name ack, got {other:?}"),
+        }
+        assert_eq!(c.recv(), None, "connection should close after a refusal");
+        assert_nothing_stored(&server);
+        assert!(outside_is_empty(&server));
+        assert_still_serving(&server, &i.to_string());
+    }
+}
+
+#[test]
+fn symlinks_on_the_way_are_refused_and_never_followed() {
+    let server = Server::start();
+    let outside = server.root().join("outside");
+    std::fs::create_dir(&outside).expect("mkdir");
+    std::os::unix::fs::symlink(&outside, server.dir().join("link")).expect("symlink");
+    std::os::unix::fs::symlink(outside.join("target"), server.dir().join("last")).expect("symlink");
+
+    let mut c = V1::connect(&server.addr());
+    c.upload(1, "link/x.txt", b"evil", OnClash::Rename);
+    let ack = c.recv();
+    assert!(
+        matches!(&ack, Some(ServerMsg::Ack(a)) if matches!(a.outcome, Outcome::Failed { code: ErrorCode::BadName, .. })),
+        "{ack:?}"
+    );
+    server.expect_log("is not a folder (or is a symlink)");
+
+    // A symlink at the final name is a taken name, never a way out.
+    for policy in [OnClash::Rename, OnClash::Overwrite] {
+        let mut c = V1::connect(&server.addr());
+        c.upload(1, "last", b"not through the link", policy);
+        let ack = c.recv();
+        match policy {
+            OnClash::Rename => assert!(
+                matches!(&ack, Some(ServerMsg::Ack(a)) if matches!(&a.outcome, Outcome::Stored { stored_as, .. } if stored_as == "last (1)")),
+                "{ack:?}"
+            ),
+            _ => assert!(
+                matches!(&ack, Some(ServerMsg::Ack(a)) if matches!(a.outcome, Outcome::Failed { code: ErrorCode::Exists, .. })),
+                "{ack:?}"
+            ),
+        }
+    }
+    assert!(outside_is_empty(&server));
+    assert!(
+        std::fs::symlink_metadata(server.dir().join("last"))
+            .expect("still there")
+            .file_type()
+            .is_symlink()
+    );
+}
+
+/// Raw first frames (or byte streams) that are not valid, and what the log
+/// must say about each.
+fn malformed_streams() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    let mut negative = (-1i32).to_le_bytes().to_vec();
+    negative.extend_from_slice(b"{}");
+    vec![
+        ("empty frame", vec![0, 0, 0, 0], "empty message"),
+        (
+            "huge length",
+            (1u32 << 30).to_le_bytes().to_vec(),
+            "over the 65536-byte limit",
+        ),
+        ("negative length", negative, "over the 65536-byte limit"),
+        (
+            "truncated prefix",
+            vec![5, 0],
+            "stream ended inside a frame",
+        ),
+        (
+            "truncated header",
+            raw_frame(b"{\"size\": 3, \"filename\": \"x\"}")[..10].to_vec(),
+            "stream ended inside a frame",
+        ),
+        ("not json", raw_frame(b"hello there"), "malformed message"),
+        (
+            "not an object",
+            raw_frame(b"[1, 2, 3]"),
+            "not a JSON object",
+        ),
+        (
+            "negative size",
+            raw_frame(b"{\"size\": -5, \"filename\": \"x\"}"),
+            "malformed message",
+        ),
+        (
+            "fractional size",
+            raw_frame(b"{\"size\": 1.5, \"filename\": \"x\"}"),
+            "malformed message",
+        ),
+        (
+            "string size",
+            raw_frame(b"{\"size\": \"5\", \"filename\": \"x\"}"),
+            "malformed message",
+        ),
+        (
+            "missing name",
+            raw_frame(b"{\"size\": 5}"),
+            "malformed message",
+        ),
+        (
+            "unknown type",
+            raw_frame(b"{\"type\": \"teleport\"}"),
+            "malformed message",
+        ),
+        (
+            "file before hello",
+            raw_frame(b"{\"type\":\"file\",\"id\":1,\"path\":\"a\",\"size\":1}"),
+            "must open with hello",
+        ),
+        (
+            "invalid utf-8",
+            raw_frame(b"{\"size\": 1, \"filename\": \"\xff\"}"),
+            "malformed message",
+        ),
+    ]
+}
+
+#[test]
+fn malformed_frames_drop_the_connection_with_a_reason() {
+    let server = Server::start_with(&["--header-timeout", "2"]);
+    for (i, (what, bytes, reason)) in malformed_streams().into_iter().enumerate() {
+        let mut s = connect(&server.addr());
+        s.write_all(&bytes).expect("send");
+        s.shutdown(Shutdown::Write).expect("shutdown");
+        assert!(
+            read_to_close(&mut s).is_empty(),
+            "{what}: server answered a non-v1 client"
+        );
+        server.expect_log(reason);
+        assert_nothing_stored(&server);
+        assert_still_serving(&server, &i.to_string());
+    }
+}
+
+#[test]
+fn unknown_protocol_versions_are_told_and_dropped() {
+    let server = Server::start();
+    let mut s = connect(&server.addr());
+    s.write_all(&raw_frame(
+        br#"{"type":"hello","version":99,"client":"future"}"#,
+    ))
+    .expect("send");
+    let reply = read_to_close(&mut s);
+    let body = ferry_proto::decode(&reply)
+        .expect("frame")
+        .expect("whole")
+        .1;
+    assert!(matches!(
+        ServerMsg::parse(body).expect("parses"),
+        ServerMsg::Error {
+            code: ErrorCode::UnsupportedVersion,
+            ..
+        }
+    ));
+    server.expect_log("unsupported protocol version 99");
+    assert_still_serving(&server, "v");
+}
+
+#[test]
+fn oversized_declarations_are_refused_before_any_byte_is_written() {
+    let server = Server::start_with(&["--max-file-size", "1K"]);
+    // Tutorial client: dropped, nothing written.
+    let mut s = connect(&server.addr());
+    s.write_all(&tutorial_upload("big.bin", &data(2048, 1)))
+        .expect("send");
+    drop(s);
+    server.expect_log("over the limit of 1024 bytes");
+    assert_nothing_stored(&server);
+
+    // v1 client: told why, before sending the body.
+    let mut c = V1::connect(&server.addr());
+    c.send(&ClientMsg::File(FileHeader {
+        id: 3,
+        path: "big.bin".into(),
+        size: 2048,
+        on_clash: OnClash::Rename,
+    }));
+    match c.recv() {
+        Some(ServerMsg::Ack(ack)) => {
+            assert_eq!(ack.id, 3);
+            assert!(matches!(
+                ack.outcome,
+                Outcome::Failed {
+                    code: ErrorCode::TooLarge,
+                    ..
+                }
+            ));
+        }
+        other => panic!("expected too_large, got {other:?}"),
+    }
+    // Beyond any disk: refused as no space, whatever the limit.
+    let unlimited = Server::start();
+    let mut c = V1::connect(&unlimited.addr());
+    c.send(&ClientMsg::File(FileHeader {
+        id: 4,
+        path: "huge.bin".into(),
+        size: 1 << 60,
+        on_clash: OnClash::Rename,
+    }));
+    match c.recv() {
+        Some(ServerMsg::Ack(ack)) => {
+            assert!(
+                matches!(
+                    ack.outcome,
+                    Outcome::Failed {
+                        code: ErrorCode::NoSpace,
+                        ..
+                    }
+                ),
+                "{ack:?}"
+            )
+        }
+        other => panic!("expected no_space, got {other:?}"),
+    }
+    unlimited.expect_log("not enough space");
+    assert_nothing_stored(&unlimited);
+    assert_still_serving(&server, "after");
+}
+
+#[test]
+fn a_body_shorter_than_declared_leaves_nothing() {
+    let server = Server::start();
+    let full = tutorial_upload("short.bin", &data(100_000, 2));
+    let mut s = connect(&server.addr());
+    s.write_all(&full[..50_000]).expect("send");
+    drop(s);
+    server.expect_log("client left after");
+    assert_nothing_stored(&server);
+    assert_still_serving(&server, "short");
+}
+
+#[test]
+fn a_v1_body_longer_than_declared_is_not_stored() {
+    let server = Server::start();
+    let mut c = V1::connect(&server.addr());
+    c.send(&ClientMsg::File(FileHeader {
+        id: 1,
+        path: "long.bin".into(),
+        size: 10,
+        on_clash: OnClash::Rename,
+    }));
+    c.stream.write_all(&data(5000, 3)).expect("body and more");
+    let _ = c.stream.shutdown(Shutdown::Write);
+    let _ = read_to_close(&mut c.stream);
+    server.expect_log("connection dropped");
+    assert_nothing_stored(&server);
+    assert_still_serving(&server, "long");
+}
+
+#[test]
+fn a_wrong_digest_is_refused_and_the_connection_goes_on() {
+    let server = Server::start();
+    let mut c = V1::connect(&server.addr());
+    c.send(&ClientMsg::File(FileHeader {
+        id: 1,
+        path: "tampered.bin".into(),
+        size: 4,
+        on_clash: OnClash::Rename,
+    }));
+    c.stream.write_all(b"evil").expect("body");
+    c.send(&ClientMsg::Done {
+        id: 1,
+        blake3: blake3::hash(b"good").to_hex().to_string(),
+    });
+    match c.recv() {
+        Some(ServerMsg::Ack(ack)) => assert!(
+            matches!(
+                ack.outcome,
+                Outcome::Failed {
+                    code: ErrorCode::DigestMismatch,
+                    ..
+                }
+            ),
+            "{ack:?}"
+        ),
+        other => panic!("expected digest_mismatch, got {other:?}"),
+    }
+    server.expect_log("digest mismatch");
+    assert_nothing_stored(&server);
+    // Same connection, next file: fine.
+    c.upload(2, "honest.bin", b"good", OnClash::Rename);
+    assert!(
+        matches!(c.recv(), Some(ServerMsg::Ack(a)) if matches!(a.outcome, Outcome::Stored { .. }))
+    );
+    assert_eq!(server.read("honest.bin"), b"good");
+}
+
+#[test]
+fn out_of_order_v1_messages_are_protocol_errors() {
+    let server = Server::start();
+    let mut c = V1::connect(&server.addr());
+    c.send(&ClientMsg::Done {
+        id: 1,
+        blake3: "00".repeat(32),
+    });
+    assert!(matches!(
+        c.recv(),
+        Some(ServerMsg::Error {
+            code: ErrorCode::Protocol,
+            ..
+        })
+    ));
+    server.expect_log("unexpected `done` message");
+
+    let mut c = V1::connect(&server.addr());
+    c.send(&ClientMsg::File(FileHeader {
+        id: 1,
+        path: "a".into(),
+        size: 1,
+        on_clash: OnClash::Rename,
+    }));
+    c.stream.write_all(b"x").expect("body");
+    c.send(&ClientMsg::Done {
+        id: 2,
+        blake3: blake3::hash(b"x").to_hex().to_string(),
+    });
+    assert!(matches!(
+        c.recv(),
+        Some(ServerMsg::Error {
+            code: ErrorCode::Protocol,
+            ..
+        })
+    ));
+    server.expect_log("expected `done` for file 1");
+    assert_nothing_stored(&server);
+}
