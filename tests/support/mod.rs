@@ -194,7 +194,11 @@ impl Server {
                 self.child = None;
                 return status;
             }
-            assert!(Instant::now() < until, "server did not exit:\n{}", self.log());
+            assert!(
+                Instant::now() < until,
+                "server did not exit:\n{}",
+                self.log()
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }

@@ -260,7 +260,7 @@ impl<'a> Session<'a> {
             Err(BodyError::Store(e)) => return self.refuse(header, e),
             Err(BodyError::Wire(e)) => return Err(e),
         };
-        let trailer = self.next_frame()?.ok_or_else(|| SessionError::PeerLeft {
+        let trailer = self.read_trailer()?.ok_or_else(|| SessionError::PeerLeft {
             name: escape_for_display(&header.path),
             got: header.size,
             expected: header.size,
@@ -423,9 +423,23 @@ impl<'a> Session<'a> {
             return Ok(None);
         }
         self.slot.set_busy();
+        self.read_started_frame()
+    }
+
+    /// Reads the frame that must follow a body. Unlike [`Self::next_frame`]
+    /// it ignores a shutdown in progress: the upload is still running.
+    fn read_trailer(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
+        if self.reader.buffer().is_empty() {
+            self.writer.flush()?;
+        }
+        self.read_started_frame()
+    }
+
+    /// Reads one frame, which must arrive whole within the header timeout.
+    fn read_started_frame(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
         let mut reader = Deadline {
             reader: &mut self.reader,
-            until: Instant::now() + limits.header_timeout,
+            until: Instant::now() + self.shared.limits.header_timeout,
         };
         match read_frame(&mut reader) {
             Ok(frame) => Ok(frame),

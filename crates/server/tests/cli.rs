@@ -13,7 +13,13 @@ fn help_names_every_flag() {
     let out = server().arg("--help").output().expect("run");
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--listen", "--dir", "--max-file-size", "--max-connections", "--grace"] {
+    for flag in [
+        "--listen",
+        "--dir",
+        "--max-file-size",
+        "--max-connections",
+        "--grace",
+    ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
 }
@@ -54,12 +60,18 @@ fn a_bad_address_is_a_clear_error() {
         .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot serve") && err.contains("not-an-address"), "{err}");
+    assert!(
+        err.contains("cannot serve") && err.contains("not-an-address"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_bad_size_is_refused_by_the_parser() {
-    let out = server().args(["--max-file-size", "lots"]).output().expect("run");
+    let out = server()
+        .args(["--max-file-size", "lots"])
+        .output()
+        .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a size"));
 }

@@ -1,0 +1,307 @@
+//! Peers that die, dawdle, crowd in or outlast the server: the server keeps
+//! serving everyone else, keeps nothing partial, and stops cleanly.
+
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ferry_e2e::{Server, V1, connect, data, raw_frame, read_to_close, tutorial_upload};
+use ferry_proto::{ClientMsg, ErrorCode, FileHeader, OnClash, Outcome, ServerMsg};
+
+fn header(id: u64, path: &str, size: usize) -> ClientMsg {
+    ClientMsg::File(FileHeader {
+        id,
+        path: path.into(),
+        size: size as u64,
+        on_clash: OnClash::Rename,
+    })
+}
+
+fn expect_stored(c: &mut V1) -> String {
+    match c.recv() {
+        Some(ServerMsg::Ack(ack)) => match ack.outcome {
+            Outcome::Stored { stored_as, .. } => stored_as,
+            other => panic!("expected stored, got {other:?}"),
+        },
+        other => panic!("expected an ack, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_client_that_dies_mid_upload_leaves_nothing() {
+    let server = Server::start();
+    let body = data(4 << 20, 5);
+    let mut c = V1::connect(&server.addr());
+    c.send(&header(1, "dying.bin", body.len()));
+    c.stream
+        .write_all(&body[..1 << 20])
+        .expect("part of the body");
+    drop(c); // what the kernel does when the process is killed
+    server.expect_log("client left after 1048576 of 4194304 bytes");
+    assert!(server.files().is_empty());
+    assert!(server.staging_is_empty());
+    // Others are served as before.
+    let mut c = V1::connect(&server.addr());
+    c.upload(1, "alive.bin", &body, OnClash::Rename);
+    assert_eq!(expect_stored(&mut c), "alive.bin");
+    assert_eq!(server.read("alive.bin"), body);
+}
+
+#[test]
+fn fifty_clients_at_once_all_land_intact() {
+    let server = Server::start();
+    let addr = server.addr();
+    let workers: Vec<_> = (0..50u8)
+        .map(|n| {
+            let addr = addr.clone();
+            thread::spawn(move || {
+                let files: Vec<(String, Vec<u8>)> = (0..3u8)
+                    .map(|k| {
+                        (
+                            format!("c{n}/f{k}.bin"),
+                            data(50_000 + n as usize * 997 + k as usize, n ^ k),
+                        )
+                    })
+                    .collect();
+                if n % 2 == 0 {
+                    let mut c = V1::connect(&addr);
+                    for (id, (path, bytes)) in files.iter().enumerate() {
+                        c.upload(id as u64, path, bytes, OnClash::Rename);
+                    }
+                    for _ in &files {
+                        expect_stored(&mut c);
+                    }
+                } else {
+                    let mut s = connect(&addr);
+                    for (path, bytes) in &files {
+                        s.write_all(&tutorial_upload(path, bytes)).expect("send");
+                    }
+                    s.shutdown(Shutdown::Write).expect("close");
+                    assert!(read_to_close(&mut s).is_empty());
+                }
+                files
+            })
+        })
+        .collect();
+    let mut expected = Vec::new();
+    for w in workers {
+        expected.extend(w.join().expect("client thread"));
+    }
+    // Tutorial clients get no ack; wait for the server to log each file.
+    let until = Instant::now() + Duration::from_secs(20);
+    while server.log().matches(" stored ").count() < expected.len() && Instant::now() < until {
+        thread::sleep(Duration::from_millis(20));
+    }
+    for (path, bytes) in &expected {
+        assert_eq!(&server.read(path), bytes, "{path}");
+    }
+    assert!(server.staging_is_empty());
+}
+
+#[test]
+fn an_idle_crowd_cannot_lock_out_an_honest_client() {
+    let server = Server::start_with(&["--max-connections", "8"]);
+    let idle: Vec<TcpStream> = (0..8).map(|_| connect(&server.addr())).collect();
+    // Let them all be idle long enough to be evicted.
+    thread::sleep(Duration::from_millis(2500));
+    let mut c = V1::connect(&server.addr());
+    c.upload(1, "honest.txt", b"made it", OnClash::Rename);
+    assert_eq!(expect_stored(&mut c), "honest.txt");
+    server.expect_log("connection limit (8) reached: closed idle connection");
+    drop(idle);
+}
+
+#[test]
+fn when_everyone_is_busy_newcomers_are_refused_with_a_log_line() {
+    let server = Server::start_with(&["--max-connections", "2"]);
+    let mut busy: Vec<V1> = (0..2)
+        .map(|i| {
+            let mut c = V1::connect(&server.addr());
+            c.send(&header(1, &format!("slow{i}.bin"), 1000));
+            c.stream.write_all(&[0u8; 10]).expect("start body");
+            c
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    let mut s = connect(&server.addr());
+    assert!(read_to_close(&mut s).is_empty());
+    server.expect_log("every session is busy: refusing connection");
+    // The busy ones finish normally.
+    for (i, c) in busy.iter_mut().enumerate() {
+        c.stream.write_all(&[0u8; 990]).expect("rest");
+        c.send(&ClientMsg::Done {
+            id: 1,
+            blake3: blake3::hash(&[0u8; 1000]).to_hex().to_string(),
+        });
+        assert_eq!(expect_stored(c), format!("slow{i}.bin"));
+    }
+}
+
+#[test]
+fn slow_and_silent_peers_time_out() {
+    let server = Server::start_with(&[
+        "--header-timeout",
+        "1",
+        "--idle-timeout",
+        "1",
+        "--body-timeout",
+        "1",
+    ]);
+    // Silent after connecting.
+    let mut silent = connect(&server.addr());
+    // Trickling a header one byte at a time.
+    let frame = raw_frame(br#"{"size": 1, "filename": "loris.txt"}"#);
+    let mut loris = connect(&server.addr());
+    // Stalling inside a body.
+    let mut stall = V1::connect(&server.addr());
+    stall.send(&header(1, "stall.bin", 100));
+    stall.stream.write_all(&[1u8; 10]).expect("some body");
+
+    let started = Instant::now();
+    for byte in frame.iter().take(20) {
+        if loris.write_all(&[*byte]).is_err() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(150));
+    }
+    assert!(read_to_close(&mut silent).is_empty());
+    let _ = read_to_close(&mut loris);
+    let _ = read_to_close(&mut stall.stream);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    server.expect_log("timed out idle");
+    server.expect_log("timed out inside a header frame");
+    server.expect_log("timed out waiting for body bytes");
+    assert!(server.files().is_empty());
+    assert!(server.staging_is_empty());
+}
+
+#[test]
+fn sigterm_lets_a_running_upload_finish_then_exits_and_the_port_is_reusable() {
+    let mut server = Server::start_with(&["--grace", "10"]);
+    let addr = server.addr();
+    let body = data(3 << 20, 7);
+    let mut running = V1::connect(&addr);
+    running.send(&header(1, "finishing.bin", body.len()));
+    running
+        .stream
+        .write_all(&body[..1 << 20])
+        .expect("first part");
+    let mut idle = V1::connect(&addr);
+    thread::sleep(Duration::from_millis(100));
+
+    server.signal("TERM");
+    // The idle client is told and let go at once.
+    assert!(matches!(
+        idle.recv(),
+        Some(ServerMsg::Error {
+            code: ErrorCode::ShuttingDown,
+            ..
+        })
+    ));
+    // The running upload completes and is acked.
+    running.stream.write_all(&body[1 << 20..]).expect("rest");
+    running.send(&ClientMsg::Done {
+        id: 1,
+        blake3: blake3::hash(&body).to_hex().to_string(),
+    });
+    assert_eq!(expect_stored(&mut running), "finishing.bin");
+    drop(running);
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(server.read("finishing.bin"), body);
+
+    // Restart on the very same port at once.
+    let (root, dir) = server.into_root();
+    let again = Server::start_at(&addr, root, dir, &[]);
+    assert_eq!(again.addr(), addr);
+    let mut c = V1::connect(&addr);
+    c.upload(1, "after-restart.txt", b"yes", OnClash::Rename);
+    assert_eq!(expect_stored(&mut c), "after-restart.txt");
+}
+
+#[test]
+fn an_upload_outlasting_the_grace_period_is_dropped_and_cleaned() {
+    let mut server = Server::start_with(&["--grace", "1"]);
+    let mut c = V1::connect(&server.addr());
+    c.send(&header(1, "too-slow.bin", 1 << 20));
+    c.stream.write_all(&[0u8; 1000]).expect("a little");
+    thread::sleep(Duration::from_millis(100));
+    server.signal("INT");
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success());
+    assert!(
+        server
+            .log()
+            .contains("grace period over: dropping 1 unfinished upload")
+    );
+    assert!(server.files().is_empty());
+    assert!(server.staging_is_empty());
+}
+
+/// A small tmpfs for the full-disk test, unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(at)
+            .output()
+            .ok()?
+            .status
+            .success();
+        ok.then(|| SmallDisk(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_mid_upload_is_reported_and_leaves_nothing() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let Some(disk) = SmallDisk::mount(&root.path().join("disk")) else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let server = Server::start_in(root, disk.0.join("uploads"), &[]);
+    let body = data(3 << 20, 4);
+    let mut c = V1::connect(&server.addr());
+    c.send(&header(1, "wont-fit.bin", body.len()));
+    c.stream.write_all(&body[..1 << 20]).expect("first part");
+    thread::sleep(Duration::from_millis(200));
+    // Someone else fills the disk meanwhile.
+    let filler = disk.0.join("filler");
+    let mut f = std::fs::File::create(&filler).expect("filler");
+    while f.write_all(&[0u8; 64 * 1024]).is_ok() {}
+    drop(f);
+    let _ = c.stream.write_all(&body[1 << 20..]);
+    match c.recv() {
+        Some(ServerMsg::Ack(ack)) => assert!(
+            matches!(
+                ack.outcome,
+                Outcome::Failed {
+                    code: ErrorCode::NoSpace,
+                    ..
+                }
+            ),
+            "{ack:?}"
+        ),
+        other => panic!("expected no_space, got {other:?}"),
+    }
+    server.expect_log("not enough space");
+    assert!(server.files().is_empty());
+    assert!(server.staging_is_empty());
+    // Space back, service back.
+    std::fs::remove_file(&filler).expect("rm filler");
+    let mut c = V1::connect(&server.addr());
+    c.upload(1, "fits.bin", b"small", OnClash::Rename);
+    assert_eq!(expect_stored(&mut c), "fits.bin");
+    drop(server);
+}
