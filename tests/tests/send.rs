@@ -1,0 +1,322 @@
+//! `ferry send` against the real server: files, trees, clashes, failures.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ferry_e2e::{Server, bin_path, data, ferry};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).expect("mkdir");
+    }
+    fs::write(path, bytes).expect("write");
+}
+
+#[test]
+fn sends_one_file_verified() {
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("photo.jpg");
+    write(&file, &data(5 << 20, 3));
+    let out = ferry(&["send", "--to", &server.addr(), file.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("sent 1 file(s), 5 MiB"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(text(&out.stdout).contains("all verified"));
+    assert_eq!(server.read("photo.jpg"), data(5 << 20, 3));
+}
+
+#[test]
+fn sends_a_tree_keeping_its_name_empty_files_and_empty_folders() {
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let tree = src.path().join("project");
+    write(&tree.join("README"), b"read me");
+    write(&tree.join("src/main.rs"), b"fn main() {}");
+    write(&tree.join("src/deep/er/x.bin"), &data(70_000, 1));
+    write(&tree.join("empty.txt"), b"");
+    fs::create_dir_all(tree.join("assets/none")).expect("mkdir");
+    let out = ferry(&["send", "--to", &server.addr(), tree.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        server.files(),
+        [
+            "project/",
+            "project/README",
+            "project/assets/",
+            "project/assets/none/",
+            "project/empty.txt",
+            "project/src/",
+            "project/src/deep/",
+            "project/src/deep/er/",
+            "project/src/deep/er/x.bin",
+            "project/src/main.rs",
+        ]
+    );
+    assert_eq!(server.read("project/src/deep/er/x.bin"), data(70_000, 1));
+    assert_eq!(server.read("project/empty.txt"), b"");
+}
+
+#[test]
+fn a_second_send_keeps_both_unless_asked_otherwise() {
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("report.pdf");
+    let path = file.to_str().expect("utf8");
+    write(&file, b"version one");
+    assert!(
+        ferry(&["send", "--to", &server.addr(), path])
+            .status
+            .success()
+    );
+    write(&file, b"version two");
+    let out = ferry(&["send", "--to", &server.addr(), path]);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stderr).contains("name taken, stored as report (1).pdf"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(server.read("report.pdf"), b"version one");
+    assert_eq!(server.read("report (1).pdf"), b"version two");
+
+    let out = ferry(&[
+        "send",
+        "--to",
+        &server.addr(),
+        "--on-clash",
+        "skip-identical",
+        path,
+    ]);
+    assert!(out.status.success());
+    // Only the file under the very name counts: it differs, so both stay.
+    assert!(
+        text(&out.stderr).contains("stored as report (2).pdf"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    write(&file, b"version three");
+    let out = ferry(&[
+        "send",
+        "--to",
+        &server.addr(),
+        "--on-clash",
+        "overwrite",
+        path,
+    ]);
+    assert!(out.status.success());
+    assert!(text(&out.stderr).contains("replaced the existing file"));
+    assert_eq!(server.read("report.pdf"), b"version three");
+}
+
+#[test]
+fn skip_identical_sends_nothing_new_for_the_same_bytes() {
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("same.bin");
+    write(&file, &data(10_000, 8));
+    let path = file.to_str().expect("utf8");
+    assert!(
+        ferry(&["send", "--to", &server.addr(), path])
+            .status
+            .success()
+    );
+    let out = ferry(&[
+        "send",
+        "--to",
+        &server.addr(),
+        "--on-clash",
+        "skip-identical",
+        path,
+    ]);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stderr).contains("identical file already there"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(server.files(), ["same.bin"]);
+}
+
+#[test]
+fn an_unreachable_server_is_a_clear_failure() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    drop(listener); // nothing listens there now
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("a.txt");
+    write(&file, b"x");
+    let out = ferry(&["send", "--to", &addr, file.to_str().expect("utf8")]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("a.txt: not sent") && err.contains("connection refused"),
+        "{err}"
+    );
+}
+
+#[test]
+fn symlinks_are_skipped_by_default_and_followed_on_request() {
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let tree = src.path().join("t");
+    write(&tree.join("real.txt"), b"real");
+    std::os::unix::fs::symlink(tree.join("real.txt"), tree.join("link.txt")).expect("symlink");
+    let out = ferry(&["send", "--to", &server.addr(), tree.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("link.txt: is a symlink (not followed)"));
+    assert_eq!(server.files(), ["t/", "t/real.txt"]);
+
+    let out = ferry(&[
+        "send",
+        "--to",
+        &server.addr(),
+        "-L",
+        "--on-clash",
+        "overwrite",
+        tree.to_str().expect("utf8"),
+    ]);
+    assert!(out.status.success());
+    assert_eq!(server.read("t/link.txt"), b"real");
+}
+
+#[test]
+fn a_refused_file_fails_alone_and_the_rest_still_land() {
+    let server = Server::start();
+    // On the server, `batch/blocked` is a symlink: anything under it is refused.
+    fs::create_dir_all(server.dir().join("batch")).expect("mkdir");
+    std::os::unix::fs::symlink("/tmp", server.dir().join("batch/blocked")).expect("symlink");
+    let src = tempfile::tempdir().expect("tempdir");
+    let tree = src.path().join("batch");
+    for i in 0..5 {
+        write(&tree.join(format!("a{i}.txt")), format!("a{i}").as_bytes());
+        write(&tree.join(format!("z{i}.txt")), format!("z{i}").as_bytes());
+    }
+    write(&tree.join("blocked/x.txt"), b"never");
+    let out = ferry(&["send", "--to", &server.addr(), tree.to_str().expect("utf8")]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("batch/blocked/x.txt: FAILED")
+            && err.contains("is not a folder (or is a symlink)"),
+        "{err}"
+    );
+    assert!(
+        text(&out.stdout).contains("10 of 11 file(s) stored"),
+        "{}",
+        text(&out.stdout)
+    );
+    for i in 0..5 {
+        assert_eq!(
+            server.read(&format!("batch/a{i}.txt")),
+            format!("a{i}").as_bytes()
+        );
+        assert_eq!(
+            server.read(&format!("batch/z{i}.txt")),
+            format!("z{i}").as_bytes()
+        );
+    }
+    assert!(
+        !Path::new("/tmp/x.txt").exists()
+            || fs::read("/tmp/x.txt").ok().as_deref() != Some(b"never")
+    );
+}
+
+#[test]
+fn files_over_the_server_limit_are_reported_without_sending() {
+    let server = Server::start_with(&["--max-file-size", "1K"]);
+    let src = tempfile::tempdir().expect("tempdir");
+    write(&src.path().join("small.txt"), b"ok");
+    write(&src.path().join("big.bin"), &data(4096, 1));
+    let out = ferry(&[
+        "send",
+        "--to",
+        &server.addr(),
+        src.path().join("big.bin").to_str().expect("utf8"),
+        src.path().join("small.txt").to_str().expect("utf8"),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("big.bin: FAILED: over the server's limit of 1 KiB"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(server.files(), ["small.txt"]);
+}
+
+#[test]
+fn limit_rate_slows_the_sender_down() {
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("paced.bin");
+    write(&file, &data(1 << 20, 2));
+    let started = Instant::now();
+    let out = ferry(&[
+        "send",
+        "--to",
+        &server.addr(),
+        "--limit-rate",
+        "2M",
+        file.to_str().expect("utf8"),
+    ]);
+    assert!(out.status.success());
+    // 1 MiB at 2 MiB/s cannot take less than half a second.
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.read("paced.bin"), data(1 << 20, 2));
+}
+
+#[test]
+fn a_killed_sender_leaves_no_partial_file_and_a_resend_works() {
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("big.bin");
+    write(&file, &data(8 << 20, 6));
+    let mut child = Command::new(bin_path("ferry"))
+        .args(["send", "--to", &server.addr(), "--limit-rate", "2M"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ferry");
+    thread::sleep(Duration::from_millis(1200));
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    server.expect_log("client left after");
+    assert!(server.files().is_empty());
+    assert!(server.staging_is_empty());
+
+    let out = ferry(&["send", "--to", &server.addr(), file.to_str().expect("utf8")]);
+    assert!(out.status.success());
+    assert_eq!(server.read("big.bin"), data(8 << 20, 6));
+}
+
+#[test]
+fn the_server_address_can_come_from_the_environment() {
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("env.txt");
+    write(&file, b"from env");
+    let out = Command::new(bin_path("ferry"))
+        .args(["send"])
+        .arg(&file)
+        .env("FERRY_SERVER", server.addr())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(server.read("env.txt"), b"from env");
+}
