@@ -2,5 +2,14 @@
 //! sender (`ferry send`).
 //!
 //! - [`transfer`]: planning, sending and measuring a transfer; no UI.
+//! - [`tui`]: the terminal picker's event loop, around [`app`] (state and
+//!   keys), [`browse`] (folders and marks), [`ui`] (drawing) and [`event`]
+//!   (the one channel everything reports through).
 
 pub mod transfer;
+
+pub mod app;
+pub mod browse;
+pub mod event;
+pub mod tui;
+pub mod ui;

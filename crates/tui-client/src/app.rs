@@ -1,0 +1,1159 @@
+//! The terminal UI's state and how input changes it.
+//!
+//! [`App`] does no I/O and starts no threads: a key press or a message
+//! changes the state and may return an [`Action`] for the event loop
+//! (`tui.rs`) to carry out, such as reading a folder or starting a
+//! transfer. That keeps every behaviour testable with plain values, and the
+//! drawing code (`ui`) only ever reads an `App`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use crate::browse::{Entry, FolderSizes, Listing, Marks, SizeReport};
+use crate::event::TransferMsg;
+use crate::transfer::progress::Progress;
+use crate::transfer::{Event, Item, ItemResult, Plan, Report, Skipped};
+use ferry_proto::Clash;
+
+/// A side effect the event loop performs for the [`App`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Leave, cancelling a running transfer first.
+    Quit,
+    /// Read `dir`; answer with [`App::listed`].
+    Open {
+        dir: PathBuf,
+        select: Option<String>,
+    },
+    /// Plan and send these paths; answer with [`App::transfer`].
+    Send(Vec<PathBuf>),
+    CancelTransfer,
+    /// Measure these folders first and to the end (they are marked).
+    SizeNow(Vec<PathBuf>),
+    /// Measure these when there is time, dropping older background work.
+    SizeInBackground(Vec<PathBuf>),
+}
+
+/// Whether the server answers, as last seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerState {
+    Checking,
+    Connected(String),
+    Unreachable(String),
+}
+
+/// A one-line message for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub text: String,
+    pub is_error: bool,
+}
+
+/// What keys currently mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    Normal,
+    /// Typing goes into the filter.
+    Filter,
+    /// "Quit and cancel the transfer?" is on screen.
+    ConfirmQuit,
+}
+
+#[derive(Debug, Clone)]
+pub enum Screen {
+    Browse,
+    /// A transfer is running, or its summary is shown.
+    Transfer(Box<TransferView>),
+}
+
+#[derive(Debug, Clone)]
+pub struct App {
+    pub listing: Listing,
+    pub marks: Marks,
+    pub sizes: FolderSizes,
+    /// The server, as the user named it.
+    pub addr: String,
+    pub server: ServerState,
+    pub screen: Screen,
+    pub input: Input,
+    pub status: Option<Status>,
+    /// The folder asked for last; listings of any other folder arriving
+    /// later are stale and ignored.
+    opening: Option<PathBuf>,
+}
+
+impl App {
+    /// An app on `dir`, with the action that reads it.
+    pub fn new(dir: PathBuf, addr: impl Into<String>) -> (App, Action) {
+        let app = App {
+            listing: Listing::empty(dir.clone()),
+            marks: Marks::default(),
+            sizes: FolderSizes::default(),
+            addr: addr.into(),
+            server: ServerState::Checking,
+            screen: Screen::Browse,
+            input: Input::Normal,
+            status: None,
+            opening: Some(dir.clone()),
+        };
+        (app, Action::Open { dir, select: None })
+    }
+
+    pub fn transfer_running(&self) -> bool {
+        matches!(&self.screen, Screen::Transfer(t) if !t.is_ended())
+    }
+
+    /// How many rows the list gets on screen (for paging and scrolling).
+    pub fn set_list_rows(&mut self, rows: usize) {
+        self.listing.set_rows(rows);
+    }
+
+    pub fn handle_key(&mut self, key: KeyEvent) -> Option<Action> {
+        // Terminals that report releases and repeats would act twice.
+        if key.kind == KeyEventKind::Release {
+            return None;
+        }
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            return Some(Action::Quit);
+        }
+        match self.input {
+            Input::ConfirmQuit => return self.confirm_quit_key(key),
+            Input::Filter => return self.filter_key(key),
+            Input::Normal => {}
+        }
+        if key
+            .modifiers
+            .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT)
+        {
+            return None;
+        }
+        match self.screen {
+            Screen::Transfer(_) => self.transfer_key(key),
+            Screen::Browse => self.browse_key(key),
+        }
+    }
+
+    fn browse_key(&mut self, key: KeyEvent) -> Option<Action> {
+        self.status = None;
+        match key.code {
+            KeyCode::Char('j') | KeyCode::Down => self.listing.move_by(1),
+            KeyCode::Char('k') | KeyCode::Up => self.listing.move_by(-1),
+            KeyCode::Char('g') | KeyCode::Home => self.listing.move_to_first(),
+            KeyCode::Char('G') | KeyCode::End => self.listing.move_to_last(),
+            KeyCode::PageDown => self.listing.page_down(),
+            KeyCode::PageUp => self.listing.page_up(),
+            KeyCode::Enter => return self.enter(),
+            KeyCode::Char('l') | KeyCode::Right => return self.open_current(),
+            KeyCode::Char('h') | KeyCode::Left | KeyCode::Backspace => return self.go_up(),
+            KeyCode::Char(' ') => return self.toggle_mark(),
+            KeyCode::Char('a') => return self.mark_visible(),
+            KeyCode::Char('u') => self.marks.clear(),
+            KeyCode::Char('/') => self.input = Input::Filter,
+            KeyCode::Char('.') => {
+                let show = !self.listing.show_hidden();
+                self.listing.set_show_hidden(show);
+            }
+            KeyCode::Char('s') => return self.send_marked(),
+            KeyCode::Char('q') => return Some(Action::Quit),
+            KeyCode::Esc => self.listing.set_filter(""),
+            _ => {}
+        }
+        None
+    }
+
+    fn filter_key(&mut self, key: KeyEvent) -> Option<Action> {
+        let mut filter = self.listing.filter().to_string();
+        match key.code {
+            KeyCode::Esc => {
+                filter.clear();
+                self.input = Input::Normal;
+            }
+            KeyCode::Enter => self.input = Input::Normal,
+            KeyCode::Backspace => {
+                filter.pop();
+            }
+            KeyCode::Down => self.listing.move_by(1),
+            KeyCode::Up => self.listing.move_by(-1),
+            KeyCode::Char(c)
+                if !key
+                    .modifiers
+                    .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT) =>
+            {
+                filter.push(c)
+            }
+            _ => {}
+        }
+        if filter != self.listing.filter() {
+            self.listing.set_filter(&filter);
+        }
+        None
+    }
+
+    fn transfer_key(&mut self, key: KeyEvent) -> Option<Action> {
+        let Screen::Transfer(view) = &mut self.screen else {
+            return None;
+        };
+        match (view.phase, key.code) {
+            (Phase::Ended { .. }, KeyCode::Char('q')) => Some(Action::Quit),
+            (Phase::Ended { .. }, _) => {
+                self.screen = Screen::Browse;
+                None
+            }
+            (Phase::Planning | Phase::Sending, KeyCode::Esc) => {
+                view.phase = Phase::Cancelling;
+                Some(Action::CancelTransfer)
+            }
+            (_, KeyCode::Char('q')) => {
+                self.input = Input::ConfirmQuit;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn confirm_quit_key(&mut self, key: KeyEvent) -> Option<Action> {
+        match key.code {
+            KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => Some(Action::Quit),
+            _ => {
+                self.input = Input::Normal;
+                None
+            }
+        }
+    }
+
+    /// Enter opens a folder, and sends from a file.
+    fn enter(&mut self) -> Option<Action> {
+        let entry = self.listing.current()?;
+        if entry.is_folder() {
+            return self.open_current();
+        }
+        if self.marks.is_empty() {
+            let path = entry.path.clone();
+            self.start_send(vec![path])
+        } else {
+            self.start_send(self.marks.paths())
+        }
+    }
+
+    fn open_current(&mut self) -> Option<Action> {
+        let entry = self.listing.current().filter(|e| e.is_folder())?;
+        let dir = entry.path.clone();
+        self.opening = Some(dir.clone());
+        Some(Action::Open { dir, select: None })
+    }
+
+    fn go_up(&mut self) -> Option<Action> {
+        let here = self.listing.dir();
+        let Some(parent) = here.parent() else {
+            self.set_status("This is the top folder.", false);
+            return None;
+        };
+        let select = here.file_name().map(|n| n.to_string_lossy().into_owned());
+        let dir = parent.to_path_buf();
+        self.opening = Some(dir.clone());
+        Some(Action::Open { dir, select })
+    }
+
+    /// Space: flip the mark and step down, so a run of files is marked by
+    /// holding the key.
+    fn toggle_mark(&mut self) -> Option<Action> {
+        let entry = self.listing.current()?.clone();
+        let marked = self.marks.toggle(&entry);
+        self.listing.move_by(1);
+        if marked {
+            self.size_marked_folders([&entry])
+        } else {
+            None
+        }
+    }
+
+    fn mark_visible(&mut self) -> Option<Action> {
+        let visible: Vec<Entry> = self.listing.visible().cloned().collect();
+        for entry in &visible {
+            self.marks.mark(entry);
+        }
+        self.size_marked_folders(&visible)
+    }
+
+    fn size_marked_folders<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = &'a Entry>,
+    ) -> Option<Action> {
+        let folders: Vec<PathBuf> = entries
+            .into_iter()
+            .filter(|e| e.is_folder() && self.sizes.request_urgent(&e.path))
+            .map(|e| e.path.clone())
+            .collect();
+        (!folders.is_empty()).then_some(Action::SizeNow(folders))
+    }
+
+    fn send_marked(&mut self) -> Option<Action> {
+        if self.marks.is_empty() {
+            self.set_status(
+                "Nothing is marked: Space marks, Enter sends the file under the cursor.",
+                false,
+            );
+            return None;
+        }
+        self.start_send(self.marks.paths())
+    }
+
+    fn start_send(&mut self, paths: Vec<PathBuf>) -> Option<Action> {
+        self.status = None;
+        self.screen = Screen::Transfer(Box::new(TransferView::new(paths.clone())));
+        Some(Action::Send(paths))
+    }
+
+    fn set_status(&mut self, text: impl Into<String>, is_error: bool) {
+        self.status = Some(Status {
+            text: text.into(),
+            is_error,
+        });
+    }
+
+    /// A folder was read, or could not be.
+    pub fn listed(
+        &mut self,
+        dir: PathBuf,
+        select: Option<String>,
+        result: Result<Vec<Entry>, String>,
+    ) -> Option<Action> {
+        if self.opening.as_deref() != Some(dir.as_path()) {
+            return None;
+        }
+        self.opening = None;
+        let entries = match result {
+            Ok(entries) => entries,
+            Err(reason) => {
+                let name = dir.file_name().map_or_else(
+                    || dir.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                self.set_status(format!("Cannot open {name}: {reason}"), true);
+                return None;
+            }
+        };
+        let rows = self.listing.rows();
+        self.listing = Listing::new(dir, entries, self.listing.show_hidden());
+        self.listing.set_rows(rows);
+        if let Some(name) = select {
+            self.listing.select_name(&name);
+        }
+        // The sizer drops the previous folder's background work; marked
+        // folders are urgent work and are measured regardless.
+        self.sizes.forget_unfinished_background();
+        let folders: Vec<PathBuf> = self
+            .listing
+            .visible()
+            .filter(|e| e.is_folder())
+            .map(|e| e.path.clone())
+            .collect();
+        let wanted = folders
+            .into_iter()
+            .filter(|path| self.sizes.request(path))
+            .collect();
+        Some(Action::SizeInBackground(wanted))
+    }
+
+    pub fn sizing(&mut self, report: SizeReport) -> Option<Action> {
+        match report {
+            SizeReport::Measured {
+                path,
+                size,
+                complete,
+            } => {
+                self.sizes.update(path, size, complete);
+                None
+            }
+            SizeReport::Dropped { path } => {
+                self.sizes.forget_unfinished(&path);
+                None
+            }
+        }
+    }
+
+    pub fn probed(&mut self, result: Result<String, String>) {
+        self.server = match result {
+            Ok(name) => ServerState::Connected(name),
+            Err(reason) => ServerState::Unreachable(reason),
+        };
+    }
+
+    pub fn transfer(&mut self, msg: TransferMsg, now: Instant) {
+        let Screen::Transfer(view) = &mut self.screen else {
+            return;
+        };
+        match msg {
+            TransferMsg::Planned(plan) => view.planned(plan, now),
+            TransferMsg::Progress(event) => {
+                if let Event::Connected { server } = &event {
+                    self.server = ServerState::Connected(server.clone());
+                }
+                view.apply(event, now);
+            }
+            TransferMsg::Done(report) => {
+                view.finish(report);
+                for root in view.fully_sent_roots() {
+                    self.marks.unmark(&root);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Walking the picked folders to know what to send.
+    Planning,
+    Sending,
+    /// Esc was pressed; waiting for the sender to stop.
+    Cancelling,
+    Ended {
+        cancelled: bool,
+    },
+}
+
+/// Everything the progress panel and the summary show.
+#[derive(Debug, Clone)]
+pub struct TransferView {
+    /// What the user picked.
+    pub roots: Vec<PathBuf>,
+    pub phase: Phase,
+    pub items: Vec<Item>,
+    pub skipped: Vec<Skipped>,
+    /// One per item, once known.
+    pub results: Vec<Option<ItemResult>>,
+    /// Indices of items in the order their results came in.
+    pub finished: Vec<usize>,
+    /// The item going out now.
+    pub current: Option<usize>,
+    pub total: Option<Progress>,
+    pub file: Option<Progress>,
+    pub elapsed: Option<Duration>,
+}
+
+/// How a transfer went, in numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Files the server confirmed (including renamed and identical ones).
+    pub stored: usize,
+    pub renamed: usize,
+    pub identical: usize,
+    pub folders: usize,
+    pub failed: usize,
+    pub not_sent: usize,
+    pub skipped: usize,
+}
+
+impl Counts {
+    pub fn sent(&self) -> usize {
+        self.stored + self.folders
+    }
+
+    /// Everything that did not make it, for whatever reason.
+    pub fn unsent(&self) -> usize {
+        self.failed + self.not_sent + self.skipped
+    }
+}
+
+impl TransferView {
+    pub fn new(roots: Vec<PathBuf>) -> Self {
+        TransferView {
+            roots,
+            phase: Phase::Planning,
+            items: Vec::new(),
+            skipped: Vec::new(),
+            results: Vec::new(),
+            finished: Vec::new(),
+            current: None,
+            total: None,
+            file: None,
+            elapsed: None,
+        }
+    }
+
+    pub fn is_ended(&self) -> bool {
+        matches!(self.phase, Phase::Ended { .. })
+    }
+
+    fn planned(&mut self, plan: Plan, now: Instant) {
+        self.total = Some(Progress::new(plan.total_bytes(), now));
+        self.results = vec![None; plan.items.len()];
+        self.items = plan.items;
+        self.skipped = plan.skipped;
+        if self.phase == Phase::Planning {
+            self.phase = Phase::Sending;
+        }
+    }
+
+    fn apply(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::Connected { .. } => {}
+            Event::Started { index } => {
+                self.current = Some(index);
+                let size = self.items.get(index).map_or(0, Item::size);
+                self.file = Some(Progress::new(size, now));
+            }
+            Event::Progress {
+                index,
+                item_sent,
+                total_sent,
+            } => {
+                if let Some(total) = &mut self.total {
+                    total.set_done(total_sent, now);
+                }
+                if let Some(file) = self.file.as_mut().filter(|_| self.current == Some(index)) {
+                    file.set_done(item_sent, now);
+                }
+            }
+            Event::Finished { index, result } => {
+                if let Some(slot) = self.results.get_mut(index) {
+                    if slot.is_none() {
+                        self.finished.push(index);
+                    }
+                    *slot = Some(result);
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, report: Report) {
+        for (index, result) in report.results.into_iter().enumerate() {
+            if let Some(slot) = self.results.get_mut(index) {
+                if slot.is_none() {
+                    self.finished.push(index);
+                }
+                *slot = Some(result);
+            }
+        }
+        self.phase = Phase::Ended {
+            cancelled: report.cancelled,
+        };
+        self.current = None;
+        self.file = None;
+        self.elapsed = Some(report.elapsed);
+    }
+
+    pub fn counts(&self) -> Counts {
+        let mut counts = Counts {
+            skipped: self.skipped.len(),
+            ..Counts::default()
+        };
+        for result in self.results.iter().flatten() {
+            match result {
+                ItemResult::Stored { clash, .. } => {
+                    counts.stored += 1;
+                    match clash {
+                        Clash::Renamed => counts.renamed += 1,
+                        Clash::Identical => counts.identical += 1,
+                        Clash::None | Clash::Overwritten => {}
+                    }
+                }
+                ItemResult::Folder { .. } => counts.folders += 1,
+                ItemResult::Failed { .. } => counts.failed += 1,
+                ItemResult::NotSent { .. } => counts.not_sent += 1,
+            }
+        }
+        counts
+    }
+
+    /// Why the transfer stopped early, if it did for a reason other than
+    /// the user cancelling (say, the server could not be reached).
+    pub fn stop_reason(&self) -> Option<&str> {
+        if self.phase == (Phase::Ended { cancelled: true }) {
+            return None;
+        }
+        self.results.iter().flatten().find_map(|r| match r {
+            ItemResult::NotSent { reason } => Some(reason.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The picked paths that went over entirely: everything planned under
+    /// them is stored and nothing under them was skipped. Their marks can
+    /// go; the rest stay marked for another try.
+    fn fully_sent_roots(&self) -> Vec<PathBuf> {
+        let under = |root: &Path, path: &Path| path.starts_with(root);
+        self.roots
+            .iter()
+            .filter(|root| {
+                let mut results = self
+                    .items
+                    .iter()
+                    .zip(&self.results)
+                    .filter(|(item, _)| under(root, &item.local))
+                    .peekable();
+                results.peek().is_some()
+                    && results.all(|(_, r)| r.as_ref().is_some_and(ItemResult::is_ok))
+                    && !self.skipped.iter().any(|s| under(root, &s.local))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::browse::{FolderSize, Sizing, read_entries};
+    use crate::transfer::ItemKind;
+    use std::fs;
+    use tempfile::TempDir;
+
+    /// docs/{a.txt,b.txt}, photos/p1.jpg, notes.txt, zeta.bin, .secret
+    fn fixture() -> TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        fs::create_dir(root.join("docs")).expect("mkdir");
+        fs::create_dir(root.join("photos")).expect("mkdir");
+        fs::write(root.join("docs/a.txt"), b"aaaaa").expect("write");
+        fs::write(root.join("docs/b.txt"), b"bbb").expect("write");
+        fs::write(root.join("photos/p1.jpg"), b"jpeg").expect("write");
+        fs::write(root.join("notes.txt"), b"twelve bytes").expect("write");
+        fs::write(root.join("zeta.bin"), b"z").expect("write");
+        fs::write(root.join(".secret"), b"s").expect("write");
+        dir
+    }
+
+    /// Carries out folder reads the way the event loop does, synchronously.
+    fn perform(app: &mut App, action: Option<Action>) -> Option<Action> {
+        if let Some(Action::Open { dir, select }) = &action {
+            let result = read_entries(dir).map_err(|e| crate::browse::describe_error(&e));
+            app.listed(dir.clone(), select.clone(), result);
+        }
+        action
+    }
+
+    fn app_in(dir: &Path) -> App {
+        let (mut app, open) = App::new(dir.to_path_buf(), "127.0.0.1:9");
+        perform(&mut app, Some(open));
+        app
+    }
+
+    fn press(app: &mut App, code: KeyCode) -> Option<Action> {
+        let action = app.handle_key(KeyEvent::new(code, KeyModifiers::NONE));
+        perform(app, action)
+    }
+
+    fn typed(app: &mut App, text: &str) {
+        for c in text.chars() {
+            press(app, KeyCode::Char(c));
+        }
+    }
+
+    fn names(app: &App) -> Vec<String> {
+        app.listing.visible().map(|e| e.name.clone()).collect()
+    }
+
+    fn current(app: &App) -> String {
+        app.listing
+            .current()
+            .map(|e| e.name.clone())
+            .unwrap_or_default()
+    }
+
+    fn running_transfer(dir: &Path) -> App {
+        let mut app = app_in(dir);
+        press(&mut app, KeyCode::Char('G'));
+        assert_eq!(
+            press(&mut app, KeyCode::Enter).map(|a| matches!(a, Action::Send(_))),
+            Some(true)
+        );
+        app
+    }
+
+    #[test]
+    fn lists_folders_first_without_hidden_entries() {
+        let dir = fixture();
+        let app = app_in(dir.path());
+        assert_eq!(names(&app), ["docs", "photos", "notes.txt", "zeta.bin"]);
+        assert_eq!(current(&app), "docs");
+    }
+
+    #[test]
+    fn movement_keys_move_and_stop_at_the_ends() {
+        let dir = fixture();
+        let mut app = app_in(dir.path());
+        press(&mut app, KeyCode::Char('j'));
+        assert_eq!(current(&app), "photos");
+        press(&mut app, KeyCode::Down);
+        assert_eq!(current(&app), "notes.txt");
+        press(&mut app, KeyCode::Char('k'));
+        press(&mut app, KeyCode::Up);
+        press(&mut app, KeyCode::Up);
+        assert_eq!(current(&app), "docs");
+        press(&mut app, KeyCode::Char('G'));
+        assert_eq!(current(&app), "zeta.bin");
+        press(&mut app, KeyCode::Char('j'));
+        assert_eq!(current(&app), "zeta.bin");
+        press(&mut app, KeyCode::Char('g'));
+        assert_eq!(current(&app), "docs");
+        press(&mut app, KeyCode::End);
+        assert_eq!(current(&app), "zeta.bin");
+        press(&mut app, KeyCode::Home);
+        assert_eq!(current(&app), "docs");
+        press(&mut app, KeyCode::PageDown);
+        assert_eq!(current(&app), "zeta.bin");
+        press(&mut app, KeyCode::PageUp);
+        assert_eq!(current(&app), "docs");
+    }
+
+    #[test]
+    fn opening_a_folder_and_going_back_puts_the_cursor_where_it_was() {
+        let dir = fixture();
+        let mut app = app_in(dir.path());
+        press(&mut app, KeyCode::Char('j'));
+        let opened = press(&mut app, KeyCode::Enter);
+        assert_eq!(
+            opened,
+            Some(Action::Open {
+                dir: dir.path().join("photos"),
+                select: None
+            })
+        );
+        assert_eq!(app.listing.dir(), dir.path().join("photos"));
+        assert_eq!(names(&app), ["p1.jpg"]);
+
+        press(&mut app, KeyCode::Backspace);
+        assert_eq!(app.listing.dir(), dir.path());
+        assert_eq!(current(&app), "photos");
+
+        for open in [KeyCode::Char('l'), KeyCode::Right] {
+            press(&mut app, open);
+            assert_eq!(app.listing.dir(), dir.path().join("photos"));
+            press(&mut app, KeyCode::Char('h'));
+            assert_eq!(current(&app), "photos");
+        }
+        press(&mut app, KeyCode::Right);
+        press(&mut app, KeyCode::Left);
+        assert_eq!(app.listing.dir(), dir.path());
+        assert_eq!(current(&app), "photos");
+    }
+
+    #[test]
+    fn a_stale_listing_does_not_replace_the_one_asked_for() {
+        let dir = fixture();
+        let mut app = app_in(dir.path());
+        let open_docs = app.handle_key(KeyEvent::from(KeyCode::Enter));
+        assert!(matches!(open_docs, Some(Action::Open { .. })));
+        app.listed(dir.path().join("photos"), None, Ok(Vec::new()));
+        assert_eq!(app.listing.dir(), dir.path());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_folder_that_cannot_be_opened_says_so_and_stays_put() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = fixture();
+        let locked = dir.path().join("locked");
+        fs::create_dir(&locked).expect("mkdir");
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).expect("chmod");
+        if fs::read_dir(&locked).is_ok() {
+            // Running as root: permissions do not apply.
+            return;
+        }
+        let mut app = app_in(dir.path());
+        assert!(app.listing.select_name("locked"));
+        press(&mut app, KeyCode::Enter);
+        assert_eq!(app.listing.dir(), dir.path());
+        let status = app.status.clone().expect("a status");
+        assert!(status.is_error);
+        assert_eq!(status.text, "Cannot open locked: permission denied");
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).expect("chmod back");
+    }
+
+    #[test]
+    fn going_up_from_the_root_is_a_message_not_a_crash() {
+        let (mut app, _) = App::new(PathBuf::from("/"), "x:1");
+        assert_eq!(press(&mut app, KeyCode::Char('h')), None);
+        assert!(app.status.is_some());
+    }
+
+    #[test]
+    fn space_marks_and_moves_down_and_marks_survive_changing_folder() {
+        let dir = fixture();
+        let mut app = app_in(dir.path());
+        press(&mut app, KeyCode::Char('G'));
+        press(&mut app, KeyCode::Char('k'));
+        press(&mut app, KeyCode::Char(' '));
+        assert!(app.marks.contains(&dir.path().join("notes.txt")));
+        assert_eq!(current(&app), "zeta.bin");
+        press(&mut app, KeyCode::Char(' '));
+        assert_eq!(app.marks.len(), 2);
+
+        press(&mut app, KeyCode::Char('g'));
+        press(&mut app, KeyCode::Enter);
+        press(&mut app, KeyCode::Char(' '));
+        assert_eq!(app.marks.len(), 3);
+        press(&mut app, KeyCode::Char('h'));
+        assert_eq!(app.marks.len(), 3);
+        let totals = app.marks.totals(&app.sizes);
+        assert_eq!((totals.files, totals.bytes), (3, 12 + 1 + 5));
+
+        press(&mut app, KeyCode::Char('G'));
+        press(&mut app, KeyCode::Char(' '));
+        assert!(!app.marks.contains(&dir.path().join("zeta.bin")));
+    }
+
+    #[test]
+    fn marking_a_folder_asks_for_its_size_first_and_only_once() {
+        let dir = fixture();
+        let mut app = app_in(dir.path());
+        // Listing the folder already queued docs/ as background work; a
+        // mark makes it urgent.
+        assert_eq!(
+            app.sizes.get(&dir.path().join("docs")),
+            Some(&Sizing::Pending)
+        );
+        let action = press(&mut app, KeyCode::Char(' '));
+        assert_eq!(action, Some(Action::SizeNow(vec![dir.path().join("docs")])));
+        press(&mut app, KeyCode::Char('k'));
+        assert_eq!(press(&mut app, KeyCode::Char(' ')), None, "unmarked");
+        press(&mut app, KeyCode::Char('k'));
+        assert_eq!(
+            press(&mut app, KeyCode::Char(' ')),
+            None,
+            "already asked for"
+        );
+        // Background work on it being dropped does not lose the urgent walk.
+        app.sizing(SizeReport::Dropped {
+            path: dir.path().join("docs"),
+        });
+        assert!(app.marks.totals(&app.sizes).sizing);
+        app.sizing(SizeReport::Measured {
+            path: dir.path().join("docs"),
+            size: FolderSize {
+                files: 2,
+                bytes: 8,
+                unreadable: 0,
+            },
+            complete: true,
+        });
+        let totals = app.marks.totals(&app.sizes);
+        assert_eq!((totals.files, totals.bytes, totals.sizing), (2, 8, false));
+    }
+
+    #[test]
+    fn listing_a_folder_asks_for_background_sizes_of_its_folders() {
+        let dir = fixture();
+        let (mut app, open) = App::new(dir.path().to_path_buf(), "x:1");
+        let Action::Open { dir: path, select } = open else {
+            panic!("starts by opening")
+        };
+        let entries = read_entries(&path).expect("read");
+        let action = app.listed(path, select, Ok(entries));
+        assert_eq!(
+            action,
+            Some(Action::SizeInBackground(vec![
+                dir.path().join("docs"),
+                dir.path().join("photos")
+            ]))
+        );
+    }
+
+    #[test]
+    fn a_marks_everything_visible_and_u_clears_all_marks() {
+        let dir = fixture();
+        let mut app = app_in(dir.path());
+        press(&mut app, KeyCode::Char('a'));
+        assert_eq!(app.marks.len(), 4);
+        assert!(!app.marks.contains(&dir.path().join(".secret")));
+        press(&mut app, KeyCode::Char('u'));
+        assert!(app.marks.is_empty());
+
+        press(&mut app, KeyCode::Char('/'));
+        typed(&mut app, "txt");
+        press(&mut app, KeyCode::Enter);
+        press(&mut app, KeyCode::Char('a'));
+        assert_eq!(app.marks.paths(), [dir.path().join("notes.txt")]);
+    }
+
+    #[test]
+    fn filter_narrows_as_you_type_esc_clears_enter_keeps() {
+        let dir = fixture();
+        let mut app = app_in(dir.path());
+        press(&mut app, KeyCode::Char('/'));
+        assert_eq!(app.input, Input::Filter);
+        typed(&mut app, "ot");
+        assert_eq!(names(&app), ["photos", "notes.txt"]);
+        // Keys that would move or quit are text while filtering.
+        typed(&mut app, "q");
+        assert_eq!(names(&app), Vec::<String>::new());
+        press(&mut app, KeyCode::Backspace);
+        assert_eq!(names(&app), ["photos", "notes.txt"]);
+        press(&mut app, KeyCode::Esc);
+        assert_eq!(app.input, Input::Normal);
+        assert_eq!(app.listing.filter(), "");
+        assert_eq!(names(&app).len(), 4);
+
+        press(&mut app, KeyCode::Char('/'));
+        typed(&mut app, "zeta");
+        press(&mut app, KeyCode::Enter);
+        assert_eq!(app.input, Input::Normal);
+        assert_eq!(names(&app), ["zeta.bin"]);
+        press(&mut app, KeyCode::Char('j'));
+        assert_eq!(current(&app), "zeta.bin");
+        press(&mut app, KeyCode::Esc);
+        assert_eq!(names(&app).len(), 4);
+    }
+
+    #[test]
+    fn dot_toggles_hidden_entries() {
+        let dir = fixture();
+        let mut app = app_in(dir.path());
+        press(&mut app, KeyCode::Char('.'));
+        assert!(names(&app).contains(&".secret".to_string()));
+        press(&mut app, KeyCode::Char('.'));
+        assert!(!names(&app).contains(&".secret".to_string()));
+    }
+
+    #[test]
+    fn enter_on_a_file_sends_just_it_when_nothing_is_marked() {
+        let dir = fixture();
+        let mut app = app_in(dir.path());
+        press(&mut app, KeyCode::Char('G'));
+        assert_eq!(
+            press(&mut app, KeyCode::Enter),
+            Some(Action::Send(vec![dir.path().join("zeta.bin")]))
+        );
+        assert!(app.transfer_running());
+    }
+
+    #[test]
+    fn enter_on_a_file_sends_the_marked_set_when_there_is_one() {
+        let dir = fixture();
+        let mut app = app_in(dir.path());
+        press(&mut app, KeyCode::Char(' ')); // docs
+        press(&mut app, KeyCode::Char('j')); // notes.txt
+        press(&mut app, KeyCode::Char(' ')); // notes.txt marked, on zeta.bin
+        assert_eq!(current(&app), "zeta.bin");
+        assert_eq!(
+            press(&mut app, KeyCode::Enter),
+            Some(Action::Send(vec![
+                dir.path().join("docs"),
+                dir.path().join("notes.txt")
+            ]))
+        );
+    }
+
+    #[test]
+    fn s_sends_marks_and_says_so_when_there_are_none() {
+        let dir = fixture();
+        let mut app = app_in(dir.path());
+        assert_eq!(press(&mut app, KeyCode::Char('s')), None);
+        assert!(
+            app.status
+                .as_ref()
+                .is_some_and(|s| s.text.contains("Nothing is marked"))
+        );
+        assert!(!app.transfer_running());
+        press(&mut app, KeyCode::Char(' '));
+        assert_eq!(
+            press(&mut app, KeyCode::Char('s')),
+            Some(Action::Send(vec![dir.path().join("docs")]))
+        );
+    }
+
+    #[test]
+    fn q_quits_at_once_when_idle_but_asks_during_a_transfer() {
+        let dir = fixture();
+        let app = app_in(dir.path());
+        assert_eq!(
+            app.clone().handle_key(KeyEvent::from(KeyCode::Char('q'))),
+            Some(Action::Quit)
+        );
+
+        let mut app = running_transfer(dir.path());
+        assert_eq!(press(&mut app, KeyCode::Char('q')), None);
+        assert_eq!(app.input, Input::ConfirmQuit);
+        assert_eq!(press(&mut app, KeyCode::Char('n')), None);
+        assert_eq!(app.input, Input::Normal);
+        assert!(app.transfer_running());
+        press(&mut app, KeyCode::Char('q'));
+        assert_eq!(press(&mut app, KeyCode::Char('y')), Some(Action::Quit));
+    }
+
+    #[test]
+    fn ctrl_c_always_quits() {
+        let dir = fixture();
+        let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+        let mut app = running_transfer(dir.path());
+        assert_eq!(app.handle_key(ctrl_c), Some(Action::Quit));
+        let mut app = app_in(dir.path());
+        press(&mut app, KeyCode::Char('/'));
+        assert_eq!(app.handle_key(ctrl_c), Some(Action::Quit));
+    }
+
+    fn plan_of(dir: &Path, names: &[&str]) -> Plan {
+        Plan::build(
+            &names.iter().map(|n| dir.join(n)).collect::<Vec<_>>(),
+            false,
+        )
+    }
+
+    #[test]
+    fn esc_cancels_a_running_transfer_and_the_summary_counts_what_was_not_sent() {
+        let dir = fixture();
+        let mut app = running_transfer(dir.path());
+        let now = Instant::now();
+        let plan = plan_of(dir.path(), &["zeta.bin"]);
+        app.transfer(TransferMsg::Planned(plan), now);
+        assert_eq!(press(&mut app, KeyCode::Esc), Some(Action::CancelTransfer));
+        assert!(matches!(&app.screen, Screen::Transfer(t) if t.phase == Phase::Cancelling));
+        // A second Esc while stopping does nothing more.
+        assert_eq!(press(&mut app, KeyCode::Esc), None);
+
+        let not_sent = ItemResult::NotSent {
+            reason: "cancelled".into(),
+        };
+        app.transfer(
+            TransferMsg::Done(Report {
+                results: vec![not_sent],
+                bytes_sent: 0,
+                elapsed: Duration::from_secs(1),
+                cancelled: true,
+            }),
+            now,
+        );
+        let Screen::Transfer(view) = &app.screen else {
+            panic!("the summary stays up")
+        };
+        assert_eq!(view.phase, Phase::Ended { cancelled: true });
+        assert_eq!((view.counts().sent(), view.counts().unsent()), (0, 1));
+        assert!(!app.transfer_running());
+        // The summary stays until a key, and that key only goes back.
+        assert_eq!(press(&mut app, KeyCode::Esc), None);
+        assert!(matches!(app.screen, Screen::Browse));
+    }
+
+    #[test]
+    fn marks_of_what_was_fully_sent_are_cleared_and_the_rest_stay() {
+        let dir = fixture();
+        let mut app = app_in(dir.path());
+        press(&mut app, KeyCode::Char(' ')); // docs
+        press(&mut app, KeyCode::Char(' ')); // photos
+        press(&mut app, KeyCode::Char(' ')); // notes.txt
+        press(&mut app, KeyCode::Char('s'));
+        let now = Instant::now();
+        let plan = plan_of(dir.path(), &["docs", "notes.txt", "photos"]);
+        let stored = |name: &str| ItemResult::Stored {
+            stored_as: name.into(),
+            clash: Clash::None,
+            bytes: 1,
+        };
+        let results: Vec<ItemResult> = plan
+            .items
+            .iter()
+            .map(|item| match item.remote.as_str() {
+                "docs/b.txt" => ItemResult::Failed {
+                    reason: "the server's disk is full".into(),
+                },
+                other => stored(other),
+            })
+            .collect();
+        assert_eq!(results.len(), 4);
+        app.transfer(TransferMsg::Planned(plan), now);
+        app.transfer(
+            TransferMsg::Done(Report {
+                results,
+                bytes_sent: 10,
+                elapsed: Duration::from_secs(1),
+                cancelled: false,
+            }),
+            now,
+        );
+        assert_eq!(app.marks.paths(), [dir.path().join("docs")]);
+    }
+
+    #[test]
+    fn progress_events_move_the_gauges_and_fill_the_finished_list() {
+        let dir = fixture();
+        let mut app = running_transfer(dir.path());
+        let t0 = Instant::now();
+        let plan = Plan {
+            items: vec![
+                Item {
+                    local: dir.path().join("a"),
+                    remote: "a".into(),
+                    kind: ItemKind::File { size: 100 },
+                },
+                Item {
+                    local: dir.path().join("b"),
+                    remote: "b".into(),
+                    kind: ItemKind::File { size: 300 },
+                },
+            ],
+            skipped: Vec::new(),
+        };
+        app.transfer(TransferMsg::Planned(plan), t0);
+        let events = [
+            Event::Connected {
+                server: "ferry-server/0.1.0".into(),
+            },
+            Event::Started { index: 0 },
+            Event::Progress {
+                index: 0,
+                item_sent: 100,
+                total_sent: 100,
+            },
+            Event::Started { index: 1 },
+            Event::Finished {
+                index: 0,
+                result: ItemResult::Stored {
+                    stored_as: "a".into(),
+                    clash: Clash::None,
+                    bytes: 100,
+                },
+            },
+            Event::Progress {
+                index: 1,
+                item_sent: 100,
+                total_sent: 200,
+            },
+        ];
+        for event in events {
+            app.transfer(TransferMsg::Progress(event), t0 + Duration::from_secs(1));
+        }
+        assert_eq!(
+            app.server,
+            ServerState::Connected("ferry-server/0.1.0".into())
+        );
+        let Screen::Transfer(view) = &app.screen else {
+            panic!("transfer screen")
+        };
+        assert_eq!(view.current, Some(1));
+        assert_eq!(view.total.as_ref().map(Progress::ratio), Some(0.5));
+        assert_eq!(view.file.as_ref().map(Progress::done), Some(100));
+        assert_eq!(view.finished, [0]);
+    }
+
+    #[test]
+    fn an_unreachable_server_is_the_stop_reason() {
+        let mut view = TransferView::new(Vec::new());
+        view.planned(
+            Plan {
+                items: vec![Item {
+                    local: PathBuf::from("/x"),
+                    remote: "x".into(),
+                    kind: ItemKind::File { size: 1 },
+                }],
+                skipped: Vec::new(),
+            },
+            Instant::now(),
+        );
+        view.finish(Report {
+            results: vec![ItemResult::NotSent {
+                reason: "cannot reach 127.0.0.1:9: connection refused".into(),
+            }],
+            bytes_sent: 0,
+            elapsed: Duration::ZERO,
+            cancelled: false,
+        });
+        assert_eq!(
+            view.stop_reason(),
+            Some("cannot reach 127.0.0.1:9: connection refused")
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! Everything the terminal UI reacts to, as one type on one channel.
+//!
+//! Keys, clock ticks, folder listings, folder sizes, server probes and the
+//! transfer's progress all arrive as [`Message`]s on a single mpsc channel,
+//! each from its own thread. The event loop only ever waits on that
+//! channel, so no source can stall another and the screen is redrawn after
+//! every batch of messages.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+
+use ratatui::crossterm::event::KeyEvent;
+
+use crate::browse::{Entry, SizeReport};
+use crate::transfer::{self, Plan, Report, Reporter};
+
+#[derive(Debug)]
+pub enum Message {
+    Key(KeyEvent),
+    /// The terminal changed size; only a redraw is needed.
+    Resize,
+    /// Time passed: rates, ETAs and the spinner move on.
+    Tick,
+    /// The terminal stopped giving input; nothing more can be done.
+    InputClosed(String),
+    /// A folder was read (or could not be).
+    Listed {
+        dir: PathBuf,
+        /// The entry to put the cursor on, when going back up.
+        select: Option<String>,
+        result: Result<Vec<Entry>, String>,
+    },
+    Sizing(SizeReport),
+    /// Whether the server answers: its name, or why not.
+    Probe(Result<String, String>),
+    Transfer(TransferMsg),
+}
+
+/// What the transfer thread reports, in this order: the plan, the sender's
+/// events, then the end.
+#[derive(Debug)]
+pub enum TransferMsg {
+    Planned(Plan),
+    Progress(transfer::Event),
+    Done(Report),
+}
+
+/// A [`Reporter`] for [`transfer::send`] that forwards to the channel. A
+/// closed channel means the UI is gone; the transfer is being cancelled
+/// then anyway, so the event is dropped.
+pub fn reporter(tx: Sender<Message>) -> Reporter {
+    Arc::new(move |event| {
+        let _ = tx.send(Message::Transfer(TransferMsg::Progress(event)));
+    })
+}

@@ -1,0 +1,325 @@
+//! The terminal UI's event loop: sets up the terminal, starts the threads
+//! that feed the one message channel, and carries out the [`Action`]s the
+//! [`App`] asks for.
+//!
+//! Everything slow runs on its own thread (reading folders, measuring
+//! them, probing the server, sending), so the loop itself only waits on the
+//! channel and the screen never freezes. The terminal is restored on every
+//! way out: normal return, error, and panic (ratatui's panic hook).
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use ratatui::DefaultTerminal;
+use ratatui::crossterm::event::{self as term, Event as TermEvent};
+use ratatui::layout::Rect;
+
+use crate::app::{Action, App};
+use crate::browse::{Sizer, describe_error, read_entries};
+use crate::event::{Message, TransferMsg, reporter};
+use crate::transfer::{Options, Plan, probe, send};
+use crate::ui;
+
+/// How often the screen is refreshed when nothing else happens, so that
+/// rates and ETAs keep moving during a stall.
+const TICK: Duration = Duration::from_millis(250);
+/// How often the server is asked whether it is there.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+/// The longest a probe may take; a transfer uses the full connect timeout.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long quitting waits for a cancelled transfer to stop, so that the
+/// server is left with no half file; after that Ferry leaves anyway.
+const QUIT_GRACE: Duration = Duration::from_secs(3);
+/// How long background threads sleep between checks that Ferry is quitting.
+const POLL: Duration = Duration::from_millis(100);
+
+/// What `ferry --to HOST:PORT [DIR]` starts with.
+pub struct Config {
+    pub dir: PathBuf,
+    pub options: Options,
+    pub follow_links: bool,
+}
+
+/// Runs the picker until the user quits.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    // Checked before the terminal changes, so the error is printed plainly.
+    let dir = fs::canonicalize(&config.dir)
+        .with_context(|| format!("cannot open {}", config.dir.display()))?;
+    if !dir.is_dir() {
+        bail!("{} is not a folder", config.dir.display());
+    }
+    let mut terminal = match ratatui::try_init() {
+        Ok(terminal) => terminal,
+        Err(e) => {
+            ratatui::restore();
+            return Err(e).context("cannot set up the terminal");
+        }
+    };
+    let result = Session::start(dir, config.options, config.follow_links).run(&mut terminal);
+    ratatui::restore();
+    result
+}
+
+/// A transfer thread and the flag that stops it.
+struct Running {
+    cancel: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+struct Session {
+    app: App,
+    first_action: Option<Action>,
+    tx: Sender<Message>,
+    rx: Receiver<Message>,
+    options: Options,
+    follow_links: bool,
+    sizer: Sizer,
+    transfer: Option<Running>,
+    /// Tells the input, tick and probe threads to end.
+    quitting: Arc<AtomicBool>,
+    /// Pauses probing while a transfer holds a connection of its own.
+    sending: Arc<AtomicBool>,
+}
+
+impl Session {
+    fn start(dir: PathBuf, options: Options, follow_links: bool) -> Session {
+        let (tx, rx) = mpsc::channel();
+        let quitting = Arc::new(AtomicBool::new(false));
+        let sending = Arc::new(AtomicBool::new(false));
+        spawn_input(tx.clone(), Arc::clone(&quitting));
+        spawn_ticks(tx.clone(), Arc::clone(&quitting));
+        spawn_probe(
+            tx.clone(),
+            options.addr.clone(),
+            Arc::clone(&quitting),
+            Arc::clone(&sending),
+        );
+        let sizer = {
+            let tx = tx.clone();
+            Sizer::spawn(follow_links, move |report| {
+                tx.send(Message::Sizing(report)).is_ok()
+            })
+        };
+        let (app, first_action) = App::new(dir, options.addr.clone());
+        Session {
+            app,
+            first_action: Some(first_action),
+            tx,
+            rx,
+            options,
+            follow_links,
+            sizer,
+            transfer: None,
+            quitting,
+            sending,
+        }
+    }
+
+    fn run(mut self, terminal: &mut DefaultTerminal) -> anyhow::Result<()> {
+        if let Some(action) = self.first_action.take() {
+            self.perform(action);
+        }
+        let outcome = self.event_loop(terminal);
+        self.shut_down();
+        outcome
+    }
+
+    fn event_loop(&mut self, terminal: &mut DefaultTerminal) -> anyhow::Result<()> {
+        loop {
+            let size = terminal.size().context("cannot read the terminal size")?;
+            self.app
+                .set_list_rows(ui::list_rows(Rect::new(0, 0, size.width, size.height)));
+            terminal
+                .draw(|frame| ui::draw(frame, &self.app, Instant::now()))
+                .context("cannot draw")?;
+            // The session holds a sender itself, so the channel cannot close.
+            let Ok(first) = self.rx.recv() else {
+                return Ok(());
+            };
+            // Handle everything already waiting before drawing again, so a
+            // burst of progress events costs one redraw.
+            let pending: Vec<Message> = std::iter::once(first).chain(self.rx.try_iter()).collect();
+            for message in pending {
+                if let Some(action) = self.handle(message)? {
+                    if action == Action::Quit {
+                        return Ok(());
+                    }
+                    self.perform(action);
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, message: Message) -> anyhow::Result<Option<Action>> {
+        let now = Instant::now();
+        Ok(match message {
+            Message::Key(key) => self.app.handle_key(key),
+            Message::Resize | Message::Tick => None,
+            Message::InputClosed(why) => bail!("the terminal stopped sending input: {why}"),
+            Message::Listed {
+                dir,
+                select,
+                result,
+            } => self.app.listed(dir, select, result),
+            Message::Sizing(report) => self.app.sizing(report),
+            Message::Probe(result) => {
+                self.app.probed(result);
+                None
+            }
+            Message::Transfer(msg) => {
+                if matches!(msg, TransferMsg::Done(_)) {
+                    self.transfer_ended();
+                }
+                self.app.transfer(msg, now);
+                None
+            }
+        })
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            // Handled by the loop, which is the one to stop.
+            Action::Quit => {}
+            Action::Open { dir, select } => {
+                let tx = self.tx.clone();
+                thread::spawn(move || {
+                    let result = read_entries(&dir).map_err(|e| describe_error(&e));
+                    let _ = tx.send(Message::Listed {
+                        dir,
+                        select,
+                        result,
+                    });
+                });
+            }
+            Action::Send(paths) => self.start_transfer(paths),
+            Action::CancelTransfer => {
+                if let Some(running) = &self.transfer {
+                    running.cancel.store(true, Ordering::Relaxed);
+                }
+            }
+            Action::SizeNow(paths) => {
+                for path in paths {
+                    self.sizer.urgent(path);
+                }
+            }
+            Action::SizeInBackground(paths) => self.sizer.background(paths),
+        }
+    }
+
+    fn start_transfer(&mut self, paths: Vec<PathBuf>) {
+        if self.transfer.is_some() {
+            return;
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        let tx = self.tx.clone();
+        let options = self.options.clone();
+        let follow_links = self.follow_links;
+        let stop = Arc::clone(&cancel);
+        self.sending.store(true, Ordering::Relaxed);
+        let thread = thread::spawn(move || {
+            // Planning walks folders, which can take a while: it belongs
+            // here, not on the UI thread.
+            let plan = Plan::build(&paths, follow_links);
+            let items = plan.items.clone();
+            let _ = tx.send(Message::Transfer(TransferMsg::Planned(plan)));
+            let report = send(&items, &options, &stop, reporter(tx.clone()));
+            let _ = tx.send(Message::Transfer(TransferMsg::Done(report)));
+        });
+        self.transfer = Some(Running { cancel, thread });
+    }
+
+    fn transfer_ended(&mut self) {
+        if let Some(running) = self.transfer.take() {
+            // Done is the thread's last message, so this returns at once.
+            let _ = running.thread.join();
+        }
+        self.sending.store(false, Ordering::Relaxed);
+    }
+
+    /// Stops the other threads; a running transfer is cancelled and given
+    /// a moment to stop cleanly.
+    fn shut_down(&mut self) {
+        self.quitting.store(true, Ordering::Relaxed);
+        let Some(running) = &self.transfer else {
+            return;
+        };
+        running.cancel.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + QUIT_GRACE;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.rx.recv_timeout(left) {
+                Ok(Message::Transfer(TransferMsg::Done(_))) => {
+                    self.transfer_ended();
+                    return;
+                }
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+}
+
+/// Reads the terminal. Polls rather than blocks so that it notices when
+/// Ferry quits and does not swallow a key meant for the shell.
+fn spawn_input(tx: Sender<Message>, quitting: Arc<AtomicBool>) {
+    thread::spawn(move || {
+        while !quitting.load(Ordering::Relaxed) {
+            let message = match term::poll(POLL) {
+                Ok(false) => continue,
+                Ok(true) => match term::read() {
+                    Ok(TermEvent::Key(key)) => Message::Key(key),
+                    Ok(TermEvent::Resize(..)) => Message::Resize,
+                    Ok(_) => continue,
+                    Err(e) => Message::InputClosed(e.to_string()),
+                },
+                Err(e) => Message::InputClosed(e.to_string()),
+            };
+            let closed = matches!(message, Message::InputClosed(_));
+            if tx.send(message).is_err() || closed {
+                return;
+            }
+        }
+    });
+}
+
+fn spawn_ticks(tx: Sender<Message>, quitting: Arc<AtomicBool>) {
+    thread::spawn(move || {
+        while !quitting.load(Ordering::Relaxed) {
+            thread::sleep(TICK);
+            if tx.send(Message::Tick).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Asks the server for a handshake now and then, for the header.
+fn spawn_probe(
+    tx: Sender<Message>,
+    addr: String,
+    quitting: Arc<AtomicBool>,
+    sending: Arc<AtomicBool>,
+) {
+    thread::spawn(move || {
+        while !quitting.load(Ordering::Relaxed) {
+            if !sending.load(Ordering::Relaxed) {
+                let result = probe(&addr, PROBE_TIMEOUT);
+                if tx.send(Message::Probe(result)).is_err() {
+                    return;
+                }
+            }
+            let next = Instant::now() + PROBE_EVERY;
+            while Instant::now() < next {
+                if quitting.load(Ordering::Relaxed) {
+                    return;
+                }
+                thread::sleep(POLL);
+            }
+        }
+    });
+}

@@ -1,0 +1,126 @@
+//! The folder list: one row per entry with its mark, name and size.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Cell, HighlightSpacing, Paragraph, Row, Table, TableState};
+
+use super::bytes;
+use crate::app::App;
+use crate::browse::{Entry, EntryKind, FolderSize, Sizing};
+
+/// Width of the size column: fits "1023.99 KiB…".
+const SIZE_WIDTH: u16 = 13;
+
+/// The rows a list drawn in `area` has room for (inside its border).
+pub(super) fn rows_inside(area: Rect) -> usize {
+    usize::from(area.height.saturating_sub(2)).max(1)
+}
+
+pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App) {
+    let listing = &app.listing;
+    let mut block = Block::bordered().border_style(Style::new().dark_gray());
+    if !listing.filter().is_empty() {
+        block = block.title(Line::from(format!(" filter: {} ", listing.filter())).yellow());
+    }
+    let hidden = listing.hidden_count();
+    if hidden > 0 {
+        block = block.title(
+            Line::from(format!(" {hidden} hidden "))
+                .dark_gray()
+                .right_aligned(),
+        );
+    }
+
+    if listing.visible_len() == 0 {
+        let why = if !listing.filter().is_empty() {
+            "nothing matches the filter (Esc clears it)"
+        } else if hidden > 0 {
+            "only hidden entries here (. shows them)"
+        } else {
+            "this folder is empty"
+        };
+        frame.render_widget(
+            Paragraph::new(Line::raw(why).dark_gray().italic()).block(block),
+            area,
+        );
+        return;
+    }
+
+    let rows = listing.visible().map(|entry| row(app, entry));
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(1),
+            Constraint::Fill(1),
+            Constraint::Length(SIZE_WIDTH),
+        ],
+    )
+    .block(block)
+    .column_spacing(1)
+    .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+    .highlight_symbol("▶ ")
+    .highlight_spacing(HighlightSpacing::Always);
+    let mut state = TableState::new()
+        .with_offset(listing.offset())
+        .with_selected(Some(listing.cursor()));
+    frame.render_stateful_widget(table, area, &mut state);
+}
+
+fn row<'a>(app: &App, entry: &'a Entry) -> Row<'a> {
+    let marked = app.marks.contains(&entry.path);
+    let mark = if marked {
+        Span::styled("*", Style::new().fg(Color::Yellow).bold())
+    } else {
+        Span::raw(" ")
+    };
+    let mut name = vec![match entry.kind {
+        EntryKind::Folder => Span::styled(
+            format!("{}/", entry.name),
+            Style::new().fg(Color::Blue).bold(),
+        ),
+        EntryKind::File => Span::raw(entry.name.as_str()),
+        EntryKind::Other => Span::styled(entry.name.as_str(), Style::new().dark_gray()),
+    }];
+    if entry.is_link {
+        name.push(Span::raw(" (link)").dark_gray());
+    }
+    if let Some(problem) = &entry.problem {
+        name.push(Span::styled(
+            format!(" ({problem})"),
+            Style::new().fg(Color::Red),
+        ));
+    }
+    let mut row = Row::new([
+        Cell::from(mark),
+        Cell::from(Line::from(name)),
+        Cell::from(Line::from(size_text(app, entry)).right_aligned()),
+    ]);
+    if marked {
+        row = row.style(Style::new().fg(Color::Yellow));
+    }
+    row
+}
+
+fn size_text(app: &App, entry: &Entry) -> String {
+    match entry.kind {
+        EntryKind::File => entry.size.map(bytes).unwrap_or_default(),
+        EntryKind::Folder => match app.sizes.get(&entry.path) {
+            Some(Sizing::Known(size)) => folder_size(size),
+            Some(Sizing::Counting(size)) => format!("{}…", bytes(size.bytes)),
+            Some(Sizing::Pending) => "…".into(),
+            None => String::new(),
+        },
+        EntryKind::Other => String::new(),
+    }
+}
+
+fn folder_size(size: &FolderSize) -> String {
+    // Parts that could not be read are not counted: say it is a minimum.
+    if size.unreadable > 0 {
+        format!("≥{}", bytes(size.bytes))
+    } else {
+        bytes(size.bytes)
+    }
+}

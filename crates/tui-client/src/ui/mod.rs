@@ -1,0 +1,443 @@
+//! Drawing: a pure function of the [`App`] (and the time, for rates and
+//! ETAs) onto a ratatui [`Frame`].
+//!
+//! The screen is a header (folder and server), a body (the folder list, or
+//! the transfer panel while sending and until its summary is dismissed) and
+//! a two-line footer (status or totals, then the keys that work now).
+
+mod browser;
+mod transfer;
+
+use std::time::Instant;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use crate::app::{App, Input, Phase, Screen, ServerState};
+
+pub fn draw(frame: &mut Frame, app: &App, now: Instant) {
+    let areas = Areas::of(frame.area());
+    draw_header(frame, areas.header, app);
+    match &app.screen {
+        Screen::Browse => browser::draw(frame, areas.body, app),
+        Screen::Transfer(view) => transfer::draw(frame, areas.body, app, view, now),
+    }
+    draw_footer(frame, areas.footer, app);
+}
+
+/// How many list rows fit on a screen of this size, so that paging moves
+/// by what is actually visible.
+pub fn list_rows(screen: Rect) -> usize {
+    browser::rows_inside(Areas::of(screen).body)
+}
+
+struct Areas {
+    header: Rect,
+    body: Rect,
+    footer: Rect,
+}
+
+impl Areas {
+    fn of(area: Rect) -> Areas {
+        let [header, body, footer] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Fill(1),
+            Constraint::Length(2),
+        ])
+        .areas(area);
+        Areas {
+            header,
+            body,
+            footer,
+        }
+    }
+}
+
+fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
+    let (mark, state, color) = match &app.server {
+        ServerState::Checking => ("…", "checking".to_string(), Color::Yellow),
+        ServerState::Connected(name) => ("●", format!("connected: {name}"), Color::Green),
+        ServerState::Unreachable(reason) => ("○", format!("unreachable: {reason}"), Color::Red),
+    };
+    let server = Line::from(vec![
+        Span::raw(format!("{} ", app.addr)),
+        Span::styled(format!("{mark} {state} "), Style::new().fg(color)),
+    ]);
+    // The path matters most while browsing; the server state gets what is
+    // left, up to three fifths of the line.
+    let server_width = (server.width() as u16).min(area.width * 3 / 5);
+    let [left, right] =
+        Layout::horizontal([Constraint::Fill(1), Constraint::Length(server_width)]).areas(area);
+    let path = Line::from(vec![
+        Span::styled(
+            " ferry ",
+            Style::new().add_modifier(Modifier::BOLD).reversed(),
+        ),
+        Span::raw(" "),
+        Span::styled(app.listing.dir().display().to_string(), Style::new().bold()),
+    ]);
+    frame.render_widget(Paragraph::new(path), left);
+    frame.render_widget(Paragraph::new(server).right_aligned(), right);
+}
+
+fn draw_footer(frame: &mut Frame, area: Rect, app: &App) {
+    let [status_area, keys_area] =
+        Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(area);
+    let status = match (app.input, &app.status) {
+        (Input::Filter, _) => Line::from(vec![
+            Span::styled("/", Style::new().fg(Color::Yellow).bold()),
+            Span::raw(app.listing.filter().to_string()),
+            Span::styled("▏", Style::new().fg(Color::Yellow)),
+        ]),
+        (Input::ConfirmQuit, _) => Line::styled(
+            "A transfer is running. Quit and cancel it? y: quit, any other key: stay",
+            Style::new().fg(Color::Yellow).bold(),
+        ),
+        (_, Some(status)) if status.is_error => {
+            Line::styled(status.text.clone(), Style::new().fg(Color::Red))
+        }
+        (_, Some(status)) => Line::raw(status.text.clone()),
+        (_, None) => totals_line(app),
+    };
+    frame.render_widget(Paragraph::new(status), status_area);
+    frame.render_widget(Paragraph::new(keys_line(app)).dark_gray(), keys_area);
+}
+
+fn totals_line(app: &App) -> Line<'static> {
+    if app.marks.is_empty() {
+        return Line::raw("Nothing marked").dark_gray();
+    }
+    let totals = app.marks.totals(&app.sizes);
+    let files = if totals.files == 1 { "file" } else { "files" };
+    let mut text = format!(
+        "{} marked: {} {files}, {}",
+        totals.paths,
+        totals.files,
+        bytes(totals.bytes)
+    );
+    if totals.sizing {
+        text.push_str(" (still counting…)");
+    }
+    Line::styled(text, Style::new().fg(Color::Yellow))
+}
+
+fn keys_line(app: &App) -> Line<'static> {
+    let keys: &[(&str, &str)] = match (&app.screen, app.input) {
+        (_, Input::ConfirmQuit) => &[("y", "quit"), ("n", "stay")],
+        (_, Input::Filter) => &[
+            ("type", "filter"),
+            ("Enter", "keep"),
+            ("Esc", "clear"),
+            ("↑↓", "move"),
+        ],
+        (Screen::Browse, Input::Normal) => &[
+            ("j/k", "move"),
+            ("l", "open"),
+            ("h", "back"),
+            ("Space", "mark"),
+            ("a", "all"),
+            ("u", "clear"),
+            ("/", "filter"),
+            (".", "hidden"),
+            ("Enter", "send file"),
+            ("s", "send marked"),
+            ("q", "quit"),
+        ],
+        (Screen::Transfer(view), Input::Normal) => match view.phase {
+            Phase::Ended { .. } => &[("any key", "back to the list"), ("q", "quit")],
+            Phase::Cancelling => &[("q", "quit"), ("Ctrl-C", "quit now")],
+            Phase::Planning | Phase::Sending => {
+                &[("Esc", "cancel"), ("q", "quit"), ("Ctrl-C", "quit now")]
+            }
+        },
+    };
+    let mut spans = Vec::new();
+    for (key, what) in keys {
+        spans.push(Span::styled(format!(" {key}"), Style::new().bold()));
+        spans.push(Span::raw(format!(" {what} ")));
+    }
+    Line::from(spans)
+}
+
+/// Bytes the way people read them (binary units, as the sender reports).
+fn bytes(n: u64) -> String {
+    humansize::format_size(n, humansize::BINARY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use ferry_proto::Clash;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+    use ratatui::crossterm::event::{KeyCode, KeyEvent};
+
+    use crate::app::Action;
+    use crate::browse::{FolderSize, SizeReport, read_entries};
+    use crate::event::TransferMsg;
+    use crate::transfer::{Event, Item, ItemKind, ItemResult, Plan, Report, Skipped};
+
+    fn screen(app: &App, now: Instant, width: u16, height: u16) -> Vec<String> {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
+        terminal.draw(|frame| draw(frame, app, now)).expect("draw");
+        let buffer = terminal.backend().buffer();
+        (0..buffer.area.height)
+            .map(|y| {
+                (0..buffer.area.width)
+                    .map(|x| buffer[(x, y)].symbol())
+                    .collect::<String>()
+            })
+            .collect()
+    }
+
+    fn line_with<'a>(lines: &'a [String], needle: &str) -> &'a str {
+        lines
+            .iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{}", lines.join("\n")))
+    }
+
+    fn browsing(dir: &Path) -> App {
+        let (mut app, open) = App::new(dir.to_path_buf(), "127.0.0.1:7878");
+        let Action::Open { dir, select } = open else {
+            panic!("starts by opening")
+        };
+        let entries = read_entries(&dir).map_err(|e| e.to_string());
+        app.listed(dir, select, entries);
+        app
+    }
+
+    #[test]
+    fn browser_shows_path_server_rows_sizes_marks_and_totals() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("photos")).expect("mkdir");
+        std::fs::create_dir(dir.path().join("music")).expect("mkdir");
+        std::fs::write(dir.path().join("report.pdf"), vec![0u8; 2048]).expect("write");
+        std::fs::write(dir.path().join("notes.txt"), b"hello").expect("write");
+        let mut app = browsing(dir.path());
+        app.probed(Ok("ferry-server/0.1.0".into()));
+        app.sizing(SizeReport::Measured {
+            path: dir.path().join("photos"),
+            size: FolderSize {
+                files: 3,
+                bytes: 3 * 1024 * 1024,
+                unreadable: 0,
+            },
+            complete: true,
+        });
+        // Mark photos/ and notes.txt.
+        app.listing.move_by(1);
+        app.handle_key(KeyEvent::from(KeyCode::Char(' ')));
+        app.handle_key(KeyEvent::from(KeyCode::Char(' ')));
+
+        let lines = screen(&app, Instant::now(), 100, 20);
+        let header = &lines[0];
+        assert!(
+            header.contains(&dir.path().display().to_string()),
+            "{header}"
+        );
+        assert!(
+            header.contains("127.0.0.1:7878 ● connected: ferry-server/0.1.0"),
+            "{header}"
+        );
+
+        assert!(line_with(&lines, "photos/").contains("3 MiB"));
+        assert!(line_with(&lines, "photos/").contains('*'));
+        assert!(line_with(&lines, "report.pdf").contains("2 KiB"));
+        assert!(!line_with(&lines, "report.pdf").contains('*'));
+        assert!(line_with(&lines, "notes.txt").contains("5 B"));
+        assert!(line_with(&lines, "notes.txt").contains('*'));
+        // music/ is being measured in the background: no size yet.
+        assert!(line_with(&lines, "music/").contains('…'));
+        // Folders before files.
+        let row = |name: &str| lines.iter().position(|l| l.contains(name)).expect("row");
+        assert!(row("photos/") < row("notes.txt"));
+
+        let footer = &lines[lines.len() - 2];
+        assert!(footer.contains("2 marked: 4 files, 3.00 MiB"), "{footer}");
+        assert!(lines[lines.len() - 1].contains("Space mark"));
+    }
+
+    #[test]
+    fn header_says_when_the_server_is_unreachable_and_footer_shows_the_filter() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
+        let mut app = browsing(dir.path());
+        let before = screen(&app, Instant::now(), 100, 10);
+        assert!(before[0].contains("… checking"));
+        app.probed(Err("connection refused".into()));
+        app.handle_key(KeyEvent::from(KeyCode::Char('/')));
+        app.handle_key(KeyEvent::from(KeyCode::Char('z')));
+        let lines = screen(&app, Instant::now(), 100, 10);
+        assert!(
+            lines[0].contains("○ unreachable: connection refused"),
+            "{}",
+            lines[0]
+        );
+        assert!(line_with(&lines, "/z").contains("/z"));
+        assert!(line_with(&lines, "nothing matches").contains("nothing matches"));
+    }
+
+    fn file(name: &str, size: u64) -> Item {
+        Item {
+            local: PathBuf::from("/here").join(name),
+            remote: name.into(),
+            kind: ItemKind::File { size },
+        }
+    }
+
+    #[test]
+    fn progress_panel_mid_transfer_shows_gauges_current_file_and_outcomes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
+        let mut app = browsing(dir.path());
+        app.handle_key(KeyEvent::from(KeyCode::Enter));
+        let t0 = Instant::now();
+        let mib = 1024 * 1024;
+        let plan = Plan {
+            items: vec![
+                file("a.txt", mib),
+                file("b.txt", mib),
+                file("c.txt", mib),
+                file("big.iso", 7 * mib),
+            ],
+            skipped: vec![Skipped {
+                local: PathBuf::from("/here/link"),
+                reason: "is a symlink (not followed)".into(),
+                by_choice: true,
+            }],
+        };
+        app.transfer(TransferMsg::Planned(plan), t0);
+        let at = t0 + Duration::from_secs(2);
+        let events = [
+            Event::Started { index: 0 },
+            Event::Finished {
+                index: 0,
+                result: ItemResult::Stored {
+                    stored_as: "a.txt".into(),
+                    clash: Clash::None,
+                    bytes: mib,
+                },
+            },
+            Event::Finished {
+                index: 1,
+                result: ItemResult::Stored {
+                    stored_as: "b (1).txt".into(),
+                    clash: Clash::Renamed,
+                    bytes: mib,
+                },
+            },
+            Event::Finished {
+                index: 2,
+                result: ItemResult::Failed {
+                    reason: "the server's disk is full".into(),
+                },
+            },
+            Event::Started { index: 3 },
+            Event::Progress {
+                index: 3,
+                item_sent: 2 * mib,
+                total_sent: 5 * mib,
+            },
+        ];
+        for event in events {
+            app.transfer(TransferMsg::Progress(event), at);
+        }
+        let lines = screen(&app, at, 100, 30);
+        let total = line_with(&lines, "50%");
+        assert!(total.contains("5 MiB / 10 MiB"), "{total}");
+        assert!(total.contains("2.50 MiB/s"), "{total}");
+        assert!(total.contains("ETA 2s"), "{total}");
+        assert!(line_with(&lines, "big.iso").contains("big.iso"));
+        let current = line_with(&lines, "28%");
+        assert!(current.contains("2 MiB / 7 MiB"), "{current}");
+        assert!(line_with(&lines, "b.txt").contains("renamed to b (1).txt"));
+        assert!(line_with(&lines, "c.txt").contains("failed: the server's disk is full"));
+        assert!(line_with(&lines, "a.txt").contains("stored"));
+        assert!(line_with(&lines, "/here/link").contains("skipped: is a symlink"));
+        assert!(lines[lines.len() - 1].contains("Esc cancel"));
+    }
+
+    #[test]
+    fn summary_after_cancel_says_what_was_and_was_not_sent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
+        let mut app = browsing(dir.path());
+        app.handle_key(KeyEvent::from(KeyCode::Enter));
+        let t0 = Instant::now();
+        let plan = Plan {
+            items: vec![file("a.txt", 10), file("b.txt", 10), file("c.txt", 10)],
+            skipped: Vec::new(),
+        };
+        app.transfer(TransferMsg::Planned(plan), t0);
+        app.handle_key(KeyEvent::from(KeyCode::Esc));
+        let cancelling = screen(&app, t0, 100, 24);
+        assert!(line_with(&cancelling, "Cancelling").contains("Cancelling"));
+        let stored = ItemResult::Stored {
+            stored_as: "a.txt".into(),
+            clash: Clash::None,
+            bytes: 10,
+        };
+        let not_sent = ItemResult::NotSent {
+            reason: "cancelled".into(),
+        };
+        app.transfer(
+            TransferMsg::Done(Report {
+                results: vec![stored, not_sent.clone(), not_sent],
+                bytes_sent: 10,
+                elapsed: Duration::from_secs(1),
+                cancelled: true,
+            }),
+            t0 + Duration::from_secs(1),
+        );
+        let lines = screen(&app, t0 + Duration::from_secs(1), 100, 24);
+        assert!(line_with(&lines, "Cancelled").contains("1 sent, 2 not sent"));
+        assert!(line_with(&lines, "b.txt").contains("not sent: cancelled"));
+        assert!(lines[lines.len() - 1].contains("back to the list"));
+    }
+
+    #[test]
+    fn an_unreachable_server_is_explained_in_the_summary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
+        let mut app = browsing(dir.path());
+        app.handle_key(KeyEvent::from(KeyCode::Enter));
+        let t0 = Instant::now();
+        app.transfer(
+            TransferMsg::Planned(Plan {
+                items: vec![file("a.txt", 1)],
+                skipped: Vec::new(),
+            }),
+            t0,
+        );
+        let reason =
+            "cannot reach 127.0.0.1:7878: connection refused (is ferry-server running there?)";
+        app.transfer(
+            TransferMsg::Done(Report {
+                results: vec![ItemResult::NotSent {
+                    reason: reason.into(),
+                }],
+                bytes_sent: 0,
+                elapsed: Duration::ZERO,
+                cancelled: false,
+            }),
+            t0,
+        );
+        let lines = screen(&app, t0, 120, 24);
+        let headline = line_with(&lines, "Stopped");
+        assert!(headline.contains("connection refused"), "{headline}");
+        assert!(headline.contains("0 sent, 1 not sent"), "{headline}");
+    }
+
+    #[test]
+    fn list_rows_match_what_the_browser_draws() {
+        assert_eq!(list_rows(Rect::new(0, 0, 80, 24)), 24 - 1 - 2 - 2);
+        assert_eq!(list_rows(Rect::new(0, 0, 80, 3)), 1);
+    }
+}

@@ -1,0 +1,227 @@
+//! The transfer panel: a headline, a gauge for the whole transfer, one for
+//! the file going out, and the outcome of every file so far. The same panel
+//! with a summary headline stays up after the end until a key is pressed.
+
+use std::time::Instant;
+
+use ferry_proto::Clash;
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Gauge, Paragraph};
+
+use super::bytes;
+use crate::app::{App, Counts, Phase, TransferView};
+use crate::transfer::progress::{Progress, format_duration};
+use crate::transfer::{ItemKind, ItemResult};
+
+pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, view: &TransferView, now: Instant) {
+    let [headline, total, file, finished] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(3),
+        Constraint::Length(3),
+        Constraint::Fill(1),
+    ])
+    .areas(area);
+    frame.render_widget(Paragraph::new(headline_text(app, view)), headline);
+    draw_total(frame, total, view, now);
+    draw_file(frame, file, view, now);
+    draw_finished(frame, finished, view);
+}
+
+fn headline_text(app: &App, view: &TransferView) -> Line<'static> {
+    let counts = view.counts();
+    let files = view
+        .items
+        .iter()
+        .filter(|i| matches!(i.kind, ItemKind::File { .. }))
+        .count();
+    let total = view.total.as_ref().map_or(0, Progress::total);
+    match view.phase {
+        Phase::Planning => Line::raw(format!("Looking at what to send to {}…", app.addr)).bold(),
+        Phase::Sending => Line::raw(format!(
+            "Sending {} to {}: {}",
+            plural(files, "file"),
+            app.addr,
+            bytes(total)
+        ))
+        .bold(),
+        Phase::Cancelling => Line::styled(
+            "Cancelling… waiting for the server to let go of the file in flight.",
+            Style::new().fg(Color::Yellow).bold(),
+        ),
+        Phase::Ended { cancelled: true } => Line::styled(
+            format!("Cancelled: {}.", sent_and_unsent(&counts)),
+            Style::new().fg(Color::Yellow).bold(),
+        ),
+        Phase::Ended { cancelled: false } => match view.stop_reason() {
+            Some(reason) => Line::styled(
+                format!("Stopped: {reason}. {}.", sent_and_unsent(&counts)),
+                Style::new().fg(Color::Red).bold(),
+            ),
+            None if counts.unsent() > 0 => Line::styled(
+                format!("Finished with problems: {}.", finished_counts(&counts)),
+                Style::new().fg(Color::Yellow).bold(),
+            ),
+            None => Line::styled(
+                format!("Finished: {}.", finished_counts(&counts)),
+                Style::new().fg(Color::Green).bold(),
+            ),
+        },
+    }
+}
+
+fn sent_and_unsent(counts: &Counts) -> String {
+    format!("{} sent, {} not sent", counts.sent(), counts.unsent())
+}
+
+fn finished_counts(counts: &Counts) -> String {
+    let mut parts = vec![format!("{} sent", counts.sent())];
+    if counts.renamed > 0 {
+        parts.push(format!("{} renamed", counts.renamed));
+    }
+    if counts.identical > 0 {
+        parts.push(format!("{} already there", counts.identical));
+    }
+    if counts.failed > 0 {
+        parts.push(format!("{} failed", counts.failed));
+    }
+    if counts.not_sent + counts.skipped > 0 {
+        parts.push(format!("{} not sent", counts.not_sent + counts.skipped));
+    }
+    parts.join(", ")
+}
+
+fn draw_total(frame: &mut Frame, area: Rect, view: &TransferView, now: Instant) {
+    let block = Block::bordered().title(" Total ");
+    let Some(progress) = &view.total else {
+        frame.render_widget(Paragraph::new("planning…").block(block), area);
+        return;
+    };
+    let mut label = amounts(progress);
+    match (view.phase, view.elapsed) {
+        (Phase::Ended { .. }, Some(elapsed)) => {
+            let secs = elapsed.as_secs_f64();
+            if secs > 0.0 && progress.done() > 0 {
+                label.push_str(&format!(
+                    " · {}/s",
+                    bytes((progress.done() as f64 / secs) as u64)
+                ));
+            }
+            label.push_str(&format!(" · took {}", format_duration(elapsed)));
+        }
+        _ => label.push_str(&speed(progress, now)),
+    }
+    frame.render_widget(gauge(progress, label, Color::Green).block(block), area);
+}
+
+fn draw_file(frame: &mut Frame, area: Rect, view: &TransferView, now: Instant) {
+    let current = view.current.and_then(|i| view.items.get(i));
+    let (Some(item), Some(progress)) = (current, &view.file) else {
+        let idle = match view.phase {
+            Phase::Ended { .. } => "",
+            _ => "waiting…",
+        };
+        frame.render_widget(
+            Paragraph::new(idle).block(Block::bordered().title(" File ")),
+            area,
+        );
+        return;
+    };
+    let block = Block::bordered().title(format!(" {} ", item.remote));
+    let label = format!("{}{}", amounts(progress), speed(progress, now));
+    frame.render_widget(gauge(progress, label, Color::Cyan).block(block), area);
+}
+
+/// "42% · 14 MiB / 34 MiB". The percentage is rounded down so 100% means
+/// done.
+fn amounts(progress: &Progress) -> String {
+    format!(
+        "{}% · {} / {}",
+        (progress.ratio() * 100.0).floor(),
+        bytes(progress.done()),
+        bytes(progress.total())
+    )
+}
+
+/// " · 5 MiB/s · ETA 4s", or nothing while the rate is not known yet.
+fn speed(progress: &Progress, now: Instant) -> String {
+    let mut text = String::new();
+    if let Some(rate) = progress.rate(now) {
+        text.push_str(&format!(" · {}/s", bytes(rate as u64)));
+    }
+    if let Some(eta) = progress.eta(now) {
+        text.push_str(&format!(" · ETA {}", format_duration(eta)));
+    }
+    text
+}
+
+fn gauge(progress: &Progress, label: String, color: Color) -> Gauge<'static> {
+    Gauge::default()
+        .ratio(progress.ratio())
+        .label(Span::raw(label).white().bold())
+        .gauge_style(Style::new().fg(color).bg(Color::Black))
+        .use_unicode(true)
+}
+
+fn draw_finished(frame: &mut Frame, area: Rect, view: &TransferView) {
+    let mut lines: Vec<Line> = view
+        .skipped
+        .iter()
+        .map(|s| {
+            Line::from(vec![
+                Span::styled("– ", Style::new().dark_gray()),
+                Span::raw(s.local.display().to_string()),
+                Span::styled(format!("  skipped: {}", s.reason), Style::new().dark_gray()),
+            ])
+        })
+        .collect();
+    for &index in &view.finished {
+        let (Some(item), Some(Some(result))) = (view.items.get(index), view.results.get(index))
+        else {
+            continue;
+        };
+        lines.push(outcome_line(&item.remote, result));
+    }
+    let title = format!(" Finished {} of {} ", view.finished.len(), view.items.len());
+    let block = Block::bordered().title(title);
+    // Newest at the bottom; when the list outgrows the box, the oldest
+    // scroll off the top.
+    let room = usize::from(area.height.saturating_sub(2));
+    let skip = lines.len().saturating_sub(room);
+    let shown: Vec<Line> = lines.into_iter().skip(skip).collect();
+    frame.render_widget(Paragraph::new(shown).block(block), area);
+}
+
+fn outcome_line(remote: &str, result: &ItemResult) -> Line<'static> {
+    let (mark, color, what) = match result {
+        ItemResult::Stored {
+            stored_as, clash, ..
+        } => match clash {
+            Clash::Renamed => ("✓", Color::Yellow, format!("renamed to {stored_as}")),
+            Clash::Overwritten => ("✓", Color::Green, "stored, replacing the old file".into()),
+            Clash::Identical => ("=", Color::Green, "already there, identical".into()),
+            Clash::None if stored_as != remote => {
+                ("✓", Color::Green, format!("stored as {stored_as}"))
+            }
+            Clash::None => ("✓", Color::Green, "stored".into()),
+        },
+        ItemResult::Folder { .. } => ("✓", Color::Green, "folder created".into()),
+        ItemResult::Failed { reason } => ("✗", Color::Red, format!("failed: {reason}")),
+        ItemResult::NotSent { reason } => ("·", Color::DarkGray, format!("not sent: {reason}")),
+    };
+    Line::from(vec![
+        Span::styled(format!("{mark} "), Style::new().fg(color).bold()),
+        Span::raw(remote.to_string()),
+        Span::styled(format!("  {what}"), Style::new().fg(color)),
+    ])
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
