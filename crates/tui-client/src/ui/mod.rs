@@ -103,7 +103,10 @@ fn draw_footer(frame: &mut Frame, area: Rect, app: &App) {
         (_, None) => totals_line(app),
     };
     frame.render_widget(Paragraph::new(status), status_area);
-    frame.render_widget(Paragraph::new(keys_line(app)).dark_gray(), keys_area);
+    frame.render_widget(
+        Paragraph::new(keys_line(app, keys_area.width)).dark_gray(),
+        keys_area,
+    );
 }
 
 fn totals_line(app: &App) -> Line<'static> {
@@ -124,7 +127,9 @@ fn totals_line(app: &App) -> Line<'static> {
     Line::styled(text, Style::new().fg(Color::Yellow))
 }
 
-fn keys_line(app: &App) -> Line<'static> {
+/// The keys that work now, most useful first; those that do not fit in
+/// `width` are left out whole rather than cut in the middle.
+fn keys_line(app: &App, width: u16) -> Line<'static> {
     let keys: &[(&str, &str)] = match (&app.screen, app.input) {
         (_, Input::ConfirmQuit) => &[("y", "quit"), ("n", "stay")],
         (_, Input::Filter) => &[
@@ -138,13 +143,13 @@ fn keys_line(app: &App) -> Line<'static> {
             ("l", "open"),
             ("h", "back"),
             ("Space", "mark"),
-            ("a", "all"),
-            ("u", "clear"),
-            ("/", "filter"),
-            (".", "hidden"),
-            ("Enter", "send file"),
+            ("Enter", "send"),
             ("s", "send marked"),
             ("q", "quit"),
+            ("/", "filter"),
+            ("a", "mark all"),
+            ("u", "unmark all"),
+            (".", "hidden"),
         ],
         (Screen::Transfer(view), Input::Normal) => match view.phase {
             Phase::Ended { .. } => &[("any key", "back to the list"), ("q", "quit")],
@@ -155,7 +160,13 @@ fn keys_line(app: &App) -> Line<'static> {
         },
     };
     let mut spans = Vec::new();
+    let mut used = 0;
     for (key, what) in keys {
+        let needed = key.chars().count() + what.chars().count() + 3;
+        if used + needed > usize::from(width) {
+            continue;
+        }
+        used += needed;
         spans.push(Span::styled(format!(" {key}"), Style::new().bold()));
         spans.push(Span::raw(format!(" {what} ")));
     }
@@ -433,6 +444,31 @@ mod tests {
         let headline = line_with(&lines, "Stopped");
         assert!(headline.contains("connection refused"), "{headline}");
         assert!(headline.contains("0 sent, 1 not sent"), "{headline}");
+    }
+
+    #[test]
+    fn keys_that_do_not_fit_are_left_out_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = browsing(dir.path());
+        let wide = screen(&app, Instant::now(), 120, 10);
+        let keys = &wide[wide.len() - 1];
+        for key in [
+            "j/k move",
+            "Space mark",
+            "s send marked",
+            "q quit",
+            ". hidden",
+        ] {
+            assert!(keys.contains(key), "{key} missing from {keys}");
+        }
+        let narrow = screen(&app, Instant::now(), 50, 10);
+        let keys = narrow[narrow.len() - 1].trim_end();
+        assert!(keys.contains("Space mark"), "{keys}");
+        assert!(!keys.contains("hidden"), "{keys}");
+        assert!(
+            keys.ends_with(|c: char| c.is_alphabetic()),
+            "cut short: {keys}"
+        );
     }
 
     #[test]

@@ -1,0 +1,202 @@
+//! End-to-end test of the terminal picker: the real `ferry` runs inside a
+//! real terminal (a detached tmux session) against a real `ferry-server`,
+//! and is driven with key presses exactly as a person would.
+//!
+//! What it proves that the unit tests cannot: the terminal is set up and
+//! read correctly, the event loop moves between folders, marks and sends on
+//! real threads, the screen shows the outcome, the bytes arrive intact and
+//! the terminal is given back on quit.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ferry_e2e::{Server, bin_path, data};
+
+/// How long any one screen may take to appear.
+const SCREEN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A tmux server of our own (its own socket), killed on drop even when
+/// the test fails half way.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// Runs `command` (a shell command line) in a detached session of the
+    /// given size.
+    fn start(width: u16, height: u16, command: &str) -> Tmux {
+        let socket = format!("ferry-e2e-{}-{}", std::process::id(), unique());
+        let tmux = Tmux { socket };
+        let out = tmux.run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "ferry",
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            command,
+        ]);
+        assert!(
+            out.status.success(),
+            "tmux new-session failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run tmux")
+    }
+
+    /// Presses keys, by tmux key name (`Space`, `Escape`, `l`...).
+    fn press(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "ferry"];
+        args.extend_from_slice(keys);
+        let out = self.run(&args);
+        assert!(
+            out.status.success(),
+            "tmux send-keys failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "ferry"]).stdout)
+            .into_owned()
+    }
+
+    /// Waits until every one of `needles` is on screen; returns the screen.
+    fn wait_for(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + SCREEN_TIMEOUT;
+        loop {
+            let screen = self.screen();
+            if needles.iter().all(|n| screen.contains(n)) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {SCREEN_TIMEOUT:?} for {needles:?}; the screen was:\n{screen}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        // tmux leaves its socket file behind when killed; ask where it is
+        // first so that nothing is left in the tmux folder.
+        let socket_path = self.run(&["display-message", "-p", "#{socket_path}"]);
+        let _ = self.run(&["kill-server"]);
+        let socket_path = String::from_utf8_lossy(&socket_path.stdout)
+            .trim()
+            .to_string();
+        if !socket_path.is_empty() {
+            let _ = fs::remove_file(socket_path);
+        }
+    }
+}
+
+/// A number that differs between tests of one run.
+fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+fn tmux_installed() -> bool {
+    Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Quotes for `sh`: tmux runs the session's command through the shell.
+fn quoted(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+fn write(path: PathBuf, bytes: &[u8]) -> (PathBuf, Vec<u8>) {
+    fs::write(&path, bytes).expect("write a test file");
+    (path, bytes.to_vec())
+}
+
+#[test]
+fn pick_files_in_a_subfolder_send_them_and_quit() {
+    if !tmux_installed() {
+        println!("skipped: tmux is not installed");
+        return;
+    }
+    let server = Server::start();
+    let home = tempfile::tempdir().expect("tempdir");
+    let root = home.path().join("pick");
+    fs::create_dir_all(root.join("sub")).expect("mkdir");
+    write(root.join("top.txt"), b"not picked");
+    let alpha = write(root.join("sub/alpha.bin"), &data(300_000, 7));
+    let beta = write(root.join("sub/beta.txt"), b"beta: a small text file\n");
+    write(root.join("sub/gamma.txt"), b"left behind");
+
+    // The shell line keeps the pane open after ferry exits, with its exit
+    // status on screen, so a crash or a bad exit is visible to the test.
+    let command = format!(
+        "{} --to {} {}; echo \"ferry exited with $?\"; sleep 60",
+        quoted(&bin_path("ferry")),
+        server.addr(),
+        quoted(&root),
+    );
+    let tmux = Tmux::start(120, 40, &command);
+
+    // Folders first: the cursor starts on sub/.
+    let screen = tmux.wait_for(&["sub/", "top.txt", "● connected", "Nothing marked"]);
+    assert!(screen.contains(&server.addr()), "{screen}");
+
+    tmux.press(&["l"]);
+    tmux.wait_for(&["alpha.bin", "beta.txt", "gamma.txt"]);
+    tmux.press(&["Space", "Space"]);
+    let screen = tmux.wait_for(&["2 marked: 2 files"]);
+    assert!(
+        !screen.contains("top.txt"),
+        "still in the top folder:\n{screen}"
+    );
+
+    tmux.press(&["s"]);
+    let summary = tmux.wait_for(&["Finished: 2 sent", "Total", "100%"]);
+    assert!(summary.contains("alpha.bin  stored"), "{summary}");
+    assert!(summary.contains("beta.txt  stored"), "{summary}");
+    assert!(!summary.contains("gamma.txt"), "{summary}");
+
+    // Only what was marked arrived, byte for byte.
+    for (local, bytes) in [&alpha, &beta] {
+        let name = local.file_name().expect("a file name");
+        let stored = fs::read(server.dir().join(name)).expect("the file is on the server");
+        assert!(
+            stored == *bytes,
+            "{} differs on the server",
+            name.to_string_lossy()
+        );
+    }
+    assert!(!server.dir().join("gamma.txt").exists());
+
+    // Any key goes back to the list, with the sent files unmarked.
+    tmux.press(&["Escape"]);
+    tmux.wait_for(&["gamma.txt", "Nothing marked"]);
+
+    tmux.press(&["q"]);
+    let after = tmux.wait_for(&["ferry exited with 0"]);
+    assert!(
+        !after.contains("Nothing marked"),
+        "the picker is still on screen:\n{after}"
+    );
+}
