@@ -24,7 +24,11 @@ pub fn run(paths: &[PathBuf], options: &Options, follow_links: bool) -> bool {
     let plan = Plan::build(paths, follow_links);
     let mut ok = true;
     for skipped in &plan.skipped {
-        let what = if skipped.by_choice { "skipped" } else { "cannot send" };
+        let what = if skipped.by_choice {
+            "skipped"
+        } else {
+            "cannot send"
+        };
         eprintln!(
             "ferry: {what} {}: {}",
             escape_for_display(&skipped.local.to_string_lossy()),

@@ -5,7 +5,9 @@
 //! - [`tui`]: the terminal picker's event loop, around [`app`] (state and
 //!   keys), [`browse`] (folders and marks), [`ui`] (drawing) and [`event`]
 //!   (the one channel everything reports through).
+//! - [`headless`]: `ferry send`, the transfer with a progress bar.
 
+pub mod headless;
 pub mod transfer;
 
 pub mod app;

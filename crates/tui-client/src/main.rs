@@ -1,1 +1,110 @@
-fn main() {}
+//! `ferry`: browse and send files to a Ferry server, or `ferry send` them
+//! without the picker.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ferry_client::transfer::Options;
+use ferry_client::transfer::pace::parse_rate;
+use ferry_proto::OnClash;
+
+/// Send files to a Ferry server.
+///
+/// With no subcommand, opens a terminal file picker on DIR: mark files and
+/// folders, send them, and watch the progress.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// Server address, HOST:PORT.
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_SERVER",
+        default_value = "127.0.0.1:8090"
+    )]
+    to: String,
+    /// Cap the sending rate, like curl: 500K, 20M, 1G (bytes per second).
+    #[arg(long, global = true, value_parser = parse_rate)]
+    limit_rate: Option<u64>,
+    /// What the server should do when a name is already taken.
+    #[arg(long, global = true, value_enum, default_value_t = ClashArg::Rename)]
+    on_clash: ClashArg,
+    /// Folder to browse.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send files and folders, then exit: 0 only when the server confirmed
+    /// every file stored with a matching BLAKE3 digest.
+    ///
+    /// A folder is sent whole and keeps its name as the top folder on the
+    /// server (like `scp -r`). Symlinks are not followed unless
+    /// --follow-links is given; they are listed as skipped.
+    Send {
+        /// Files and folders to send.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Follow symlinks and send what they point to.
+        #[arg(short = 'L', long)]
+        follow_links: bool,
+    },
+}
+
+/// `--on-clash` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ClashArg {
+    /// Keep both: store the new file as `name (1).ext`.
+    Rename,
+    /// Replace the existing file.
+    Overwrite,
+    /// Do nothing when an identical file is there; else keep both.
+    SkipIdentical,
+}
+
+impl From<ClashArg> for OnClash {
+    fn from(c: ClashArg) -> Self {
+        match c {
+            ClashArg::Rename => OnClash::Rename,
+            ClashArg::Overwrite => OnClash::Overwrite,
+            ClashArg::SkipIdentical => OnClash::SkipIdentical,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut options = Options::new(cli.to);
+    options.limit_rate = cli.limit_rate;
+    options.on_clash = cli.on_clash.into();
+    match cli.command {
+        Some(Command::Send {
+            paths,
+            follow_links,
+        }) => {
+            if ferry_client::headless::run(&paths, &options, follow_links) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        None => {
+            let config = ferry_client::tui::Config {
+                dir: cli.dir,
+                options,
+                follow_links: false,
+            };
+            match ferry_client::tui::run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ferry: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -13,6 +13,10 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
         Some((at, _)) => t.split_at(at),
         None => (t, ""),
     };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a rate (try 500K or 20M)"))?;
     let scale: u64 = match unit.to_ascii_uppercase().as_str() {
         "" => 1,
         "K" | "KI" => 1 << 10,
@@ -20,10 +24,6 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
         "G" | "GI" => 1 << 30,
         _ => return Err(format!("unknown unit in rate `{text}` (use K, M or G)")),
     };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a rate (try 500K or 20M)"))?;
     let bytes = value * scale as f64;
     if !(bytes.is_finite() && bytes >= 1.0) {
         return Err(format!(

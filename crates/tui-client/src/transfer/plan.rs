@@ -272,7 +272,7 @@ mod tests {
         let dir = tree();
         let root = dir.path().join("photos");
         std::os::unix::fs::symlink(root.join("top.txt"), root.join("link.txt")).expect("symlink");
-        let plan = Plan::build(&[root.clone()], false);
+        let plan = Plan::build(std::slice::from_ref(&root), false);
         assert!(plan.items.iter().all(|i| !i.remote.ends_with("link.txt")));
         assert_eq!(plan.skipped.len(), 1);
         assert!(plan.skipped[0].reason.contains("symlink"));
