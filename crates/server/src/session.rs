@@ -25,11 +25,30 @@ use tracing::{debug, info, warn};
 
 use crate::Shared;
 use crate::accept::Slot;
-use crate::storage::{StoreError, Upload};
+use crate::storage::{Finished, Store, StoreError, Upload};
 
 /// Socket buffer sizes for reading bodies and writing acks.
 const READ_BUFFER: usize = 256 * 1024;
 const WRITE_BUFFER: usize = 16 * 1024;
+
+/// Files at least this big are committed on their own, right away; smaller
+/// ones wait to be committed as a group (see [`Store::commit_group`]).
+const SOLO_COMMIT_BYTES: u64 = 1 << 20;
+/// A group is committed when it has this many files...
+const GROUP_MAX_FILES: usize = 256;
+/// ...or when its oldest file has waited this long, so acks keep flowing
+/// while a client streams many small files.
+const GROUP_MAX_AGE: Duration = Duration::from_millis(100);
+
+/// A received, verified file waiting for its commit.
+struct Pending<'s> {
+    /// The v1 id to ack; `None` for a tutorial client, which gets no ack.
+    id: Option<u64>,
+    path: String,
+    size: u64,
+    started: Instant,
+    finished: Finished<'s>,
+}
 
 /// Why a session ended early. Each is logged as the reason.
 #[derive(Debug, Error)]
@@ -69,6 +88,8 @@ pub(crate) struct Session<'a> {
     slot: &'a Slot,
     /// Whether this is a v1 client, which reads what the server writes.
     answered: bool,
+    /// Verified files not yet committed, oldest first.
+    pending: Vec<Pending<'a>>,
 }
 
 /// How long, and how much, a refused v1 client is read after the refusal.
@@ -85,7 +106,10 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
         }
     };
     let mut session = session;
-    match session.serve() {
+    let served = session.serve();
+    // Files received whole and verified are kept, however the session ends.
+    let committed = session.commit_pending();
+    match served.and(committed) {
         Ok(()) => debug!(%peer, "connection closed"),
         Err(e) => {
             warn!(%peer, "connection dropped: {e}");
@@ -116,6 +140,7 @@ impl<'a> Session<'a> {
             shared,
             slot,
             answered: false,
+            pending: Vec::new(),
         })
     }
 
@@ -185,11 +210,18 @@ impl<'a> Session<'a> {
             Err(BodyError::Store(e)) => return Err(refused(e)),
             Err(BodyError::Wire(e)) => return Err(e),
         };
-        let stored = upload
-            .commit(&parts, OnClash::Rename, &digest)
-            .map_err(refused)?;
-        self.log_stored(&stored.stored_as, header.size, started, "legacy");
-        Ok(())
+        self.hold(Pending {
+            id: None,
+            path: name.clone(),
+            size: header.size,
+            started,
+            finished: Finished {
+                upload,
+                parts: parts.iter().map(|p| p.to_string()).collect(),
+                policy: OnClash::Rename,
+                digest,
+            },
+        })
     }
 
     /// Ferry v1: handshake, then acked files and folders.
@@ -235,6 +267,7 @@ impl<'a> Session<'a> {
     }
 
     fn protocol_error(&mut self, message: String) -> Result<(), SessionError> {
+        let _ = self.commit_pending();
         self.send(&ServerMsg::Error {
             code: ErrorCode::Protocol,
             message: message.clone(),
@@ -278,21 +311,18 @@ impl<'a> Session<'a> {
                             .into(),
                     );
                 }
-                match upload.commit(&parts, header.on_clash, &digest) {
-                    Ok(stored) => {
-                        self.log_stored(&stored.stored_as, header.size, started, "v1");
-                        self.ack(
-                            header.id,
-                            Outcome::Stored {
-                                stored_as: stored.stored_as,
-                                bytes: header.size,
-                                blake3: digest.to_hex().to_string(),
-                                clash: stored.clash,
-                            },
-                        )
-                    }
-                    Err(e) => self.refuse(header, e),
-                }
+                self.hold(Pending {
+                    id: Some(header.id),
+                    path: header.path.clone(),
+                    size: header.size,
+                    started,
+                    finished: Finished {
+                        upload,
+                        parts: parts.iter().map(|p| p.to_string()).collect(),
+                        policy: header.on_clash,
+                        digest,
+                    },
+                })
             }
             ClientMsg::Abort { id, reason } if id == header.id => {
                 info!(peer = %self.peer, name = ?&header.path,
@@ -311,7 +341,72 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Queues a verified file for commit, committing the queue when it is
+    /// full, old, or holds a big file.
+    fn hold(&mut self, pending: Pending<'a>) -> Result<(), SessionError> {
+        let big = pending.size >= SOLO_COMMIT_BYTES;
+        self.pending.push(pending);
+        let old = self
+            .pending
+            .first()
+            .is_some_and(|p| p.started.elapsed() >= GROUP_MAX_AGE);
+        if big || old || self.pending.len() >= GROUP_MAX_FILES {
+            self.commit_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Commits every queued file, logs and acks each, and flushes the acks.
+    /// Fails (ending the session) if any could not be stored.
+    fn commit_pending(&mut self) -> Result<(), SessionError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let queue = std::mem::take(&mut self.pending);
+        let mut finished = Vec::with_capacity(queue.len());
+        let mut meta = Vec::with_capacity(queue.len());
+        for p in queue {
+            meta.push((p.id, p.path, p.size, p.started, p.finished.digest));
+            finished.push(p.finished);
+        }
+        let results = commit(&self.shared.store, finished);
+        let mut failure = None;
+        for ((id, path, size, started, digest), result) in meta.into_iter().zip(results) {
+            let outcome = match result {
+                Ok(stored) => {
+                    let dialect = if id.is_some() { "v1" } else { "legacy" };
+                    self.log_stored(&stored.stored_as, size, started, dialect);
+                    Outcome::Stored {
+                        stored_as: stored.stored_as,
+                        bytes: size,
+                        blake3: digest.to_hex().to_string(),
+                        clash: stored.clash,
+                    }
+                }
+                Err(reason) => {
+                    let outcome = Outcome::Failed {
+                        code: error_code(&reason),
+                        message: reason.to_string(),
+                    };
+                    failure.get_or_insert(SessionError::Refused {
+                        name: escape_for_display(&path),
+                        reason,
+                    });
+                    outcome
+                }
+            };
+            if let Some(id) = id {
+                // A client that is gone cannot read acks; the files are
+                // stored all the same, so carry on logging them.
+                let _ = self.ack(id, outcome);
+            }
+        }
+        let _ = self.writer.flush();
+        failure.map_or(Ok(()), Err)
+    }
+
     fn mkdir(&mut self, id: u64, path: &str) -> Result<(), SessionError> {
+        self.commit_pending()?;
         match self.shared.store.mkdir(path) {
             Ok(path) => self.ack(id, Outcome::Folder { path }),
             Err(reason) => {
@@ -329,6 +424,9 @@ impl<'a> Session<'a> {
     /// Answers a refused file and ends the session: its body (if any is
     /// left) cannot be told apart from the next frame.
     fn refuse(&mut self, header: &FileHeader, reason: StoreError) -> Result<(), SessionError> {
+        // Earlier files are complete: store and ack them first. Their own
+        // failures, if any, are acked inside; the session ends either way.
+        let _ = self.commit_pending();
         self.ack_failed(header.id, error_code(&reason), reason.to_string())?;
         self.writer.flush()?;
         Err(SessionError::Refused {
@@ -397,12 +495,15 @@ impl<'a> Session<'a> {
     /// Waits for the next frame. `Ok(None)` is a clean close between frames,
     /// or a shutdown in progress.
     fn next_frame(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
-        if self.reader.buffer().is_empty() {
-            // About to block: acks written so far must reach the client.
+        let stopping = self.shared.shutting_down.load(Ordering::SeqCst);
+        if self.reader.buffer().is_empty() || stopping {
+            // About to block (or stop): commit what is waiting and get the
+            // acks to the client.
+            self.commit_pending()?;
             self.writer.flush()?;
         }
         self.slot.set_idle();
-        if self.shared.shutting_down.load(Ordering::SeqCst) {
+        if stopping {
             return Ok(None);
         }
         let limits = &self.shared.limits;
@@ -463,6 +564,21 @@ impl<'a> Session<'a> {
             "stored"
         );
     }
+}
+
+/// Commits one file on its own (fsync of file and folder), or a group with
+/// two file-system syncs for all.
+fn commit(
+    store: &Store,
+    mut files: Vec<Finished<'_>>,
+) -> Vec<Result<crate::storage::Stored, StoreError>> {
+    if files.len() == 1 {
+        if let Some(f) = files.pop() {
+            let parts: Vec<&str> = f.parts.iter().map(String::as_str).collect();
+            return vec![f.upload.commit(&parts, f.policy, &f.digest)];
+        }
+    }
+    store.commit_group(files)
 }
 
 /// Reads through the session's buffer, failing once `until` has passed, so

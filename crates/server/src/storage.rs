@@ -82,6 +82,15 @@ pub struct Stored {
     pub clash: Clash,
 }
 
+/// A complete, verified upload waiting for [`Store::commit_group`].
+#[derive(Debug)]
+pub struct Finished<'s> {
+    pub upload: Upload<'s>,
+    pub parts: Vec<String>,
+    pub policy: OnClash,
+    pub digest: blake3::Hash,
+}
+
 impl Store {
     /// Opens (creating if needed) the target folder and its staging folder,
     /// and removes temporary files a previous run left behind. Returns the
@@ -195,6 +204,38 @@ impl Store {
         })
     }
 
+    /// Commits many finished uploads at once: one `syncfs` makes all their
+    /// bytes durable, then each is renamed into place, then a second
+    /// `syncfs` makes the names durable. Two syncs for the whole group
+    /// instead of two fsyncs per file is what lets thousands of small files
+    /// through quickly, and no file is visible before its bytes are on disk.
+    /// Returns one result per upload, in order.
+    pub fn commit_group(&self, batch: Vec<Finished<'_>>) -> Vec<Result<Stored, StoreError>> {
+        if let Err(e) = rustix::fs::syncfs(&self.staging) {
+            let e = io::Error::from(e);
+            return batch
+                .iter()
+                .map(|_| Err(StoreError::from_io(io::Error::new(e.kind(), e.to_string()))))
+                .collect();
+        }
+        let mut results: Vec<Result<Stored, StoreError>> = batch
+            .into_iter()
+            .map(|mut f| {
+                let parts: Vec<&str> = f.parts.iter().map(String::as_str).collect();
+                f.upload
+                    .place(&parts, f.policy, &f.digest)
+                    .map(|(stored, _)| stored)
+            })
+            .collect();
+        if let Err(e) = rustix::fs::syncfs(&self.root) {
+            let e = io::Error::from(e);
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(StoreError::from_io(io::Error::new(e.kind(), e.to_string())));
+            }
+        }
+        results
+    }
+
     /// Creates folder `path` (and its parents) inside the target.
     pub fn mkdir(&self, path: &str) -> Result<String, StoreError> {
         let parts = self.check_path(path)?;
@@ -267,8 +308,9 @@ impl Upload<'_> {
     }
 
     /// Makes the upload durable and visible as `parts` (already checked by
-    /// [`Store::check_path`]) under the clash policy. `digest` is the
-    /// upload's BLAKE3, used to recognise an identical existing file.
+    /// [`Store::check_path`]) under the clash policy, with an fsync of the
+    /// file and of its folder. `digest` is the upload's BLAKE3, used to
+    /// recognise an identical existing file.
     pub fn commit(
         mut self,
         parts: &[&str],
@@ -276,6 +318,19 @@ impl Upload<'_> {
         digest: &blake3::Hash,
     ) -> Result<Stored, StoreError> {
         self.file.sync_all().map_err(StoreError::from_io)?;
+        let (stored, dir) = self.place(parts, policy, digest)?;
+        rustix::fs::fsync(&dir).map_err(|e| StoreError::from_io(e.into()))?;
+        Ok(stored)
+    }
+
+    /// Renames the upload into place under the clash policy, without any
+    /// fsync; returns where it went and a handle on its folder.
+    fn place(
+        &mut self,
+        parts: &[&str],
+        policy: OnClash,
+        digest: &blake3::Hash,
+    ) -> Result<(Stored, OwnedFd), StoreError> {
         let (name, folders) = parts
             .split_last()
             .ok_or_else(|| StoreError::BadName("empty".into()))?;
@@ -309,21 +364,18 @@ impl Upload<'_> {
             (OnClash::SkipIdentical, Some(FileType::RegularFile))
                 if same_content(&dir, name, digest)? =>
             {
-                // Dropping self removes the temporary file.
-                return Ok(Stored {
-                    stored_as: format!("{prefix}{name}"),
-                    clash: Clash::Identical,
-                });
+                // The temporary file goes when `self` is dropped.
+                (name.to_string(), Clash::Identical)
             }
             (OnClash::Rename | OnClash::SkipIdentical, Some(_)) => {
                 (self.link_free_name(&dir, name)?, Clash::Renamed)
             }
         };
-        rustix::fs::fsync(&dir).map_err(|e| StoreError::from_io(e.into()))?;
-        Ok(Stored {
+        let stored = Stored {
             stored_as: format!("{prefix}{final_name}"),
             clash,
-        })
+        };
+        Ok((stored, dir))
     }
 
     /// Moves the temporary file to `name` in `dir`, failing with `EXIST`
@@ -470,6 +522,37 @@ mod tests {
         assert_eq!(same.clash, Clash::Identical);
         let differ = put(&s, "x", b"other", OnClash::SkipIdentical).expect("differ");
         assert_eq!(differ.stored_as, "x (1)");
+        assert!(staging_is_empty(&s));
+    }
+
+    #[test]
+    fn group_commit_stores_every_file_and_resolves_clashes_in_order() {
+        let (_t, s) = store();
+        let batch = ["a/x.txt", "a/x.txt", "b/y.txt"]
+            .iter()
+            .enumerate()
+            .map(|(i, path)| {
+                let bytes = format!("file {i}");
+                let mut upload = s.begin().expect("begin");
+                upload.write_all(bytes.as_bytes()).expect("write");
+                Finished {
+                    upload,
+                    parts: path.split('/').map(String::from).collect(),
+                    policy: OnClash::Rename,
+                    digest: blake3::hash(bytes.as_bytes()),
+                }
+            })
+            .collect();
+        let stored: Vec<String> = s
+            .commit_group(batch)
+            .into_iter()
+            .map(|r| r.expect("stored").stored_as)
+            .collect();
+        assert_eq!(stored, ["a/x.txt", "a/x (1).txt", "b/y.txt"]);
+        assert_eq!(
+            fs::read(s.path().join("a/x (1).txt")).expect("read"),
+            b"file 1"
+        );
         assert!(staging_is_empty(&s));
     }
 
