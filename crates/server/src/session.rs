@@ -204,7 +204,7 @@ impl<'a> Session<'a> {
         let store = &shared.store;
         let parts = store.check_path(name).map_err(refused)?;
         store.check_size(header.size).map_err(refused)?;
-        let mut upload = store.begin().map_err(refused)?;
+        let mut upload = store.begin(&parts).map_err(refused)?;
         let digest = match self.receive_body(&mut upload, name, header.size) {
             Ok(d) => d,
             Err(BodyError::Store(e)) => return Err(refused(e)),
@@ -283,7 +283,7 @@ impl<'a> Session<'a> {
         let checked = store
             .check_path(&header.path)
             .and_then(|parts| store.check_size(header.size).map(|()| parts))
-            .and_then(|parts| store.begin().map(|up| (parts, up)));
+            .and_then(|parts| store.begin(&parts).map(|up| (parts, up)));
         let (parts, mut upload) = match checked {
             Ok(ok) => ok,
             Err(e) => return self.refuse(header, e),

@@ -1,23 +1,24 @@
 //! Where uploads land, and the rules that keep that place honest.
 //!
-//! - Bytes go to a private staging folder (`.ferry-staging`) inside the
-//!   target folder, under a short generated name, so an upload in progress
-//!   is never visible under its real name and a long real name cannot make
-//!   the temporary name too long.
-//! - Only a complete, verified upload is fsynced, renamed into place with a
-//!   no-replace rename (so a clash is detected atomically, not by a
-//!   check-then-act race), and its folder fsynced: once the ack is sent, the
-//!   file survives a crash.
+//! - Bytes go to an anonymous file (`O_TMPFILE`) in the folder the upload
+//!   is headed for: it has no name at all until it is complete, and a crash
+//!   leaves nothing behind. Where the file system cannot do that, a file
+//!   with a short generated name in the private `.ferry-staging` folder
+//!   stands in for it.
+//! - Only a complete, verified upload is made durable and then linked into
+//!   place with a no-replace link or rename (so a clash is detected
+//!   atomically, not by a check-then-act race), and its folder synced: once
+//!   the ack is sent, the file survives a crash.
 //! - Every lookup, mkdir and rename happens relative to directory handles
 //!   opened with `O_NOFOLLOW`, starting from a handle on the target folder
 //!   opened once. A symlink anywhere on the way is refused, and swapping a
 //!   folder for a symlink mid-upload cannot redirect a write.
-//! - An upload dropped before commit removes its temporary file; leftovers
-//!   from a crash are removed at start-up.
+//! - An upload dropped before commit leaves nothing; staging leftovers from
+//!   a crash are removed at start-up.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -72,6 +73,9 @@ pub struct Store {
     path: PathBuf,
     max_file_size: Option<u64>,
     next_temp: AtomicU64,
+    /// Whether to try `O_TMPFILE` first (tests turn it off to exercise the
+    /// staging folder that stands in for it).
+    anonymous_temp: bool,
 }
 
 /// A file stored for good.
@@ -113,6 +117,7 @@ impl Store {
             path: path.to_path_buf(),
             max_file_size,
             next_temp: AtomicU64::new(0),
+            anonymous_temp: true,
         };
         let cleaned = store.clean_staging()?;
         Ok((store, cleaned))
@@ -146,18 +151,13 @@ impl Store {
         Ok(removed)
     }
 
-    /// Checks a wire path against the name rules and against what is on disk
-    /// (nothing on the way may be a file or a symlink), without changing
-    /// anything. Returns the components.
+    /// Checks a wire path against the name rules and returns its
+    /// components. What is on disk is checked when the folders are walked.
     pub fn check_path<'p>(&self, path: &'p str) -> Result<Vec<&'p str>, StoreError> {
         let parts = names::components(path).map_err(|e| StoreError::BadName(e.to_string()))?;
         if parts.first() == Some(&STAGING_DIR) {
             return Err(StoreError::BadName(format!("`{STAGING_DIR}` is reserved")));
         }
-        let (_, folders) = parts
-            .split_last()
-            .ok_or_else(|| StoreError::BadName("empty".into()))?;
-        self.walk(folders, false)?;
         Ok(parts)
     }
 
@@ -183,23 +183,52 @@ impl Store {
         Ok(vfs.f_bavail.saturating_mul(vfs.f_frsize))
     }
 
-    /// Starts an upload into a fresh temporary file.
-    pub fn begin(&self) -> Result<Upload<'_>, StoreError> {
-        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
-        let temp_name = format!("{}-{n}.part", std::process::id());
-        let fd = rustix::fs::openat(
-            &self.staging,
-            temp_name.as_str(),
-            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            // The file keeps this mode once in place (less the umask); the
-            // staging folder itself is private, so no one sees it early.
-            Mode::from_raw_mode(0o644),
-        )
-        .map_err(|e| StoreError::from_io(e.into()))?;
+    /// Starts an upload headed for `parts` (checked by [`Store::check_path`]):
+    /// walks to its folder, creating folders as needed and refusing files
+    /// and symlinks on the way, and opens a nameless file there.
+    pub fn begin(&self, parts: &[&str]) -> Result<Upload<'_>, StoreError> {
+        let (_, folders) = parts
+            .split_last()
+            .ok_or_else(|| StoreError::BadName("empty".into()))?;
+        let dir = self.walk(folders)?;
+        // The mode is what the file keeps once in place (less the umask).
+        let mode = Mode::from_raw_mode(0o644);
+        let anonymous = if self.anonymous_temp {
+            rustix::fs::openat(
+                &dir,
+                ".",
+                OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+                mode,
+            )
+        } else {
+            Err(Errno::OPNOTSUPP)
+        };
+        let (fd, temp) = match anonymous {
+            Ok(fd) => (fd, Temp::Anonymous),
+            // No O_TMPFILE here: a named file in the private staging folder.
+            Err(Errno::OPNOTSUPP) | Err(Errno::ISDIR) | Err(Errno::INVAL) => {
+                let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
+                let name = format!("{}-{n}.part", std::process::id());
+                let fd = rustix::fs::openat(
+                    &self.staging,
+                    name.as_str(),
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::WRONLY
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    mode,
+                )
+                .map_err(|e| StoreError::from_io(e.into()))?;
+                (fd, Temp::Staged(name))
+            }
+            Err(e) => return Err(StoreError::from_io(e.into())),
+        };
         Ok(Upload {
             store: self,
             file: File::from(fd),
-            temp_name,
+            dir,
+            temp,
             live: true,
         })
     }
@@ -239,25 +268,21 @@ impl Store {
     /// Creates folder `path` (and its parents) inside the target.
     pub fn mkdir(&self, path: &str) -> Result<String, StoreError> {
         let parts = self.check_path(path)?;
-        let dir = self.walk(&parts, true)?;
+        let dir = self.walk(&parts)?;
         rustix::fs::fsync(&dir).map_err(|e| StoreError::from_io(e.into()))?;
         Ok(parts.join("/"))
     }
 
-    /// Opens the folders named by `parts`, one handle at a time, refusing
-    /// symlinks and files on the way. With `create`, missing folders are
-    /// made; without it, the walk stops quietly at the first missing one
-    /// (it will be created at commit) and returns the deepest existing one.
-    fn walk(&self, parts: &[&str], create: bool) -> Result<OwnedFd, StoreError> {
+    /// Opens the folders named by `parts`, one handle at a time from the
+    /// root, creating missing ones and refusing symlinks and files on the
+    /// way. Returns a handle on the last.
+    fn walk(&self, parts: &[&str]) -> Result<OwnedFd, StoreError> {
         let mut dir = rustix::io::dup(&self.root).map_err(|e| StoreError::Io(e.into()))?;
         for (i, part) in parts.iter().enumerate() {
             let shown = || names::escape_for_display(&parts[..=i].join("/"));
             let next = match open_dir_nofollow(&dir, part) {
                 Ok(fd) => fd,
                 Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {
-                    if !create {
-                        return Ok(dir);
-                    }
                     match rustix::fs::mkdirat(&dir, *part, Mode::from_raw_mode(0o755)) {
                         Ok(()) | Err(Errno::EXIST) => {}
                         Err(e) => return Err(StoreError::from_io(e.into())),
@@ -291,14 +316,26 @@ fn open_dir_nofollow(dir: &impl AsFd, name: &str) -> io::Result<OwnedFd> {
     )?)
 }
 
-/// One upload in progress. Dropping it without [`Upload::commit`] removes
-/// its temporary file, so an aborted upload leaves nothing behind.
+/// One upload in progress. Dropping it without [`Upload::commit`] leaves
+/// nothing behind.
 #[derive(Debug)]
 pub struct Upload<'s> {
     store: &'s Store,
     file: File,
-    temp_name: String,
+    /// The folder the file is headed for.
+    dir: OwnedFd,
+    temp: Temp,
+    /// Whether the temporary file still needs cleaning up on drop.
     live: bool,
+}
+
+/// Where an upload's bytes live until it is committed.
+#[derive(Debug)]
+enum Temp {
+    /// An `O_TMPFILE` inode: no name, gone by itself if never linked.
+    Anonymous,
+    /// A named file in the staging folder.
+    Staged(String),
 }
 
 impl Upload<'_> {
@@ -334,7 +371,7 @@ impl Upload<'_> {
         let (name, folders) = parts
             .split_last()
             .ok_or_else(|| StoreError::BadName("empty".into()))?;
-        let dir = self.store.walk(folders, true)?;
+        let dir = rustix::io::dup(&self.dir).map_err(|e| StoreError::Io(e.into()))?;
         let prefix: String = folders.iter().map(|f| format!("{f}/")).collect();
 
         let existing = match rustix::fs::statat(&dir, *name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -350,9 +387,7 @@ impl Upload<'_> {
                 Err(e) => return Err(StoreError::from_io(e.into())),
             },
             (OnClash::Overwrite, Some(FileType::RegularFile)) => {
-                rustix::fs::renameat(&self.store.staging, self.temp_name.as_str(), &dir, *name)
-                    .map_err(|e| StoreError::from_io(e.into()))?;
-                self.live = false;
+                self.replace(&dir, name)?;
                 (name.to_string(), Clash::Overwritten)
             }
             (OnClash::Overwrite, Some(_)) => {
@@ -378,20 +413,62 @@ impl Upload<'_> {
         Ok((stored, dir))
     }
 
-    /// Moves the temporary file to `name` in `dir`, failing with `EXIST`
+    /// Gives the upload the name `name` in `dir`, failing with `EXIST`
     /// rather than replacing anything.
     fn link_noreplace(&mut self, dir: &OwnedFd, name: &str) -> Result<(), Errno> {
-        let staging = &self.store.staging;
-        let temp = self.temp_name.as_str();
-        match rustix::fs::renameat_with(staging, temp, dir, name, RenameFlags::NOREPLACE) {
-            Ok(()) => {}
-            // File systems without RENAME_NOREPLACE: a hard link is just as
-            // atomic about refusing an existing name.
-            Err(Errno::INVAL) | Err(Errno::NOSYS) => {
-                rustix::fs::linkat(staging, temp, dir, name, AtFlags::empty())?;
-                let _ = rustix::fs::unlinkat(staging, temp, AtFlags::empty());
+        match &self.temp {
+            Temp::Anonymous => self.link_anonymous(dir, name)?,
+            Temp::Staged(temp) => {
+                let staging = &self.store.staging;
+                let temp = temp.as_str();
+                match rustix::fs::renameat_with(staging, temp, dir, name, RenameFlags::NOREPLACE) {
+                    Ok(()) => {}
+                    // File systems without RENAME_NOREPLACE: a hard link is
+                    // just as atomic about refusing an existing name.
+                    Err(Errno::INVAL) | Err(Errno::NOSYS) => {
+                        rustix::fs::linkat(staging, temp, dir, name, AtFlags::empty())?;
+                        let _ = rustix::fs::unlinkat(staging, temp, AtFlags::empty());
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-            Err(e) => return Err(e),
+        }
+        self.live = false;
+        Ok(())
+    }
+
+    /// Links the nameless file into `dir`. `linkat` with `AT_EMPTY_PATH`
+    /// needs a capability, so the file is named through `/proc`, the way
+    /// open(2) documents for `O_TMPFILE`.
+    fn link_anonymous(&self, dir: &OwnedFd, name: &str) -> Result<(), Errno> {
+        let me = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        rustix::fs::linkat(
+            rustix::fs::CWD,
+            me.as_str(),
+            dir,
+            name,
+            AtFlags::SYMLINK_FOLLOW,
+        )
+    }
+
+    /// Atomically replaces regular file `name` in `dir` with the upload.
+    fn replace(&mut self, dir: &OwnedFd, name: &str) -> Result<(), StoreError> {
+        let io = |e: Errno| StoreError::from_io(e.into());
+        match &self.temp {
+            Temp::Staged(temp) => {
+                rustix::fs::renameat(&self.store.staging, temp.as_str(), dir, name).map_err(io)?;
+            }
+            Temp::Anonymous => {
+                // Link under a hidden name first, then rename over the old
+                // file: readers see the old file or the new, never neither.
+                let n = self.store.next_temp.fetch_add(1, Ordering::Relaxed);
+                let hidden = format!(".ferry-{}-{n}.swap", std::process::id());
+                self.link_anonymous(dir, &hidden).map_err(io)?;
+                if let Err(e) = rustix::fs::renameat(dir, hidden.as_str(), dir, name) {
+                    let _ = rustix::fs::unlinkat(dir, hidden.as_str(), AtFlags::empty());
+                    return Err(io(e));
+                }
+            }
         }
         self.live = false;
         Ok(())
@@ -422,12 +499,8 @@ impl Upload<'_> {
 
 impl Drop for Upload<'_> {
     fn drop(&mut self) {
-        if self.live {
-            let _ = rustix::fs::unlinkat(
-                &self.store.staging,
-                self.temp_name.as_str(),
-                AtFlags::empty(),
-            );
+        if let (true, Temp::Staged(temp)) = (self.live, &self.temp) {
+            let _ = rustix::fs::unlinkat(&self.store.staging, temp.as_str(), AtFlags::empty());
         }
     }
 }
@@ -477,7 +550,7 @@ mod tests {
 
     fn put(store: &Store, path: &str, bytes: &[u8], policy: OnClash) -> Result<Stored, StoreError> {
         let parts = store.check_path(path)?;
-        let mut up = store.begin()?;
+        let mut up = store.begin(&parts)?;
         up.write_all(bytes)?;
         up.commit(&parts, policy, &blake3::hash(bytes))
     }
@@ -533,7 +606,8 @@ mod tests {
             .enumerate()
             .map(|(i, path)| {
                 let bytes = format!("file {i}");
-                let mut upload = s.begin().expect("begin");
+                let parts: Vec<&str> = path.split('/').collect();
+                let mut upload = s.begin(&parts).expect("begin");
                 upload.write_all(bytes.as_bytes()).expect("write");
                 Finished {
                     upload,
@@ -557,9 +631,29 @@ mod tests {
     }
 
     #[test]
+    fn the_staging_folder_stands_in_where_o_tmpfile_is_missing() {
+        let (_t, mut s) = store();
+        s.anonymous_temp = false;
+        let mut up = s.begin(&["a", "b.txt"]).expect("begin");
+        up.write_all(b"staged").expect("write");
+        assert!(!staging_is_empty(&s), "the bytes live in staging meanwhile");
+        drop(up);
+        assert!(staging_is_empty(&s));
+        put(&s, "a/b.txt", b"one", OnClash::Rename).expect("stored");
+        put(&s, "a/b.txt", b"two", OnClash::Rename).expect("renamed");
+        put(&s, "a/b.txt", b"three", OnClash::Overwrite).expect("replaced");
+        assert_eq!(fs::read(s.path().join("a/b.txt")).expect("read"), b"three");
+        assert_eq!(
+            fs::read(s.path().join("a/b (1).txt")).expect("read"),
+            b"two"
+        );
+        assert!(staging_is_empty(&s));
+    }
+
+    #[test]
     fn dropped_upload_leaves_nothing() {
         let (_t, s) = store();
-        let mut up = s.begin().expect("begin");
+        let mut up = s.begin(&["partial.bin"]).expect("begin");
         up.write_all(b"partial").expect("write");
         drop(up);
         assert!(staging_is_empty(&s));
@@ -584,12 +678,17 @@ mod tests {
         fs::create_dir(&outside).expect("mkdir");
         std::os::unix::fs::symlink(&outside, s.path().join("link")).expect("symlink");
         fs::write(s.path().join("file"), b"x").expect("write");
-        for path in ["link/x", "file/x", ".ferry-staging/x"] {
+        for path in ["link/x", "file/x"] {
+            let parts = s.check_path(path).expect("valid name");
             assert!(
-                matches!(s.check_path(path), Err(StoreError::BadName(_))),
+                matches!(s.begin(&parts), Err(StoreError::BadName(_))),
                 "{path}"
             );
         }
+        assert!(matches!(
+            s.check_path(".ferry-staging/x"),
+            Err(StoreError::BadName(_))
+        ));
         // The final name being a symlink is not followed: it is a clash.
         std::os::unix::fs::symlink(outside.join("target"), s.path().join("last")).expect("symlink");
         let got = put(&s, "last", b"x", OnClash::Rename).expect("stored");
