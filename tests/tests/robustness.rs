@@ -305,3 +305,16 @@ fn a_full_disk_mid_upload_is_reported_and_leaves_nothing() {
     assert_eq!(expect_stored(&mut c), "fits.bin");
     drop(server);
 }
+
+#[test]
+fn leftovers_of_a_crashed_run_are_removed_at_start() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("uploads");
+    let staging = dir.join(ferry_e2e::STAGING);
+    std::fs::create_dir_all(&staging).expect("mkdir");
+    std::fs::write(staging.join("4242-7.part"), b"half an upload").expect("write");
+    let server = Server::start_in(root, dir, &[]);
+    server.expect_log("removed 1 incomplete upload(s) left by an earlier run");
+    assert!(server.staging_is_empty());
+    assert!(server.files().is_empty());
+}

@@ -115,8 +115,8 @@ fn print_outcomes(plan: &Plan, report: &Report) {
     let secs = report.elapsed.as_secs_f64().max(1e-6);
     let rate = format_size((report.bytes_sent as f64 / secs) as u64, BINARY);
     let files = plan.file_count();
-    let took = if report.elapsed < Duration::from_secs(1) {
-        format!("{:.2}s", secs)
+    let took = if report.elapsed < Duration::from_secs(60) {
+        format!("{secs:.2}s")
     } else {
         format_duration(report.elapsed)
     };
