@@ -4,8 +4,8 @@
 # (OpenBSD nc, with tar for folders) of the same bytes onto the same disk.
 #
 #   bench/run.sh            full run: 1 GiB file, 100 x 10 MiB, 10,000 x 4 KiB;
-#                           5 timed runs per side (about 5-10 minutes)
-#   bench/run.sh --quick    256 MiB, 20 x 10 MiB, 2,000 x 4 KiB; 3 runs (~2 min)
+#                           5 timed runs per side (about 2 minutes on 2 cores)
+#   bench/run.sh --quick    256 MiB, 20 x 10 MiB, 2,000 x 4 KiB; 3 runs (~30 s)
 #
 # Reading the output: the table gives the median wall-clock seconds of each
 # side, their ratio (ferry/baseline: 1.0 means as fast as nc, 2.0 twice as
@@ -13,7 +13,8 @@
 # acked, which the server does only after fsyncing the file and its folder;
 # the baseline ends when the receiving nc/tar has exited, with data possibly
 # still in the page cache. The raw TCP and disk+fsync lines bound what any
-# copy can reach on this machine. Then come the client's and server's CPU
+# copy can reach on this machine; the file-creation line shows what the disk
+# allows for the small files. Then come the client's and server's CPU
 # seconds per GiB and the server's peak RSS while 72 clients upload at once.
 #
 # Every run is verified (file count and bytes; full content on each
