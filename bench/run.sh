@@ -10,7 +10,8 @@
 # Reading the output: the table gives the median wall-clock seconds of each
 # side, their ratio (ferry/baseline: 1.0 means as fast as nc, 2.0 twice as
 # slow) and ferry's throughput. Ferry's time ends when every file has been
-# acked, which the server does only after fsyncing the file and its folder;
+# acked, which the server does only once the file and its name are durably
+# on disk (fsync, or one syncfs for a group of small files);
 # the baseline ends when the receiving nc/tar has exited, with data possibly
 # still in the page cache. The raw TCP and disk+fsync lines bound what any
 # copy can reach on this machine; the file-creation line shows what the disk
@@ -571,7 +572,7 @@ report() {
     echo "Baseline: OpenBSD \`nc -N\` into \`nc -l > file\` for the single file;" \
         "\`tar -cf - . | nc -N\` into \`nc -l | tar -xf -\` for the folders." \
         "MB = 10^6 bytes. Medians of $RUNS runs per side, run alternately."
-    echo "Ferry's time includes an fsync of every file and folder before each ack; the baseline's does not."
+    echo "Ferry's time includes the server making every file durable before acking it; the baseline's does not."
     echo "For comparison with ferry's durable finish, the baseline followed by one \`sync\` (median, s):" \
         "$(for w in "${WORKLOADS[@]}"; do printf '%s: %s; ' "${LABEL[$w]}" "$(median "${TIMES[synced:$w]:-}")"; done | sed 's/; $/./')"
     echo
