@@ -2,13 +2,15 @@
 //! clients send into one target folder.
 //!
 //! - [`accept`]: the listener side: one thread per connection, caps, eviction.
-//! - [`session`]: one connection's dialogue (tutorial-style or v1).
+//! - [`session`]: one connection's dialogue (tutorial-style or v1), with a
+//!   second thread that commits uploads and writes replies (`commit.rs`).
 //! - [`storage`]: turning received bytes into durable, safely named files.
 //!
 //! [`Server`] ties them together; the `ferry-server` binary adds flags,
 //! logging and signals.
 
 pub mod accept;
+mod commit;
 pub mod session;
 pub mod storage;
 

@@ -10,45 +10,35 @@
 //! silence before a frame is bounded by the idle timeout, a started frame
 //! must complete within the header timeout, and a body must keep moving.
 
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use ferry_proto::path::escape_for_display;
 use ferry_proto::{
     Ack, ClientMsg, ErrorCode, FileHeader, FrameError, LegacyHeader, OnClash, Opening, Outcome,
-    PROTOCOL_VERSION, ProtoError, ServerMsg, read_frame, to_body, write_frame,
+    PROTOCOL_VERSION, ProtoError, ServerMsg, read_frame,
 };
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::Shared;
 use crate::accept::Slot;
-use crate::storage::{Finished, Store, StoreError, Upload};
+use crate::commit::{self, Job, Pending};
+use crate::storage::{Finished, FolderCache, StoreError, Upload};
 
 /// Socket buffer sizes for reading bodies and writing acks.
 const READ_BUFFER: usize = 256 * 1024;
 const WRITE_BUFFER: usize = 16 * 1024;
 
-/// Files at least this big are committed on their own, right away; smaller
-/// ones wait to be committed as a group (see [`Store::commit_group`]).
-const SOLO_COMMIT_BYTES: u64 = 1 << 20;
-/// A group is committed when it has this many files...
-const GROUP_MAX_FILES: usize = 256;
-/// ...or when its oldest file has waited this long, so acks keep flowing
-/// while a client streams many small files.
-const GROUP_MAX_AGE: Duration = Duration::from_millis(100);
-
-/// A received, verified file waiting for its commit.
-struct Pending<'s> {
-    /// The v1 id to ack; `None` for a tutorial client, which gets no ack.
-    id: Option<u64>,
-    path: String,
-    size: u64,
-    started: Instant,
-    finished: Finished<'s>,
-}
+/// How many batches of jobs the session thread may queue ahead of the
+/// committer, and how many jobs go in a batch. Handing jobs over in batches
+/// keeps the two threads from waking each other for every small file.
+const QUEUE_DEPTH: usize = 8;
+const BATCH: usize = 32;
 
 /// Why a session ended early. Each is logged as the reason.
 #[derive(Debug, Error)]
@@ -69,6 +59,10 @@ pub enum SessionError {
     Refused { name: String, reason: StoreError },
     #[error("unsupported protocol version {0}")]
     Version(u32),
+    #[error("an upload could not be stored (logged above)")]
+    CommitFailed,
+    #[error("the committer thread stopped")]
+    CommitterGone,
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -83,13 +77,18 @@ pub(crate) struct Session<'a> {
     peer: SocketAddr,
     stream: TcpStream,
     reader: BufReader<TcpStream>,
-    writer: BufWriter<TcpStream>,
+    /// Work for the committer, which also owns the socket's write side.
+    jobs: Option<SyncSender<Vec<Job<'a>>>>,
+    /// Jobs not yet handed over.
+    batch: Vec<Job<'a>>,
+    /// Raised by the committer when a file could not be stored.
+    failed: &'a AtomicBool,
     shared: &'a Shared,
     slot: &'a Slot,
     /// Whether this is a v1 client, which reads what the server writes.
     answered: bool,
-    /// Verified files not yet committed, oldest first.
-    pending: Vec<Pending<'a>>,
+    /// The folder the last upload went to, kept open.
+    folders: FolderCache,
 }
 
 /// How long, and how much, a refused v1 client is read after the refusal.
@@ -98,59 +97,74 @@ const LINGER_BYTES: u64 = 64 << 20;
 
 /// Serves one connection to its end and logs how it ended.
 pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &Slot) {
-    let session = match Session::new(stream, peer, shared, slot) {
-        Ok(s) => s,
+    let setup = stream
+        .set_nonblocking(false)
+        // Acks are small and a pipelining client waits on none of them, but
+        // the last one of a batch should not sit in Nagle's queue.
+        .and_then(|()| stream.set_nodelay(true))
+        .and_then(|()| stream.set_write_timeout(Some(shared.limits.body_timeout)))
+        .and_then(|()| Ok((stream.try_clone()?, stream.try_clone()?)));
+    let (read_half, write_half) = match setup {
+        Ok(halves) => halves,
         Err(e) => {
             warn!(%peer, "cannot set up connection: {e}");
             return;
         }
     };
-    let mut session = session;
-    let served = session.serve();
-    // Files received whole and verified are kept, however the session ends.
-    let committed = session.commit_pending();
-    match served.and(committed) {
-        Ok(()) => debug!(%peer, "connection closed"),
-        Err(e) => {
-            warn!(%peer, "connection dropped: {e}");
-            if session.answered {
-                session.linger();
+    let failed = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let (jobs, queue) = sync_channel(QUEUE_DEPTH);
+        let writer = BufWriter::with_capacity(WRITE_BUFFER, write_half);
+        let name = format!(
+            "{}-commit",
+            thread::current().name().unwrap_or("ferry-conn")
+        );
+        let committer = thread::Builder::new().name(name).spawn_scoped(scope, || {
+            commit::run(queue, writer, &shared.store, peer, &failed)
+        });
+        let committer = match committer {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(%peer, "cannot start a commit thread: {e}");
+                return;
             }
-        }
-    }
-}
-
-impl<'a> Session<'a> {
-    fn new(
-        stream: TcpStream,
-        peer: SocketAddr,
-        shared: &'a Shared,
-        slot: &'a Slot,
-    ) -> io::Result<Self> {
-        stream.set_nonblocking(false)?;
-        // Acks are small and a pipelining client waits on none of them, but
-        // the last one of a batch should not sit in Nagle's queue.
-        stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(shared.limits.body_timeout))?;
-        Ok(Session {
+        };
+        let mut session = Session {
             peer,
-            reader: BufReader::with_capacity(READ_BUFFER, stream.try_clone()?),
-            writer: BufWriter::with_capacity(WRITE_BUFFER, stream.try_clone()?),
             stream,
+            reader: BufReader::with_capacity(READ_BUFFER, read_half),
+            jobs: Some(jobs),
+            batch: Vec::with_capacity(BATCH),
+            failed: &failed,
             shared,
             slot,
             answered: false,
-            pending: Vec::new(),
-        })
-    }
+            folders: FolderCache::default(),
+        };
+        let served = session.serve().and_then(|()| session.hand_over());
+        // Hanging up lets the committer finish: files received whole and
+        // verified are kept, however the session ends.
+        session.jobs = None;
+        let committed = committer.join().unwrap_or(Err(SessionError::CommitterGone));
+        match served.and(committed) {
+            Ok(()) => debug!(%peer, "connection closed"),
+            Err(e) => {
+                warn!(%peer, "connection dropped: {e}");
+                if session.answered {
+                    session.linger();
+                }
+            }
+        }
+    });
+}
 
+impl<'a> Session<'a> {
     /// Closes gracefully after a refusal: a client still sending the refused
     /// body would otherwise get a reset, which can destroy the refusal ack
     /// before it reads it. Our side is closed for writing (the client sees
     /// the ack, then end of stream) and what it still sends is read and
     /// dropped, briefly and up to a bound.
     fn linger(&mut self) {
-        let _ = self.writer.flush();
         let _ = self.stream.shutdown(std::net::Shutdown::Write);
         let until = Instant::now() + LINGER_TIME;
         let mut drained = 0u64;
@@ -204,13 +218,13 @@ impl<'a> Session<'a> {
         let store = &shared.store;
         let parts = store.check_path(name).map_err(refused)?;
         store.check_size(header.size).map_err(refused)?;
-        let mut upload = store.begin(&parts).map_err(refused)?;
+        let mut upload = store.begin(&parts, &mut self.folders).map_err(refused)?;
         let digest = match self.receive_body(&mut upload, name, header.size) {
             Ok(d) => d,
             Err(BodyError::Store(e)) => return Err(refused(e)),
             Err(BodyError::Wire(e)) => return Err(e),
         };
-        self.hold(Pending {
+        self.queue(Job::File(Pending {
             id: None,
             path: name.clone(),
             size: header.size,
@@ -221,7 +235,7 @@ impl<'a> Session<'a> {
                 policy: OnClash::Rename,
                 digest,
             },
-        })
+        }))
     }
 
     /// Ferry v1: handshake, then acked files and folders.
@@ -232,7 +246,7 @@ impl<'a> Session<'a> {
                 code: ErrorCode::UnsupportedVersion,
                 message: format!("this server speaks Ferry protocol version {PROTOCOL_VERSION}"),
             })?;
-            self.writer.flush()?;
+            self.queue(Job::Flush)?;
             return Err(SessionError::Version(version));
         }
         self.answered = true;
@@ -251,7 +265,7 @@ impl<'a> Session<'a> {
                         message: "the server is shutting down".into(),
                     });
                 }
-                self.writer.flush()?;
+                self.queue(Job::Flush)?;
                 return Ok(());
             };
             match ClientMsg::parse(&body) {
@@ -267,12 +281,11 @@ impl<'a> Session<'a> {
     }
 
     fn protocol_error(&mut self, message: String) -> Result<(), SessionError> {
-        let _ = self.commit_pending();
         self.send(&ServerMsg::Error {
             code: ErrorCode::Protocol,
             message: message.clone(),
         })?;
-        self.writer.flush()?;
+        self.queue(Job::Flush)?;
         Err(ProtoError::Unexpected(message).into())
     }
 
@@ -283,7 +296,7 @@ impl<'a> Session<'a> {
         let checked = store
             .check_path(&header.path)
             .and_then(|parts| store.check_size(header.size).map(|()| parts))
-            .and_then(|parts| store.begin(&parts).map(|up| (parts, up)));
+            .and_then(|parts| store.begin(&parts, &mut self.folders).map(|up| (parts, up)));
         let (parts, mut upload) = match checked {
             Ok(ok) => ok,
             Err(e) => return self.refuse(header, e),
@@ -311,7 +324,7 @@ impl<'a> Session<'a> {
                             .into(),
                     );
                 }
-                self.hold(Pending {
+                self.queue(Job::File(Pending {
                     id: Some(header.id),
                     path: header.path.clone(),
                     size: header.size,
@@ -322,7 +335,7 @@ impl<'a> Session<'a> {
                         policy: header.on_clash,
                         digest,
                     },
-                })
+                }))
             }
             ClientMsg::Abort { id, reason } if id == header.id => {
                 info!(peer = %self.peer, name = ?&header.path,
@@ -341,72 +354,7 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Queues a verified file for commit, committing the queue when it is
-    /// full, old, or holds a big file.
-    fn hold(&mut self, pending: Pending<'a>) -> Result<(), SessionError> {
-        let big = pending.size >= SOLO_COMMIT_BYTES;
-        self.pending.push(pending);
-        let old = self
-            .pending
-            .first()
-            .is_some_and(|p| p.started.elapsed() >= GROUP_MAX_AGE);
-        if big || old || self.pending.len() >= GROUP_MAX_FILES {
-            self.commit_pending()?;
-        }
-        Ok(())
-    }
-
-    /// Commits every queued file, logs and acks each, and flushes the acks.
-    /// Fails (ending the session) if any could not be stored.
-    fn commit_pending(&mut self) -> Result<(), SessionError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let queue = std::mem::take(&mut self.pending);
-        let mut finished = Vec::with_capacity(queue.len());
-        let mut meta = Vec::with_capacity(queue.len());
-        for p in queue {
-            meta.push((p.id, p.path, p.size, p.started, p.finished.digest));
-            finished.push(p.finished);
-        }
-        let results = commit(&self.shared.store, finished);
-        let mut failure = None;
-        for ((id, path, size, started, digest), result) in meta.into_iter().zip(results) {
-            let outcome = match result {
-                Ok(stored) => {
-                    let dialect = if id.is_some() { "v1" } else { "legacy" };
-                    self.log_stored(&stored.stored_as, size, started, dialect);
-                    Outcome::Stored {
-                        stored_as: stored.stored_as,
-                        bytes: size,
-                        blake3: digest.to_hex().to_string(),
-                        clash: stored.clash,
-                    }
-                }
-                Err(reason) => {
-                    let outcome = Outcome::Failed {
-                        code: error_code(&reason),
-                        message: reason.to_string(),
-                    };
-                    failure.get_or_insert(SessionError::Refused {
-                        name: escape_for_display(&path),
-                        reason,
-                    });
-                    outcome
-                }
-            };
-            if let Some(id) = id {
-                // A client that is gone cannot read acks; the files are
-                // stored all the same, so carry on logging them.
-                let _ = self.ack(id, outcome);
-            }
-        }
-        let _ = self.writer.flush();
-        failure.map_or(Ok(()), Err)
-    }
-
     fn mkdir(&mut self, id: u64, path: &str) -> Result<(), SessionError> {
-        self.commit_pending()?;
         match self.shared.store.mkdir(path) {
             Ok(path) => self.ack(id, Outcome::Folder { path }),
             Err(reason) => {
@@ -424,11 +372,8 @@ impl<'a> Session<'a> {
     /// Answers a refused file and ends the session: its body (if any is
     /// left) cannot be told apart from the next frame.
     fn refuse(&mut self, header: &FileHeader, reason: StoreError) -> Result<(), SessionError> {
-        // Earlier files are complete: store and ack them first. Their own
-        // failures, if any, are acked inside; the session ends either way.
-        let _ = self.commit_pending();
         self.ack_failed(header.id, error_code(&reason), reason.to_string())?;
-        self.writer.flush()?;
+        self.queue(Job::Flush)?;
         Err(SessionError::Refused {
             name: escape_for_display(&header.path),
             reason,
@@ -448,9 +393,29 @@ impl<'a> Session<'a> {
         self.send(&ServerMsg::Ack(Ack { id, outcome }))
     }
 
+    /// Queues a message for the client, after everything queued before.
     fn send(&mut self, msg: &ServerMsg) -> Result<(), SessionError> {
-        write_frame(&mut self.writer, &to_body(msg))?;
+        self.queue(Job::Send(msg.clone()))
+    }
+
+    /// Queues a job; the batch goes to the committer when it is full or
+    /// when the job asks for something to reach the client.
+    fn queue(&mut self, job: Job<'a>) -> Result<(), SessionError> {
+        let urgent = !matches!(job, Job::File(_));
+        self.batch.push(job);
+        if urgent || self.batch.len() >= BATCH {
+            self.hand_over()?;
+        }
         Ok(())
+    }
+
+    fn hand_over(&mut self) -> Result<(), SessionError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        let jobs = self.jobs.as_ref().ok_or(SessionError::CommitterGone)?;
+        jobs.send(batch).map_err(|_| SessionError::CommitterGone)
     }
 
     /// Copies exactly `size` body bytes into `upload`, hashing as it goes.
@@ -495,12 +460,14 @@ impl<'a> Session<'a> {
     /// Waits for the next frame. `Ok(None)` is a clean close between frames,
     /// or a shutdown in progress.
     fn next_frame(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(SessionError::CommitFailed);
+        }
         let stopping = self.shared.shutting_down.load(Ordering::SeqCst);
         if self.reader.buffer().is_empty() || stopping {
-            // About to block (or stop): commit what is waiting and get the
-            // acks to the client.
-            self.commit_pending()?;
-            self.writer.flush()?;
+            // About to block (or stop): have what is waiting committed and
+            // the acks sent.
+            self.queue(Job::Flush)?;
         }
         self.slot.set_idle();
         if stopping {
@@ -531,7 +498,7 @@ impl<'a> Session<'a> {
     /// it ignores a shutdown in progress: the upload is still running.
     fn read_trailer(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
         if self.reader.buffer().is_empty() {
-            self.writer.flush()?;
+            self.queue(Job::Flush)?;
         }
         self.read_started_frame()
     }
@@ -550,35 +517,6 @@ impl<'a> Session<'a> {
             Err(e) => Err(e.into()),
         }
     }
-
-    fn log_stored(&self, stored_as: &str, bytes: u64, started: Instant, dialect: &str) {
-        let secs = started.elapsed().as_secs_f64();
-        let rate = if secs > 0.0 { bytes as f64 / secs } else { 0.0 };
-        info!(
-            peer = %self.peer,
-            name = ?stored_as,
-            bytes,
-            secs = format_args!("{secs:.3}"),
-            rate = %format_args!("{}/s", humansize::format_size(rate as u64, humansize::BINARY)),
-            dialect,
-            "stored"
-        );
-    }
-}
-
-/// Commits one file on its own (fsync of file and folder), or a group with
-/// two file-system syncs for all.
-fn commit(
-    store: &Store,
-    mut files: Vec<Finished<'_>>,
-) -> Vec<Result<crate::storage::Stored, StoreError>> {
-    if files.len() == 1 {
-        if let Some(f) = files.pop() {
-            let parts: Vec<&str> = f.parts.iter().map(String::as_str).collect();
-            return vec![f.upload.commit(&parts, f.policy, &f.digest)];
-        }
-    }
-    store.commit_group(files)
 }
 
 /// Reads through the session's buffer, failing once `until` has passed, so
@@ -612,7 +550,7 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// The wire code for a storage refusal.
-fn error_code(e: &StoreError) -> ErrorCode {
+pub(crate) fn error_code(e: &StoreError) -> ErrorCode {
     match e {
         StoreError::BadName(_) => ErrorCode::BadName,
         StoreError::TooLarge { .. } => ErrorCode::TooLarge,

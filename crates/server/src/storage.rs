@@ -21,7 +21,8 @@ use std::io::{self, Read, Write};
 use std::num::NonZeroU64;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ferry_proto::{Clash, OnClash, path as names};
 use rustix::fs::{Advice, AtFlags, FileType, Mode, OFlags, RenameFlags};
@@ -77,6 +78,9 @@ pub struct Store {
     /// Whether to try `O_TMPFILE` first (tests turn it off to exercise the
     /// staging folder that stands in for it).
     anonymous_temp: bool,
+    /// Whether `linkat(AT_EMPTY_PATH)` works here (it needs a capability);
+    /// cleared the first time it does not.
+    link_empty_path: AtomicBool,
 }
 
 /// A file stored for good.
@@ -119,6 +123,7 @@ impl Store {
             max_file_size,
             next_temp: AtomicU64::new(0),
             anonymous_temp: true,
+            link_empty_path: AtomicBool::new(true),
         };
         let cleaned = store.clean_staging()?;
         Ok((store, cleaned))
@@ -187,11 +192,15 @@ impl Store {
     /// Starts an upload headed for `parts` (checked by [`Store::check_path`]):
     /// walks to its folder, creating folders as needed and refusing files
     /// and symlinks on the way, and opens a nameless file there.
-    pub fn begin(&self, parts: &[&str]) -> Result<Upload<'_>, StoreError> {
+    pub fn begin(
+        &self,
+        parts: &[&str],
+        folders_seen: &mut FolderCache,
+    ) -> Result<Upload<'_>, StoreError> {
         let (_, folders) = parts
             .split_last()
             .ok_or_else(|| StoreError::BadName("empty".into()))?;
-        let dir = self.walk(folders)?;
+        let dir = folders_seen.open(self, folders)?;
         // The mode is what the file keeps once in place (less the umask).
         let mode = Mode::from_raw_mode(0o644);
         let anonymous = if self.anonymous_temp {
@@ -319,6 +328,31 @@ fn open_dir_nofollow(dir: &impl AsFd, name: &str) -> io::Result<OwnedFd> {
     )?)
 }
 
+/// The folder the last upload of a session went to, kept open: files of one
+/// folder usually arrive together, and walking from the root for each costs
+/// an open and a close per component. A cached handle keeps pointing at the
+/// folder that was checked, even if the name is later moved or replaced.
+#[derive(Debug, Default)]
+pub struct FolderCache {
+    last: Option<(Vec<String>, Arc<OwnedFd>)>,
+}
+
+impl FolderCache {
+    fn open(&mut self, store: &Store, folders: &[&str]) -> Result<Arc<OwnedFd>, StoreError> {
+        if let Some((parts, fd)) = &self.last {
+            if parts.iter().map(String::as_str).eq(folders.iter().copied()) {
+                return Ok(Arc::clone(fd));
+            }
+        }
+        let fd = Arc::new(store.walk(folders)?);
+        self.last = Some((
+            folders.iter().map(|f| f.to_string()).collect(),
+            Arc::clone(&fd),
+        ));
+        Ok(fd)
+    }
+}
+
 /// One upload in progress. Dropping it without [`Upload::commit`] leaves
 /// nothing behind.
 #[derive(Debug)]
@@ -326,7 +360,7 @@ pub struct Upload<'s> {
     store: &'s Store,
     file: File,
     /// The folder the file is headed for.
-    dir: OwnedFd,
+    dir: Arc<OwnedFd>,
     temp: Temp,
     /// Whether the temporary file still needs cleaning up on drop.
     live: bool,
@@ -376,61 +410,71 @@ impl Upload<'_> {
     ) -> Result<Stored, StoreError> {
         self.file.sync_all().map_err(StoreError::from_io)?;
         let (stored, dir) = self.place(parts, policy, digest)?;
-        rustix::fs::fsync(&dir).map_err(|e| StoreError::from_io(e.into()))?;
+        rustix::fs::fsync(&*dir).map_err(|e| StoreError::from_io(e.into()))?;
         Ok(stored)
     }
 
-    /// Renames the upload into place under the clash policy, without any
+    /// Links the upload into place under the clash policy, without any
     /// fsync; returns where it went and a handle on its folder.
     fn place(
         &mut self,
         parts: &[&str],
         policy: OnClash,
         digest: &blake3::Hash,
-    ) -> Result<(Stored, OwnedFd), StoreError> {
+    ) -> Result<(Stored, Arc<OwnedFd>), StoreError> {
         let (name, folders) = parts
             .split_last()
             .ok_or_else(|| StoreError::BadName("empty".into()))?;
-        let dir = rustix::io::dup(&self.dir).map_err(|e| StoreError::Io(e.into()))?;
+        let dir = Arc::clone(&self.dir);
         let prefix: String = folders.iter().map(|f| format!("{f}/")).collect();
-
-        let existing = match rustix::fs::statat(&dir, *name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => Some(FileType::from_raw_mode(st.st_mode)),
-            Err(Errno::NOENT) => None,
-            Err(e) => return Err(StoreError::Io(e.into())),
-        };
-        let (final_name, clash) = match (policy, existing) {
-            (_, None) => match self.link_noreplace(&dir, name) {
-                Ok(()) => (name.to_string(), Clash::None),
-                // Someone took the name between our look and our rename.
-                Err(Errno::EXIST) => (self.link_free_name(&dir, name)?, Clash::Renamed),
-                Err(e) => return Err(StoreError::from_io(e.into())),
-            },
-            (OnClash::Overwrite, Some(FileType::RegularFile)) => {
-                self.replace(&dir, name)?;
-                (name.to_string(), Clash::Overwritten)
-            }
-            (OnClash::Overwrite, Some(_)) => {
-                return Err(StoreError::Exists(format!(
-                    "`{}` exists and is not a regular file",
-                    names::escape_for_display(&format!("{prefix}{name}"))
-                )));
-            }
-            (OnClash::SkipIdentical, Some(FileType::RegularFile))
-                if same_content(&dir, name, digest)? =>
-            {
-                // The temporary file goes when `self` is dropped.
-                (name.to_string(), Clash::Identical)
-            }
-            (OnClash::Rename | OnClash::SkipIdentical, Some(_)) => {
-                (self.link_free_name(&dir, name)?, Clash::Renamed)
-            }
+        // Most names are free: try the no-replace link first and look at
+        // what is there only when it is taken.
+        let (final_name, clash) = match self.link_noreplace(&dir, name) {
+            Ok(()) => (name.to_string(), Clash::None),
+            Err(Errno::EXIST) => self.resolve_clash(&dir, name, &prefix, policy, digest)?,
+            Err(e) => return Err(StoreError::from_io(e.into())),
         };
         let stored = Stored {
             stored_as: format!("{prefix}{final_name}"),
             clash,
         };
         Ok((stored, dir))
+    }
+
+    /// `name` is taken in `dir`: applies the clash policy.
+    fn resolve_clash(
+        &mut self,
+        dir: &OwnedFd,
+        name: &str,
+        prefix: &str,
+        policy: OnClash,
+        digest: &blake3::Hash,
+    ) -> Result<(String, Clash), StoreError> {
+        let existing = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(FileType::from_raw_mode(st.st_mode)),
+            // Gone since the link failed: replacing or renaming both work.
+            Err(Errno::NOENT) => None,
+            Err(e) => return Err(StoreError::Io(e.into())),
+        };
+        match (policy, existing) {
+            (OnClash::Overwrite, Some(FileType::RegularFile) | None) => {
+                self.replace(dir, name)?;
+                Ok((name.to_string(), Clash::Overwritten))
+            }
+            (OnClash::Overwrite, Some(_)) => Err(StoreError::Exists(format!(
+                "`{}` exists and is not a regular file",
+                names::escape_for_display(&format!("{prefix}{name}"))
+            ))),
+            (OnClash::SkipIdentical, Some(FileType::RegularFile))
+                if same_content(dir, name, digest)? =>
+            {
+                // The temporary file goes when `self` is dropped.
+                Ok((name.to_string(), Clash::Identical))
+            }
+            (OnClash::Rename | OnClash::SkipIdentical, _) => {
+                Ok((self.link_free_name(dir, name)?, Clash::Renamed))
+            }
+        }
     }
 
     /// Gives the upload the name `name` in `dir`, failing with `EXIST`
@@ -458,9 +502,18 @@ impl Upload<'_> {
     }
 
     /// Links the nameless file into `dir`. `linkat` with `AT_EMPTY_PATH`
-    /// needs a capability, so the file is named through `/proc`, the way
-    /// open(2) documents for `O_TMPFILE`.
+    /// is one cheap call but needs a capability; without it the file is
+    /// named through `/proc`, the way open(2) documents for `O_TMPFILE`.
     fn link_anonymous(&self, dir: &OwnedFd, name: &str) -> Result<(), Errno> {
+        let direct = &self.store.link_empty_path;
+        if direct.load(Ordering::Relaxed) {
+            match rustix::fs::linkat(&self.file, "", dir, name, AtFlags::EMPTY_PATH) {
+                Err(Errno::NOENT) | Err(Errno::PERM) | Err(Errno::INVAL) => {
+                    direct.store(false, Ordering::Relaxed);
+                }
+                other => return other,
+            }
+        }
         let me = format!("/proc/self/fd/{}", self.file.as_raw_fd());
         rustix::fs::linkat(
             rustix::fs::CWD,
@@ -570,7 +623,7 @@ mod tests {
 
     fn put(store: &Store, path: &str, bytes: &[u8], policy: OnClash) -> Result<Stored, StoreError> {
         let parts = store.check_path(path)?;
-        let mut up = store.begin(&parts)?;
+        let mut up = store.begin(&parts, &mut FolderCache::default())?;
         up.write_all(bytes)?;
         up.commit(&parts, policy, &blake3::hash(bytes))
     }
@@ -627,7 +680,7 @@ mod tests {
             .map(|(i, path)| {
                 let bytes = format!("file {i}");
                 let parts: Vec<&str> = path.split('/').collect();
-                let mut upload = s.begin(&parts).expect("begin");
+                let mut upload = s.begin(&parts, &mut FolderCache::default()).expect("begin");
                 upload.write_all(bytes.as_bytes()).expect("write");
                 Finished {
                     upload,
@@ -654,7 +707,9 @@ mod tests {
     fn the_staging_folder_stands_in_where_o_tmpfile_is_missing() {
         let (_t, mut s) = store();
         s.anonymous_temp = false;
-        let mut up = s.begin(&["a", "b.txt"]).expect("begin");
+        let mut up = s
+            .begin(&["a", "b.txt"], &mut FolderCache::default())
+            .expect("begin");
         up.write_all(b"staged").expect("write");
         assert!(!staging_is_empty(&s), "the bytes live in staging meanwhile");
         drop(up);
@@ -673,7 +728,9 @@ mod tests {
     #[test]
     fn dropped_upload_leaves_nothing() {
         let (_t, s) = store();
-        let mut up = s.begin(&["partial.bin"]).expect("begin");
+        let mut up = s
+            .begin(&["partial.bin"], &mut FolderCache::default())
+            .expect("begin");
         up.write_all(b"partial").expect("write");
         drop(up);
         assert!(staging_is_empty(&s));
@@ -701,7 +758,10 @@ mod tests {
         for path in ["link/x", "file/x"] {
             let parts = s.check_path(path).expect("valid name");
             assert!(
-                matches!(s.begin(&parts), Err(StoreError::BadName(_))),
+                matches!(
+                    s.begin(&parts, &mut FolderCache::default()),
+                    Err(StoreError::BadName(_))
+                ),
                 "{path}"
             );
         }

@@ -1,0 +1,207 @@
+//! The committer: a session's second thread.
+//!
+//! The session thread reads frames, receives bodies into nameless files and
+//! checks digests; the committer makes the finished files durable and
+//! visible, in the order they arrived, and writes every message the client
+//! is sent. Splitting the work lets the next files arrive while earlier ones
+//! are linked and synced, on the other core, and with one thread owning the
+//! socket's write side, acks and other messages can never cross.
+
+use std::io::{BufWriter, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use ferry_proto::path::escape_for_display;
+use ferry_proto::{Ack, Outcome, ServerMsg, to_body, write_frame};
+use tracing::{info, warn};
+
+use crate::session::SessionError;
+use crate::storage::{Finished, Store, StoreError, Stored};
+
+/// Files at least this big are committed on their own, with an fsync of the
+/// file and its folder; smaller ones are committed as a group (see
+/// [`Store::commit_group`]).
+const SOLO_COMMIT_BYTES: u64 = 1 << 20;
+/// A group is committed when it has this many files (each holds an open
+/// file until then)...
+const GROUP_MAX_FILES: usize = 128;
+/// ...or when its oldest file has waited this long, so acks keep flowing
+/// while a client streams many small files.
+const GROUP_MAX_AGE: Duration = Duration::from_millis(100);
+
+/// A received, verified file waiting for its commit.
+pub(crate) struct Pending<'s> {
+    /// The v1 id to ack; `None` for a tutorial client, which gets no ack.
+    pub id: Option<u64>,
+    pub path: String,
+    pub size: u64,
+    pub started: Instant,
+    pub finished: Finished<'s>,
+}
+
+/// What the session thread asks of the committer, in order.
+pub(crate) enum Job<'s> {
+    /// Commit this file (soon), then ack it.
+    File(Pending<'s>),
+    /// Write this message once everything queued before it is done.
+    Send(ServerMsg),
+    /// The session thread is about to wait for the client: commit what is
+    /// queued and get every ack onto the wire.
+    Flush,
+}
+
+/// Runs until the session thread hangs up, then commits what is left.
+/// `failed` is raised as soon as a file cannot be stored, so the session
+/// thread ends the connection (the protocol closes after a refusal).
+pub(crate) fn run(
+    jobs: Receiver<Vec<Job<'_>>>,
+    writer: BufWriter<TcpStream>,
+    store: &Store,
+    peer: SocketAddr,
+    failed: &AtomicBool,
+) -> Result<(), SessionError> {
+    let mut committer = Committer {
+        writer,
+        writable: true,
+        store,
+        peer,
+        pending: Vec::new(),
+        failure: None,
+        failed,
+    };
+    for job in jobs.into_iter().flatten() {
+        match job {
+            Job::File(file) => committer.hold(file),
+            Job::Send(msg) => {
+                committer.commit_pending();
+                committer.write(&msg);
+            }
+            Job::Flush => {
+                committer.commit_pending();
+                committer.flush();
+            }
+        }
+    }
+    committer.commit_pending();
+    committer.flush();
+    committer.failure.map_or(Ok(()), Err)
+}
+
+struct Committer<'s, 'f> {
+    writer: BufWriter<TcpStream>,
+    /// Cleared once a write fails: the client is gone, but files already
+    /// received are still committed.
+    writable: bool,
+    store: &'s Store,
+    peer: SocketAddr,
+    pending: Vec<Pending<'s>>,
+    failure: Option<SessionError>,
+    failed: &'f AtomicBool,
+}
+
+impl<'s> Committer<'s, '_> {
+    /// Queues a file, committing the queue when it is full, old, or holds a
+    /// big file. After a failure nothing more is stored: the session is
+    /// ending, and the client resends what was not acked.
+    fn hold(&mut self, file: Pending<'s>) {
+        if self.failure.is_some() {
+            return;
+        }
+        let big = file.size >= SOLO_COMMIT_BYTES;
+        self.pending.push(file);
+        let old = self
+            .pending
+            .first()
+            .is_some_and(|p| p.started.elapsed() >= GROUP_MAX_AGE);
+        if big || old || self.pending.len() >= GROUP_MAX_FILES {
+            self.commit_pending();
+        }
+    }
+
+    /// Commits every queued file, then logs and acks each.
+    fn commit_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let queue = std::mem::take(&mut self.pending);
+        let mut finished = Vec::with_capacity(queue.len());
+        let mut meta = Vec::with_capacity(queue.len());
+        for p in queue {
+            meta.push((p.id, p.path, p.size, p.started, p.finished.digest));
+            finished.push(p.finished);
+        }
+        let results = commit(self.store, finished);
+        for ((id, path, size, started, digest), result) in meta.into_iter().zip(results) {
+            let outcome = match result {
+                Ok(stored) => {
+                    self.log_stored(&stored.stored_as, size, started, id.is_some());
+                    Outcome::Stored {
+                        stored_as: stored.stored_as,
+                        bytes: size,
+                        blake3: digest.to_hex().to_string(),
+                        clash: stored.clash,
+                    }
+                }
+                Err(reason) => {
+                    let outcome = Outcome::Failed {
+                        code: crate::session::error_code(&reason),
+                        message: reason.to_string(),
+                    };
+                    self.failed.store(true, Ordering::SeqCst);
+                    self.failure.get_or_insert(SessionError::Refused {
+                        name: escape_for_display(&path),
+                        reason,
+                    });
+                    outcome
+                }
+            };
+            if let Some(id) = id {
+                self.write(&ServerMsg::Ack(Ack { id, outcome }));
+            }
+        }
+    }
+
+    fn write(&mut self, msg: &ServerMsg) {
+        if self.writable && write_frame(&mut self.writer, &to_body(msg)).is_err() {
+            self.writable = false;
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.writable && self.writer.flush().is_err() {
+            self.writable = false;
+        }
+    }
+
+    fn log_stored(&self, stored_as: &str, bytes: u64, started: Instant, v1: bool) {
+        let secs = started.elapsed().as_secs_f64();
+        let rate = if secs > 0.0 { bytes as f64 / secs } else { 0.0 };
+        info!(
+            peer = %self.peer,
+            name = ?stored_as,
+            bytes,
+            secs = format_args!("{secs:.3}"),
+            rate = %format_args!("{}/s", humansize::format_size(rate as u64, humansize::BINARY)),
+            dialect = if v1 { "v1" } else { "legacy" },
+            "stored"
+        );
+    }
+}
+
+/// Commits one file on its own (fsync of file and folder), or a group with
+/// two file-system syncs for all.
+fn commit(store: &Store, mut files: Vec<Finished<'_>>) -> Vec<Result<Stored, StoreError>> {
+    if files.len() == 1 {
+        if let Some(f) = files.pop() {
+            let parts: Vec<&str> = f.parts.iter().map(String::as_str).collect();
+            return vec![f.upload.commit(&parts, f.policy, &f.digest)];
+        }
+    }
+    let results = store.commit_group(files);
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        warn!("commit failed: {r}");
+    }
+    results
+}
