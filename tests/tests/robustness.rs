@@ -247,7 +247,7 @@ impl SmallDisk {
     fn mount(at: &std::path::Path) -> Option<SmallDisk> {
         std::fs::create_dir_all(at).ok()?;
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
             .arg(at)
             .output()
             .ok()?
@@ -263,15 +263,15 @@ impl Drop for SmallDisk {
     }
 }
 
-#[test]
-fn a_full_disk_mid_upload_is_reported_and_leaves_nothing() {
+/// Fills the disk while a `size`-byte upload is under way.
+fn full_disk_mid_upload(size: usize) {
     let root = tempfile::tempdir().expect("tempdir");
     let Some(disk) = SmallDisk::mount(&root.path().join("disk")) else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
     let server = Server::start_in(root, disk.0.join("uploads"), &[]);
-    let body = data(3 << 20, 4);
+    let body = data(size, 4);
     let mut c = V1::connect(&server.addr());
     c.send(&header(1, "wont-fit.bin", body.len()));
     c.stream.write_all(&body[..1 << 20]).expect("first part");
@@ -304,6 +304,34 @@ fn a_full_disk_mid_upload_is_reported_and_leaves_nothing() {
     c.upload(1, "fits.bin", b"small", OnClash::Rename);
     assert_eq!(expect_stored(&mut c), "fits.bin");
     drop(server);
+}
+
+#[test]
+fn a_full_disk_mid_upload_is_reported_and_leaves_nothing() {
+    full_disk_mid_upload(3 << 20);
+}
+
+#[test]
+fn a_full_disk_mid_big_upload_is_reported_and_leaves_nothing() {
+    // Big enough for the writer thread.
+    full_disk_mid_upload(20 << 20);
+}
+
+#[test]
+fn big_uploads_arrive_intact_and_a_big_one_cut_short_leaves_nothing() {
+    let server = Server::start();
+    let body = data(24 << 20, 11);
+    let mut c = V1::connect(&server.addr());
+    c.upload(1, "big.bin", &body, OnClash::Rename);
+    assert_eq!(expect_stored(&mut c), "big.bin");
+    assert_eq!(server.read("big.bin"), body);
+
+    let mut c = V1::connect(&server.addr());
+    c.send(&header(2, "cut.bin", body.len()));
+    c.stream.write_all(&body[..10 << 20]).expect("part");
+    drop(c);
+    server.expect_log("client left after 10485760 of 25165824 bytes");
+    assert_eq!(server.files(), ["big.bin"]);
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! logging and signals.
 
 pub mod accept;
+mod body;
 mod commit;
 pub mod session;
 pub mod storage;
@@ -81,6 +82,8 @@ pub struct Shared {
     pub store: Store,
     pub limits: Limits,
     pub shutting_down: AtomicBool,
+    /// Big uploads that may use a writer thread at once.
+    pub writer_slots: body::WriterSlots,
 }
 
 /// Asks a running server to stop; cheap to clone and send to a signal thread.
@@ -122,6 +125,7 @@ impl Server {
                 store,
                 limits: config.limits,
                 shutting_down: AtomicBool::new(false),
+                writer_slots: body::WriterSlots::for_this_machine(),
             }),
             registry: Arc::default(),
             grace: config.grace,

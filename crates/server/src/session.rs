@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::Shared;
 use crate::accept::Slot;
+use crate::body::{self, BodyError};
 use crate::commit::{self, Job, Pending};
 use crate::storage::{Finished, FolderCache, StoreError, Upload};
 
@@ -65,12 +66,6 @@ pub enum SessionError {
     CommitterGone,
     #[error(transparent)]
     Io(#[from] io::Error),
-}
-
-/// A body that did not arrive whole, either side's fault.
-enum BodyError {
-    Store(StoreError),
-    Wire(SessionError),
 }
 
 pub(crate) struct Session<'a> {
@@ -419,6 +414,7 @@ impl<'a> Session<'a> {
     }
 
     /// Copies exactly `size` body bytes into `upload`, hashing as it goes.
+    /// Receives a body with the body timeout in force.
     fn receive_body(
         &mut self,
         upload: &mut Upload<'_>,
@@ -428,33 +424,13 @@ impl<'a> Session<'a> {
         self.stream
             .set_read_timeout(Some(self.shared.limits.body_timeout))
             .map_err(|e| BodyError::Wire(e.into()))?;
-        let mut hasher = blake3::Hasher::new();
-        let mut left = size;
-        while left > 0 {
-            let chunk = match self.reader.fill_buf() {
-                Ok(c) => c,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if is_timeout(&e) => {
-                    return Err(BodyError::Wire(SessionError::Timeout(
-                        "waiting for body bytes",
-                    )));
-                }
-                Err(e) => return Err(BodyError::Wire(e.into())),
-            };
-            if chunk.is_empty() {
-                return Err(BodyError::Wire(SessionError::PeerLeft {
-                    name: escape_for_display(name),
-                    got: size - left,
-                    expected: size,
-                }));
-            }
-            let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            hasher.update(&chunk[..n]);
-            upload.write_all(&chunk[..n]).map_err(BodyError::Store)?;
-            self.reader.consume(n);
-            left -= n as u64;
-        }
-        Ok(hasher.finalize())
+        body::receive(
+            &mut self.reader,
+            upload,
+            name,
+            size,
+            &self.shared.writer_slots,
+        )
     }
 
     /// Waits for the next frame. `Ok(None)` is a clean close between frames,

@@ -1,0 +1,193 @@
+//! Receiving one file body: exactly `size` bytes from the socket into an
+//! upload, hashed on the way.
+//!
+//! Small bodies are copied in one loop. A big body is the one place where a
+//! session is CPU-bound (copy in from the socket, hash, copy out to the
+//! file), so it gets a writer thread: this thread receives and hashes 1 MiB
+//! chunks while the writer puts the previous ones into the file. Only a few
+//! uploads at a time get a writer (see [`WriterSlots`]): each holds a few
+//! MiB of buffers, and more writers than cores would only take turns.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, sync_channel};
+use std::thread;
+
+use ferry_proto::path::escape_for_display;
+
+use crate::session::SessionError;
+use crate::storage::{StoreError, Upload};
+
+/// Bodies at least this big get a writer thread, when a slot is free.
+const PARALLEL_MIN_BYTES: u64 = 8 << 20;
+/// Size of the chunks handed to the writer, and how many may exist at once
+/// per upload (one being received, the others queued or being written).
+const CHUNK: usize = 1 << 20;
+const CHUNKS: usize = 3;
+
+/// A body that did not arrive whole, either side's fault.
+pub(crate) enum BodyError {
+    /// Storing failed (a full disk, say): the client is not to blame.
+    Store(StoreError),
+    /// The client left, stalled or the socket failed.
+    Wire(SessionError),
+}
+
+/// How many uploads may have a writer thread at once.
+#[derive(Debug)]
+pub struct WriterSlots(AtomicUsize);
+
+impl WriterSlots {
+    /// As many slots as cores (at least two).
+    pub fn for_this_machine() -> Self {
+        let cores = thread::available_parallelism().map_or(2, |n| n.get());
+        WriterSlots(AtomicUsize::new(cores.clamp(2, 8)))
+    }
+
+    fn take(&self) -> Option<SlotGuard<'_>> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .ok()
+            .map(|_| SlotGuard(self))
+    }
+}
+
+struct SlotGuard<'a>(&'a WriterSlots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        self.0.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Receives `size` bytes into `upload` and returns their BLAKE3.
+pub(crate) fn receive(
+    reader: &mut BufReader<TcpStream>,
+    upload: &mut Upload<'_>,
+    name: &str,
+    size: u64,
+    slots: &WriterSlots,
+) -> Result<blake3::Hash, BodyError> {
+    match (size >= PARALLEL_MIN_BYTES).then(|| slots.take()).flatten() {
+        Some(_slot) => receive_with_writer(reader, upload, name, size),
+        None => receive_inline(reader, upload, name, size),
+    }
+}
+
+fn receive_inline(
+    reader: &mut BufReader<TcpStream>,
+    upload: &mut Upload<'_>,
+    name: &str,
+    size: u64,
+) -> Result<blake3::Hash, BodyError> {
+    let mut hasher = blake3::Hasher::new();
+    let mut left = size;
+    while left > 0 {
+        let chunk = match reader.fill_buf() {
+            Ok([]) => return Err(peer_left(name, size - left, size)),
+            Ok(c) => c,
+            Err(e) => match wire_error(e) {
+                Some(err) => return Err(err),
+                None => continue,
+            },
+        };
+        let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        hasher.update(&chunk[..n]);
+        upload.write_all(&chunk[..n]).map_err(BodyError::Store)?;
+        reader.consume(n);
+        left -= n as u64;
+    }
+    Ok(hasher.finalize())
+}
+
+fn receive_with_writer(
+    reader: &mut BufReader<TcpStream>,
+    upload: &mut Upload<'_>,
+    name: &str,
+    size: u64,
+) -> Result<blake3::Hash, BodyError> {
+    let (full, to_write) = sync_channel::<(Vec<u8>, usize)>(CHUNKS);
+    let (give_back, spare) = channel::<Vec<u8>>();
+    thread::scope(|scope| {
+        let writer = scope.spawn(move || -> Result<(), StoreError> {
+            for (chunk, len) in to_write {
+                upload.write_all(&chunk[..len])?;
+                // The receiver may have stopped waiting for spares.
+                let _ = give_back.send(chunk);
+            }
+            Ok(())
+        });
+
+        let mut hasher = blake3::Hasher::new();
+        let mut left = size;
+        let mut allocated = 0;
+        let received = loop {
+            if left == 0 {
+                break Ok(());
+            }
+            let mut chunk = match spare.try_recv() {
+                Ok(c) => c,
+                Err(_) if allocated < CHUNKS => {
+                    allocated += 1;
+                    vec![0u8; CHUNK]
+                }
+                // Every chunk is queued or being written: wait for one. If
+                // the writer has stopped, its error is reported below.
+                Err(_) => match spare.recv() {
+                    Ok(c) => c,
+                    Err(_) => break Ok(()),
+                },
+            };
+            let want = CHUNK.min(usize::try_from(left).unwrap_or(usize::MAX));
+            let mut filled = 0;
+            while filled < want {
+                match reader.read(&mut chunk[filled..want]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) => match wire_error(e) {
+                        Some(err) => return Err(err),
+                        None => continue,
+                    },
+                }
+            }
+            if filled == 0 {
+                break Err(peer_left(name, size - left, size));
+            }
+            hasher.update(&chunk[..filled]);
+            left -= filled as u64;
+            if full.send((chunk, filled)).is_err() {
+                // The writer stopped early; its error is reported below.
+                break Ok(());
+            }
+        };
+        drop(full);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(StoreError::Io(io::Error::other("writer thread panicked"))));
+        // A storage failure explains everything that followed it.
+        written.map_err(BodyError::Store)?;
+        received?;
+        Ok(hasher.finalize())
+    })
+}
+
+fn peer_left(name: &str, got: u64, expected: u64) -> BodyError {
+    BodyError::Wire(SessionError::PeerLeft {
+        name: escape_for_display(name),
+        got,
+        expected,
+    })
+}
+
+/// Classifies a read error: `None` means try again.
+fn wire_error(e: io::Error) -> Option<BodyError> {
+    match e.kind() {
+        io::ErrorKind::Interrupted => None,
+        // Socket read timeouts surface as `WouldBlock` on Unix.
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Some(BodyError::Wire(
+            SessionError::Timeout("waiting for body bytes"),
+        )),
+        _ => Some(BodyError::Wire(e.into())),
+    }
+}
