@@ -22,8 +22,16 @@
 # workload's first run); the script exits non-zero if any run fails
 # verification. Timings never fail the script: it is a report, not a test.
 #
+# --fs picks the file system the workloads live on:
+#   disk   (default) the scratch folder as it is, on the disk you care about;
+#   ext4   a fresh ext4 with a journal, in a loop-mounted image on that disk:
+#          repeatable, whatever the host file system has been through;
+#   tmpfs  memory only: what is left is Ferry's own per-file and per-byte
+#          cost, with no disk in the way.
+# ext4 and tmpfs need root (mount).
+#
 # Environment: FERRY_BENCH_DIR picks where the scratch folder goes (default
-# /tmp); it should be on the disk you care about, not tmpfs.
+# /tmp).
 
 set -Eeuo pipefail
 export LC_ALL=C # EPOCHREALTIME and printf must use '.' as the decimal point
@@ -32,15 +40,17 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$BENCH_DIR")
 
 QUICK=0
+FS=disk
 for arg in "$@"; do
     case $arg in
     --quick) QUICK=1 ;;
+    --fs=disk | --fs=ext4 | --fs=tmpfs) FS=${arg#--fs=} ;;
     -h | --help)
         sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
         exit 0
         ;;
     *)
-        echo "usage: bench/run.sh [--quick]" >&2
+        echo "usage: bench/run.sh [--quick] [--fs=disk|ext4|tmpfs]" >&2
         exit 2
         ;;
     esac
@@ -52,6 +62,10 @@ if ((QUICK)); then
 else
     RUNS=5 BIG_MIB=1024 MID_COUNT=100 SMALL_COUNT=10000 CEILING_MIB=2048
     RESULTS=$BENCH_DIR/results/latest.md
+fi
+# Full runs on another file system get a results file of their own.
+if ((!QUICK)) && [[ $FS != disk ]]; then
+    RESULTS=$BENCH_DIR/results/latest-$FS.md
 fi
 MID_MIB=10
 SMALL_BYTES=4096
@@ -85,7 +99,13 @@ cleanup() {
     done
     wait 2>/dev/null || true
     if [[ -n ${SCRATCH:-} && -d $SCRATCH ]]; then
+        if mountpoint -q "$SCRATCH"; then
+            umount "$SCRATCH" || umount -l "$SCRATCH" || true
+        fi
         rm -rf "$SCRATCH"
+    fi
+    if [[ -n ${IMAGE:-} ]]; then
+        rm -f "$IMAGE"
     fi
 }
 trap cleanup EXIT
@@ -125,6 +145,18 @@ make_scratch() {
     local parent=${FERRY_BENCH_DIR:-/tmp}
     mkdir -p "$parent"
     SCRATCH=$(mktemp -d "$parent/ferry-bench.XXXXXX")
+    case $FS in
+    tmpfs)
+        mount -t tmpfs -o size=8g tmpfs "$SCRATCH" || die "cannot mount a tmpfs (needs root)"
+        ;;
+    ext4)
+        command -v mkfs.ext4 >/dev/null || die "mkfs.ext4 is missing (e2fsprogs)"
+        IMAGE=$(mktemp "$parent/ferry-bench-ext4.XXXXXX")
+        truncate -s 16G "$IMAGE"
+        mkfs.ext4 -q -F "$IMAGE"
+        mount -o loop "$IMAGE" "$SCRATCH" || die "cannot mount an ext4 image (needs root)"
+        ;;
+    esac
     DEST=$SCRATCH/dst # receiving side, same disk as the sources
     LOGS=$SCRATCH/logs
     mkdir -p "$SCRATCH/src" "$LOGS"

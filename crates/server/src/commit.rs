@@ -26,10 +26,10 @@ use crate::storage::{Finished, Store, StoreError, Stored};
 const SOLO_COMMIT_BYTES: u64 = 1 << 20;
 /// A group is committed when it has this many files (each holds an open
 /// file until then)...
-const GROUP_MAX_FILES: usize = 128;
+const GROUP_MAX_FILES: usize = 512;
 /// ...or when its oldest file has waited this long, so acks keep flowing
 /// while a client streams many small files.
-const GROUP_MAX_AGE: Duration = Duration::from_millis(100);
+const GROUP_MAX_AGE: Duration = Duration::from_millis(200);
 
 /// A received, verified file waiting for its commit.
 pub(crate) struct Pending<'s> {
