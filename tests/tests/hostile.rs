@@ -24,6 +24,7 @@ fn hostile_names(outside: &Path) -> Vec<String> {
         "\\\\srv\\share".into(),
         "a\u{0}b".into(),
         "\u{1b}[2Jspoof".into(),
+        "invoice\u{202E}fdp.exe".into(),
         "bell\u{7}".into(),
         "x".repeat(256),
         "a//b".into(),
@@ -69,7 +70,10 @@ fn hostile_names_from_tutorial_clients_are_refused() {
         s.shutdown(Shutdown::Write).expect("shutdown");
         // The server drops the connection without writing anything back.
         assert!(read_to_close(&mut s).is_empty(), "{name:?}");
-        server.expect_log(&format!("refused `{}`", name.escape_debug()));
+        server.expect_log(&format!(
+            "refused `{}`",
+            ferry_proto::path::escape_for_display(name)
+        ));
         assert_nothing_stored(&server);
         assert!(outside_is_empty(&server), "{name:?} escaped");
         assert_still_serving(&server, &i.to_string());
@@ -424,4 +428,19 @@ fn out_of_order_v1_messages_are_protocol_errors() {
     ));
     server.expect_log("expected `done` for file 1");
     assert_nothing_stored(&server);
+}
+
+#[test]
+fn a_client_cannot_forge_log_lines() {
+    let server = Server::start();
+    let forged = "INFO stored peer=1.2.3.4:5 name=\\\"forged.txt\\\"";
+    let body = format!("{{\"type\":\"hello\\n{forged}\"}}");
+    let mut s = connect(&server.addr());
+    s.write_all(&raw_frame(body.as_bytes())).expect("send");
+    let _ = read_to_close(&mut s);
+    server.expect_log("connection dropped");
+    for line in server.log().lines() {
+        assert!(!line.starts_with("INFO stored"), "forged line: {line}");
+    }
+    assert!(server.log().contains("\\n"), "the newline shows escaped");
 }

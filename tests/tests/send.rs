@@ -116,7 +116,11 @@ fn a_second_send_keeps_both_unless_asked_otherwise() {
         path,
     ]);
     assert!(out.status.success());
-    assert!(text(&out.stderr).contains("replaced the existing file"));
+    assert!(
+        text(&out.stdout).contains("; 1 replaced an existing file"),
+        "{}",
+        text(&out.stdout)
+    );
     assert_eq!(server.read("report.pdf"), b"version three");
 }
 
@@ -142,9 +146,9 @@ fn skip_identical_sends_nothing_new_for_the_same_bytes() {
     ]);
     assert!(out.status.success());
     assert!(
-        text(&out.stderr).contains("identical file already there"),
+        text(&out.stdout).contains("; 1 already there, identical"),
         "{}",
-        text(&out.stderr)
+        text(&out.stdout)
     );
     assert_eq!(server.files(), ["same.bin"]);
 }

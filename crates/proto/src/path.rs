@@ -35,6 +35,8 @@ pub enum NameError {
     Colon,
     #[error("control characters (including NUL and ESC) are not allowed")]
     Control,
+    #[error("invisible or direction-changing characters are not allowed")]
+    Invisible,
     #[error("a component is {0} bytes, over the {MAX_COMPONENT_BYTES}-byte limit")]
     ComponentTooLong(usize),
     #[error("the path is {0} bytes, over the {MAX_PATH_BYTES}-byte limit")]
@@ -81,16 +83,40 @@ pub fn check_component(name: &str) -> Result<(), NameError> {
             '\\' => return Err(NameError::Backslash),
             ':' => return Err(NameError::Colon),
             c if c.is_control() => return Err(NameError::Control),
+            c if is_invisible(c) => return Err(NameError::Invisible),
             _ => {}
         }
     }
     Ok(())
 }
 
-/// Writes `name` so that it is safe to print in a log line or a terminal:
-/// control characters become escapes instead of acting on the terminal.
-pub fn escape_for_display(name: &str) -> String {
-    name.chars().flat_map(char::escape_debug).collect()
+/// Characters that print as nothing yet change how a name reads: zero-width
+/// spaces and joiners, soft hyphens, and bidirectional overrides (which can
+/// make `exe.txt` show as `txt.exe`).
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{FEFF}'
+        | '\u{FFF9}'..='\u{FFFB}')
+}
+
+/// Writes `text` so that it is safe to print in a log line or a terminal:
+/// control and invisible characters become escapes (`\n`, `\u{1b}`) instead
+/// of acting on the terminal or hiding; everything else prints as it is.
+pub fn escape_for_display(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || is_invisible(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -130,6 +156,9 @@ mod tests {
             ("a\nb", NameError::Control),
             ("\u{1b}[2Jboom", NameError::Control),
             ("\u{9b}x", NameError::Control),
+            ("invoice\u{202E}fdp.exe", NameError::Invisible),
+            ("zero\u{200B}width", NameError::Invisible),
+            ("\u{FEFF}bom", NameError::Invisible),
         ];
         for (path, want) in cases {
             assert_eq!(components(path).as_ref(), Err(want), "{path:?}");
@@ -151,6 +180,7 @@ mod tests {
     #[test]
     fn display_escaping_neutralises_terminal_controls() {
         assert_eq!(escape_for_display("a\u{1b}[31mb\n"), "a\\u{1b}[31mb\\n");
-        assert_eq!(escape_for_display("plain ä"), "plain ä");
+        assert_eq!(escape_for_display("plain ä 'q' \\"), "plain ä 'q' \\");
+        assert_eq!(escape_for_display("a\u{202E}b"), "a\\u{202e}b");
     }
 }

@@ -110,16 +110,19 @@ impl Registry {
         }
     }
 
-    /// Closes the session idle longest, if one has been idle long enough.
+    /// Closes the session idle longest, if one has been idle long enough,
+    /// and frees its place at once. Only its read side is closed: acks it
+    /// still owes for files it received go out before it leaves.
     fn evict_one(&self) -> Option<SocketAddr> {
-        let slots = self.slots();
-        let victim = slots
-            .values()
-            .filter_map(|s| s.idle_for().map(|d| (d, s)))
-            .filter(|(d, _)| *d >= EVICT_AFTER_IDLE)
-            .max_by_key(|(d, _)| *d)
-            .map(|(_, s)| s)?;
-        victim.close(Shutdown::Both);
+        let mut slots = self.slots();
+        let (&id, _) = slots
+            .iter()
+            .filter_map(|(id, s)| s.idle_for().map(|d| ((id, s), d)))
+            .filter(|(_, d)| *d >= EVICT_AFTER_IDLE)
+            .max_by_key(|(_, d)| *d)
+            .map(|(entry, _)| entry)?;
+        let victim = slots.remove(&id)?;
+        victim.close(Shutdown::Read);
         Some(victim.peer)
     }
 }
@@ -160,12 +163,14 @@ pub(crate) fn admit(
         epoch: registry.epoch,
     });
     registry.slots().insert(id, Arc::clone(&slot));
+    shared.sessions.fetch_add(1, Ordering::Relaxed);
     let (shared, registry_for_thread) = (Arc::clone(shared), Arc::clone(registry));
     let spawned = thread::Builder::new()
         .name(format!("ferry-conn-{id}"))
         .spawn(move || {
             session::run(stream, peer, &shared, &slot);
             registry_for_thread.slots().remove(&id);
+            shared.sessions.fetch_sub(1, Ordering::Relaxed);
         });
     if let Err(e) = spawned {
         warn!(%peer, "cannot start a thread for the connection: {e}");

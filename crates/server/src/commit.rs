@@ -17,6 +17,7 @@ use ferry_proto::path::escape_for_display;
 use ferry_proto::{Ack, Outcome, ServerMsg, to_body, write_frame};
 use tracing::{info, warn};
 
+use crate::Shared;
 use crate::session::SessionError;
 use crate::storage::{Finished, Store, StoreError, Stored};
 
@@ -58,14 +59,15 @@ pub(crate) enum Job<'s> {
 pub(crate) fn run(
     jobs: Receiver<Vec<Job<'_>>>,
     writer: BufWriter<TcpStream>,
-    store: &Store,
+    shared: &Shared,
     peer: SocketAddr,
     failed: &AtomicBool,
 ) -> Result<(), SessionError> {
     let mut committer = Committer {
         writer,
         writable: true,
-        store,
+        shared,
+        store: &shared.store,
         peer,
         pending: Vec::new(),
         failure: None,
@@ -94,6 +96,7 @@ struct Committer<'s, 'f> {
     /// Cleared once a write fails: the client is gone, but files already
     /// received are still committed.
     writable: bool,
+    shared: &'s Shared,
     store: &'s Store,
     peer: SocketAddr,
     pending: Vec<Pending<'s>>,
@@ -115,7 +118,9 @@ impl<'s> Committer<'s, '_> {
             .pending
             .first()
             .is_some_and(|p| p.started.elapsed() >= GROUP_MAX_AGE);
-        if big || old || self.pending.len() >= GROUP_MAX_FILES {
+        // Each waiting file is open: stay within this session's share.
+        let room = GROUP_MAX_FILES.min(self.shared.open_files_per_session() / 2);
+        if big || old || self.pending.len() >= room.max(1) {
             self.commit_pending();
         }
     }
@@ -165,14 +170,23 @@ impl<'s> Committer<'s, '_> {
 
     fn write(&mut self, msg: &ServerMsg) {
         if self.writable && write_frame(&mut self.writer, &to_body(msg)).is_err() {
-            self.writable = false;
+            self.lost_reader();
         }
     }
 
     fn flush(&mut self) {
         if self.writable && self.writer.flush().is_err() {
-            self.writable = false;
+            self.lost_reader();
         }
+    }
+
+    /// The client no longer takes acks (gone, or stalled past the write
+    /// timeout). Files it sent after this would be stored but never
+    /// confirmed, and sent again: end the session instead.
+    fn lost_reader(&mut self) {
+        self.writable = false;
+        self.failed.store(true, Ordering::SeqCst);
+        let _ = self.writer.get_ref().shutdown(std::net::Shutdown::Both);
     }
 
     fn log_stored(&self, stored_as: &str, bytes: u64, started: Instant, v1: bool) {

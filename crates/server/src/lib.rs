@@ -19,7 +19,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,9 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Silence allowed in the middle of a body, and for writing acks.
     pub body_timeout: Duration,
+    /// Open files all sessions together may use for uploads in progress
+    /// (the binary sets it from the process's limit).
+    pub open_files: u64,
 }
 
 impl Default for Limits {
@@ -60,6 +63,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            open_files: 512,
         }
     }
 }
@@ -84,6 +88,17 @@ pub struct Shared {
     pub shutting_down: AtomicBool,
     /// Big uploads that may use a writer thread at once.
     pub writer_slots: body::WriterSlots,
+    /// Sessions running now, to share the open-file budget between them.
+    pub sessions: AtomicUsize,
+}
+
+impl Shared {
+    /// How many files one session may keep open while they wait to be
+    /// committed as a group: an equal share of what the process may open.
+    pub fn open_files_per_session(&self) -> usize {
+        let sessions = self.sessions.load(Ordering::Relaxed).max(1);
+        usize::try_from(self.limits.open_files / sessions as u64).unwrap_or(usize::MAX)
+    }
 }
 
 /// Asks a running server to stop; cheap to clone and send to a signal thread.
@@ -126,6 +141,7 @@ impl Server {
                 limits: config.limits,
                 shutting_down: AtomicBool::new(false),
                 writer_slots: body::WriterSlots::for_this_machine(),
+                sessions: AtomicUsize::new(0),
             }),
             registry: Arc::default(),
             grace: config.grace,

@@ -75,6 +75,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             max_connections: args.max_connections.max(1),
             idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
             header_timeout: Duration::from_secs(args.header_timeout.max(1)),
+            open_files: raise_open_file_limit(),
             body_timeout: Duration::from_secs(args.body_timeout.max(1)),
         },
         grace: Duration::from_secs(args.grace),
@@ -96,7 +97,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     });
 
-    raise_open_file_limit(args.max_connections.max(1) as u64);
     info!("storing uploads in {}", args.dir.display());
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on {addr}")?;
@@ -106,13 +106,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Open files a busy session may hold: uploads waiting to be committed as
-/// a group keep their (nameless) file open until then.
-const FILES_PER_SESSION: u64 = 400;
-
-/// Raises the soft limit on open files to the hard one: the default soft
-/// limit (often 1024) is far below what a full house of sessions needs.
-fn raise_open_file_limit(connections: u64) {
+/// Raises the soft limit on open files to the hard one (the default soft
+/// limit, often 1024, is far below what many sessions committing groups of
+/// small files can use) and returns how many files uploads may keep open.
+fn raise_open_file_limit() -> u64 {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current < limit.maximum {
@@ -121,15 +118,9 @@ fn raise_open_file_limit(connections: u64) {
             warn!("cannot raise the open-file limit: {e}");
         }
     }
-    let current = getrlimit(Resource::Nofile).current;
-    let wanted = connections * FILES_PER_SESSION;
-    if current.is_some_and(|c| c < wanted) {
-        warn!(
-            "open-file limit {} is below the {wanted} that {connections} busy connections may need; \
-             uploads may fail with 'too many open files' under load (raise `ulimit -n`)",
-            current.unwrap_or(0)
-        );
-    }
+    let current = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    // Keep a quarter for sockets, folders and everything else.
+    current - current / 4
 }
 
 /// Parses `1024`, `500K`, `20M`, `2G`, `1T` (binary units) into bytes.

@@ -38,15 +38,21 @@ const WRITE_BUFFER: usize = 16 * 1024;
 /// How many batches of jobs the session thread may queue ahead of the
 /// committer, and how many jobs go in a batch. Handing jobs over in batches
 /// keeps the two threads from waking each other for every small file.
-const QUEUE_DEPTH: usize = 8;
+const QUEUE_DEPTH: usize = 4;
 const BATCH: usize = 32;
+
+/// A body with at least this much still to arrive first has the files
+/// before it committed and acked.
+const ACK_BEFORE_BODY_BYTES: u64 = 1 << 20;
 
 /// Why a session ended early. Each is logged as the reason.
 #[derive(Debug, Error)]
 pub enum SessionError {
     #[error("bad frame: {0}")]
     Frame(#[from] FrameError),
-    #[error("{0}")]
+    /// Escaped: serde's messages quote the client's bad values, and a
+    /// newline in one could forge a log line.
+    #[error("{}", escape_for_display(&.0.to_string()))]
     Proto(#[from] ProtoError),
     #[error("timed out {0}")]
     Timeout(&'static str),
@@ -114,9 +120,9 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
             "{}-commit",
             thread::current().name().unwrap_or("ferry-conn")
         );
-        let committer = thread::Builder::new().name(name).spawn_scoped(scope, || {
-            commit::run(queue, writer, &shared.store, peer, &failed)
-        });
+        let committer = thread::Builder::new()
+            .name(name)
+            .spawn_scoped(scope, || commit::run(queue, writer, shared, peer, &failed));
         let committer = match committer {
             Ok(c) => c,
             Err(e) => {
@@ -136,12 +142,14 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
             answered: false,
             folders: FolderCache::default(),
         };
-        let served = session.serve().and_then(|()| session.hand_over());
-        // Hanging up lets the committer finish: files received whole and
-        // verified are kept, however the session ends.
+        let served = session.serve();
+        // Files received whole and verified are kept however the session
+        // ends: hand over what is batched, then hang up so the committer
+        // finishes.
+        let handed = session.hand_over();
         session.jobs = None;
         let committed = committer.join().unwrap_or(Err(SessionError::CommitterGone));
-        match served.and(committed) {
+        match served.and(handed).and(committed) {
             Ok(()) => debug!(%peer, "connection closed"),
             Err(e) => {
                 warn!(%peer, "connection dropped: {e}");
@@ -421,9 +429,15 @@ impl<'a> Session<'a> {
         name: &str,
         size: u64,
     ) -> Result<blake3::Hash, BodyError> {
+        let to_read = size.saturating_sub(self.reader.buffer().len() as u64);
+        if to_read >= ACK_BEFORE_BODY_BYTES {
+            // This body will take a while: get earlier files committed and
+            // acked first instead of leaving them waiting behind it.
+            self.queue(Job::Flush).map_err(BodyError::Wire)?;
+        }
         // A body already sitting in the buffer needs no read, so no timeout:
         // skipping the system call matters when files are a few KiB each.
-        if (self.reader.buffer().len() as u64) < size {
+        if to_read > 0 {
             self.stream
                 .set_read_timeout(Some(self.shared.limits.body_timeout))
                 .map_err(|e| BodyError::Wire(e.into()))?;

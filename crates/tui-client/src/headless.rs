@@ -78,9 +78,11 @@ fn progress_bar(total: u64) -> ProgressBar {
     bar
 }
 
-/// One line per file worth a mention, then the summary.
+/// One line per file whose outcome a person must know (a new name, a
+/// failure), then the summary, which counts the rest.
 fn print_outcomes(plan: &Plan, report: &Report) {
     let (mut stored, mut failed, mut bytes) = (0usize, 0usize, 0u64);
+    let (mut replaced, mut identical) = (0usize, 0usize);
     for (item, result) in plan.items.iter().zip(&report.results) {
         let name = escape_for_display(&item.remote);
         match result {
@@ -97,18 +99,19 @@ fn print_outcomes(plan: &Plan, report: &Report) {
                         "ferry: {name}: name taken, stored as {}",
                         escape_for_display(stored_as)
                     ),
-                    Clash::Overwritten => eprintln!("ferry: {name}: replaced the existing file"),
-                    Clash::Identical => eprintln!("ferry: {name}: identical file already there"),
+                    Clash::Overwritten => replaced += 1,
+                    Clash::Identical => identical += 1,
                 }
             }
             ItemResult::Folder { .. } => {}
             ItemResult::Failed { reason } => {
                 failed += 1;
-                eprintln!("ferry: {name}: FAILED: {reason}");
+                // Reasons can come from the server: print them inert.
+                eprintln!("ferry: {name}: FAILED: {}", escape_for_display(reason));
             }
             ItemResult::NotSent { reason } => {
                 failed += 1;
-                eprintln!("ferry: {name}: not sent: {reason}");
+                eprintln!("ferry: {name}: not sent: {}", escape_for_display(reason));
             }
         }
     }
@@ -120,12 +123,19 @@ fn print_outcomes(plan: &Plan, report: &Report) {
     } else {
         format_duration(report.elapsed)
     };
+    let mut notes = String::new();
+    if replaced > 0 {
+        notes.push_str(&format!("; {replaced} replaced an existing file"));
+    }
+    if identical > 0 {
+        notes.push_str(&format!("; {identical} already there, identical"));
+    }
     if failed == 0 {
         println!(
-            "sent {stored} file(s), {} in {took} ({rate}/s), all verified",
+            "sent {stored} file(s), {} in {took} ({rate}/s), all verified{notes}",
             format_size(bytes, BINARY)
         );
     } else {
-        println!("{stored} of {files} file(s) stored and verified, {failed} not; see above");
+        println!("{stored} of {files} file(s) stored and verified{notes}; {failed} not, see above");
     }
 }

@@ -33,8 +33,13 @@ const CHUNK: usize = 1 << 20;
 const WRITE_BUFFER: usize = 256 * 1024;
 /// How often progress is reported while a file is moving.
 const PROGRESS_EVERY: Duration = Duration::from_millis(50);
-/// How long a silent server is waited for before giving up.
+/// How long a write may block, and how long the handshake may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// The ack reader wakes up this often to ask whether to keep waiting.
+const ACK_POLL: Duration = Duration::from_secs(30);
+/// Silence allowed once everything is sent: the server may still be
+/// syncing a very large file to a slow disk before it can ack it.
+const QUIET_AFTER_SENDING: Duration = Duration::from_secs(600);
 
 /// How to reach the server and what to ask of it.
 #[derive(Debug, Clone)]
@@ -217,6 +222,9 @@ impl Connection<'_> {
         // Set by the ack reader when the server refuses a file: the server
         // is about to close, so writing more of the body is wasted.
         let refused = Arc::new(AtomicBool::new(false));
+        // While bodies are still going out no ack may arrive for a long time
+        // (one big file at a low rate): the reader must not give up then.
+        let sending = Arc::new(AtomicBool::new(true));
         let reader = {
             let stream = stream
                 .try_clone()
@@ -225,11 +233,17 @@ impl Connection<'_> {
             let refused = Arc::clone(&refused);
             let report = Arc::clone(self.report);
             let sizes: Vec<u64> = self.items.iter().map(Item::size).collect();
-            thread::spawn(move || read_acks(stream, &sizes, &digests, &refused, &report))
+            let patient = Patient {
+                stream,
+                sending: Arc::clone(&sending),
+                quiet: Duration::ZERO,
+            };
+            thread::spawn(move || read_acks(patient, &sizes, &digests, &refused, &report))
         };
 
         let write_error =
             self.write_items(&stream, first, max_file_size, &digests, &refused, results);
+        sending.store(false, Ordering::SeqCst);
         let acks = reader.join().unwrap_or_else(|_| AckStream {
             results: Vec::new(),
             closing: Some("the answer reader crashed".into()),
@@ -387,6 +401,11 @@ impl Connection<'_> {
                 });
             }
         }
+        if read_problem.is_none() && !at_end(&mut file) {
+            // Only the planned size went out, and it hashed fine, but it is
+            // not the file as it is now: storing it would be a silent cut.
+            read_problem = Some("the file grew while it was being sent");
+        }
         let trailer = match read_problem {
             Some(problem) => ClientMsg::Abort {
                 id,
@@ -410,6 +429,58 @@ impl Connection<'_> {
             result: result.clone(),
         });
         results[index] = Some(result);
+    }
+}
+
+/// Whether `file` has nothing left to read.
+fn at_end(file: &mut File) -> bool {
+    let mut probe = [0u8; 1];
+    loop {
+        match file.read(&mut probe) {
+            Ok(0) => return true,
+            Ok(_) => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Unreadable now: what was sent hashed fine; let it stand.
+            Err(_) => return true,
+        }
+    }
+}
+
+/// The ack reader's side of the socket: read timeouts are retried while
+/// the sender is still sending, and for a while after it has finished.
+/// Retrying at the byte level keeps a frame cut by a timeout intact.
+struct Patient {
+    stream: TcpStream,
+    sending: Arc<AtomicBool>,
+    /// Silence so far since the sender finished.
+    quiet: Duration,
+}
+
+impl Read for Patient {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.stream.read(buf) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if self.sending.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    self.quiet += ACK_POLL;
+                    if self.quiet >= QUIET_AFTER_SENDING {
+                        return Err(e);
+                    }
+                }
+                Ok(n) => {
+                    self.quiet = Duration::ZERO;
+                    return Ok(n);
+                }
+                other => return other,
+            }
+        }
     }
 }
 
@@ -443,7 +514,7 @@ fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
                 // Headers and acks are small and latency-bound; large bodies
                 // go out in full buffers anyway.
                 let _ = stream.set_nodelay(true);
-                let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+                let _ = stream.set_read_timeout(Some(ACK_POLL));
                 let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
                 return Ok(stream);
             }
@@ -500,7 +571,7 @@ struct AckStream {
 
 /// Reads acks until the server closes, turning each into a result.
 fn read_acks(
-    stream: TcpStream,
+    stream: Patient,
     sizes: &[u64],
     digests: &SentDigests,
     refused: &AtomicBool,
