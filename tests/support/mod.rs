@@ -298,6 +298,23 @@ pub struct V1 {
 }
 
 impl V1 {
+    /// Connects and tries the handshake; `None` if the server closed
+    /// instead of welcoming.
+    pub fn try_connect(addr: &str) -> Option<V1> {
+        let mut v1 = V1 {
+            stream: connect(addr),
+        };
+        let hello = ClientMsg::Hello {
+            version: 1,
+            client: "e2e".into(),
+        };
+        write_frame(&mut v1.stream, &to_body(&hello)).ok()?;
+        match v1.recv() {
+            Some(ServerMsg::Welcome { .. }) => Some(v1),
+            _ => None,
+        }
+    }
+
     /// Connects and completes the handshake.
     pub fn connect(addr: &str) -> V1 {
         let mut v1 = V1 {

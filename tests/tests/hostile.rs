@@ -78,7 +78,6 @@ fn hostile_names_from_tutorial_clients_are_refused() {
         assert!(outside_is_empty(&server), "{name:?} escaped");
         assert_still_serving(&server, &i.to_string());
     }
-    assert!(!Path::new("/etc/passwd.ferry-test").exists());
 }
 
 #[test]

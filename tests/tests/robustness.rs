@@ -104,8 +104,8 @@ fn fifty_clients_at_once_all_land_intact() {
 fn an_idle_crowd_cannot_lock_out_an_honest_client() {
     let server = Server::start_with(&["--max-connections", "8"]);
     let idle: Vec<TcpStream> = (0..8).map(|_| connect(&server.addr())).collect();
-    // Let them all be idle long enough to be evicted.
-    thread::sleep(Duration::from_millis(2500));
+    // Let them all be idle long enough to be evicted (2 s), with margin.
+    thread::sleep(Duration::from_millis(3000));
     let mut c = V1::connect(&server.addr());
     c.upload(1, "honest.txt", b"made it", OnClash::Rename);
     assert_eq!(expect_stored(&mut c), "honest.txt");
@@ -124,7 +124,11 @@ fn when_everyone_is_busy_newcomers_are_refused_with_a_log_line() {
             c
         })
         .collect();
-    thread::sleep(Duration::from_millis(200));
+    server.expect_log("receiving peer");
+    server.expect_log("path=\"slow1.bin\"");
+    server.expect_log("path=\"slow0.bin\"");
+    // Long enough that idle sessions could be evicted: busy ones must not.
+    thread::sleep(Duration::from_millis(2500));
     let mut s = connect(&server.addr());
     assert!(read_to_close(&mut s).is_empty());
     server.expect_log("every session is busy: refusing connection");
@@ -189,7 +193,7 @@ fn sigterm_lets_a_running_upload_finish_then_exits_and_the_port_is_reusable() {
         .write_all(&body[..1 << 20])
         .expect("first part");
     let mut idle = V1::connect(&addr);
-    thread::sleep(Duration::from_millis(100));
+    server.expect_log("path=\"finishing.bin\"");
 
     server.signal("TERM");
     // The idle client is told and let go at once.
@@ -227,7 +231,7 @@ fn an_upload_outlasting_the_grace_period_is_dropped_and_cleaned() {
     let mut c = V1::connect(&server.addr());
     c.send(&header(1, "too-slow.bin", 1 << 20));
     c.stream.write_all(&[0u8; 1000]).expect("a little");
-    thread::sleep(Duration::from_millis(100));
+    server.expect_log("path=\"too-slow.bin\"");
     server.signal("INT");
     let status = server.wait_exit(Duration::from_secs(10));
     assert!(status.success());
@@ -345,4 +349,35 @@ fn leftovers_of_a_crashed_run_are_removed_at_start() {
     server.expect_log("removed 1 incomplete upload(s) left by an earlier run");
     assert!(server.staging_is_empty());
     assert!(server.files().is_empty());
+}
+
+#[test]
+fn a_burst_of_newcomers_never_overshoots_the_connection_cap() {
+    let server = Server::start_with(&["--max-connections", "4"]);
+    let idle: Vec<TcpStream> = (0..4).map(|_| connect(&server.addr())).collect();
+    thread::sleep(Duration::from_millis(3000));
+    // Each of the four idle ones can make room once; the newcomers are not
+    // idle long enough to be evicted in turn.
+    let welcomed: Vec<V1> = (0..12)
+        .filter_map(|_| V1::try_connect(&server.addr()))
+        .collect();
+    assert_eq!(welcomed.len(), 4, "{}", server.log());
+    drop(idle);
+}
+
+#[test]
+fn earlier_files_are_acked_before_a_long_body_arrives() {
+    let server = Server::start();
+    let mut c = V1::connect(&server.addr());
+    for id in 0..3 {
+        c.upload(id, &format!("small{id}.txt"), b"tiny", OnClash::Rename);
+    }
+    c.send(&header(3, "big.bin", 5 << 20));
+    c.stream
+        .write_all(&[7u8; 1000])
+        .expect("start of the big body");
+    // The big body is far from complete, yet the three are confirmed.
+    for id in 0..3 {
+        assert_eq!(expect_stored(&mut c), format!("small{id}.txt"));
+    }
 }

@@ -126,3 +126,25 @@ client.close()
     server.expect_log("name=\"clip.mp4\"");
     assert_eq!(server.read("clip.mp4"), data(200_000, 9));
 }
+
+#[test]
+fn files_finished_before_a_bad_upload_are_kept() {
+    let server = Server::start();
+    let mut stream = connect(&server.addr());
+    // Five good files and a hostile one, all in one write: the connection
+    // is dropped at the sixth, the five stay.
+    let mut bytes = Vec::new();
+    for i in 0..5 {
+        bytes.extend(tutorial_upload(&format!("good{i}.txt"), b"fine"));
+    }
+    bytes.extend(tutorial_upload("../evil.txt", b"evil"));
+    stream.write_all(&bytes).expect("send");
+    let _ = stream.shutdown(Shutdown::Write);
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    server.expect_log("refused `../evil.txt`");
+    server.expect_log("name=\"good4.txt\"");
+    for i in 0..5 {
+        assert_eq!(server.read(&format!("good{i}.txt")), b"fine");
+    }
+}

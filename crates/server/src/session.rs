@@ -222,6 +222,7 @@ impl<'a> Session<'a> {
         let parts = store.check_path(name).map_err(refused)?;
         store.check_size(header.size).map_err(refused)?;
         let mut upload = store.begin(&parts, &mut self.folders).map_err(refused)?;
+        debug!(peer = %self.peer, path = ?name, size = header.size, "receiving");
         let digest = match self.receive_body(&mut upload, name, header.size) {
             Ok(d) => d,
             Err(BodyError::Store(e)) => return Err(refused(e)),
@@ -304,6 +305,7 @@ impl<'a> Session<'a> {
             Ok(ok) => ok,
             Err(e) => return self.refuse(header, e),
         };
+        debug!(peer = %self.peer, path = ?header.path, size = header.size, "receiving");
         let digest = match self.receive_body(&mut upload, &header.path, header.size) {
             Ok(d) => d,
             Err(BodyError::Store(e)) => return self.refuse(header, e),

@@ -289,8 +289,8 @@ impl Store {
     /// Creates folder `path` (and its parents) inside the target.
     pub fn mkdir(&self, path: &str) -> Result<String, StoreError> {
         let parts = self.check_path(path)?;
-        let dir = self.walk(&parts)?;
-        rustix::fs::fsync(&dir).map_err(|e| StoreError::from_io(e.into()))?;
+        // `walk` syncs each folder it creates into its parent.
+        self.walk(&parts)?;
         Ok(parts.join("/"))
     }
 
@@ -305,7 +305,12 @@ impl Store {
                 Ok(fd) => fd,
                 Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {
                     match rustix::fs::mkdirat(&dir, *part, Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
+                        // The new entry must be durable before any ack can
+                        // vouch for a file inside it.
+                        Ok(()) => {
+                            rustix::fs::fsync(&dir).map_err(|e| StoreError::from_io(e.into()))?
+                        }
+                        Err(Errno::EXIST) => {}
                         Err(e) => return Err(StoreError::from_io(e.into())),
                     }
                     open_dir_nofollow(&dir, part).map_err(|e| not_a_folder(e, &shown()))?
@@ -475,7 +480,7 @@ impl Upload<'_> {
                 names::escape_for_display(&format!("{prefix}{name}"))
             ))),
             (OnClash::SkipIdentical, Some(FileType::RegularFile))
-                if same_content(dir, name, digest)? =>
+                if same_content(dir, name, self.written, digest)? =>
             {
                 // The temporary file goes when `self` is dropped.
                 Ok((name.to_string(), Clash::Identical))
@@ -596,14 +601,29 @@ pub fn numbered(name: &str, n: u32) -> String {
 }
 
 /// Whether regular file `name` in `dir` hashes to `digest`.
-fn same_content(dir: &OwnedFd, name: &str, digest: &blake3::Hash) -> Result<bool, StoreError> {
-    let fd = rustix::fs::openat(
+/// Only a regular file of the same size is read at all, so a tiny upload
+/// cannot make the server hash a huge file, and the name being swapped for
+/// a FIFO cannot block it (the open does not wait, and is checked after).
+fn same_content(
+    dir: &OwnedFd,
+    name: &str,
+    size: u64,
+    digest: &blake3::Hash,
+) -> Result<bool, StoreError> {
+    let fd = match rustix::fs::openat(
         dir,
         name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
         Mode::empty(),
-    )
-    .map_err(|e| StoreError::Io(e.into()))?;
+    ) {
+        Ok(fd) => fd,
+        // Gone, or swapped for something we may not open: not identical.
+        Err(_) => return Ok(false),
+    };
+    let st = rustix::fs::fstat(&fd).map_err(|e| StoreError::Io(e.into()))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || st.st_size as u64 != size {
+        return Ok(false);
+    }
     let mut file = File::from(fd);
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];

@@ -237,6 +237,8 @@ impl Connection<'_> {
                 stream,
                 sending: Arc::clone(&sending),
                 quiet: Duration::ZERO,
+                poll: ACK_POLL,
+                quiet_limit: QUIET_AFTER_SENDING,
             };
             thread::spawn(move || read_acks(patient, &sizes, &digests, &refused, &report))
         };
@@ -454,6 +456,9 @@ struct Patient {
     sending: Arc<AtomicBool>,
     /// Silence so far since the sender finished.
     quiet: Duration,
+    /// The socket's read timeout, and the silence allowed after sending.
+    poll: Duration,
+    quiet_limit: Duration,
 }
 
 impl Read for Patient {
@@ -469,8 +474,8 @@ impl Read for Patient {
                     if self.sending.load(Ordering::SeqCst) {
                         continue;
                     }
-                    self.quiet += ACK_POLL;
-                    if self.quiet >= QUIET_AFTER_SENDING {
+                    self.quiet += self.poll;
+                    if self.quiet >= self.quiet_limit {
                         return Err(e);
                     }
                 }
@@ -672,4 +677,44 @@ pub fn probe(addr: &str, timeout: Duration) -> Result<String, String> {
     let (server, _) = handshake(&stream)?;
     let _ = stream.shutdown(Shutdown::Both);
     Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn the_ack_reader_waits_while_sending_then_gives_up_after_a_while() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (mut server, _) = listener.accept().expect("accept");
+        let poll = Duration::from_millis(20);
+        client.set_read_timeout(Some(poll)).expect("timeout");
+        let sending = Arc::new(AtomicBool::new(true));
+        let mut reader = Patient {
+            stream: client,
+            sending: Arc::clone(&sending),
+            quiet: Duration::ZERO,
+            poll,
+            quiet_limit: Duration::from_millis(100),
+        };
+        let late = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(200));
+            server.write_all(b"x").expect("write");
+            server
+        });
+        let mut byte = [0u8; 1];
+        // Ten timeouts pass while the sender is busy; the byte still comes.
+        assert_eq!(reader.read(&mut byte).expect("waited"), 1);
+        let _keep_open = late.join().expect("writer");
+        sending.store(false, Ordering::SeqCst);
+        let started = Instant::now();
+        let err = reader.read(&mut byte).expect_err("gives up");
+        assert!(matches!(
+            err.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(80));
+    }
 }
