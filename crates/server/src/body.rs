@@ -180,14 +180,23 @@ fn peer_left(name: &str, got: u64, expected: u64) -> BodyError {
     })
 }
 
+/// Socket read timeouts surface as `WouldBlock` on Unix.
+pub(crate) fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
 /// Classifies a read error: `None` means try again.
 fn wire_error(e: io::Error) -> Option<BodyError> {
-    match e.kind() {
-        io::ErrorKind::Interrupted => None,
-        // Socket read timeouts surface as `WouldBlock` on Unix.
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Some(BodyError::Wire(
-            SessionError::Timeout("waiting for body bytes"),
-        )),
-        _ => Some(BodyError::Wire(e.into())),
+    if e.kind() == io::ErrorKind::Interrupted {
+        None
+    } else if is_timeout(&e) {
+        Some(BodyError::Wire(SessionError::Timeout(
+            "waiting for body bytes",
+        )))
+    } else {
+        Some(BodyError::Wire(e.into()))
     }
 }

@@ -38,7 +38,8 @@ pub(crate) struct Pending<'s> {
     pub id: Option<u64>,
     pub path: String,
     pub size: u64,
-    pub started: Instant,
+    /// How long it took to arrive, for the log.
+    pub took: Duration,
     pub finished: Finished<'s>,
 }
 
@@ -70,6 +71,7 @@ pub(crate) fn run(
         store: &shared.store,
         peer,
         pending: Vec::new(),
+        group_since: Instant::now(),
         failure: None,
         failed,
     };
@@ -100,6 +102,8 @@ struct Committer<'s, 'f> {
     store: &'s Store,
     peer: SocketAddr,
     pending: Vec<Pending<'s>>,
+    /// When the oldest file in `pending` arrived.
+    group_since: Instant,
     failure: Option<SessionError>,
     failed: &'f AtomicBool,
 }
@@ -113,11 +117,11 @@ impl<'s> Committer<'s, '_> {
             return;
         }
         let big = file.size >= SOLO_COMMIT_BYTES;
+        if self.pending.is_empty() {
+            self.group_since = Instant::now();
+        }
         self.pending.push(file);
-        let old = self
-            .pending
-            .first()
-            .is_some_and(|p| p.started.elapsed() >= GROUP_MAX_AGE);
+        let old = self.group_since.elapsed() >= GROUP_MAX_AGE;
         // Each waiting file is open: stay within this session's share.
         let room = GROUP_MAX_FILES.min(self.shared.open_files_per_session() / 2);
         if big || old || self.pending.len() >= room.max(1) {
@@ -134,14 +138,14 @@ impl<'s> Committer<'s, '_> {
         let mut finished = Vec::with_capacity(queue.len());
         let mut meta = Vec::with_capacity(queue.len());
         for p in queue {
-            meta.push((p.id, p.path, p.size, p.started, p.finished.digest));
+            meta.push((p.id, p.path, p.size, p.took, p.finished.digest));
             finished.push(p.finished);
         }
         let results = commit(self.store, finished);
-        for ((id, path, size, started, digest), result) in meta.into_iter().zip(results) {
+        for ((id, path, size, took, digest), result) in meta.into_iter().zip(results) {
             let outcome = match result {
                 Ok(stored) => {
-                    self.log_stored(&stored.stored_as, size, started, id.is_some());
+                    self.log_stored(&stored.stored_as, size, took, id.is_some());
                     Outcome::Stored {
                         stored_as: stored.stored_as,
                         bytes: size,
@@ -151,7 +155,7 @@ impl<'s> Committer<'s, '_> {
                 }
                 Err(reason) => {
                     let outcome = Outcome::Failed {
-                        code: crate::session::error_code(&reason),
+                        code: reason.code(),
                         message: reason.to_string(),
                     };
                     self.failed.store(true, Ordering::SeqCst);
@@ -189,8 +193,8 @@ impl<'s> Committer<'s, '_> {
         let _ = self.writer.get_ref().shutdown(std::net::Shutdown::Both);
     }
 
-    fn log_stored(&self, stored_as: &str, bytes: u64, started: Instant, v1: bool) {
-        let secs = started.elapsed().as_secs_f64();
+    fn log_stored(&self, stored_as: &str, bytes: u64, took: Duration, v1: bool) {
+        let secs = took.as_secs_f64();
         let rate = if secs > 0.0 { bytes as f64 / secs } else { 0.0 };
         info!(
             peer = %self.peer,

@@ -3,7 +3,8 @@
 //!
 //! - [`accept`]: the listener side: one thread per connection, caps, eviction.
 //! - [`session`]: one connection's dialogue (tutorial-style or v1), with a
-//!   second thread that commits uploads and writes replies (`commit.rs`).
+//!   second thread that commits uploads and writes replies (`commit.rs`)
+//!   and a writer thread for big bodies (`body.rs`).
 //! - [`storage`]: turning received bytes into durable, safely named files.
 //!
 //! [`Server`] ties them together; the `ferry-server` binary adds flags,

@@ -66,6 +66,8 @@ pub enum SessionError {
     Refused { name: String, reason: StoreError },
     #[error("unsupported protocol version {0}")]
     Version(u32),
+    #[error("client left after the body of `{0}`, before its trailer")]
+    NoTrailer(String),
     #[error("an upload could not be stored (logged above)")]
     CommitFailed,
     #[error("the committer thread stopped")]
@@ -217,12 +219,7 @@ impl<'a> Session<'a> {
             name: escape_for_display(name),
             reason,
         };
-        let shared = self.shared;
-        let store = &shared.store;
-        let parts = store.check_path(name).map_err(refused)?;
-        store.check_size(header.size).map_err(refused)?;
-        let mut upload = store.begin(&parts, &mut self.folders).map_err(refused)?;
-        debug!(peer = %self.peer, path = ?name, size = header.size, "receiving");
+        let (parts, mut upload) = self.start_file(name, header.size).map_err(refused)?;
         let digest = match self.receive_body(&mut upload, name, header.size) {
             Ok(d) => d,
             Err(BodyError::Store(e)) => return Err(refused(e)),
@@ -232,21 +229,36 @@ impl<'a> Session<'a> {
             id: None,
             path: name.clone(),
             size: header.size,
-            started,
+            took: started.elapsed(),
             finished: Finished {
                 upload,
-                parts: parts.iter().map(|p| p.to_string()).collect(),
+                parts,
                 policy: OnClash::Rename,
                 digest,
             },
         }))
     }
 
+    /// Checks a file's name and size and opens its upload: everything that
+    /// can refuse a file before its first byte.
+    fn start_file(
+        &mut self,
+        path: &str,
+        size: u64,
+    ) -> Result<(Vec<String>, Upload<'a>), StoreError> {
+        let store = &self.shared.store;
+        let parts = store.check_path(path)?;
+        store.check_size(size)?;
+        let upload = store.begin(&parts, &mut self.folders)?;
+        debug!(peer = %self.peer, path = ?path, size, "receiving");
+        Ok((parts.iter().map(|p| p.to_string()).collect(), upload))
+    }
+
     /// Ferry v1: handshake, then acked files and folders.
     fn v1(&mut self, version: u32, client: &str) -> Result<(), SessionError> {
         if version != PROTOCOL_VERSION {
             self.answered = true;
-            self.send(&ServerMsg::Error {
+            self.send(ServerMsg::Error {
                 code: ErrorCode::UnsupportedVersion,
                 message: format!("this server speaks Ferry protocol version {PROTOCOL_VERSION}"),
             })?;
@@ -255,7 +267,7 @@ impl<'a> Session<'a> {
         }
         self.answered = true;
         debug!(peer = %self.peer, client = %escape_for_display(client), "v1 client");
-        self.send(&ServerMsg::Welcome {
+        self.send(ServerMsg::Welcome {
             version: PROTOCOL_VERSION,
             server: format!("ferry-server/{}", env!("CARGO_PKG_VERSION")),
             max_file_size: self.shared.store.max_file_size(),
@@ -264,7 +276,7 @@ impl<'a> Session<'a> {
             let Some(body) = self.next_frame()? else {
                 if self.shared.shutting_down.load(Ordering::SeqCst) {
                     // Best effort: the client may already be gone.
-                    let _ = self.send(&ServerMsg::Error {
+                    let _ = self.send(ServerMsg::Error {
                         code: ErrorCode::ShuttingDown,
                         message: "the server is shutting down".into(),
                     });
@@ -285,7 +297,7 @@ impl<'a> Session<'a> {
     }
 
     fn protocol_error(&mut self, message: String) -> Result<(), SessionError> {
-        self.send(&ServerMsg::Error {
+        self.send(ServerMsg::Error {
             code: ErrorCode::Protocol,
             message: message.clone(),
         })?;
@@ -295,27 +307,18 @@ impl<'a> Session<'a> {
 
     fn receive_v1(&mut self, header: &FileHeader) -> Result<(), SessionError> {
         let started = Instant::now();
-        let shared = self.shared;
-        let store = &shared.store;
-        let checked = store
-            .check_path(&header.path)
-            .and_then(|parts| store.check_size(header.size).map(|()| parts))
-            .and_then(|parts| store.begin(&parts, &mut self.folders).map(|up| (parts, up)));
-        let (parts, mut upload) = match checked {
+        let (parts, mut upload) = match self.start_file(&header.path, header.size) {
             Ok(ok) => ok,
             Err(e) => return self.refuse(header, e),
         };
-        debug!(peer = %self.peer, path = ?header.path, size = header.size, "receiving");
         let digest = match self.receive_body(&mut upload, &header.path, header.size) {
             Ok(d) => d,
             Err(BodyError::Store(e)) => return self.refuse(header, e),
             Err(BodyError::Wire(e)) => return Err(e),
         };
-        let trailer = self.read_trailer()?.ok_or_else(|| SessionError::PeerLeft {
-            name: escape_for_display(&header.path),
-            got: header.size,
-            expected: header.size,
-        })?;
+        let trailer = self
+            .read_trailer()?
+            .ok_or_else(|| SessionError::NoTrailer(escape_for_display(&header.path)))?;
         match ClientMsg::parse(&trailer)? {
             ClientMsg::Done { id, blake3 } if id == header.id => {
                 if blake3 != digest.to_hex().as_str() {
@@ -333,10 +336,10 @@ impl<'a> Session<'a> {
                     id: Some(header.id),
                     path: header.path.clone(),
                     size: header.size,
-                    started,
+                    took: started.elapsed(),
                     finished: Finished {
                         upload,
-                        parts: parts.iter().map(|p| p.to_string()).collect(),
+                        parts,
                         policy: header.on_clash,
                         digest,
                     },
@@ -363,7 +366,7 @@ impl<'a> Session<'a> {
         match self.shared.store.mkdir(path) {
             Ok(path) => self.ack(id, Outcome::Folder { path }),
             Err(reason) => {
-                let code = error_code(&reason);
+                let code = reason.code();
                 let message = reason.to_string();
                 self.ack_failed(id, code, message)?;
                 Err(SessionError::Refused {
@@ -377,7 +380,7 @@ impl<'a> Session<'a> {
     /// Answers a refused file and ends the session: its body (if any is
     /// left) cannot be told apart from the next frame.
     fn refuse(&mut self, header: &FileHeader, reason: StoreError) -> Result<(), SessionError> {
-        self.ack_failed(header.id, error_code(&reason), reason.to_string())?;
+        self.ack_failed(header.id, reason.code(), reason.to_string())?;
         self.queue(Job::Flush)?;
         Err(SessionError::Refused {
             name: escape_for_display(&header.path),
@@ -395,12 +398,12 @@ impl<'a> Session<'a> {
     }
 
     fn ack(&mut self, id: u64, outcome: Outcome) -> Result<(), SessionError> {
-        self.send(&ServerMsg::Ack(Ack { id, outcome }))
+        self.send(ServerMsg::Ack(Ack { id, outcome }))
     }
 
     /// Queues a message for the client, after everything queued before.
-    fn send(&mut self, msg: &ServerMsg) -> Result<(), SessionError> {
-        self.queue(Job::Send(msg.clone()))
+    fn send(&mut self, msg: ServerMsg) -> Result<(), SessionError> {
+        self.queue(Job::Send(msg))
     }
 
     /// Queues a job; the batch goes to the committer when it is full or
@@ -477,7 +480,7 @@ impl<'a> Session<'a> {
             match self.reader.fill_buf() {
                 Ok(bytes) => break bytes.len(),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if is_timeout(&e) => {
+                Err(e) if body::is_timeout(&e) => {
                     return Err(SessionError::Timeout("idle, waiting for a frame"));
                 }
                 Err(e) => return Err(e.into()),
@@ -507,7 +510,7 @@ impl<'a> Session<'a> {
         };
         match read_frame(&mut reader) {
             Ok(frame) => Ok(frame),
-            Err(FrameError::Io(e)) if is_timeout(&e) => {
+            Err(FrameError::Io(e)) if body::is_timeout(&e) => {
                 Err(SessionError::Timeout("inside a header frame"))
             }
             Err(e) => Err(e.into()),
@@ -534,24 +537,5 @@ impl Read for Deadline<'_> {
                 .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
         }
         self.reader.read(buf)
-    }
-}
-
-/// Socket read timeouts surface as `WouldBlock` on Unix.
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
-/// The wire code for a storage refusal.
-pub(crate) fn error_code(e: &StoreError) -> ErrorCode {
-    match e {
-        StoreError::BadName(_) => ErrorCode::BadName,
-        StoreError::TooLarge { .. } => ErrorCode::TooLarge,
-        StoreError::NoSpace { .. } => ErrorCode::NoSpace,
-        StoreError::Exists(_) => ErrorCode::Exists,
-        StoreError::Io(_) => ErrorCode::Io,
     }
 }

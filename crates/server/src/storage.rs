@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use ferry_proto::{Clash, OnClash, path as names};
+use ferry_proto::{Clash, ErrorCode, OnClash, path as names};
 use rustix::fs::{Advice, AtFlags, FileType, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 use thiserror::Error;
@@ -55,6 +55,17 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The wire code a client is told.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StoreError::BadName(_) => ErrorCode::BadName,
+            StoreError::TooLarge { .. } => ErrorCode::TooLarge,
+            StoreError::NoSpace { .. } => ErrorCode::NoSpace,
+            StoreError::Exists(_) => ErrorCode::Exists,
+            StoreError::Io(_) => ErrorCode::Io,
+        }
+    }
+
     /// Classifies an I/O error, so a full disk reads as "no space".
     fn from_io(e: io::Error) -> Self {
         if e.raw_os_error() == Some(Errno::NOSPC.raw_os_error())

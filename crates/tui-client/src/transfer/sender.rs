@@ -151,8 +151,8 @@ pub fn send(items: &[Item], options: &Options, cancel: &AtomicBool, report: Repo
                     (_, None) => break,
                     // A refusal closed the connection after some progress:
                     // carry on with what is left on a fresh one.
-                    (End::Refused, Some(i)) if i > next => next = i,
-                    (End::Refused, Some(_)) => {
+                    (End::Closed, Some(i)) if i > next => next = i,
+                    (End::Closed, Some(_)) => {
                         stop_reason = Some("the server closed the connection".into())
                     }
                     (End::Lost(why), _) => stop_reason = Some(why),
@@ -191,9 +191,10 @@ pub fn send(items: &[Item], options: &Options, cancel: &AtomicBool, report: Repo
 
 /// How a connection that got past the handshake ended.
 enum End {
-    /// Everything written was answered, or the server refused a file and
-    /// closed; either way a new connection may continue.
-    Refused,
+    /// The server closed in an orderly way: everything written was
+    /// answered, or it refused a file and closed as the protocol says. A new
+    /// connection may carry on with what is left.
+    Closed,
     /// The connection broke; the reason in plain words.
     Lost(String),
 }
@@ -257,12 +258,12 @@ impl Connection<'_> {
             }
         }
         if acks.refused && !self.cancel.load(Ordering::Relaxed) {
-            return Ok(End::Refused);
+            return Ok(End::Closed);
         }
         if let Some(why) = acks.closing.or(write_error) {
             return Ok(End::Lost(why));
         }
-        Ok(End::Refused)
+        Ok(End::Closed)
     }
 
     /// Writes items until done, cancelled or the socket fails; returns the
