@@ -346,6 +346,7 @@ impl V1 {
             path: path.into(),
             size: data.len() as u64,
             on_clash,
+            ..Default::default()
         }));
         self.stream.write_all(data).expect("body");
         self.send(&ClientMsg::Done {

@@ -278,6 +278,7 @@ fn oversized_declarations_are_refused_before_any_byte_is_written() {
         path: "big.bin".into(),
         size: 2048,
         on_clash: OnClash::Rename,
+        ..Default::default()
     }));
     match c.recv() {
         Some(ServerMsg::Ack(ack)) => {
@@ -300,6 +301,7 @@ fn oversized_declarations_are_refused_before_any_byte_is_written() {
         path: "huge.bin".into(),
         size: 1 << 60,
         on_clash: OnClash::Rename,
+        ..Default::default()
     }));
     match c.recv() {
         Some(ServerMsg::Ack(ack)) => {
@@ -342,6 +344,7 @@ fn a_v1_body_longer_than_declared_is_not_stored() {
         path: "long.bin".into(),
         size: 10,
         on_clash: OnClash::Rename,
+        ..Default::default()
     }));
     c.stream.write_all(&data(5000, 3)).expect("body and more");
     let _ = c.stream.shutdown(Shutdown::Write);
@@ -360,6 +363,7 @@ fn a_wrong_digest_is_refused_and_the_connection_goes_on() {
         path: "tampered.bin".into(),
         size: 4,
         on_clash: OnClash::Rename,
+        ..Default::default()
     }));
     c.stream.write_all(b"evil").expect("body");
     c.send(&ClientMsg::Done {
@@ -412,6 +416,7 @@ fn out_of_order_v1_messages_are_protocol_errors() {
         path: "a".into(),
         size: 1,
         on_clash: OnClash::Rename,
+        ..Default::default()
     }));
     c.stream.write_all(b"x").expect("body");
     c.send(&ClientMsg::Done {

@@ -16,6 +16,7 @@ fn header(id: u64, path: &str, size: usize) -> ClientMsg {
         path: path.into(),
         size: size as u64,
         on_clash: OnClash::Rename,
+        ..Default::default()
     })
 }
 

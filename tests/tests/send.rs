@@ -288,12 +288,21 @@ fn limit_rate_slows_the_sender_down() {
 
 #[test]
 fn a_killed_sender_leaves_no_partial_file_and_a_resend_works() {
+    // Without resuming, nothing of an interrupted upload is kept at all.
+    // (Resuming is tested in resume.rs.)
     let server = Server::start();
     let src = tempfile::tempdir().expect("tempdir");
     let file = src.path().join("big.bin");
     write(&file, &data(8 << 20, 6));
     let mut child = Command::new(bin_path("ferry"))
-        .args(["send", "--to", &server.addr(), "--limit-rate", "2M"])
+        .args([
+            "send",
+            "--to",
+            &server.addr(),
+            "--limit-rate",
+            "2M",
+            "--no-resume",
+        ])
         .arg(&file)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

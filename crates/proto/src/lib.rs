@@ -14,8 +14,8 @@ pub mod path;
 
 pub use frame::{FrameError, MAX_FRAME_LEN, decode, read_frame, write_frame};
 pub use message::{
-    Ack, Clash, ClientMsg, ErrorCode, FileHeader, LegacyHeader, OnClash, Opening, Outcome,
-    PROTOCOL_VERSION, ServerMsg, to_body,
+    Ack, Clash, ClientMsg, ErrorCode, FileHeader, LegacyHeader, Mtime, OnClash, Opening, Outcome,
+    PROTOCOL_VERSION, PlanEntry, PlanVerdict, ServerMsg, Verdict, to_body,
 };
 pub use path::NameError;
 

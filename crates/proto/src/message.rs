@@ -39,13 +39,76 @@ pub enum OnClash {
 
 /// Announces one file: its relative path (`/`-separated), exact size, and
 /// clash policy. Exactly `size` raw bytes follow, then a [`ClientMsg::Done`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileHeader {
     pub id: u64,
     pub path: String,
     pub size: u64,
     #[serde(default)]
     pub on_clash: OnClash,
+    /// Modification time the stored file should keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<Mtime>,
+    /// The sender's name for this exact file (its local identity and
+    /// version), so that an interrupted upload can be resumed by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_key: Option<String>,
+    /// Where the body starts, as offered by the server in a plan (`resume`).
+    /// The body is then the bytes from here to `size`; the `done` digest
+    /// still covers the whole file.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u64,
+}
+
+/// A point in time as seconds and nanoseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mtime {
+    pub secs: i64,
+    pub nanos: u32,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One file a sender asks about before sending ([`ClientMsg::Plan`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanEntry {
+    pub id: u64,
+    pub path: String,
+    pub size: u64,
+    #[serde(default)]
+    pub on_clash: OnClash,
+    /// The file's BLAKE3, when the sender wants identical files recognised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_key: Option<String>,
+}
+
+/// What the server would do with one planned file, if it were sent now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Verdict {
+    /// The name is free.
+    New,
+    /// The same bytes are already there under that name (`skip_identical`).
+    Identical,
+    /// The name is taken: `result` is what the clash policy will do, and
+    /// `stored_as` the name the file would get.
+    Clash { result: Clash, stored_as: String },
+    /// Part of this file is already here from an interrupted upload: send
+    /// from `offset` on.
+    Resume { offset: u64 },
+    /// It would be refused (a bad name, too large, no room left, ...).
+    Refused { code: ErrorCode, message: String },
+}
+
+/// The verdict on one [`PlanEntry`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanVerdict {
+    pub id: u64,
+    pub verdict: Verdict,
 }
 
 /// Messages a v1 client sends.
@@ -64,6 +127,9 @@ pub enum ClientMsg {
     Abort { id: u64, reason: String },
     /// Creates a folder (and its parents), so empty folders survive a send.
     Mkdir { id: u64, path: String },
+    /// Asks what would happen to these files; answered by one
+    /// [`ServerMsg::Plan`]. Nothing is changed on the server.
+    Plan { files: Vec<PlanEntry> },
 }
 
 /// What happened to a name that already existed.
@@ -96,6 +162,9 @@ pub enum ErrorCode {
     DigestMismatch,
     /// The sender aborted the file after its body.
     Aborted,
+    /// A resumed upload did not add up (the partial was gone, short, or
+    /// did not match): send the whole file again.
+    ResumeMismatch,
     /// The file name exists and the clash policy refused to touch it.
     Exists,
     /// The server failed to store the file for a reason of its own.
@@ -153,6 +222,10 @@ pub enum ServerMsg {
         max_file_size: Option<u64>,
     },
     Ack(Ack),
+    /// Answers a [`ClientMsg::Plan`], one verdict per file, in order.
+    Plan {
+        verdicts: Vec<PlanVerdict>,
+    },
     /// A connection-level refusal; the server closes right after it.
     Error {
         code: ErrorCode,
@@ -212,6 +285,7 @@ impl ClientMsg {
             ClientMsg::Done { .. } => "done",
             ClientMsg::Abort { .. } => "abort",
             ClientMsg::Mkdir { .. } => "mkdir",
+            ClientMsg::Plan { .. } => "plan",
         }
     }
 }
@@ -255,7 +329,23 @@ mod tests {
             path: "photos/2026/ä b.jpg".into(),
             size: u64::MAX,
             on_clash: OnClash::SkipIdentical,
+            mtime: Some(Mtime {
+                secs: 1_700_000_000,
+                nanos: 5,
+            }),
+            resume_key: Some("k".into()),
+            offset: 42,
         }));
+        round_trip_client(ClientMsg::Plan {
+            files: vec![PlanEntry {
+                id: 1,
+                path: "a".into(),
+                size: 3,
+                on_clash: OnClash::Rename,
+                blake3: None,
+                resume_key: Some("k".into()),
+            }],
+        });
         round_trip_client(ClientMsg::Done {
             id: 7,
             blake3: "ab".repeat(32),
@@ -297,6 +387,32 @@ mod tests {
         ] {
             round_trip_server(ServerMsg::Ack(Ack { id: 1, outcome }));
         }
+        round_trip_server(ServerMsg::Plan {
+            verdicts: vec![
+                PlanVerdict {
+                    id: 0,
+                    verdict: Verdict::New,
+                },
+                PlanVerdict {
+                    id: 1,
+                    verdict: Verdict::Clash {
+                        result: Clash::Renamed,
+                        stored_as: "a (1)".into(),
+                    },
+                },
+                PlanVerdict {
+                    id: 2,
+                    verdict: Verdict::Resume { offset: 9 },
+                },
+                PlanVerdict {
+                    id: 3,
+                    verdict: Verdict::Refused {
+                        code: ErrorCode::NoSpace,
+                        message: "full".into(),
+                    },
+                },
+            ],
+        });
         round_trip_server(ServerMsg::Error {
             code: ErrorCode::Busy,
             message: "full".into(),
@@ -310,6 +426,9 @@ mod tests {
             path: "a.txt".into(),
             size: 5,
             on_clash: OnClash::Rename,
+            mtime: None,
+            resume_key: None,
+            offset: 0,
         }));
         assert_eq!(
             std::str::from_utf8(&body).expect("utf8"),

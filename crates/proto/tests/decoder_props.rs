@@ -32,7 +32,7 @@ proptest! {
         cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..16),
     ) {
         let msgs: Vec<ClientMsg> = paths.iter().enumerate().map(|(i, p)| {
-            ClientMsg::File(FileHeader { id: i as u64, path: p.clone(), size: i as u64, on_clash: OnClash::Rename })
+            ClientMsg::File(FileHeader { id: i as u64, path: p.clone(), size: i as u64, on_clash: OnClash::Rename, ..Default::default() })
         }).collect();
         let mut stream = Vec::new();
         for m in &msgs {

@@ -68,10 +68,11 @@ pub(crate) fn receive(
     name: &str,
     size: u64,
     slots: &WriterSlots,
+    hasher: blake3::Hasher,
 ) -> Result<blake3::Hash, BodyError> {
     match (size >= PARALLEL_MIN_BYTES).then(|| slots.take()).flatten() {
-        Some(_slot) => receive_with_writer(reader, upload, name, size),
-        None => receive_inline(reader, upload, name, size),
+        Some(_slot) => receive_with_writer(reader, upload, name, size, hasher),
+        None => receive_inline(reader, upload, name, size, hasher),
     }
 }
 
@@ -80,8 +81,8 @@ fn receive_inline(
     upload: &mut Upload<'_>,
     name: &str,
     size: u64,
+    mut hasher: blake3::Hasher,
 ) -> Result<blake3::Hash, BodyError> {
-    let mut hasher = blake3::Hasher::new();
     let mut left = size;
     while left > 0 {
         let chunk = match reader.fill_buf() {
@@ -106,6 +107,7 @@ fn receive_with_writer(
     upload: &mut Upload<'_>,
     name: &str,
     size: u64,
+    mut hasher: blake3::Hasher,
 ) -> Result<blake3::Hash, BodyError> {
     let (full, to_write) = sync_channel::<(Vec<u8>, usize)>(CHUNKS);
     let (give_back, spare) = channel::<Vec<u8>>();
@@ -119,7 +121,6 @@ fn receive_with_writer(
             Ok(())
         });
 
-        let mut hasher = blake3::Hasher::new();
         let mut left = size;
         let mut allocated = 0;
         let received = loop {

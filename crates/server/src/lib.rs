@@ -39,6 +39,10 @@ pub struct Config {
     pub limits: Limits,
     /// How long running uploads may continue after a shutdown request.
     pub grace: Duration,
+    /// Permission bits every stored file gets (the sender's never count).
+    pub file_mode: u32,
+    /// How long the partial of an interrupted upload waits for its sender.
+    pub partial_ttl: Duration,
 }
 
 /// Caps and deadlines that keep one client from starving the others.
@@ -77,6 +81,8 @@ impl Config {
             max_file_size: None,
             limits: Limits::default(),
             grace: Duration::from_secs(10),
+            file_mode: 0o644,
+            partial_ttl: storage::PARTIAL_TTL_DEFAULT,
         }
     }
 }
@@ -91,6 +97,8 @@ pub struct Shared {
     pub writer_slots: body::WriterSlots,
     /// Sessions running now, to share the open-file budget between them.
     pub sessions: AtomicUsize,
+    /// Permission bits for stored files.
+    pub file_mode: u32,
 }
 
 impl Shared {
@@ -128,7 +136,7 @@ pub struct Server {
 impl Server {
     /// Opens the target folder (cleaning leftovers) and binds the address.
     pub fn bind(config: Config) -> io::Result<Server> {
-        let (store, cleaned) = Store::open(&config.dir, config.max_file_size)?;
+        let (store, cleaned) = Store::open(&config.dir, config.max_file_size, config.partial_ttl)?;
         if cleaned > 0 {
             info!("removed {cleaned} incomplete upload(s) left by an earlier run");
         }
@@ -143,6 +151,7 @@ impl Server {
                 shutting_down: AtomicBool::new(false),
                 writer_slots: body::WriterSlots::for_this_machine(),
                 sessions: AtomicUsize::new(0),
+                file_mode: config.file_mode & 0o777,
             }),
             registry: Arc::default(),
             grace: config.grace,

@@ -45,6 +45,14 @@ struct Args {
     /// Seconds running uploads get to finish after SIGINT/SIGTERM.
     #[arg(long, default_value_t = 10)]
     grace: u64,
+    /// Permission bits of stored files, in octal. Senders' bits are never
+    /// used; set-id and sticky bits are never given.
+    #[arg(long, default_value = "644", value_parser = parse_mode)]
+    file_mode: u32,
+    /// Hours the partial of an interrupted upload is kept for its sender
+    /// to resume.
+    #[arg(long, default_value_t = 24)]
+    partial_ttl: u64,
 }
 
 fn main() -> ExitCode {
@@ -79,6 +87,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             body_timeout: Duration::from_secs(args.body_timeout.max(1)),
         },
         grace: Duration::from_secs(args.grace),
+        file_mode: args.file_mode,
+        partial_ttl: Duration::from_secs(args.partial_ttl.saturating_mul(3600)),
     };
     let server = Server::bind(config)
         .with_context(|| format!("cannot serve {} on {}", args.dir.display(), args.listen))?;
@@ -123,6 +133,18 @@ fn raise_open_file_limit() -> u64 {
     current - current / 4
 }
 
+/// Parses an octal permission mode such as `644` or `0640`.
+fn parse_mode(text: &str) -> Result<u32, String> {
+    let mode = u32::from_str_radix(text.trim(), 8)
+        .map_err(|_| format!("`{text}` is not an octal mode (try 644)"))?;
+    if mode > 0o777 {
+        return Err(format!(
+            "`{text}`: only permission bits (up to 777) may be given"
+        ));
+    }
+    Ok(mode)
+}
+
 /// Parses `1024`, `500K`, `20M`, `2G`, `1T` (binary units) into bytes.
 fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
@@ -157,5 +179,14 @@ mod tests {
         assert!(parse_size("1.5G").is_err());
         assert!(parse_size("10X").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn modes() {
+        use super::parse_mode;
+        assert_eq!(parse_mode("644"), Ok(0o644));
+        assert_eq!(parse_mode("0750"), Ok(0o750));
+        assert!(parse_mode("4755").is_err());
+        assert!(parse_mode("9").is_err());
     }
 }

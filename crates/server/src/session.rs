@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use ferry_proto::path::escape_for_display;
 use ferry_proto::{
-    Ack, ClientMsg, ErrorCode, FileHeader, FrameError, LegacyHeader, OnClash, Opening, Outcome,
-    PROTOCOL_VERSION, ProtoError, ServerMsg, read_frame,
+    Ack, ClientMsg, ErrorCode, FileHeader, FrameError, LegacyHeader, Mtime, OnClash, Opening,
+    Outcome, PROTOCOL_VERSION, ProtoError, ServerMsg, read_frame,
 };
 use thiserror::Error;
 use tracing::{debug, info, warn};
@@ -29,7 +29,7 @@ use crate::Shared;
 use crate::accept::Slot;
 use crate::body::{self, BodyError};
 use crate::commit::{self, Job, Pending};
-use crate::storage::{Finished, FolderCache, StoreError, Upload};
+use crate::storage::{self, Finished, FolderCache, StoreError, Upload};
 
 /// Socket buffer sizes for reading bodies and writing acks.
 const READ_BUFFER: usize = 256 * 1024;
@@ -39,6 +39,10 @@ const WRITE_BUFFER: usize = 16 * 1024;
 /// committer, and how many jobs go in a batch. Handing jobs over in batches
 /// keeps the two threads from waking each other for every small file.
 const QUEUE_DEPTH: usize = 4;
+
+/// Most files one plan message may ask about: the answer must fit in a
+/// frame, and stored-as names can be long.
+const MAX_PLAN_FILES: usize = 256;
 const BATCH: usize = 32;
 
 /// A body with at least this much still to arrive first has the files
@@ -220,11 +224,13 @@ impl<'a> Session<'a> {
             reason,
         };
         let (parts, mut upload) = self.start_file(name, header.size).map_err(refused)?;
-        let digest = match self.receive_body(&mut upload, name, header.size) {
+        let digest = match self.receive_body(&mut upload, name, header.size, blake3::Hasher::new())
+        {
             Ok(d) => d,
             Err(BodyError::Store(e)) => return Err(refused(e)),
             Err(BodyError::Wire(e)) => return Err(e),
         };
+        self.finish_metadata(&upload, None);
         self.queue(Job::File(Pending {
             id: None,
             path: name.clone(),
@@ -287,6 +293,16 @@ impl<'a> Session<'a> {
             match ClientMsg::parse(&body) {
                 Ok(ClientMsg::File(header)) => self.receive_v1(&header)?,
                 Ok(ClientMsg::Mkdir { id, path }) => self.mkdir(id, &path)?,
+                Ok(ClientMsg::Plan { files }) if files.len() <= MAX_PLAN_FILES => {
+                    let verdicts = self.shared.store.verdicts(&files);
+                    self.send(ServerMsg::Plan { verdicts })?;
+                }
+                Ok(ClientMsg::Plan { files }) => {
+                    return self.protocol_error(format!(
+                        "a plan may ask about {MAX_PLAN_FILES} files at most, not {}",
+                        files.len()
+                    ));
+                }
                 Ok(other) => {
                     let message = format!("unexpected `{}` message", other.kind());
                     return self.protocol_error(message);
@@ -307,11 +323,12 @@ impl<'a> Session<'a> {
 
     fn receive_v1(&mut self, header: &FileHeader) -> Result<(), SessionError> {
         let started = Instant::now();
-        let (parts, mut upload) = match self.start_file(&header.path, header.size) {
+        let (parts, mut upload, hasher) = match self.start_v1_file(header) {
             Ok(ok) => ok,
             Err(e) => return self.refuse(header, e),
         };
-        let digest = match self.receive_body(&mut upload, &header.path, header.size) {
+        let body_len = header.size - header.offset;
+        let digest = match self.receive_body(&mut upload, &header.path, body_len, hasher) {
             Ok(d) => d,
             Err(BodyError::Store(e)) => return self.refuse(header, e),
             Err(BodyError::Wire(e)) => return Err(e),
@@ -325,13 +342,22 @@ impl<'a> Session<'a> {
                     warn!(peer = %self.peer, name = ?&header.path,
                         "digest mismatch: received bytes hash to {digest}, sender announced {}",
                         escape_for_display(&blake3));
-                    return self.ack_failed(
-                        header.id,
-                        ErrorCode::DigestMismatch,
-                        "the bytes received do not match the digest sent; nothing was stored"
-                            .into(),
-                    );
+                    // A kept partial that led here is worthless: drop it too.
+                    upload.discard();
+                    let (code, message) = if header.offset > 0 {
+                        (
+                            ErrorCode::ResumeMismatch,
+                            "the file resumed from the kept partial does not match; send it all again",
+                        )
+                    } else {
+                        (
+                            ErrorCode::DigestMismatch,
+                            "the bytes received do not match the digest sent; nothing was stored",
+                        )
+                    };
+                    return self.ack_failed(header.id, code, message.into());
                 }
+                self.finish_metadata(&upload, header.mtime);
                 self.queue(Job::File(Pending {
                     id: Some(header.id),
                     path: header.path.clone(),
@@ -348,6 +374,7 @@ impl<'a> Session<'a> {
             ClientMsg::Abort { id, reason } if id == header.id => {
                 info!(peer = %self.peer, name = ?&header.path,
                     "sender aborted the file: {}", escape_for_display(&reason));
+                upload.discard();
                 self.ack_failed(
                     header.id,
                     ErrorCode::Aborted,
@@ -359,6 +386,57 @@ impl<'a> Session<'a> {
                 header.id,
                 other.kind()
             )),
+        }
+    }
+
+    /// Opens a v1 upload: a plain one, or one kept under a name so it can
+    /// be resumed (when the sender gives a key and the file is big enough),
+    /// possibly resuming at the header's offset. Returns the hasher to go
+    /// on with, which has already seen the bytes before the offset.
+    fn start_v1_file(
+        &mut self,
+        header: &FileHeader,
+    ) -> Result<(Vec<String>, Upload<'a>, blake3::Hasher), StoreError> {
+        let resumable = header.size >= storage::RESUMABLE_MIN;
+        match (&header.resume_key, resumable) {
+            (Some(key), true) if header.offset <= header.size => {
+                let store = &self.shared.store;
+                let parts = store.check_path(&header.path)?;
+                store.check_size(header.size - header.offset)?;
+                let (upload, hasher) =
+                    store.begin_resumable(&parts, &mut self.folders, key, header.offset)?;
+                if header.offset > 0 {
+                    info!(peer = %self.peer, path = ?header.path, offset = header.offset, "resuming");
+                } else {
+                    debug!(peer = %self.peer, path = ?header.path, size = header.size, "receiving");
+                }
+                Ok((
+                    parts.iter().map(|p| p.to_string()).collect(),
+                    upload,
+                    hasher,
+                ))
+            }
+            _ if header.offset > 0 => Err(StoreError::ResumeMismatch(
+                "resuming needs a resume key, a file of 1 MiB or more and an offset inside it"
+                    .into(),
+            )),
+            _ => {
+                let (parts, upload) = self.start_file(&header.path, header.size)?;
+                Ok((parts, upload, blake3::Hasher::new()))
+            }
+        }
+    }
+
+    /// Applies the server's permission bits and the sender's modification
+    /// time. A file that cannot get its time is still stored.
+    fn finish_metadata(&self, upload: &Upload<'_>, mtime: Option<Mtime>) {
+        if let Err(e) = upload.set_mode(self.shared.file_mode) {
+            warn!(peer = %self.peer, "cannot set a stored file's mode: {e}");
+        }
+        if let Some(m) = mtime {
+            if let Err(e) = upload.set_mtime(m.secs, m.nanos) {
+                warn!(peer = %self.peer, "cannot set a stored file's time: {e}");
+            }
         }
     }
 
@@ -433,6 +511,7 @@ impl<'a> Session<'a> {
         upload: &mut Upload<'_>,
         name: &str,
         size: u64,
+        hasher: blake3::Hasher,
     ) -> Result<blake3::Hash, BodyError> {
         let to_read = size.saturating_sub(self.reader.buffer().len() as u64);
         if to_read >= ACK_BEFORE_BODY_BYTES {
@@ -453,6 +532,7 @@ impl<'a> Session<'a> {
             name,
             size,
             &self.shared.writer_slots,
+            hasher,
         )
     }
 

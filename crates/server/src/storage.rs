@@ -23,8 +23,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
-use ferry_proto::{Clash, ErrorCode, OnClash, path as names};
+use ferry_proto::{Clash, ErrorCode, OnClash, PlanEntry, PlanVerdict, Verdict, path as names};
 use rustix::fs::{Advice, AtFlags, FileType, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 use thiserror::Error;
@@ -32,6 +33,17 @@ use thiserror::Error;
 /// The staging folder's name inside the target folder. Uploads may not use
 /// it as their first component.
 pub const STAGING_DIR: &str = ".ferry-staging";
+
+/// Staging names of partial uploads kept for resuming start with this.
+pub const PARTIAL_PREFIX: &str = "partial-";
+
+/// How long a partial upload is kept for its sender to come back, unless
+/// the server is told otherwise.
+pub const PARTIAL_TTL_DEFAULT: Duration = Duration::from_secs(24 * 3600);
+
+/// Uploads at least this big are kept as partials when interrupted, if
+/// their sender gives a resume key.
+pub const RESUMABLE_MIN: u64 = 1 << 20;
 
 /// Declared sizes from which the free space is looked up before accepting.
 pub const SPACE_CHECK_MIN: u64 = 1 << 20;
@@ -50,6 +62,9 @@ pub enum StoreError {
     NoSpace { needed: u64, available: u64 },
     #[error("{0}")]
     Exists(String),
+    /// A resumed upload does not fit the partial kept for it.
+    #[error("{0}")]
+    ResumeMismatch(String),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -62,6 +77,7 @@ impl StoreError {
             StoreError::TooLarge { .. } => ErrorCode::TooLarge,
             StoreError::NoSpace { .. } => ErrorCode::NoSpace,
             StoreError::Exists(_) => ErrorCode::Exists,
+            StoreError::ResumeMismatch(_) => ErrorCode::ResumeMismatch,
             StoreError::Io(_) => ErrorCode::Io,
         }
     }
@@ -95,6 +111,8 @@ pub struct Store {
     /// Whether `linkat(AT_EMPTY_PATH)` works here (it needs a capability);
     /// cleared the first time it does not.
     link_empty_path: AtomicBool,
+    /// How long partials of interrupted uploads are kept.
+    partial_ttl: Duration,
 }
 
 /// A file stored for good.
@@ -118,7 +136,11 @@ impl Store {
     /// Opens (creating if needed) the target folder and its staging folder,
     /// and removes temporary files a previous run left behind. Returns the
     /// store and how many leftovers were removed.
-    pub fn open(path: &Path, max_file_size: Option<u64>) -> io::Result<(Store, usize)> {
+    pub fn open(
+        path: &Path,
+        max_file_size: Option<u64>,
+        partial_ttl: Duration,
+    ) -> io::Result<(Store, usize)> {
         fs::create_dir_all(path)?;
         let root = rustix::fs::open(
             path,
@@ -138,6 +160,7 @@ impl Store {
             next_temp: AtomicU64::new(0),
             anonymous_temp: true,
             link_empty_path: AtomicBool::new(true),
+            partial_ttl,
         };
         let cleaned = store.clean_staging()?;
         Ok((store, cleaned))
@@ -155,9 +178,29 @@ impl Store {
     /// Removes every temporary file in the staging folder. Called at start-up
     /// and at shutdown, when no upload can be using them.
     pub fn clean_staging(&self) -> io::Result<usize> {
+        self.clean_staging_keeping(Some(self.partial_ttl))
+    }
+
+    /// Removes temporary files, and partials of interrupted uploads last
+    /// written more than `keep_partials` ago (all of them when `None`).
+    pub fn clean_staging_keeping(&self, keep_partials: Option<Duration>) -> io::Result<usize> {
         let mut removed = 0;
         for entry in fs::read_dir(self.path.join(STAGING_DIR))? {
             let entry = entry?;
+            let is_partial = entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(PARTIAL_PREFIX);
+            if let (true, Some(ttl)) = (is_partial, keep_partials) {
+                let age = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok());
+                if age.is_some_and(|a| a < ttl) {
+                    continue;
+                }
+            }
             if rustix::fs::unlinkat(
                 &self.staging,
                 entry.file_name().as_os_str(),
@@ -260,9 +303,205 @@ impl Store {
             dir,
             temp,
             live: true,
+            keep_on_drop: false,
             written: 0,
             flushed: 0,
         })
+    }
+
+    /// Starts or resumes an upload kept under a name in the staging folder,
+    /// so that what arrives survives a dropped connection or a server
+    /// restart. `offset` is where the sender starts; the partial must hold
+    /// at least that much. Returns the upload positioned at `offset` and a
+    /// hasher that has already read the bytes before it, so the final
+    /// digest covers the whole file and a tampered partial is caught.
+    pub fn begin_resumable(
+        &self,
+        parts: &[&str],
+        folders_seen: &mut FolderCache,
+        key: &str,
+        offset: u64,
+    ) -> Result<(Upload<'_>, blake3::Hasher), StoreError> {
+        let (_, folders) = parts
+            .split_last()
+            .ok_or_else(|| StoreError::BadName("empty".into()))?;
+        let dir = folders_seen.open(self, folders)?;
+        let name = partial_name(&parts.join("/"), key);
+        let fd = rustix::fs::openat(
+            &self.staging,
+            name.as_str(),
+            OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| StoreError::from_io(e.into()))?;
+        let mut file = File::from(fd);
+        let have = file.metadata().map_err(StoreError::Io)?.len();
+        if have < offset {
+            return Err(StoreError::ResumeMismatch(format!(
+                "asked to resume at {offset} bytes, but only {have} are kept; send it all again"
+            )));
+        }
+        file.set_len(offset).map_err(StoreError::from_io)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut left = offset;
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            match file.read(&mut buf[..want]) {
+                Ok(0) => {
+                    return Err(StoreError::ResumeMismatch(
+                        "the kept partial ended early; send it all again".into(),
+                    ));
+                }
+                Ok(n) => {
+                    hasher.update(&buf[..n]);
+                    left -= n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(StoreError::Io(e)),
+            }
+        }
+        Ok((
+            Upload {
+                store: self,
+                file,
+                dir,
+                temp: Temp::Staged(name),
+                live: true,
+                keep_on_drop: true,
+                written: offset,
+                flushed: offset,
+            },
+            hasher,
+        ))
+    }
+
+    /// What would happen to each of `files` if it were sent now, changing
+    /// nothing. Free space is shared out in order, so a batch that cannot
+    /// all fit is told which files would not.
+    pub fn verdicts(&self, files: &[PlanEntry]) -> Vec<PlanVerdict> {
+        let mut room = self.available_bytes().unwrap_or(u64::MAX);
+        files
+            .iter()
+            .map(|f| PlanVerdict {
+                id: f.id,
+                verdict: self.verdict(f, &mut room),
+            })
+            .collect()
+    }
+
+    fn verdict(&self, f: &PlanEntry, room: &mut u64) -> Verdict {
+        let refused = |e: StoreError| Verdict::Refused {
+            code: e.code(),
+            message: e.to_string(),
+        };
+        let parts = match self.check_path(&f.path) {
+            Ok(p) => p,
+            Err(e) => return refused(e),
+        };
+        if let Some(limit) = self.max_file_size.filter(|l| f.size > *l) {
+            return refused(StoreError::TooLarge {
+                size: f.size,
+                limit,
+            });
+        }
+        let Some((name, folders)) = parts.split_last() else {
+            return refused(StoreError::BadName("empty".into()));
+        };
+        let dir = match self.walk_existing(folders) {
+            Ok(dir) => dir,
+            Err(e) => return refused(e),
+        };
+        let mut needed = f.size;
+        let kept = f.resume_key.as_ref().and_then(|key| {
+            let st = rustix::fs::statat(
+                &self.staging,
+                partial_name(&f.path, key).as_str(),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .ok()?;
+            let have = st.st_size as u64;
+            (have > 0 && have < f.size).then_some(have)
+        });
+        let existing = dir.as_ref().and_then(|d| {
+            rustix::fs::statat(d, *name, AtFlags::SYMLINK_NOFOLLOW)
+                .ok()
+                .map(|st| FileType::from_raw_mode(st.st_mode))
+        });
+        let prefix: String = folders.iter().map(|p| format!("{p}/")).collect();
+        let verdict = match (kept, existing, f.on_clash) {
+            (Some(offset), _, _) => {
+                needed = f.size - offset;
+                Verdict::Resume { offset }
+            }
+            (None, None, _) => Verdict::New,
+            (None, Some(FileType::RegularFile), OnClash::SkipIdentical)
+                if self.same_as(dir.as_ref(), name, f) =>
+            {
+                needed = 0;
+                Verdict::Identical
+            }
+            (None, Some(FileType::RegularFile), OnClash::Overwrite) => Verdict::Clash {
+                result: Clash::Overwritten,
+                stored_as: f.path.clone(),
+            },
+            (None, Some(_), OnClash::Overwrite) => {
+                return refused(StoreError::Exists(format!(
+                    "`{}` exists and is not a regular file",
+                    names::escape_for_display(&f.path)
+                )));
+            }
+            (None, Some(_), _) => match dir.as_ref().and_then(|d| free_name(d, name)) {
+                Some(free) => Verdict::Clash {
+                    result: Clash::Renamed,
+                    stored_as: format!("{prefix}{free}"),
+                },
+                None => {
+                    return refused(StoreError::Exists(format!(
+                        "no free name for `{}`",
+                        names::escape_for_display(&f.path)
+                    )));
+                }
+            },
+        };
+        if needed > *room {
+            return refused(StoreError::NoSpace {
+                needed,
+                available: *room,
+            });
+        }
+        *room -= needed;
+        verdict
+    }
+
+    /// Whether regular file `name` in `dir` holds exactly what `f` says.
+    fn same_as(&self, dir: Option<&OwnedFd>, name: &str, f: &PlanEntry) -> bool {
+        let (Some(dir), Some(want)) = (dir, f.blake3.as_deref()) else {
+            return false;
+        };
+        let Ok(want) = blake3::Hash::from_hex(want) else {
+            return false;
+        };
+        same_content(dir, name, f.size, &want).unwrap_or(false)
+    }
+
+    /// Like the walk an upload makes, but creating nothing: `None` when a
+    /// folder on the way does not exist yet.
+    fn walk_existing(&self, parts: &[&str]) -> Result<Option<OwnedFd>, StoreError> {
+        let mut dir = rustix::io::dup(&self.root).map_err(|e| StoreError::Io(e.into()))?;
+        for (i, part) in parts.iter().enumerate() {
+            dir = match open_dir_nofollow(&dir, part) {
+                Ok(fd) => fd,
+                Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => return Ok(None),
+                Err(e) => {
+                    return Err(not_a_folder(
+                        e,
+                        &names::escape_for_display(&parts[..=i].join("/")),
+                    ));
+                }
+            };
+        }
+        Ok(Some(dir))
     }
 
     /// Commits many finished uploads at once: one `syncfs` makes all their
@@ -389,6 +628,8 @@ pub struct Upload<'s> {
     temp: Temp,
     /// Whether the temporary file still needs cleaning up on drop.
     live: bool,
+    /// A partial kept for resuming stays when the upload is dropped.
+    keep_on_drop: bool,
     /// Bytes written so far, and how many of them were handed to writeback.
     written: u64,
     flushed: u64,
@@ -423,6 +664,31 @@ impl Upload<'_> {
         Ok(())
     }
 
+    /// Gives the file the modification time its sender had.
+    pub fn set_mtime(&self, secs: i64, nanos: u32) -> Result<(), StoreError> {
+        let at = rustix::fs::Timespec {
+            tv_sec: secs,
+            tv_nsec: nanos.min(999_999_999).into(),
+        };
+        let times = rustix::fs::Timestamps {
+            last_access: at,
+            last_modification: at,
+        };
+        rustix::fs::futimens(&self.file, &times).map_err(|e| StoreError::Io(e.into()))
+    }
+
+    /// Sets the file's permission bits (the server's, never the sender's).
+    pub fn set_mode(&self, mode: u32) -> Result<(), StoreError> {
+        rustix::fs::fchmod(&self.file, Mode::from_raw_mode(mode))
+            .map_err(|e| StoreError::Io(e.into()))
+    }
+
+    /// Throws the upload away, a kept partial included (its bytes turned out
+    /// not to match, so resuming from them again would fail again).
+    pub fn discard(mut self) {
+        self.keep_on_drop = false;
+    }
+
     /// Makes the upload durable and visible as `parts` (already checked by
     /// [`Store::check_path`]) under the clash policy, with an fsync of the
     /// file and of its folder. `digest` is the upload's BLAKE3, used to
@@ -447,6 +713,8 @@ impl Upload<'_> {
         policy: OnClash,
         digest: &blake3::Hash,
     ) -> Result<(Stored, Arc<OwnedFd>), StoreError> {
+        // Whatever happens now, a partial has served its purpose.
+        self.keep_on_drop = false;
         let (name, folders) = parts
             .split_last()
             .ok_or_else(|| StoreError::BadName("empty".into()))?;
@@ -597,10 +865,36 @@ impl Upload<'_> {
 
 impl Drop for Upload<'_> {
     fn drop(&mut self) {
+        if self.keep_on_drop {
+            return;
+        }
         if let (true, Temp::Staged(temp)) = (self.live, &self.temp) {
             let _ = rustix::fs::unlinkat(&self.store.staging, temp.as_str(), AtFlags::empty());
         }
     }
+}
+
+/// The first `name (n)` free in `dir` right now.
+fn free_name(dir: &OwnedFd, name: &str) -> Option<String> {
+    (1..=MAX_RENAME_TRIES)
+        .map(|n| numbered(name, n))
+        .take_while(|c| names::check_component(c).is_ok())
+        .find(|c| {
+            matches!(
+                rustix::fs::statat(dir, c.as_str(), AtFlags::SYMLINK_NOFOLLOW),
+                Err(Errno::NOENT)
+            )
+        })
+}
+
+/// The staging name of the partial for `path` sent under `key`: hashed, so
+/// any path and key give a short, plain name.
+fn partial_name(path: &str, key: &str) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(path.as_bytes());
+    h.update(b"\0");
+    h.update(key.as_bytes());
+    format!("{PARTIAL_PREFIX}{}", &h.finalize().to_hex()[..32])
 }
 
 /// `report.pdf` → `report (n).pdf`; `.bashrc` → `.bashrc (n)`.
@@ -657,7 +951,8 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (store, _) = Store::open(&dir.path().join("up"), None).expect("open");
+        let (store, _) =
+            Store::open(&dir.path().join("up"), None, PARTIAL_TTL_DEFAULT).expect("open");
         (dir, store)
     }
 
@@ -784,7 +1079,7 @@ mod tests {
         let up = t.path().join("up");
         fs::create_dir_all(up.join(STAGING_DIR)).expect("mkdir");
         fs::write(up.join(STAGING_DIR).join("9-9.part"), b"x").expect("write");
-        let (_s, cleaned) = Store::open(&up, None).expect("open");
+        let (_s, cleaned) = Store::open(&up, None, PARTIAL_TTL_DEFAULT).expect("open");
         assert_eq!(cleaned, 1);
     }
 
@@ -820,10 +1115,10 @@ mod tests {
     #[test]
     fn size_limits_are_checked_before_writing() {
         let t = tempfile::tempdir().expect("tempdir");
-        let (s, _) = Store::open(t.path(), Some(10)).expect("open");
+        let (s, _) = Store::open(t.path(), Some(10), PARTIAL_TTL_DEFAULT).expect("open");
         assert!(s.check_size(10).is_ok());
         assert!(matches!(s.check_size(11), Err(StoreError::TooLarge { .. })));
-        let (s, _) = Store::open(&t.path().join("b"), None).expect("open");
+        let (s, _) = Store::open(&t.path().join("b"), None, PARTIAL_TTL_DEFAULT).expect("open");
         assert!(matches!(
             s.check_size(u64::MAX),
             Err(StoreError::NoSpace { .. })

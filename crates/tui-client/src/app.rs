@@ -490,7 +490,7 @@ impl TransferView {
 
     fn apply(&mut self, event: Event, now: Instant) {
         match event {
-            Event::Connected { .. } => {}
+            Event::Connected { .. } | Event::Resumed { .. } => {}
             Event::Started { index } => {
                 self.current = Some(index);
                 let size = self.items.get(index).map_or(0, Item::size);
@@ -1012,6 +1012,7 @@ mod tests {
             TransferMsg::Done(Report {
                 results: vec![not_sent],
                 bytes_sent: 0,
+                bytes_resumed: 0,
                 elapsed: Duration::from_secs(1),
                 cancelled: true,
             }),
@@ -1059,6 +1060,7 @@ mod tests {
             TransferMsg::Done(Report {
                 results,
                 bytes_sent: 10,
+                bytes_resumed: 0,
                 elapsed: Duration::from_secs(1),
                 cancelled: false,
             }),
@@ -1148,6 +1150,7 @@ mod tests {
                 reason: "cannot reach 127.0.0.1:9: connection refused".into(),
             }],
             bytes_sent: 0,
+            bytes_resumed: 0,
             elapsed: Duration::ZERO,
             cancelled: false,
         });

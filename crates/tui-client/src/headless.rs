@@ -3,25 +3,72 @@
 //! Shows a progress bar on stderr when stderr is a terminal, prints one line
 //! per file that did not simply land under its own name, and a summary.
 //! Succeeds only when the server confirmed every file with a matching digest.
+//! `--dry-run` prints the server's verdict on every file instead, and
+//! `--retry-failed` sends again what the last transfer could not.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use ferry_proto::Clash;
 use ferry_proto::path::escape_for_display;
+use ferry_proto::{Clash, Verdict};
 use humansize::{BINARY, format_size};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::transfer::preflight::preflight;
 use crate::transfer::progress::format_duration;
-use crate::transfer::{Event, ItemResult, Options, Plan, Report, send};
+use crate::transfer::{Event, ItemResult, Options, Plan, Report, retry, send};
 
-/// Sends `paths` and prints what happened. Returns whether everything
-/// picked was confirmed stored.
-pub fn run(paths: &[PathBuf], options: &Options, follow_links: bool) -> bool {
-    let plan = Plan::build(paths, follow_links);
+/// What `ferry send` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub paths: Vec<PathBuf>,
+    pub follow_links: bool,
+    /// Only ask the server what it would do.
+    pub dry_run: bool,
+    /// Send the files the last transfer could not, instead of `paths`.
+    pub retry_failed: bool,
+}
+
+/// Carries out `request` and prints what happened. Returns whether
+/// everything picked was confirmed stored (or, for a dry run, would be
+/// accepted).
+pub fn run(request: &Request, options: &Options) -> bool {
+    let plan = if request.retry_failed {
+        match retry::load() {
+            Ok(Some(record)) => {
+                if record.server != options.addr {
+                    eprintln!(
+                        "ferry: the failed files were going to {}; sending them to {} as asked",
+                        record.server, options.addr
+                    );
+                }
+                retry::plan(&record)
+            }
+            Ok(None) => {
+                println!("nothing to retry: the last transfer sent everything");
+                return true;
+            }
+            Err(e) => {
+                eprintln!("ferry: {e}");
+                return false;
+            }
+        }
+    } else {
+        Plan::build(&request.paths, request.follow_links)
+    };
+    if request.dry_run {
+        report_skipped(&plan);
+        return dry_run(&plan, options) && plan.skipped.iter().all(|s| s.by_choice);
+    }
+    send_plan(&plan, options)
+}
+
+/// Prints what cannot be sent; returns whether all of it was left out by
+/// choice (symlinks) rather than by a problem.
+fn report_skipped(plan: &Plan) -> bool {
     let mut ok = true;
     for skipped in &plan.skipped {
         let what = if skipped.by_choice {
@@ -36,6 +83,12 @@ pub fn run(paths: &[PathBuf], options: &Options, follow_links: bool) -> bool {
         );
         ok &= skipped.by_choice;
     }
+    ok
+}
+
+/// Sends a plan with a progress bar, then prints the outcome.
+fn send_plan(plan: &Plan, options: &Options) -> bool {
+    let ok = report_skipped(plan);
     if plan.items.is_empty() {
         eprintln!("ferry: nothing to send");
         return ok;
@@ -43,22 +96,53 @@ pub fn run(paths: &[PathBuf], options: &Options, follow_links: bool) -> bool {
 
     let bar = progress_bar(plan.total_bytes());
     let names: Vec<String> = plan.items.iter().map(|i| i.remote.clone()).collect();
+    let files = plan.file_count();
     let reporter = {
         let bar = bar.clone();
+        // Sent is not stored: the bar moves with bytes sent, its message
+        // counts the files the server has confirmed on disk.
+        let stored = AtomicUsize::new(0);
         Arc::new(move |event: Event| match event {
             Event::Started { index } => {
                 if let Some(name) = names.get(index) {
-                    bar.set_message(escape_for_display(name));
+                    let done = stored.load(Ordering::Relaxed);
+                    bar.set_message(format!(
+                        "{done}/{files} stored · {}",
+                        escape_for_display(name)
+                    ));
+                }
+            }
+            Event::Resumed { index, offset } => {
+                if let Some(name) = names.get(index) {
+                    let line = format!(
+                        "ferry: {}: resumed at {}",
+                        escape_for_display(name),
+                        format_size(offset, BINARY)
+                    );
+                    // A hidden bar swallows println: write the line ourselves.
+                    if bar.is_hidden() {
+                        eprintln!("{line}");
+                    } else {
+                        bar.println(line);
+                    }
                 }
             }
             Event::Progress { total_sent, .. } => bar.set_position(total_sent),
-            Event::Connected { .. } | Event::Finished { .. } => {}
+            Event::Finished { result, .. } => {
+                if matches!(result, ItemResult::Stored { .. }) {
+                    stored.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Event::Connected { .. } => {}
         })
     };
     let report = send(&plan.items, options, &AtomicBool::new(false), reporter);
     bar.finish_and_clear();
+    if let Err(e) = retry::remember(&options.addr, &plan.items, &report) {
+        eprintln!("ferry: cannot keep the list of failed files for --retry-failed: {e}");
+    }
 
-    print_outcomes(&plan, &report);
+    print_outcomes(plan, &report);
     ok && report.all_ok()
 }
 
@@ -124,6 +208,12 @@ fn print_outcomes(plan: &Plan, report: &Report) {
         format_duration(report.elapsed)
     };
     let mut notes = String::new();
+    if report.bytes_resumed > 0 {
+        notes.push_str(&format!(
+            "; {} resumed, not sent again",
+            format_size(report.bytes_resumed, BINARY)
+        ));
+    }
     if replaced > 0 {
         notes.push_str(&format!("; {replaced} replaced an existing file"));
     }
@@ -136,6 +226,62 @@ fn print_outcomes(plan: &Plan, report: &Report) {
             format_size(bytes, BINARY)
         );
     } else {
-        println!("{stored} of {files} file(s) stored and verified{notes}; {failed} not, see above");
+        println!(
+            "{stored} of {files} file(s) stored and verified{notes}; {failed} not, see above \
+             (ferry send --retry-failed sends those again)"
+        );
     }
+}
+
+/// Asks the server about every file and prints its verdicts. Returns
+/// whether every file would be accepted.
+fn dry_run(plan: &Plan, options: &Options) -> bool {
+    let verdicts = match preflight(&plan.items, options, |_| true, true) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            return false;
+        }
+    };
+    let mut counts: [usize; 6] = [0; 6];
+    for (item, verdict) in plan.items.iter().zip(&verdicts) {
+        let name = escape_for_display(&item.remote);
+        let line = match verdict {
+            None => format!("folder     {name}/"),
+            Some(Verdict::New) => {
+                counts[0] += 1;
+                format!("new        {name}")
+            }
+            Some(Verdict::Identical) => {
+                counts[1] += 1;
+                format!("identical  {name} (nothing to send)")
+            }
+            Some(Verdict::Clash {
+                result: Clash::Overwritten,
+                ..
+            }) => {
+                counts[2] += 1;
+                format!("overwrite  {name}")
+            }
+            Some(Verdict::Clash { stored_as, .. }) => {
+                counts[2] += 1;
+                format!("rename     {name} -> {}", escape_for_display(stored_as))
+            }
+            Some(Verdict::Resume { offset }) => {
+                counts[3] += 1;
+                format!("resume     {name} at {}", format_size(*offset, BINARY))
+            }
+            Some(Verdict::Refused { message, .. }) => {
+                counts[4] += 1;
+                format!("REFUSED    {name}: {}", escape_for_display(message))
+            }
+        };
+        println!("{line}");
+    }
+    let [new, identical, clash, resume, refused, _] = counts;
+    println!(
+        "plan: {new} new, {identical} identical, {clash} name clash(es), {resume} to resume, \
+         {refused} refused; nothing was sent"
+    );
+    refused == 0
 }

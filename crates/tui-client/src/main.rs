@@ -30,6 +30,13 @@ struct Cli {
     /// What the server should do when a name is already taken.
     #[arg(long, global = true, value_enum, default_value_t = ClashArg::Rename)]
     on_clash: ClashArg,
+    /// Do not ask the server to keep files' modification times.
+    #[arg(long, global = true)]
+    no_mtime: bool,
+    /// Always send big files from the start, even when the server kept part
+    /// of them from an interrupted transfer.
+    #[arg(long, global = true)]
+    no_resume: bool,
     /// Folder to browse.
     #[arg(default_value = ".")]
     dir: PathBuf,
@@ -47,11 +54,19 @@ enum Command {
     /// --follow-links is given; they are listed as skipped.
     Send {
         /// Files and folders to send.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "retry_failed")]
         paths: Vec<PathBuf>,
         /// Follow symlinks and send what they point to.
         #[arg(short = 'L', long)]
         follow_links: bool,
+        /// Send nothing: ask the server what it would do with each file
+        /// (new, identical, name clash, resume, refused and why).
+        #[arg(long)]
+        dry_run: bool,
+        /// Send again the files the last transfer could not (they are
+        /// remembered in ~/.local/state/ferry/failed.json).
+        #[arg(long, conflicts_with = "paths")]
+        retry_failed: bool,
     },
 }
 
@@ -81,12 +96,22 @@ fn main() -> ExitCode {
     let mut options = Options::new(cli.to);
     options.limit_rate = cli.limit_rate;
     options.on_clash = cli.on_clash.into();
+    options.keep_mtime = !cli.no_mtime;
+    options.resume = !cli.no_resume;
     match cli.command {
         Some(Command::Send {
             paths,
             follow_links,
+            dry_run,
+            retry_failed,
         }) => {
-            if ferry_client::headless::run(&paths, &options, follow_links) {
+            let request = ferry_client::headless::Request {
+                paths,
+                follow_links,
+                dry_run,
+                retry_failed,
+            };
+            if ferry_client::headless::run(&request, &options) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -1,4 +1,5 @@
-//! Moving files to a server: what to send ([`plan`]), sending it
+//! Moving files to a server: what to send ([`plan`]), what the server
+//! would do with it ([`preflight`]), sending it
 //! ([`sender`]), how fast ([`pace`]) and how far along it is ([`progress`]).
 //!
 //! Both front ends, `ferry send` and the terminal UI, drive the same
@@ -6,7 +7,9 @@
 
 pub mod pace;
 pub mod plan;
+pub mod preflight;
 pub mod progress;
+pub mod retry;
 pub mod sender;
 
 pub use plan::{Item, ItemKind, Plan, Skipped};

@@ -10,7 +10,7 @@
 //! sender reconnects and carries on after the refused file. Every item ends
 //! with exactly one [`ItemResult`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
@@ -20,8 +20,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ferry_proto::{
-    Clash, ClientMsg, ErrorCode, FileHeader, OnClash, Outcome, PROTOCOL_VERSION, ServerMsg,
-    read_frame, to_body, write_frame,
+    Clash, ClientMsg, ErrorCode, FileHeader, Mtime, OnClash, Outcome, PROTOCOL_VERSION, ServerMsg,
+    Verdict, read_frame, to_body, write_frame,
 };
 
 use super::pace::Pacer;
@@ -50,6 +50,10 @@ pub struct Options {
     /// Bytes per second, if capped.
     pub limit_rate: Option<u64>,
     pub connect_timeout: Duration,
+    /// Resume big files the server kept part of from an earlier attempt.
+    pub resume: bool,
+    /// Ask the server to keep each file's modification time.
+    pub keep_mtime: bool,
 }
 
 impl Options {
@@ -59,8 +63,33 @@ impl Options {
             on_clash: OnClash::Rename,
             limit_rate: None,
             connect_timeout: Duration::from_secs(10),
+            resume: true,
+            keep_mtime: true,
         }
     }
+}
+
+/// Files from this size on are sent resumably: the server keeps what
+/// arrived if the transfer breaks, and a later send of the same file picks
+/// up from there. (Matches the server's threshold.)
+pub const RESUMABLE_MIN: u64 = 1 << 20;
+
+/// This file's identity for resuming: where it is and which version of it
+/// (size and modification time), so a changed file never resumes onto the
+/// old one's bytes. `None` when the file cannot be looked at.
+pub fn resume_key(local: &std::path::Path) -> Option<String> {
+    let meta = std::fs::metadata(local).ok()?;
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    let path = std::fs::canonicalize(local).ok()?;
+    let mut h = blake3::Hasher::new();
+    h.update(path.as_os_str().as_encoded_bytes());
+    h.update(&meta.len().to_le_bytes());
+    h.update(&mtime.as_nanos().to_le_bytes());
+    Some(h.finalize().to_hex()[..32].to_string())
 }
 
 /// What happened to one item of the plan.
@@ -93,6 +122,9 @@ pub enum Event {
     Connected { server: String },
     /// Item `index` started going out.
     Started { index: usize },
+    /// Item `index` continues an interrupted upload: the server already had
+    /// its first `offset` bytes, which are not sent again.
+    Resumed { index: usize, offset: u64 },
     /// Bytes written so far: of item `index`, and of the whole transfer.
     Progress {
         index: usize,
@@ -113,6 +145,9 @@ pub struct Report {
     pub results: Vec<ItemResult>,
     /// Body bytes written to the network (across reconnects).
     pub bytes_sent: u64,
+    /// Bytes not sent because the server kept them from an interrupted
+    /// transfer.
+    pub bytes_resumed: u64,
     pub elapsed: Duration,
     pub cancelled: bool,
 }
@@ -130,8 +165,16 @@ pub fn send(items: &[Item], options: &Options, cancel: &AtomicBool, report: Repo
     let started = Instant::now();
     let mut results: Vec<Option<ItemResult>> = vec![None; items.len()];
     let mut bytes_sent = 0;
+    let mut skipped = 0;
     let mut next = 0;
     let mut stop_reason = None;
+    let mut offsets = if options.resume {
+        resume_offsets(items, options)
+    } else {
+        vec![0; items.len()]
+    };
+    // Files whose resume failed are sent again from the start, once.
+    let mut restarted = HashSet::new();
     while next < items.len() && stop_reason.is_none() {
         if cancel.load(Ordering::Relaxed) {
             stop_reason = Some("cancelled".to_string());
@@ -143,15 +186,25 @@ pub fn send(items: &[Item], options: &Options, cancel: &AtomicBool, report: Repo
             cancel,
             report: &report,
             bytes_sent: &mut bytes_sent,
+            skipped: &mut skipped,
+            offsets: &offsets,
         };
         match conn.run(next, &mut results) {
-            Ok(end) => {
+            Ok((end, restart)) => {
+                let mut again = false;
+                for index in restart {
+                    if restarted.insert(index) {
+                        offsets[index] = 0;
+                        results[index] = None;
+                        again = true;
+                    }
+                }
                 let first_open = results.iter().position(Option::is_none);
                 match (end, first_open) {
                     (_, None) => break,
                     // A refusal closed the connection after some progress:
                     // carry on with what is left on a fresh one.
-                    (End::Closed, Some(i)) if i > next => next = i,
+                    (End::Closed, Some(i)) if i > next || again => next = i,
                     (End::Closed, Some(_)) => {
                         stop_reason = Some("the server closed the connection".into())
                     }
@@ -184,6 +237,7 @@ pub fn send(items: &[Item], options: &Options, cancel: &AtomicBool, report: Repo
     Report {
         results,
         bytes_sent,
+        bytes_resumed: skipped,
         elapsed: started.elapsed(),
         cancelled: cancel.load(Ordering::Relaxed),
     }
@@ -205,6 +259,10 @@ struct Connection<'a> {
     cancel: &'a AtomicBool,
     report: &'a Reporter,
     bytes_sent: &'a mut u64,
+    /// Bytes not sent because the server already had them (resumed).
+    skipped: &'a mut u64,
+    /// Where each file's body starts (non-zero to resume).
+    offsets: &'a [u64],
 }
 
 /// Digests of what was sent, by item index, for the ack reader to check.
@@ -213,7 +271,11 @@ type SentDigests = Arc<Mutex<HashMap<usize, String>>>;
 impl Connection<'_> {
     /// Sends items from `first` on, filling `results` as answers arrive.
     /// `Err` means nothing could be sent at all (no connection, no handshake).
-    fn run(&mut self, first: usize, results: &mut [Option<ItemResult>]) -> Result<End, String> {
+    fn run(
+        &mut self,
+        first: usize,
+        results: &mut [Option<ItemResult>],
+    ) -> Result<(End, Vec<usize>), String> {
         let stream = connect(&self.options.addr, self.options.connect_timeout)?;
         let (server, max_file_size) = handshake(&stream)
             .map_err(|e| format!("handshake with {} failed: {e}", self.options.addr))?;
@@ -251,19 +313,21 @@ impl Connection<'_> {
             results: Vec::new(),
             closing: Some("the answer reader crashed".into()),
             refused: false,
+            restart: Vec::new(),
         });
+        let restart = acks.restart;
         for (index, result) in acks.results {
             if let Some(slot) = results.get_mut(index) {
                 *slot = Some(result);
             }
         }
         if acks.refused && !self.cancel.load(Ordering::Relaxed) {
-            return Ok(End::Closed);
+            return Ok((End::Closed, restart));
         }
         if let Some(why) = acks.closing.or(write_error) {
-            return Ok(End::Lost(why));
+            return Ok((End::Lost(why), restart));
         }
-        Ok(End::Closed)
+        Ok((End::Closed, restart))
     }
 
     /// Writes items until done, cancelled or the socket fails; returns the
@@ -353,6 +417,21 @@ impl Connection<'_> {
         refused: &AtomicBool,
     ) -> io::Result<()> {
         let id = index as u64;
+        // Big files go resumably; the offset is what the server said it
+        // already has (from the plan asked before sending).
+        let resume_key = (self.options.resume && size >= RESUMABLE_MIN)
+            .then(|| resume_key(&item.local))
+            .flatten();
+        let offset = match resume_key {
+            Some(_) => self.offsets.get(index).copied().unwrap_or(0).min(size),
+            None => 0,
+        };
+        let mtime = self
+            .options
+            .keep_mtime
+            .then(|| file.metadata().and_then(|m| m.modified()).ok())
+            .flatten()
+            .and_then(to_mtime);
         send_frame(
             out,
             &ClientMsg::File(FileHeader {
@@ -360,11 +439,37 @@ impl Connection<'_> {
                 path: item.remote.clone(),
                 size,
                 on_clash: self.options.on_clash,
+                mtime,
+                resume_key,
+                offset,
             }),
         )?;
         let mut hasher = blake3::Hasher::new();
-        let mut sent = 0u64;
         let mut read_problem = None;
+        // The digest covers the whole file: hash the part the server already
+        // has from the local copy, without sending it.
+        let mut sent = if offset > 0 {
+            match hash_prefix(&mut file, offset, &mut hasher, buf) {
+                Ok(()) => {
+                    (self.report)(Event::Resumed { index, offset });
+                    *self.skipped += offset;
+                }
+                Err(problem) => read_problem = Some(problem),
+            }
+            offset
+        } else {
+            0
+        };
+        if let Some(problem) = read_problem {
+            pad(out, size - offset)?;
+            return send_frame(
+                out,
+                &ClientMsg::Abort {
+                    id,
+                    reason: problem.to_string(),
+                },
+            );
+        }
         let mut last_report = Instant::now();
         while sent < size {
             if self.cancel.load(Ordering::Relaxed) || refused.load(Ordering::Relaxed) {
@@ -400,7 +505,7 @@ impl Connection<'_> {
                 (self.report)(Event::Progress {
                     index,
                     item_sent: sent,
-                    total_sent: *self.bytes_sent,
+                    total_sent: *self.bytes_sent + *self.skipped,
                 });
             }
         }
@@ -433,6 +538,57 @@ impl Connection<'_> {
         });
         results[index] = Some(result);
     }
+}
+
+/// Feeds the first `len` bytes of `file` to `hasher`.
+fn hash_prefix(
+    file: &mut File,
+    len: u64,
+    hasher: &mut blake3::Hasher,
+    buf: &mut [u8],
+) -> Result<(), &'static str> {
+    let mut left = len;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        match file.read(&mut buf[..want]) {
+            Ok(0) => return Err("the file shrank since the interrupted upload"),
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                left -= n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err("the file could not be read"),
+        }
+    }
+    Ok(())
+}
+
+/// A file time as the protocol carries it.
+fn to_mtime(t: std::time::SystemTime) -> Option<Mtime> {
+    let since = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(Mtime {
+        secs: i64::try_from(since.as_secs()).ok()?,
+        nanos: since.subsec_nanos(),
+    })
+}
+
+/// Asks the server which big files it holds part of, from interrupted
+/// uploads, and returns each item's starting offset (0 for most). Any
+/// trouble asking just means starting from zero.
+fn resume_offsets(items: &[Item], options: &Options) -> Vec<u64> {
+    let mut offsets = vec![0; items.len()];
+    let wanted = |item: &Item| item.size() >= RESUMABLE_MIN;
+    if !items.iter().any(wanted) {
+        return offsets;
+    }
+    if let Ok(verdicts) = super::preflight::preflight(items, options, wanted, false) {
+        for (offset, verdict) in offsets.iter_mut().zip(verdicts) {
+            if let Some(Verdict::Resume { offset: at }) = verdict {
+                *offset = at;
+            }
+        }
+    }
+    offsets
 }
 
 /// Whether `file` has nothing left to read.
@@ -501,7 +657,7 @@ fn pad(out: &mut impl Write, mut n: u64) -> io::Result<()> {
     Ok(())
 }
 
-fn send_frame(out: &mut impl Write, msg: &ClientMsg) -> io::Result<()> {
+pub(crate) fn send_frame(out: &mut impl Write, msg: &ClientMsg) -> io::Result<()> {
     write_frame(out, &to_body(msg)).map_err(|e| match e {
         ferry_proto::FrameError::Io(e) => e,
         other => io::Error::new(io::ErrorKind::InvalidInput, other.to_string()),
@@ -509,7 +665,7 @@ fn send_frame(out: &mut impl Write, msg: &ClientMsg) -> io::Result<()> {
 }
 
 /// Opens a TCP connection to `addr`, trying each address it resolves to.
-fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
+pub(crate) fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
     let addrs = addr
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {addr}: {e}"))?;
@@ -531,7 +687,7 @@ fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
 }
 
 /// Says hello and returns the server's name and file size limit.
-fn handshake(stream: &TcpStream) -> Result<(String, Option<u64>), String> {
+pub(crate) fn handshake(stream: &TcpStream) -> Result<(String, Option<u64>), String> {
     let hello = ClientMsg::Hello {
         version: PROTOCOL_VERSION,
         client: format!("ferry/{}", env!("CARGO_PKG_VERSION")),
@@ -549,12 +705,14 @@ fn handshake(stream: &TcpStream) -> Result<(String, Option<u64>), String> {
             "the server answered with protocol version {version}"
         )),
         Some(ServerMsg::Error { message, .. }) => Err(format!("the server refused: {message}")),
-        Some(ServerMsg::Ack(_)) => Err("the server answered out of turn".into()),
+        Some(ServerMsg::Ack(_) | ServerMsg::Plan { .. }) => {
+            Err("the server answered out of turn".into())
+        }
         None => Err("the server closed the connection (busy or not a Ferry server?)".into()),
     }
 }
 
-fn read_server_msg(r: &mut impl Read) -> Result<Option<ServerMsg>, String> {
+pub(crate) fn read_server_msg(r: &mut impl Read) -> Result<Option<ServerMsg>, String> {
     let body = match read_frame(r) {
         Ok(Some(b)) => b,
         Ok(None) => return Ok(None),
@@ -573,6 +731,8 @@ struct AckStream {
     closing: Option<String>,
     /// The server refused a file at header time (and so closed).
     refused: bool,
+    /// Files whose resume did not add up: to send again from the start.
+    restart: Vec<usize>,
 }
 
 /// Reads acks until the server closes, turning each into a result.
@@ -588,6 +748,7 @@ fn read_acks(
         results: Vec::new(),
         closing: None,
         refused: false,
+        restart: Vec::new(),
     };
     loop {
         let msg = match read_server_msg(&mut reader) {
@@ -607,8 +768,8 @@ fn read_acks(
                 });
                 break;
             }
-            ServerMsg::Welcome { .. } => {
-                acks.closing = Some("the server sent a second welcome".into());
+            ServerMsg::Welcome { .. } | ServerMsg::Plan { .. } => {
+                acks.closing = Some("the server answered out of turn".into());
                 break;
             }
         };
@@ -640,6 +801,16 @@ fn read_acks(
                 }
             }
             Outcome::Folder { path } => ItemResult::Folder { path },
+            Outcome::Failed {
+                code: ErrorCode::ResumeMismatch,
+                ..
+            } => {
+                // Not a result yet: the file goes again, whole.
+                acks.restart.push(index);
+                acks.refused = true;
+                refused.store(true, Ordering::Relaxed);
+                continue;
+            }
             Outcome::Failed { code, message } => {
                 if !matches!(code, ErrorCode::DigestMismatch | ErrorCode::Aborted) {
                     acks.refused = true;

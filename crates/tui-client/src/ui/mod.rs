@@ -402,6 +402,7 @@ mod tests {
             TransferMsg::Done(Report {
                 results: vec![stored, not_sent.clone(), not_sent],
                 bytes_sent: 10,
+                bytes_resumed: 0,
                 elapsed: Duration::from_secs(1),
                 cancelled: true,
             }),
@@ -435,6 +436,7 @@ mod tests {
                     reason: reason.into(),
                 }],
                 bytes_sent: 0,
+                bytes_resumed: 0,
                 elapsed: Duration::ZERO,
                 cancelled: false,
             }),

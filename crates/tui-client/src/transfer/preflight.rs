@@ -1,0 +1,127 @@
+//! Asking the server what it would do with each file, before any byte of
+//! them moves: new, identical, a clash (and what the policy will do), a
+//! resume, or a refusal with its reason.
+//!
+//! The questions go out in `plan` messages of a bounded size, all written
+//! before the first answer is read, so even a long list costs about one
+//! round trip. Nothing on the server changes.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::net::Shutdown;
+
+use ferry_proto::{ClientMsg, OnClash, PlanEntry, ServerMsg, Verdict, to_body};
+
+use super::plan::{Item, ItemKind};
+use super::sender::{
+    Options, RESUMABLE_MIN, connect, describe_io, handshake, read_server_msg, resume_key,
+    send_frame,
+};
+
+/// Most files asked about in one message (the server takes up to 256).
+const FILES_PER_MESSAGE: usize = 200;
+/// Most bytes of JSON in one message, well under the frame limit, so that
+/// the answer (which repeats long names) fits in one frame too.
+const BYTES_PER_MESSAGE: usize = 24 * 1024;
+
+/// The server's verdict on each item for which `ask` is true (`None` for
+/// the others and for folders). `with_digests` hashes each file first, so
+/// that identical files can be recognised (for `skip-identical`).
+pub fn preflight(
+    items: &[Item],
+    options: &Options,
+    ask: impl Fn(&Item) -> bool,
+    with_digests: bool,
+) -> Result<Vec<Option<Verdict>>, String> {
+    let mut messages: Vec<Vec<PlanEntry>> = vec![Vec::new()];
+    let mut bytes = 0;
+    for (index, item) in items.iter().enumerate() {
+        let ItemKind::File { size } = item.kind else {
+            continue;
+        };
+        if !ask(item) {
+            continue;
+        }
+        let blake3 = if with_digests && options.on_clash == OnClash::SkipIdentical {
+            Some(hash_file(item).map_err(|e| {
+                format!("cannot read {}: {}", item.local.display(), describe_io(&e))
+            })?)
+        } else {
+            None
+        };
+        let entry = PlanEntry {
+            id: index as u64,
+            path: item.remote.clone(),
+            size,
+            on_clash: options.on_clash,
+            blake3,
+            resume_key: (options.resume && size >= RESUMABLE_MIN)
+                .then(|| resume_key(&item.local))
+                .flatten(),
+        };
+        let len = to_body(&entry).len();
+        let full = messages
+            .last()
+            .is_some_and(|m| m.len() >= FILES_PER_MESSAGE || bytes + len > BYTES_PER_MESSAGE);
+        if full {
+            messages.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += len;
+        if let Some(m) = messages.last_mut() {
+            m.push(entry);
+        }
+    }
+    messages.retain(|m| !m.is_empty());
+
+    let mut verdicts = vec![None; items.len()];
+    if messages.is_empty() {
+        return Ok(verdicts);
+    }
+    let stream = connect(&options.addr, options.connect_timeout)?;
+    handshake(&stream).map_err(|e| format!("handshake with {} failed: {e}", options.addr))?;
+    let asked = messages.len();
+    {
+        let mut out = BufWriter::new(&stream);
+        for files in messages {
+            send_frame(&mut out, &ClientMsg::Plan { files }).map_err(|e| describe_io(&e))?;
+        }
+        out.flush().map_err(|e| describe_io(&e))?;
+    }
+    let mut answers = BufReader::new(&stream);
+    for _ in 0..asked {
+        match read_server_msg(&mut answers)? {
+            Some(ServerMsg::Plan { verdicts: batch }) => {
+                for v in batch {
+                    if let Some(slot) = usize::try_from(v.id).ok().and_then(|i| verdicts.get_mut(i))
+                    {
+                        *slot = Some(v.verdict);
+                    }
+                }
+            }
+            Some(ServerMsg::Error { message, .. }) => {
+                return Err(format!("the server cannot plan: {message}"));
+            }
+            Some(_) => return Err("the server answered a plan out of turn".into()),
+            None => return Err("the server closed the connection while planning".into()),
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+    Ok(verdicts)
+}
+
+fn hash_file(item: &Item) -> io::Result<String> {
+    let mut file = File::open(&item.local)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(hasher.finalize().to_hex().to_string()),
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Remembering what did not make it, so that `ferry send --retry-failed`
+//! (and the picker's retry key) can send exactly those files again.
+//!
+//! The record is a small JSON file in the user's state folder
+//! (`$XDG_STATE_HOME/ferry/failed.json`, else `~/.local/state/ferry/`),
+//! written after every transfer: the server it went to and, for each file
+//! that failed or was not sent, where it is here and where it was going.
+
+use std::fs;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::{Item, ItemKind, Plan, Skipped};
+use super::sender::{ItemResult, Report};
+
+/// One file to try again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failed {
+    pub local: PathBuf,
+    pub remote: String,
+}
+
+/// The last transfer's failures.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub server: String,
+    pub files: Vec<Failed>,
+}
+
+/// Where the record lives, if a home for it can be found.
+pub fn record_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(base.join("ferry").join("failed.json"))
+}
+
+/// Remembers the files of `items` that did not end stored, or forgets the
+/// last record when all did. Failing to write it only costs the retry.
+pub fn remember(server: &str, items: &[Item], report: &Report) -> Result<(), String> {
+    let files: Vec<Failed> = items
+        .iter()
+        .zip(&report.results)
+        .filter(|(item, result)| {
+            matches!(item.kind, ItemKind::File { .. })
+                && matches!(
+                    result,
+                    ItemResult::Failed { .. } | ItemResult::NotSent { .. }
+                )
+        })
+        .map(|(item, _)| Failed {
+            local: item.local.clone(),
+            remote: item.remote.clone(),
+        })
+        .collect();
+    let path = record_path().ok_or("no HOME or XDG_STATE_HOME to keep the retry list in")?;
+    if files.is_empty() {
+        return match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+            _ => Ok(()),
+        };
+    }
+    let record = Record {
+        server: server.to_string(),
+        files,
+    };
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    let json = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;
+    fs::write(&path, json).map_err(|e| e.to_string())
+}
+
+/// The last record, if there is one.
+pub fn load() -> Result<Option<Record>, String> {
+    let Some(path) = record_path() else {
+        return Ok(None);
+    };
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{} is damaged: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// A plan that sends the recorded files again, each to where it was going
+/// (a file from inside a folder keeps its place in that folder). Files that
+/// are gone since are listed as skipped.
+pub fn plan(record: &Record) -> Plan {
+    let mut plan = Plan::default();
+    for f in &record.files {
+        match fs::metadata(&f.local) {
+            Ok(m) if m.is_file() => plan.items.push(Item {
+                local: f.local.clone(),
+                remote: f.remote.clone(),
+                kind: ItemKind::File { size: m.len() },
+            }),
+            Ok(_) => plan.skipped.push(Skipped {
+                local: f.local.clone(),
+                reason: "is no longer a regular file".into(),
+                by_choice: false,
+            }),
+            Err(e) => plan.skipped.push(Skipped {
+                local: f.local.clone(),
+                reason: format!("cannot read: {e}"),
+                by_choice: false,
+            }),
+        }
+    }
+    plan
+}

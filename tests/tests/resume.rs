@@ -1,0 +1,386 @@
+//! Transfers that survive the real world: resuming after a killed client
+//! or server, the pre-flight plan, file times and modes, and retrying what
+//! failed. Everything against the real binaries.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, SystemTime};
+
+use ferry_e2e::{STAGING, Server, bin_path, data};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).expect("mkdir");
+    }
+    fs::write(path, bytes).expect("write");
+}
+
+/// Runs `ferry` with its retry list kept in `state`.
+fn ferry_in(state: &Path, args: &[&str]) -> Output {
+    Command::new(bin_path("ferry"))
+        .args(args)
+        .env_remove("FERRY_SERVER")
+        .env("XDG_STATE_HOME", state)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ferry")
+}
+
+fn ferry(args: &[&str]) -> Output {
+    let state = tempfile::tempdir().expect("tempdir");
+    ferry_in(state.path(), args)
+}
+
+/// Starts a slow `ferry send` of `file`, to be killed halfway.
+fn slow_send(server: &Server, file: &Path) -> Child {
+    Command::new(bin_path("ferry"))
+        .args(["send", "--to", &server.addr(), "--limit-rate", "4M"])
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ferry")
+}
+
+/// The partials the server keeps for resuming: (name, bytes).
+fn partials(dir: &Path) -> Vec<(String, u64)> {
+    let Ok(entries) = fs::read_dir(dir.join(STAGING)) else {
+        return Vec::new();
+    };
+    entries
+        .map_while(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("partial-"))
+        .map(|e| {
+            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+            (e.file_name().to_string_lossy().into_owned(), len)
+        })
+        .collect()
+}
+
+/// Interrupts an upload of a 24 MiB file by killing the client once the
+/// server has some of it; returns how much the server kept.
+fn interrupted_upload(server: &Server, file: &Path) -> u64 {
+    let mut child = slow_send(server, file);
+    server.expect_log("path=\"big.bin\"");
+    thread::sleep(Duration::from_millis(1500));
+    child.kill().expect("SIGKILL the client");
+    let _ = child.wait();
+    server.expect_log("client left after");
+    assert!(
+        server.files().is_empty(),
+        "nothing visible: {:?}",
+        server.files()
+    );
+    let kept = partials(server.dir());
+    assert_eq!(kept.len(), 1, "one partial kept: {kept:?}");
+    assert!(kept[0].1 > 0, "the partial holds what arrived");
+    kept[0].1
+}
+
+#[test]
+fn a_killed_client_resumes_where_the_server_stopped_and_sends_less() {
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("big.bin");
+    write(&file, &data(24 << 20, 1));
+    let kept = interrupted_upload(&server, &file);
+
+    let plan = ferry(&[
+        "send",
+        "--to",
+        &server.addr(),
+        "--dry-run",
+        file.to_str().expect("utf8"),
+    ]);
+    assert!(plan.status.success(), "{}", text(&plan.stderr));
+    assert!(
+        text(&plan.stdout).contains("resume     big.bin at"),
+        "{}",
+        text(&plan.stdout)
+    );
+
+    let out = ferry(&["send", "--to", &server.addr(), file.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("big.bin: resumed at"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("resumed, not sent again"),
+        "{}",
+        text(&out.stdout)
+    );
+    // The server took the body from where its partial ended: those bytes
+    // did not cross the wire again.
+    server.expect_log(&format!("offset={kept}"));
+    assert_eq!(server.read("big.bin"), data(24 << 20, 1));
+    assert!(partials(server.dir()).is_empty());
+}
+
+#[test]
+fn a_killed_server_keeps_the_partial_and_the_upload_resumes_after_restart() {
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("big.bin");
+    write(&file, &data(24 << 20, 2));
+    let mut child = slow_send(&server, &file);
+    server.expect_log("path=\"big.bin\"");
+    thread::sleep(Duration::from_millis(1500));
+    // SIGKILL the server mid-upload, then start it again on the same folder.
+    let (root, dir) = server.into_root();
+    let status = child.wait().expect("client ends");
+    assert!(!status.success(), "the client saw the server go");
+    let kept = partials(&dir);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+
+    let server = Server::start_in(root, dir, &[]);
+    let out = ferry(&["send", "--to", &server.addr(), file.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("big.bin: resumed at"),
+        "{}",
+        text(&out.stderr)
+    );
+    server.expect_log(&format!("offset={}", kept[0].1));
+    assert_eq!(server.read("big.bin"), data(24 << 20, 2));
+    assert!(partials(server.dir()).is_empty());
+}
+
+#[test]
+fn a_tampered_partial_is_never_trusted() {
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("big.bin");
+    write(&file, &data(24 << 20, 3));
+    interrupted_upload(&server, &file);
+    // Someone changes the kept bytes.
+    let (name, _) = partials(server.dir()).remove(0);
+    let path = server.dir().join(STAGING).join(name);
+    let mut bytes = fs::read(&path).expect("read partial");
+    bytes[100] ^= 0xff;
+    fs::write(&path, bytes).expect("tamper");
+
+    let out = ferry(&["send", "--to", &server.addr(), file.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    server.expect_log("digest mismatch");
+    assert_eq!(
+        server.read("big.bin"),
+        data(24 << 20, 3),
+        "the whole file, sent again"
+    );
+    assert!(partials(server.dir()).is_empty());
+}
+
+#[test]
+fn partials_expire_after_the_configured_time() {
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("big.bin");
+    write(&file, &data(24 << 20, 4));
+    interrupted_upload(&server, &file);
+    let (root, dir) = server.into_root();
+    let server = Server::start_in(root, dir, &["--partial-ttl", "0"]);
+    server.expect_log("removed 1 incomplete upload(s) left by an earlier run");
+    assert!(partials(server.dir()).is_empty());
+    let plan = ferry(&[
+        "send",
+        "--to",
+        &server.addr(),
+        "--dry-run",
+        file.to_str().expect("utf8"),
+    ]);
+    assert!(
+        text(&plan.stdout).contains("new        big.bin"),
+        "{}",
+        text(&plan.stdout)
+    );
+}
+
+#[test]
+fn the_plan_gives_a_verdict_for_every_file_and_sends_nothing() {
+    let server = Server::start_with(&["--max-file-size", "10M"]);
+    write(&server.dir().join("same.txt"), b"same bytes");
+    write(&server.dir().join("taken.txt"), b"old");
+    let elsewhere = server.root().join("elsewhere");
+    fs::create_dir(&elsewhere).expect("mkdir");
+    std::os::unix::fs::symlink(&elsewhere, server.dir().join("blocked")).expect("symlink");
+
+    let src = tempfile::tempdir().expect("tempdir");
+    let p = |name: &str| src.path().join(name).to_string_lossy().into_owned();
+    write(&src.path().join("new.txt"), b"new");
+    write(&src.path().join("same.txt"), b"same bytes");
+    write(&src.path().join("taken.txt"), b"different");
+    write(&src.path().join("blocked/x.txt"), b"never");
+    write(&src.path().join("big.bin"), &data(11 << 20, 5));
+    let before = server.files();
+
+    let args = [
+        "send",
+        "--to",
+        &server.addr(),
+        "--dry-run",
+        "--on-clash",
+        "skip-identical",
+        &p("new.txt"),
+        &p("same.txt"),
+        &p("taken.txt"),
+        &p("blocked"),
+        &p("big.bin"),
+    ];
+    let out = ferry(&args);
+    let shown = text(&out.stdout);
+    assert!(!out.status.success(), "refusals make a dry run fail");
+    for want in [
+        "new        new.txt",
+        "identical  same.txt",
+        "rename     taken.txt -> taken (1).txt",
+        "REFUSED    blocked/x.txt: `blocked` exists and is not a folder (or is a symlink)",
+        "REFUSED    big.bin: declared size 11534336 is over the limit of 10485760 bytes",
+        "plan: 1 new, 1 identical, 1 name clash(es), 0 to resume, 2 refused; nothing was sent",
+    ] {
+        assert!(shown.contains(want), "missing {want:?} in:\n{shown}");
+    }
+    let out = ferry(&[
+        "send",
+        "--to",
+        &server.addr(),
+        "--dry-run",
+        "--on-clash",
+        "overwrite",
+        &p("taken.txt"),
+    ]);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("overwrite  taken.txt"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(server.files(), before, "a plan changes nothing");
+
+    // More than the disk holds: a sparse file of 8 TiB costs nothing here.
+    let unlimited = Server::start();
+    let huge = src.path().join("huge.bin");
+    fs::File::create(&huge)
+        .expect("create")
+        .set_len(8 << 40)
+        .expect("sparse");
+    let out = ferry(&[
+        "send",
+        "--to",
+        &unlimited.addr(),
+        "--dry-run",
+        &p("huge.bin"),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stdout).contains("REFUSED    huge.bin: not enough space"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn modification_times_are_kept_and_modes_come_from_the_server() {
+    let server = Server::start_with(&["--file-mode", "640"]);
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("old-script.sh");
+    write(&file, b"#!/bin/sh\necho hi\n");
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o4755)).expect("chmod");
+    let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    fs::File::options()
+        .write(true)
+        .open(&file)
+        .expect("open")
+        .set_modified(when)
+        .expect("set mtime");
+
+    let out = ferry(&["send", "--to", &server.addr(), file.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let meta = fs::metadata(server.dir().join("old-script.sh")).expect("stored");
+    assert_eq!(meta.modified().expect("mtime"), when);
+    assert_eq!(
+        meta.permissions().mode() & 0o7777,
+        0o640,
+        "the server's mode, not the sender's"
+    );
+
+    let out = ferry(&[
+        "send",
+        "--to",
+        &server.addr(),
+        "--no-mtime",
+        "--on-clash",
+        "overwrite",
+        file.to_str().expect("utf8"),
+    ]);
+    assert!(out.status.success());
+    let meta = fs::metadata(server.dir().join("old-script.sh")).expect("stored");
+    assert!(meta.modified().expect("mtime") > when + Duration::from_secs(3600));
+}
+
+#[test]
+fn retry_failed_sends_again_only_what_failed() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let server = Server::start();
+    fs::create_dir_all(server.dir().join("batch")).expect("mkdir");
+    let elsewhere = server.root().join("elsewhere");
+    fs::create_dir(&elsewhere).expect("mkdir");
+    std::os::unix::fs::symlink(&elsewhere, server.dir().join("batch/blocked")).expect("symlink");
+    let src = tempfile::tempdir().expect("tempdir");
+    let tree = src.path().join("batch");
+    for i in 0..3 {
+        write(&tree.join(format!("a{i}.txt")), b"fine");
+    }
+    write(&tree.join("blocked/x.txt"), b"later");
+
+    let out = ferry_in(
+        state.path(),
+        &["send", "--to", &server.addr(), tree.to_str().expect("utf8")],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stdout).contains("--retry-failed"),
+        "{}",
+        text(&out.stdout)
+    );
+    let record = fs::read_to_string(state.path().join("ferry/failed.json")).expect("record");
+    assert!(
+        record.contains("batch/blocked/x.txt") && !record.contains("a0.txt"),
+        "{record}"
+    );
+
+    // The obstacle goes; only the failed file is sent again, to its place.
+    fs::remove_file(server.dir().join("batch/blocked")).expect("unblock");
+    let out = ferry_in(
+        state.path(),
+        &["send", "--to", &server.addr(), "--retry-failed"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("sent 1 file(s)"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(server.read("batch/blocked/x.txt"), b"later");
+    assert!(
+        !server.files().iter().any(|f| f.contains("(1)")),
+        "{:?}",
+        server.files()
+    );
+    assert!(!state.path().join("ferry/failed.json").exists());
+
+    let out = ferry_in(
+        state.path(),
+        &["send", "--to", &server.addr(), "--retry-failed"],
+    );
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("nothing to retry"));
+}
