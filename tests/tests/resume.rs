@@ -384,3 +384,54 @@ fn retry_failed_sends_again_only_what_failed() {
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("nothing to retry"));
 }
+
+#[test]
+fn two_uploads_under_one_resume_key_at_once_do_not_share_a_partial() {
+    use ferry_e2e::V1;
+    use ferry_proto::{ClientMsg, FileHeader, Outcome, ServerMsg};
+    use std::io::Write;
+
+    let server = Server::start();
+    let (one, two) = (data(3 << 20, 8), data(3 << 20, 9));
+    let header = |body: &[u8]| {
+        ClientMsg::File(FileHeader {
+            id: 1,
+            path: "same.bin".into(),
+            size: body.len() as u64,
+            resume_key: Some("one key".into()),
+            ..Default::default()
+        })
+    };
+    let done = |body: &[u8]| ClientMsg::Done {
+        id: 1,
+        blake3: blake3::hash(body).to_hex().to_string(),
+    };
+    let mut a = V1::connect(&server.addr());
+    let mut b = V1::connect(&server.addr());
+    a.send(&header(&one));
+    a.stream.write_all(&one[..1 << 20]).expect("a, first part");
+    server.expect_log("path=\"same.bin\"");
+    b.send(&header(&two));
+    b.stream.write_all(&two[..1 << 20]).expect("b, first part");
+    a.stream.write_all(&one[1 << 20..]).expect("a, rest");
+    b.stream.write_all(&two[1 << 20..]).expect("b, rest");
+    a.send(&done(&one));
+    b.send(&done(&two));
+    let mut stored = Vec::new();
+    for c in [&mut a, &mut b] {
+        match c.recv() {
+            Some(ServerMsg::Ack(ack)) => match ack.outcome {
+                Outcome::Stored { stored_as, .. } => stored.push(stored_as),
+                other => panic!("expected stored, got {other:?}"),
+            },
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    }
+    stored.sort();
+    assert_eq!(stored, ["same (1).bin", "same.bin"]);
+    let mut contents = [server.read("same.bin"), server.read("same (1).bin")];
+    contents.sort();
+    let mut want = [one, two];
+    want.sort();
+    assert_eq!(contents, want);
+}

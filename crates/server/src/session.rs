@@ -404,7 +404,14 @@ impl<'a> Session<'a> {
                 let parts = store.check_path(&header.path)?;
                 store.check_size(header.size - header.offset)?;
                 let (upload, hasher) =
-                    store.begin_resumable(&parts, &mut self.folders, key, header.offset)?;
+                    match store.begin_resumable(&parts, &mut self.folders, key, header.offset) {
+                        // Someone else is on it: this copy goes unresumable.
+                        Err(StoreError::PartialBusy) if header.offset == 0 => {
+                            let (parts, upload) = self.start_file(&header.path, header.size)?;
+                            return Ok((parts, upload, blake3::Hasher::new()));
+                        }
+                        other => other?,
+                    };
                 if header.offset > 0 {
                     info!(peer = %self.peer, path = ?header.path, offset = header.offset, "resuming");
                 } else {

@@ -65,6 +65,9 @@ pub enum StoreError {
     /// A resumed upload does not fit the partial kept for it.
     #[error("{0}")]
     ResumeMismatch(String),
+    /// Another upload of the same file is writing its partial right now.
+    #[error("the same file is being uploaded on another connection")]
+    PartialBusy,
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -77,7 +80,7 @@ impl StoreError {
             StoreError::TooLarge { .. } => ErrorCode::TooLarge,
             StoreError::NoSpace { .. } => ErrorCode::NoSpace,
             StoreError::Exists(_) => ErrorCode::Exists,
-            StoreError::ResumeMismatch(_) => ErrorCode::ResumeMismatch,
+            StoreError::ResumeMismatch(_) | StoreError::PartialBusy => ErrorCode::ResumeMismatch,
             StoreError::Io(_) => ErrorCode::Io,
         }
     }
@@ -334,6 +337,13 @@ impl Store {
             Mode::from_raw_mode(0o600),
         )
         .map_err(|e| StoreError::from_io(e.into()))?;
+        // Two uploads of the same file at once must not write into one
+        // partial: the second one is told, and goes without resuming.
+        match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => return Err(StoreError::PartialBusy),
+            Err(e) => return Err(StoreError::Io(e.into())),
+        }
         let mut file = File::from(fd);
         let have = file.metadata().map_err(StoreError::Io)?.len();
         if have < offset {
