@@ -307,6 +307,7 @@ impl V1 {
         let hello = ClientMsg::Hello {
             version: 1,
             client: "e2e".into(),
+            token: None,
         };
         write_frame(&mut v1.stream, &to_body(&hello)).ok()?;
         match v1.recv() {
@@ -323,6 +324,7 @@ impl V1 {
         v1.send(&ClientMsg::Hello {
             version: 1,
             client: "e2e".into(),
+            token: None,
         });
         match v1.recv() {
             Some(ServerMsg::Welcome { .. }) => v1,

@@ -115,8 +115,14 @@ pub struct PlanVerdict {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMsg {
-    /// First message of a v1 connection.
-    Hello { version: u32, client: String },
+    /// First message of a v1 connection. `token` is required by servers
+    /// that are started with one.
+    Hello {
+        version: u32,
+        client: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
     /// A file header; the body follows the frame.
     File(FileHeader),
     /// Ends the file `id`: the BLAKE3 digest (lowercase hex) of the body sent.
@@ -177,6 +183,8 @@ pub enum ErrorCode {
     Busy,
     /// The server is shutting down.
     ShuttingDown,
+    /// The server requires a token and the client gave none, or a wrong one.
+    Unauthorized,
     /// A code from a newer peer; read `message`.
     #[serde(other)]
     Unknown,
@@ -237,7 +245,11 @@ pub enum ServerMsg {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Opening {
     /// A v1 client's hello.
-    Hello { version: u32, client: String },
+    Hello {
+        version: u32,
+        client: String,
+        token: Option<String>,
+    },
     /// A tutorial-style client's first upload header.
     Legacy(LegacyHeader),
 }
@@ -253,7 +265,15 @@ impl Opening {
         }
         if value.get("type").is_some() {
             return match serde_json::from_value(value)? {
-                ClientMsg::Hello { version, client } => Ok(Opening::Hello { version, client }),
+                ClientMsg::Hello {
+                    version,
+                    client,
+                    token,
+                } => Ok(Opening::Hello {
+                    version,
+                    client,
+                    token,
+                }),
                 other => Err(ProtoError::Unexpected(format!(
                     "a connection must open with hello, not {}",
                     other.kind()
@@ -323,6 +343,12 @@ mod tests {
         round_trip_client(ClientMsg::Hello {
             version: 1,
             client: "ferry/0.1".into(),
+            token: None,
+        });
+        round_trip_client(ClientMsg::Hello {
+            version: 1,
+            client: "ferry/0.1".into(),
+            token: Some("s3cret".into()),
         });
         round_trip_client(ClientMsg::File(FileHeader {
             id: 7,

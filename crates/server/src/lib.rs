@@ -11,6 +11,7 @@
 //! logging and signals.
 
 pub mod accept;
+pub mod auth;
 mod body;
 mod commit;
 pub mod session;
@@ -43,6 +44,10 @@ pub struct Config {
     pub file_mode: u32,
     /// How long the partial of an interrupted upload waits for its sender.
     pub partial_ttl: Duration,
+    /// A token v1 clients must give in their hello.
+    pub token: Option<String>,
+    /// Take tutorial-style uploads even though a token is required.
+    pub allow_legacy: bool,
 }
 
 /// Caps and deadlines that keep one client from starving the others.
@@ -83,6 +88,8 @@ impl Config {
             grace: Duration::from_secs(10),
             file_mode: 0o644,
             partial_ttl: storage::PARTIAL_TTL_DEFAULT,
+            token: None,
+            allow_legacy: false,
         }
     }
 }
@@ -99,6 +106,8 @@ pub struct Shared {
     pub sessions: AtomicUsize,
     /// Permission bits for stored files.
     pub file_mode: u32,
+    /// Who may upload.
+    pub auth: auth::Auth,
 }
 
 impl Shared {
@@ -152,6 +161,7 @@ impl Server {
                 writer_slots: body::WriterSlots::for_this_machine(),
                 sessions: AtomicUsize::new(0),
                 file_mode: config.file_mode & 0o777,
+                auth: auth::Auth::new(config.token.as_deref(), config.allow_legacy),
             }),
             registry: Arc::default(),
             grace: config.grace,

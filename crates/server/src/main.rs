@@ -53,6 +53,26 @@ struct Args {
     /// to resume.
     #[arg(long, default_value_t = 24)]
     partial_ttl: u64,
+    /// Require this token from every client (prefer --token-file or the
+    /// FERRY_TOKEN variable: a command line is visible to other users).
+    #[arg(
+        long,
+        env = "FERRY_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    token: Option<String>,
+    /// Read the required token from the first line of this file.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// With a token set, still take tutorial-style uploads (they cannot
+    /// carry one).
+    #[arg(long)]
+    allow_legacy: bool,
+    /// Listen on a non-loopback address without a token. Anyone who can
+    /// reach the port can then write into --dir.
+    #[arg(long)]
+    insecure_no_auth: bool,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +95,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(path)) => Some(read_token(path)?),
+        (None, None) => None,
+    };
+    check_exposure(&args.listen, token.is_some(), args.insecure_no_auth)?;
     let config = Config {
         listen: args.listen.clone(),
         dir: args.dir.clone(),
@@ -89,6 +115,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         grace: Duration::from_secs(args.grace),
         file_mode: args.file_mode,
         partial_ttl: Duration::from_secs(args.partial_ttl.saturating_mul(3600)),
+        token,
+        allow_legacy: args.allow_legacy,
     };
     let server = Server::bind(config)
         .with_context(|| format!("cannot serve {} on {}", args.dir.display(), args.listen))?;
@@ -114,6 +142,43 @@ fn run(args: Args) -> anyhow::Result<()> {
     drop(out);
     server.run()?;
     Ok(())
+}
+
+/// The first line of a token file, which must not be empty.
+fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the token file {} is empty",
+        path.display()
+    );
+    Ok(token)
+}
+
+/// Refuses to listen beyond this machine without a token, unless told to.
+fn check_exposure(listen: &str, has_token: bool, insecure: bool) -> anyhow::Result<()> {
+    use std::net::ToSocketAddrs;
+    let exposed = listen
+        .to_socket_addrs()
+        .map(|mut addrs| addrs.any(|a| !a.ip().is_loopback()))
+        .unwrap_or(false);
+    match (exposed, has_token, insecure) {
+        (false, _, _) | (true, true, _) => Ok(()),
+        (true, false, true) => {
+            warn!(
+                "LISTENING ON {listen} WITHOUT A TOKEN: anyone who can reach this port can write \
+                 into the upload folder"
+            );
+            Ok(())
+        }
+        (true, false, false) => anyhow::bail!(
+            "refusing to listen on {listen} without a token: anyone who could reach it could \
+             write into the upload folder. Give --token-file (or FERRY_TOKEN), or \
+             --insecure-no-auth if that is really what you want"
+        ),
+    }
 }
 
 /// Raises the soft limit on open files to the hard one (the default soft

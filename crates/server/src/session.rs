@@ -70,6 +70,12 @@ pub enum SessionError {
     Refused { name: String, reason: StoreError },
     #[error("unsupported protocol version {0}")]
     Version(u32),
+    #[error("refused: missing or wrong token")]
+    Unauthorized,
+    #[error(
+        "tutorial-style upload refused: this server requires a token (--allow-legacy takes them anyway)"
+    )]
+    LegacyRefused,
     #[error("client left after the body of `{0}`, before its trailer")]
     NoTrailer(String),
     #[error("an upload could not be stored (logged above)")]
@@ -199,8 +205,26 @@ impl<'a> Session<'a> {
             return Ok(());
         };
         match Opening::parse(&first)? {
+            Opening::Legacy(_) if !self.shared.auth.legacy_allowed() => {
+                // Such clients cannot carry a token, and never read a reply.
+                Err(SessionError::LegacyRefused)
+            }
             Opening::Legacy(header) => self.legacy(header),
-            Opening::Hello { version, client } => self.v1(version, &client),
+            Opening::Hello { token, .. }
+                if !self.shared.auth.check(self.peer.ip(), token.as_deref()) =>
+            {
+                self.answered = true;
+                self.send(ServerMsg::Error {
+                    code: ErrorCode::Unauthorized,
+                    message: "this server needs a token, and the one given is missing or wrong"
+                        .into(),
+                })?;
+                self.queue(Job::Flush)?;
+                Err(SessionError::Unauthorized)
+            }
+            Opening::Hello {
+                version, client, ..
+            } => self.v1(version, &client),
         }
     }
 

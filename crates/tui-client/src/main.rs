@@ -30,6 +30,13 @@ struct Cli {
     /// What the server should do when a name is already taken.
     #[arg(long, global = true, value_enum, default_value_t = ClashArg::Rename)]
     on_clash: ClashArg,
+    /// The token the server requires (or set FERRY_TOKEN, which other
+    /// users cannot see in the process list).
+    #[arg(long, global = true, env = "FERRY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Read the server's token from the first line of this file.
+    #[arg(long, global = true, conflicts_with = "token")]
+    token_file: Option<PathBuf>,
     /// Do not ask the server to keep files' modification times.
     #[arg(long, global = true)]
     no_mtime: bool,
@@ -98,6 +105,17 @@ fn main() -> ExitCode {
     options.on_clash = cli.on_clash.into();
     options.keep_mtime = !cli.no_mtime;
     options.resume = !cli.no_resume;
+    options.token = match (cli.token, cli.token_file) {
+        (Some(token), _) => Some(token),
+        (None, Some(path)) => match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text.lines().next().unwrap_or("").trim().to_string()),
+            Err(e) => {
+                eprintln!("ferry: cannot read the token file {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => None,
+    };
     match cli.command {
         Some(Command::Send {
             paths,

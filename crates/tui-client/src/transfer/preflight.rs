@@ -79,7 +79,8 @@ pub fn preflight(
         return Ok(verdicts);
     }
     let stream = connect(&options.addr, options.connect_timeout)?;
-    handshake(&stream).map_err(|e| format!("handshake with {} failed: {e}", options.addr))?;
+    handshake(&stream, options.token.as_deref())
+        .map_err(|e| format!("handshake with {} failed: {e}", options.addr))?;
     let asked = messages.len();
     {
         let mut out = BufWriter::new(&stream);

@@ -54,6 +54,8 @@ pub struct Options {
     pub resume: bool,
     /// Ask the server to keep each file's modification time.
     pub keep_mtime: bool,
+    /// The token the server requires, if any.
+    pub token: Option<String>,
 }
 
 impl Options {
@@ -65,6 +67,7 @@ impl Options {
             connect_timeout: Duration::from_secs(10),
             resume: true,
             keep_mtime: true,
+            token: None,
         }
     }
 }
@@ -277,7 +280,7 @@ impl Connection<'_> {
         results: &mut [Option<ItemResult>],
     ) -> Result<(End, Vec<usize>), String> {
         let stream = connect(&self.options.addr, self.options.connect_timeout)?;
-        let (server, max_file_size) = handshake(&stream)
+        let (server, max_file_size) = handshake(&stream, self.options.token.as_deref())
             .map_err(|e| format!("handshake with {} failed: {e}", self.options.addr))?;
         (self.report)(Event::Connected { server });
 
@@ -687,10 +690,14 @@ pub(crate) fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, String
 }
 
 /// Says hello and returns the server's name and file size limit.
-pub(crate) fn handshake(stream: &TcpStream) -> Result<(String, Option<u64>), String> {
+pub(crate) fn handshake(
+    stream: &TcpStream,
+    token: Option<&str>,
+) -> Result<(String, Option<u64>), String> {
     let hello = ClientMsg::Hello {
         version: PROTOCOL_VERSION,
         client: format!("ferry/{}", env!("CARGO_PKG_VERSION")),
+        token: token.map(str::to_string),
     };
     let mut w = stream;
     send_frame(&mut w, &hello).map_err(|e| describe_io(&e))?;
@@ -844,9 +851,18 @@ pub fn describe_io(e: &io::Error) -> String {
 /// Connects and completes the handshake only, to tell whether a server is
 /// there and willing; returns its name. The UI uses it for its status line.
 pub fn probe(addr: &str, timeout: Duration) -> Result<String, String> {
+    probe_with_token(addr, timeout, None)
+}
+
+/// [`probe`] for a server that requires a token.
+pub fn probe_with_token(
+    addr: &str,
+    timeout: Duration,
+    token: Option<&str>,
+) -> Result<String, String> {
     let stream = connect(addr, timeout)?;
     let _ = stream.set_read_timeout(Some(timeout));
-    let (server, _) = handshake(&stream)?;
+    let (server, _) = handshake(&stream, token)?;
     let _ = stream.shutdown(Shutdown::Both);
     Ok(server)
 }

@@ -1,0 +1,154 @@
+//! Only the right people in: the server's token, tutorial clients when a
+//! token is required, the delay for wrong guesses, and the refusal to listen
+//! beyond this machine without a token.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry_e2e::{Server, bin_path, connect, read_to_close, tutorial_upload};
+use ferry_proto::{ClientMsg, ErrorCode, ServerMsg, read_frame, to_body, write_frame};
+
+const TOKEN: &str = "correct horse battery staple";
+
+fn server_with_token(extra: &[&str]) -> (Server, tempfile::TempDir) {
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let file = secrets.path().join("token");
+    std::fs::write(&file, format!("{TOKEN}\n")).expect("write token");
+    let mut args = vec!["--token-file", file.to_str().expect("utf8")];
+    args.extend_from_slice(extra);
+    (Server::start_with(&args), secrets)
+}
+
+/// Says hello with `token` and returns the server's answer.
+fn hello(addr: &str, token: Option<&str>) -> Option<ServerMsg> {
+    let mut s = connect(addr);
+    let msg = ClientMsg::Hello {
+        version: 1,
+        client: "e2e".into(),
+        token: token.map(str::to_string),
+    };
+    write_frame(&mut s, &to_body(&msg)).expect("hello");
+    let body = read_frame(&mut s).ok()??;
+    Some(ServerMsg::parse(&body).expect("parses"))
+}
+
+fn send_file(addr: &str, token: Option<&str>) -> std::process::Output {
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("secret-plans.txt");
+    std::fs::write(&file, b"plans").expect("write");
+    let mut cmd = Command::new(bin_path("ferry"));
+    cmd.args(["send", "--to", addr])
+        .arg(&file)
+        .env_remove("FERRY_TOKEN")
+        .stdin(Stdio::null());
+    if let Some(t) = token {
+        cmd.env("FERRY_TOKEN", t);
+    }
+    cmd.output().expect("run ferry")
+}
+
+#[test]
+fn a_token_is_required_and_checked() {
+    let (server, _secrets) = server_with_token(&[]);
+    assert!(matches!(
+        hello(&server.addr(), None),
+        Some(ServerMsg::Error {
+            code: ErrorCode::Unauthorized,
+            ..
+        })
+    ));
+    assert!(matches!(
+        hello(&server.addr(), Some("wrong")),
+        Some(ServerMsg::Error {
+            code: ErrorCode::Unauthorized,
+            ..
+        })
+    ));
+    server.expect_log("refused: missing or wrong token");
+
+    let out = send_file(&server.addr(), Some("guess"));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs a token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(server.files().is_empty());
+
+    let out = send_file(&server.addr(), Some(TOKEN));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(server.read("secret-plans.txt"), b"plans");
+}
+
+#[test]
+fn repeated_wrong_tokens_from_one_address_are_slowed_down() {
+    let (server, _secrets) = server_with_token(&[]);
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        assert!(matches!(
+            hello(&server.addr(), Some("nope")),
+            Some(ServerMsg::Error {
+                code: ErrorCode::Unauthorized,
+                ..
+            })
+        ));
+        waits.push(started.elapsed());
+    }
+    // 250 ms, then 500 ms, then 1 s: each at least as long as the rule says.
+    assert!(waits[0] >= Duration::from_millis(250), "{waits:?}");
+    assert!(waits[1] >= Duration::from_millis(500), "{waits:?}");
+    assert!(waits[2] >= Duration::from_millis(1000), "{waits:?}");
+    // The right token still gets in.
+    assert!(matches!(
+        hello(&server.addr(), Some(TOKEN)),
+        Some(ServerMsg::Welcome { .. })
+    ));
+}
+
+#[test]
+fn tutorial_clients_are_refused_when_a_token_is_required_unless_allowed() {
+    let (server, _secrets) = server_with_token(&[]);
+    let mut s = connect(&server.addr());
+    s.write_all(&tutorial_upload("legacy.txt", b"old style"))
+        .expect("send");
+    s.shutdown(std::net::Shutdown::Write).expect("close");
+    assert!(
+        read_to_close(&mut s).is_empty(),
+        "never a reply to a tutorial client"
+    );
+    server.expect_log("tutorial-style upload refused: this server requires a token");
+    assert!(server.files().is_empty());
+
+    let (server, _secrets) = server_with_token(&["--allow-legacy"]);
+    let mut s = connect(&server.addr());
+    s.write_all(&tutorial_upload("legacy.txt", b"old style"))
+        .expect("send");
+    drop(s);
+    server.expect_log("name=\"legacy.txt\"");
+    assert_eq!(server.read("legacy.txt"), b"old style");
+}
+
+#[test]
+fn the_server_will_not_listen_beyond_this_machine_without_a_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Refused before binding: nothing ever listens on the wildcard address.
+    let out = Command::new(bin_path("ferry-server"))
+        .args(["--listen", "0.0.0.0:0", "--dir"])
+        .arg(dir.path())
+        .env_remove("FERRY_TOKEN")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to listen on 0.0.0.0:0 without a token"),
+        "{err}"
+    );
+    assert!(err.contains("--insecure-no-auth"), "{err}");
+}
