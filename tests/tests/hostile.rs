@@ -448,3 +448,59 @@ fn a_client_cannot_forge_log_lines() {
     }
     assert!(server.log().contains("\\n"), "the newline shows escaped");
 }
+
+#[test]
+fn swapping_a_folder_for_a_symlink_mid_upload_never_redirects_a_write() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    let server = Server::start();
+    let outside = server.root().join("outside");
+    std::fs::create_dir(&outside).expect("mkdir");
+    let folder = server.dir().join("d");
+    let parked = server.dir().join("d.real");
+    std::fs::create_dir(&folder).expect("mkdir");
+
+    // One thread keeps swapping `d` between the real folder and a symlink
+    // pointing outside, as fast as it can.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let (stop, folder, parked, outside) = (
+            Arc::clone(&stop),
+            folder.clone(),
+            parked.clone(),
+            outside.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if std::fs::rename(&folder, &parked).is_ok() {
+                    let _ = std::os::unix::fs::symlink(&outside, &folder);
+                    let _ = std::fs::remove_file(&folder);
+                    let _ = std::fs::rename(&parked, &folder);
+                }
+            }
+        })
+    };
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut stored = 0;
+    let mut i = 0u64;
+    while Instant::now() < until {
+        let mut c = V1::connect(&server.addr());
+        c.upload(i, &format!("d/f{i}.txt"), b"inside only", OnClash::Rename);
+        if let Some(ServerMsg::Ack(ack)) = c.recv() {
+            if matches!(ack.outcome, Outcome::Stored { .. }) {
+                stored += 1;
+            }
+        }
+        i += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    flipper.join().expect("flipper");
+    assert!(
+        std::fs::read_dir(&outside).expect("ls").next().is_none(),
+        "a write went through the symlink"
+    );
+    assert!(stored > 0, "some uploads landed while the folder was real");
+    assert!(outside_is_empty(&server));
+}
