@@ -5,6 +5,11 @@
 //! (`tui.rs`) to carry out, such as reading a folder or starting a
 //! transfer. That keeps every behaviour testable with plain values, and the
 //! drawing code (`ui`) only ever reads an `App`.
+//!
+//! A send goes through three screens: the plan (what the server says it
+//! would do with each file, confirmed with Enter before any byte moves),
+//! the progress panel, and the summary, from which `r` sends again what
+//! failed.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,8 +19,9 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use crate::browse::{Entry, FolderSizes, Listing, Marks, SizeReport};
 use crate::event::TransferMsg;
 use crate::transfer::progress::Progress;
-use crate::transfer::{Event, Item, ItemResult, Plan, Report, Skipped};
-use ferry_proto::Clash;
+use crate::transfer::retry::{Failed, Record};
+use crate::transfer::{Event, Item, ItemKind, ItemResult, Plan, Report, Skipped};
+use ferry_proto::{Clash, Verdict};
 
 /// A side effect the event loop performs for the [`App`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,13 +33,98 @@ pub enum Action {
         dir: PathBuf,
         select: Option<String>,
     },
-    /// Plan and send these paths; answer with [`App::transfer`].
+    /// Plan these paths and ask the server what it would do with them;
+    /// answer with [`App::transfer`] (`Planned`, then `Checked`).
     Send(Vec<PathBuf>),
+    /// Like `Send`, for the files of a record of failures.
+    Retry(Record),
+    /// Send what the user confirmed on the plan screen; answer with the
+    /// sender's events and `Done`.
+    Go(Dispatch),
+    /// Forget the plan being made or shown: nothing was sent.
+    Abandon,
     CancelTransfer,
     /// Measure these folders first and to the end (they are marked).
     SizeNow(Vec<PathBuf>),
     /// Measure these when there is time, dropping older background work.
     SizeInBackground(Vec<PathBuf>),
+}
+
+/// What goes out after the plan was confirmed, and what was settled by the
+/// plan alone (refused files, identical ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatch {
+    /// The whole plan, in order.
+    pub items: Vec<Item>,
+    /// Indices into `items` of what is sent, in order.
+    pub send: Vec<usize>,
+    /// One per item: its result when the plan already decided it.
+    pub decided: Vec<Option<ItemResult>>,
+}
+
+impl Dispatch {
+    /// The items to hand to the sender.
+    pub fn outgoing(&self) -> Vec<Item> {
+        self.send
+            .iter()
+            .filter_map(|&i| self.items.get(i).cloned())
+            .collect()
+    }
+
+    /// Where item `index` of [`Dispatch::outgoing`] is in the whole plan.
+    fn whole(&self, index: usize) -> usize {
+        self.send.get(index).copied().unwrap_or(usize::MAX)
+    }
+
+    /// A sender event about the outgoing items, renumbered for the plan.
+    pub fn event(&self, event: Event) -> Event {
+        match event {
+            Event::Connected { server } => Event::Connected { server },
+            Event::Started { index } => Event::Started {
+                index: self.whole(index),
+            },
+            Event::Resumed { index, offset } => Event::Resumed {
+                index: self.whole(index),
+                offset,
+            },
+            Event::Progress {
+                index,
+                item_sent,
+                total_sent,
+            } => Event::Progress {
+                index: self.whole(index),
+                item_sent,
+                total_sent,
+            },
+            Event::Finished { index, result } => Event::Finished {
+                index: self.whole(index),
+                result,
+            },
+        }
+    }
+
+    /// The sender's report on the outgoing items, as a report on the whole
+    /// plan: one result per item, in plan order.
+    pub fn report(&self, sent: Report) -> Report {
+        let mut results = self.decided.clone();
+        results.resize(self.items.len(), None);
+        for (index, result) in sent.results.into_iter().enumerate() {
+            if let Some(slot) = results.get_mut(self.whole(index)) {
+                *slot = Some(result);
+            }
+        }
+        Report {
+            results: results
+                .into_iter()
+                .map(|r| {
+                    r.unwrap_or_else(|| ItemResult::NotSent {
+                        reason: "not sent".into(),
+                    })
+                })
+                .collect(),
+            ..sent
+        }
+    }
 }
 
 /// Whether the server answers, as last seen.
@@ -64,7 +155,7 @@ pub enum Input {
 #[derive(Debug, Clone)]
 pub enum Screen {
     Browse,
-    /// A transfer is running, or its summary is shown.
+    /// A send: its plan, its progress, or its summary.
     Transfer(Box<TransferView>),
 }
 
@@ -101,8 +192,9 @@ impl App {
         (app, Action::Open { dir, select: None })
     }
 
+    /// Whether bytes are moving (or being stopped): quitting then asks first.
     pub fn transfer_running(&self) -> bool {
-        matches!(&self.screen, Screen::Transfer(t) if !t.is_ended())
+        matches!(&self.screen, Screen::Transfer(t) if t.is_sending())
     }
 
     /// How many rows the list gets on screen (for paging and scrolling).
@@ -197,15 +289,48 @@ impl App {
         };
         match (view.phase, key.code) {
             (Phase::Ended { .. }, KeyCode::Char('q')) => Some(Action::Quit),
+            (Phase::Ended { .. }, KeyCode::Char('r')) if view.can_retry() => {
+                let record = view.retry_record(&self.addr);
+                let roots = view.roots_to_retry();
+                self.status = None;
+                self.screen = Screen::Transfer(Box::new(TransferView::new(roots)));
+                Some(Action::Retry(record))
+            }
             (Phase::Ended { .. }, _) => {
                 self.screen = Screen::Browse;
                 None
             }
-            (Phase::Planning | Phase::Sending, KeyCode::Esc) => {
+            // Nothing has moved yet: leaving needs no confirmation.
+            (Phase::Planning | Phase::Asking | Phase::Review, KeyCode::Char('q')) => {
+                Some(Action::Quit)
+            }
+            (Phase::Planning | Phase::Asking | Phase::Review, KeyCode::Esc)
+            | (Phase::Review, KeyCode::Char('n')) => {
+                self.screen = Screen::Browse;
+                self.set_status("Cancelled: nothing was sent.", false);
+                Some(Action::Abandon)
+            }
+            (Phase::Review, KeyCode::Enter | KeyCode::Char('y')) => {
+                let dispatch = view.dispatch();
+                view.start_sending(&dispatch);
+                Some(Action::Go(dispatch))
+            }
+            (Phase::Review, code) => {
+                match code {
+                    KeyCode::Char('j') | KeyCode::Down => view.scroll_by(1),
+                    KeyCode::Char('k') | KeyCode::Up => view.scroll_by(-1),
+                    KeyCode::PageDown => view.scroll_by(10),
+                    KeyCode::PageUp => view.scroll_by(-10),
+                    KeyCode::Char('g') | KeyCode::Home => view.scroll = 0,
+                    _ => {}
+                }
+                None
+            }
+            (Phase::Sending, KeyCode::Esc) => {
                 view.phase = Phase::Cancelling;
                 Some(Action::CancelTransfer)
             }
-            (_, KeyCode::Char('q')) => {
+            (Phase::Sending | Phase::Cancelling, KeyCode::Char('q')) => {
                 self.input = Input::ConfirmQuit;
                 None
             }
@@ -386,13 +511,18 @@ impl App {
             return;
         };
         match msg {
-            TransferMsg::Planned(plan) => view.planned(plan, now),
+            TransferMsg::Planned(plan) => view.planned(plan),
+            TransferMsg::Checked(verdicts) => view.checked(verdicts),
             TransferMsg::Progress(event) => {
                 if let Event::Connected { server } = &event {
                     self.server = ServerState::Connected(server.clone());
                 }
                 view.apply(event, now);
             }
+            TransferMsg::NotRemembered(reason) => self.set_status(
+                format!("Cannot keep the list of failed files for a later retry: {reason}"),
+                false,
+            ),
             TransferMsg::Done(report) => {
                 view.finish(report);
                 for root in view.fully_sent_roots() {
@@ -407,6 +537,10 @@ impl App {
 pub enum Phase {
     /// Walking the picked folders to know what to send.
     Planning,
+    /// Asking the server what it would do with each file.
+    Asking,
+    /// The plan is on screen, waiting for the user to confirm it.
+    Review,
     Sending,
     /// Esc was pressed; waiting for the sender to stop.
     Cancelling,
@@ -415,7 +549,70 @@ pub enum Phase {
     },
 }
 
-/// Everything the progress panel and the summary show.
+/// Bytes done out of a total, where part of the done may have been there
+/// before this transfer started (resumed). Rates and times left count only
+/// what moves now, so a resume does not look like a burst of speed.
+#[derive(Debug, Clone)]
+pub struct Meter {
+    moved: Progress,
+    /// Bytes the server already had.
+    resumed: u64,
+    total: u64,
+}
+
+impl Meter {
+    pub fn new(total: u64, now: Instant) -> Self {
+        Meter {
+            moved: Progress::new(total, now),
+            resumed: 0,
+            total,
+        }
+    }
+
+    /// `offset` more bytes are done without being sent.
+    fn resume(&mut self, offset: u64) {
+        self.resumed += offset;
+    }
+
+    /// `done` bytes are done, resumed ones included.
+    fn set_done(&mut self, done: u64, now: Instant) {
+        self.moved.set_done(done.saturating_sub(self.resumed), now);
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Bytes done, resumed ones included.
+    pub fn done(&self) -> u64 {
+        (self.resumed + self.moved.done()).min(self.total)
+    }
+
+    pub fn resumed(&self) -> u64 {
+        self.resumed
+    }
+
+    /// Fraction done, 0.0 to 1.0. An empty transfer counts as done.
+    pub fn ratio(&self) -> f64 {
+        if self.total == 0 {
+            1.0
+        } else {
+            self.done() as f64 / self.total as f64
+        }
+    }
+
+    pub fn rate(&self, now: Instant) -> Option<f64> {
+        self.moved.rate(now)
+    }
+
+    pub fn eta(&self, now: Instant) -> Option<Duration> {
+        let rate = self.rate(now).filter(|r| *r > 0.0)?;
+        let left = self.total.saturating_sub(self.done()) as f64;
+        Some(Duration::from_secs_f64(left / rate))
+    }
+}
+
+/// Everything the plan screen, the progress panel and the summary show.
 #[derive(Debug, Clone)]
 pub struct TransferView {
     /// What the user picked.
@@ -423,14 +620,25 @@ pub struct TransferView {
     pub phase: Phase,
     pub items: Vec<Item>,
     pub skipped: Vec<Skipped>,
+    /// The server's verdict on each item (`None` for folders), or why it
+    /// could not be asked. `None` until it answers.
+    pub verdicts: Option<Result<Vec<Option<Verdict>>, String>>,
+    /// First plan row shown.
+    pub scroll: usize,
+    /// Indices of the items that go out (the rest were settled by the plan).
+    pub outgoing: Vec<usize>,
     /// One per item, once known.
     pub results: Vec<Option<ItemResult>>,
+    /// Where each item's upload picked up, when it continued an earlier one.
+    pub resumed: Vec<Option<u64>>,
     /// Indices of items in the order their results came in.
     pub finished: Vec<usize>,
     /// The item going out now.
     pub current: Option<usize>,
-    pub total: Option<Progress>,
-    pub file: Option<Progress>,
+    /// Bytes of the outgoing items done; starts with the first event from
+    /// the sender, so that the rate counts from the connection.
+    pub total: Option<Meter>,
+    pub file: Option<Meter>,
     pub elapsed: Option<Duration>,
 }
 
@@ -458,6 +666,23 @@ impl Counts {
     }
 }
 
+/// What the server said it would do, in numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanCounts {
+    pub new: usize,
+    pub identical: usize,
+    pub clashes: usize,
+    pub resume: usize,
+    pub refused: usize,
+    pub folders: usize,
+    /// Files that will go out, and their bytes (all of each file, resumed
+    /// parts included).
+    pub to_send: usize,
+    pub bytes: u64,
+    /// Bytes the server already has of files it will resume.
+    pub resumed_bytes: u64,
+}
+
 impl TransferView {
     pub fn new(roots: Vec<PathBuf>) -> Self {
         TransferView {
@@ -465,7 +690,11 @@ impl TransferView {
             phase: Phase::Planning,
             items: Vec::new(),
             skipped: Vec::new(),
+            verdicts: None,
+            scroll: 0,
+            outgoing: Vec::new(),
             results: Vec::new(),
+            resumed: Vec::new(),
             finished: Vec::new(),
             current: None,
             total: None,
@@ -478,55 +707,195 @@ impl TransferView {
         matches!(self.phase, Phase::Ended { .. })
     }
 
-    fn planned(&mut self, plan: Plan, now: Instant) {
-        self.total = Some(Progress::new(plan.total_bytes(), now));
+    /// Whether bytes are moving, or being stopped.
+    pub fn is_sending(&self) -> bool {
+        matches!(self.phase, Phase::Sending | Phase::Cancelling)
+    }
+
+    fn planned(&mut self, plan: Plan) {
         self.results = vec![None; plan.items.len()];
+        self.resumed = vec![None; plan.items.len()];
         self.items = plan.items;
         self.skipped = plan.skipped;
         if self.phase == Phase::Planning {
-            self.phase = Phase::Sending;
+            self.phase = Phase::Asking;
+        }
+    }
+
+    fn checked(&mut self, verdicts: Result<Vec<Option<Verdict>>, String>) {
+        self.verdicts = Some(verdicts);
+        if self.phase == Phase::Asking {
+            self.phase = Phase::Review;
+        }
+    }
+
+    /// The server's verdict on item `index`, if it gave one.
+    pub fn verdict(&self, index: usize) -> Option<&Verdict> {
+        match &self.verdicts {
+            Some(Ok(verdicts)) => verdicts.get(index)?.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Why the server could not be asked, if it could not.
+    pub fn preflight_error(&self) -> Option<&str> {
+        match &self.verdicts {
+            Some(Err(reason)) => Some(reason),
+            _ => None,
+        }
+    }
+
+    pub fn plan_counts(&self) -> PlanCounts {
+        let mut counts = PlanCounts::default();
+        for (index, item) in self.items.iter().enumerate() {
+            let ItemKind::File { size } = item.kind else {
+                counts.folders += 1;
+                continue;
+            };
+            match self.verdict(index) {
+                Some(Verdict::Identical) => counts.identical += 1,
+                Some(Verdict::Refused { .. }) => counts.refused += 1,
+                verdict => {
+                    match verdict {
+                        Some(Verdict::Clash { .. }) => counts.clashes += 1,
+                        Some(Verdict::Resume { offset }) => {
+                            counts.resume += 1;
+                            counts.resumed_bytes += offset.min(&size);
+                        }
+                        Some(Verdict::New) => counts.new += 1,
+                        // Not asked: it goes out as planned.
+                        _ => {}
+                    }
+                    counts.to_send += 1;
+                    counts.bytes += size;
+                }
+            }
+        }
+        counts
+    }
+
+    fn scroll_by(&mut self, delta: isize) {
+        let last = self.items.len().saturating_sub(1);
+        self.scroll = self.scroll.saturating_add_signed(delta).min(last);
+    }
+
+    /// What Enter on the plan screen sends: everything but what the server
+    /// refused or already has.
+    fn dispatch(&self) -> Dispatch {
+        let mut send = Vec::new();
+        let mut decided = vec![None; self.items.len()];
+        for (index, item) in self.items.iter().enumerate() {
+            match self.verdict(index) {
+                Some(Verdict::Refused { message, .. }) => {
+                    decided[index] = Some(ItemResult::Failed {
+                        reason: message.clone(),
+                    });
+                }
+                Some(Verdict::Identical) => {
+                    decided[index] = Some(ItemResult::Stored {
+                        stored_as: item.remote.clone(),
+                        clash: Clash::Identical,
+                        bytes: 0,
+                    });
+                }
+                _ => send.push(index),
+            }
+        }
+        Dispatch {
+            items: self.items.clone(),
+            send,
+            decided,
+        }
+    }
+
+    fn start_sending(&mut self, dispatch: &Dispatch) {
+        self.phase = Phase::Sending;
+        self.outgoing = dispatch.send.clone();
+        for (index, result) in dispatch.decided.iter().enumerate() {
+            if let Some(result) = result {
+                self.record(index, result.clone());
+            }
+        }
+    }
+
+    /// Total bytes of the files that go out.
+    pub fn outgoing_bytes(&self) -> u64 {
+        self.outgoing
+            .iter()
+            .filter_map(|&i| self.items.get(i))
+            .map(Item::size)
+            .sum()
+    }
+
+    /// Bytes of outgoing files the server confirmed stored.
+    pub fn stored_bytes(&self) -> u64 {
+        self.outgoing
+            .iter()
+            .filter(|&&i| matches!(self.results.get(i), Some(Some(ItemResult::Stored { .. }))))
+            .filter_map(|&i| self.items.get(i))
+            .map(Item::size)
+            .sum()
+    }
+
+    /// Whether the server confirmed every outgoing item: only then is the
+    /// transfer at 100%.
+    pub fn all_confirmed(&self) -> bool {
+        self.outgoing
+            .iter()
+            .all(|&i| matches!(self.results.get(i), Some(Some(r)) if r.is_ok()))
+    }
+
+    /// Whether the file going out now has its answer from the server.
+    pub fn current_confirmed(&self) -> bool {
+        self.current
+            .is_some_and(|i| matches!(self.results.get(i), Some(Some(_))))
+    }
+
+    fn record(&mut self, index: usize, result: ItemResult) {
+        if let Some(slot) = self.results.get_mut(index) {
+            if slot.is_none() {
+                self.finished.push(index);
+            }
+            *slot = Some(result);
         }
     }
 
     fn apply(&mut self, event: Event, now: Instant) {
+        let total = self.outgoing_bytes();
+        let meter = self.total.get_or_insert_with(|| Meter::new(total, now));
         match event {
-            Event::Connected { .. } | Event::Resumed { .. } => {}
+            Event::Connected { .. } => {}
             Event::Started { index } => {
                 self.current = Some(index);
                 let size = self.items.get(index).map_or(0, Item::size);
-                self.file = Some(Progress::new(size, now));
+                self.file = Some(Meter::new(size, now));
+            }
+            Event::Resumed { index, offset } => {
+                meter.resume(offset);
+                if let Some(slot) = self.resumed.get_mut(index) {
+                    *slot = Some(offset);
+                }
+                if let Some(file) = self.file.as_mut().filter(|_| self.current == Some(index)) {
+                    file.resume(offset);
+                }
             }
             Event::Progress {
                 index,
                 item_sent,
                 total_sent,
             } => {
-                if let Some(total) = &mut self.total {
-                    total.set_done(total_sent, now);
-                }
+                meter.set_done(total_sent, now);
                 if let Some(file) = self.file.as_mut().filter(|_| self.current == Some(index)) {
                     file.set_done(item_sent, now);
                 }
             }
-            Event::Finished { index, result } => {
-                if let Some(slot) = self.results.get_mut(index) {
-                    if slot.is_none() {
-                        self.finished.push(index);
-                    }
-                    *slot = Some(result);
-                }
-            }
+            Event::Finished { index, result } => self.record(index, result),
         }
     }
 
     fn finish(&mut self, report: Report) {
         for (index, result) in report.results.into_iter().enumerate() {
-            if let Some(slot) = self.results.get_mut(index) {
-                if slot.is_none() {
-                    self.finished.push(index);
-                }
-                *slot = Some(result);
-            }
+            self.record(index, result);
         }
         self.phase = Phase::Ended {
             cancelled: report.cancelled,
@@ -569,6 +938,50 @@ impl TransferView {
             ItemResult::NotSent { reason } => Some(reason.as_str()),
             _ => None,
         })
+    }
+
+    /// The files that failed or were not sent.
+    fn failed_files(&self) -> impl Iterator<Item = &Item> {
+        self.items
+            .iter()
+            .zip(&self.results)
+            .filter(|(item, result)| {
+                matches!(item.kind, ItemKind::File { .. })
+                    && matches!(
+                        result,
+                        Some(ItemResult::Failed { .. } | ItemResult::NotSent { .. })
+                    )
+            })
+            .map(|(item, _)| item)
+    }
+
+    /// Whether `r` on the summary has something to send again.
+    pub fn can_retry(&self) -> bool {
+        self.is_ended() && self.failed_files().next().is_some()
+    }
+
+    /// The files to send again, each to where it was going.
+    fn retry_record(&self, server: &str) -> Record {
+        Record {
+            server: server.to_string(),
+            files: self
+                .failed_files()
+                .map(|item| Failed {
+                    local: item.local.clone(),
+                    remote: item.remote.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The picks a retry can complete: those with nothing skipped under
+    /// them (what was skipped is not retried, so they stay marked).
+    fn roots_to_retry(&self) -> Vec<PathBuf> {
+        self.roots
+            .iter()
+            .filter(|root| !self.skipped.iter().any(|s| s.local.starts_with(root)))
+            .cloned()
+            .collect()
     }
 
     /// The picked paths that went over entirely: everything planned under
@@ -654,6 +1067,7 @@ mod tests {
             .unwrap_or_default()
     }
 
+    /// Enter on zeta.bin, the server finds it new, Enter again: sending.
     fn running_transfer(dir: &Path) -> App {
         let mut app = app_in(dir);
         press(&mut app, KeyCode::Char('G'));
@@ -661,7 +1075,28 @@ mod tests {
             press(&mut app, KeyCode::Enter).map(|a| matches!(a, Action::Send(_))),
             Some(true)
         );
+        let go = confirm(
+            &mut app,
+            plan_of(dir, &["zeta.bin"]),
+            vec![Some(Verdict::New)],
+        );
+        assert!(matches!(go, Some(Action::Go(_))), "{go:?}");
         app
+    }
+
+    /// The plan arrives, then the server's verdicts; Enter confirms.
+    fn confirm(app: &mut App, plan: Plan, verdicts: Vec<Option<Verdict>>) -> Option<Action> {
+        let now = Instant::now();
+        app.transfer(TransferMsg::Planned(plan), now);
+        app.transfer(TransferMsg::Checked(Ok(verdicts)), now);
+        press(app, KeyCode::Enter)
+    }
+
+    fn view(app: &App) -> &TransferView {
+        match &app.screen {
+            Screen::Transfer(view) => view,
+            Screen::Browse => panic!("not on a transfer screen"),
+        }
     }
 
     #[test]
@@ -918,7 +1353,9 @@ mod tests {
             press(&mut app, KeyCode::Enter),
             Some(Action::Send(vec![dir.path().join("zeta.bin")]))
         );
-        assert!(app.transfer_running());
+        // Nothing moves before the plan is confirmed.
+        assert_eq!(view(&app).phase, Phase::Planning);
+        assert!(!app.transfer_running());
     }
 
     #[test]
@@ -998,8 +1435,6 @@ mod tests {
         let dir = fixture();
         let mut app = running_transfer(dir.path());
         let now = Instant::now();
-        let plan = plan_of(dir.path(), &["zeta.bin"]);
-        app.transfer(TransferMsg::Planned(plan), now);
         assert_eq!(press(&mut app, KeyCode::Esc), Some(Action::CancelTransfer));
         assert!(matches!(&app.screen, Screen::Transfer(t) if t.phase == Phase::Cancelling));
         // A second Esc while stopping does nothing more.
@@ -1072,7 +1507,9 @@ mod tests {
     #[test]
     fn progress_events_move_the_gauges_and_fill_the_finished_list() {
         let dir = fixture();
-        let mut app = running_transfer(dir.path());
+        let mut app = app_in(dir.path());
+        press(&mut app, KeyCode::Char('G'));
+        press(&mut app, KeyCode::Enter);
         let t0 = Instant::now();
         let plan = Plan {
             items: vec![
@@ -1089,7 +1526,8 @@ mod tests {
             ],
             skipped: Vec::new(),
         };
-        app.transfer(TransferMsg::Planned(plan), t0);
+        let go = confirm(&mut app, plan, vec![Some(Verdict::New), Some(Verdict::New)]);
+        assert!(matches!(go, Some(Action::Go(_))));
         let events = [
             Event::Connected {
                 server: "ferry-server/0.1.0".into(),
@@ -1126,25 +1564,22 @@ mod tests {
             panic!("transfer screen")
         };
         assert_eq!(view.current, Some(1));
-        assert_eq!(view.total.as_ref().map(Progress::ratio), Some(0.5));
-        assert_eq!(view.file.as_ref().map(Progress::done), Some(100));
+        assert_eq!(view.total.as_ref().map(Meter::ratio), Some(0.5));
+        assert_eq!(view.file.as_ref().map(Meter::done), Some(100));
         assert_eq!(view.finished, [0]);
     }
 
     #[test]
     fn an_unreachable_server_is_the_stop_reason() {
         let mut view = TransferView::new(Vec::new());
-        view.planned(
-            Plan {
-                items: vec![Item {
-                    local: PathBuf::from("/x"),
-                    remote: "x".into(),
-                    kind: ItemKind::File { size: 1 },
-                }],
-                skipped: Vec::new(),
-            },
-            Instant::now(),
-        );
+        view.planned(Plan {
+            items: vec![Item {
+                local: PathBuf::from("/x"),
+                remote: "x".into(),
+                kind: ItemKind::File { size: 1 },
+            }],
+            skipped: Vec::new(),
+        });
         view.finish(Report {
             results: vec![ItemResult::NotSent {
                 reason: "cannot reach 127.0.0.1:9: connection refused".into(),
@@ -1158,5 +1593,324 @@ mod tests {
             view.stop_reason(),
             Some("cannot reach 127.0.0.1:9: connection refused")
         );
+    }
+
+    fn file(dir: &Path, name: &str, size: u64) -> Item {
+        Item {
+            local: dir.join(name),
+            remote: name.into(),
+            kind: ItemKind::File { size },
+        }
+    }
+
+    /// On the plan screen for new.txt (new), same.txt (identical),
+    /// bad.txt (refused) and big.iso (to resume at 1 KiB).
+    fn reviewing(dir: &Path) -> App {
+        let mut app = app_in(dir);
+        press(&mut app, KeyCode::Char('G'));
+        press(&mut app, KeyCode::Enter);
+        let now = Instant::now();
+        let plan = Plan {
+            items: vec![
+                file(dir, "new.txt", 10),
+                file(dir, "same.txt", 20),
+                file(dir, "bad.txt", 30),
+                file(dir, "big.iso", 4096),
+            ],
+            skipped: Vec::new(),
+        };
+        app.transfer(TransferMsg::Planned(plan), now);
+        assert_eq!(view(&app).phase, Phase::Asking);
+        app.transfer(
+            TransferMsg::Checked(Ok(vec![
+                Some(Verdict::New),
+                Some(Verdict::Identical),
+                Some(Verdict::Refused {
+                    code: ferry_proto::ErrorCode::BadName,
+                    message: "the name is not allowed".into(),
+                }),
+                Some(Verdict::Resume { offset: 1024 }),
+            ])),
+            now,
+        );
+        assert_eq!(view(&app).phase, Phase::Review);
+        app
+    }
+
+    #[test]
+    fn the_plan_screen_sends_on_enter_and_leaves_out_refused_and_identical_files() {
+        let dir = fixture();
+        for key in [KeyCode::Enter, KeyCode::Char('y')] {
+            let mut app = reviewing(dir.path());
+            let counts = view(&app).plan_counts();
+            assert_eq!(
+                (counts.new, counts.identical, counts.refused, counts.resume),
+                (1, 1, 1, 1)
+            );
+            assert_eq!(
+                (counts.to_send, counts.bytes, counts.resumed_bytes),
+                (2, 4106, 1024)
+            );
+            assert!(!app.transfer_running());
+
+            let Some(Action::Go(dispatch)) = press(&mut app, key) else {
+                panic!("{key:?} sends")
+            };
+            assert_eq!(dispatch.send, [0, 3]);
+            let outgoing: Vec<String> = dispatch.outgoing().into_iter().map(|i| i.remote).collect();
+            assert_eq!(outgoing, ["new.txt", "big.iso"]);
+            assert!(app.transfer_running());
+
+            // What the plan settled is in the finished list already.
+            let view = view(&app);
+            assert_eq!(view.phase, Phase::Sending);
+            assert_eq!(view.finished, [1, 2]);
+            assert_eq!(
+                view.results[2],
+                Some(ItemResult::Failed {
+                    reason: "the name is not allowed".into()
+                })
+            );
+            assert!(matches!(
+                view.results[1],
+                Some(ItemResult::Stored {
+                    clash: Clash::Identical,
+                    bytes: 0,
+                    ..
+                })
+            ));
+            assert_eq!(view.outgoing_bytes(), 4106);
+        }
+    }
+
+    #[test]
+    fn esc_or_n_on_the_plan_goes_back_to_the_list_and_sends_nothing() {
+        let dir = fixture();
+        for key in [KeyCode::Esc, KeyCode::Char('n')] {
+            let mut app = reviewing(dir.path());
+            assert_eq!(press(&mut app, key), Some(Action::Abandon));
+            assert!(matches!(app.screen, Screen::Browse));
+            assert!(
+                app.status
+                    .as_ref()
+                    .is_some_and(|s| s.text.contains("nothing was sent"))
+            );
+        }
+        // Also while the server is still being asked.
+        let mut app = app_in(dir.path());
+        press(&mut app, KeyCode::Char('G'));
+        press(&mut app, KeyCode::Enter);
+        app.transfer(
+            TransferMsg::Planned(plan_of(dir.path(), &["zeta.bin"])),
+            Instant::now(),
+        );
+        assert_eq!(view(&app).phase, Phase::Asking);
+        assert_eq!(
+            press(&mut app, KeyCode::Enter),
+            None,
+            "no plan to confirm yet"
+        );
+        assert_eq!(press(&mut app, KeyCode::Esc), Some(Action::Abandon));
+        assert!(matches!(app.screen, Screen::Browse));
+        // Late answers to the abandoned plan change nothing.
+        app.transfer(TransferMsg::Checked(Ok(vec![None])), Instant::now());
+        assert!(matches!(app.screen, Screen::Browse));
+    }
+
+    #[test]
+    fn when_the_server_cannot_be_asked_enter_sends_everything_anyway() {
+        let dir = fixture();
+        let mut app = app_in(dir.path());
+        press(&mut app, KeyCode::Char(' ')); // docs
+        press(&mut app, KeyCode::Char('s'));
+        let now = Instant::now();
+        app.transfer(
+            TransferMsg::Planned(plan_of(dir.path(), &["docs", "zeta.bin"])),
+            now,
+        );
+        app.transfer(
+            TransferMsg::Checked(Err("the server cannot plan: unknown message".into())),
+            now,
+        );
+        assert_eq!(
+            view(&app).preflight_error(),
+            Some("the server cannot plan: unknown message")
+        );
+        let Some(Action::Go(dispatch)) = press(&mut app, KeyCode::Enter) else {
+            panic!("Enter sends anyway")
+        };
+        assert_eq!(dispatch.send, [0, 1, 2]);
+        assert!(dispatch.decided.iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn dispatch_numbers_events_and_results_as_in_the_whole_plan() {
+        let dir = fixture();
+        let mut app = reviewing(dir.path());
+        let Some(Action::Go(dispatch)) = press(&mut app, KeyCode::Enter) else {
+            panic!("sends")
+        };
+        assert_eq!(
+            dispatch.event(Event::Started { index: 1 }),
+            Event::Started { index: 3 }
+        );
+        let stored = |name: &str| ItemResult::Stored {
+            stored_as: name.into(),
+            clash: Clash::None,
+            bytes: 1,
+        };
+        let report = dispatch.report(Report {
+            results: vec![stored("new.txt"), stored("big.iso")],
+            bytes_sent: 3082,
+            bytes_resumed: 1024,
+            elapsed: Duration::from_secs(1),
+            cancelled: false,
+        });
+        assert_eq!(report.results.len(), 4);
+        assert_eq!(report.results[0], stored("new.txt"));
+        assert_eq!(report.results[3], stored("big.iso"));
+        assert!(matches!(report.results[2], ItemResult::Failed { .. }));
+        assert_eq!(report.bytes_resumed, 1024);
+    }
+
+    #[test]
+    fn a_resumed_file_starts_at_its_offset_and_is_not_whole_until_confirmed() {
+        let dir = fixture();
+        let mut app = reviewing(dir.path());
+        press(&mut app, KeyCode::Enter);
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(1);
+        for event in [
+            Event::Connected {
+                server: "ferry-server/0.1.0".into(),
+            },
+            Event::Started { index: 0 },
+            Event::Progress {
+                index: 0,
+                item_sent: 10,
+                total_sent: 10,
+            },
+            Event::Finished {
+                index: 0,
+                result: ItemResult::Stored {
+                    stored_as: "new.txt".into(),
+                    clash: Clash::None,
+                    bytes: 10,
+                },
+            },
+            Event::Started { index: 3 },
+            Event::Resumed {
+                index: 3,
+                offset: 1024,
+            },
+        ] {
+            app.transfer(TransferMsg::Progress(event), t0);
+        }
+        let v = view(&app);
+        let file = v.file.as_ref().expect("a file gauge");
+        assert_eq!((file.done(), file.resumed()), (1024, 1024));
+        assert_eq!(v.resumed[3], Some(1024));
+        assert_eq!(v.total.as_ref().map(Meter::done), Some(1034));
+
+        app.transfer(
+            TransferMsg::Progress(Event::Progress {
+                index: 3,
+                item_sent: 4096,
+                total_sent: 4106,
+            }),
+            t1,
+        );
+        let v = view(&app);
+        let total = v.total.as_ref().expect("a total gauge");
+        assert_eq!(total.ratio(), 1.0, "every byte is out");
+        // Only what moved counts for the rate: 3082 bytes in a second.
+        assert_eq!(total.rate(t1).map(|r| r.round()), Some(3082.0));
+        assert!(!v.all_confirmed(), "big.iso is not confirmed yet");
+        assert!(!v.current_confirmed());
+        assert_eq!(v.stored_bytes(), 10);
+
+        app.transfer(
+            TransferMsg::Progress(Event::Finished {
+                index: 3,
+                result: ItemResult::Stored {
+                    stored_as: "big.iso".into(),
+                    clash: Clash::None,
+                    bytes: 4096,
+                },
+            }),
+            t1,
+        );
+        let v = view(&app);
+        assert!(v.all_confirmed());
+        assert!(v.current_confirmed());
+        assert_eq!(v.stored_bytes(), 4106);
+    }
+
+    fn ended_with(app: &mut App, results: Vec<ItemResult>) {
+        app.transfer(
+            TransferMsg::Done(Report {
+                results,
+                bytes_sent: 0,
+                bytes_resumed: 0,
+                elapsed: Duration::from_secs(1),
+                cancelled: false,
+            }),
+            Instant::now(),
+        );
+    }
+
+    #[test]
+    fn r_retries_only_the_failed_files_and_only_when_there_are_some() {
+        let dir = fixture();
+        let mut app = reviewing(dir.path());
+        press(&mut app, KeyCode::Enter);
+        let stored = ItemResult::Stored {
+            stored_as: "new.txt".into(),
+            clash: Clash::None,
+            bytes: 10,
+        };
+        let lost = ItemResult::NotSent {
+            reason: "the connection was lost".into(),
+        };
+        ended_with(
+            &mut app,
+            vec![
+                stored.clone(),
+                stored.clone(),
+                ItemResult::Failed {
+                    reason: "the name is not allowed".into(),
+                },
+                lost,
+            ],
+        );
+        assert!(view(&app).can_retry());
+        let Some(Action::Retry(record)) = press(&mut app, KeyCode::Char('r')) else {
+            panic!("r retries")
+        };
+        assert_eq!(record.server, "127.0.0.1:9");
+        let remotes: Vec<&str> = record.files.iter().map(|f| f.remote.as_str()).collect();
+        assert_eq!(remotes, ["bad.txt", "big.iso"]);
+        assert_eq!(record.files[1].local, dir.path().join("big.iso"));
+        // The retry goes through the plan screen again.
+        assert_eq!(view(&app).phase, Phase::Planning);
+
+        // Nothing failed: r is just a key that goes back to the list.
+        let mut app = reviewing(dir.path());
+        press(&mut app, KeyCode::Enter);
+        ended_with(
+            &mut app,
+            vec![stored.clone(), stored.clone(), stored.clone(), stored],
+        );
+        // (The plan had refused bad.txt; the report said otherwise.)
+        assert!(!view(&app).can_retry());
+        assert_eq!(press(&mut app, KeyCode::Char('r')), None);
+        assert!(matches!(app.screen, Screen::Browse));
+    }
+
+    #[test]
+    fn quitting_before_anything_moves_needs_no_confirmation() {
+        let dir = fixture();
+        let mut app = reviewing(dir.path());
+        assert_eq!(press(&mut app, KeyCode::Char('q')), Some(Action::Quit));
     }
 }

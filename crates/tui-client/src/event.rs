@@ -12,6 +12,9 @@ use std::sync::mpsc::Sender;
 
 use ratatui::crossterm::event::KeyEvent;
 
+use ferry_proto::Verdict;
+
+use crate::app::Dispatch;
 use crate::browse::{Entry, SizeReport};
 use crate::transfer::{self, Plan, Report, Reporter};
 
@@ -34,23 +37,35 @@ pub enum Message {
     Sizing(SizeReport),
     /// Whether the server answers: its name, or why not.
     Probe(Result<String, String>),
-    Transfer(TransferMsg),
+    /// From the send numbered `job`; those of an abandoned send are stale.
+    Transfer {
+        job: u64,
+        msg: TransferMsg,
+    },
 }
 
-/// What the transfer thread reports, in this order: the plan, the sender's
-/// events, then the end.
+/// What a send reports, in this order: the plan and the server's verdicts
+/// on it (from the planning thread), then, once the user confirmed, the
+/// sender's events and the end (from the transfer thread).
 #[derive(Debug)]
 pub enum TransferMsg {
     Planned(Plan),
+    /// The server's verdict on each item, or why it could not be asked.
+    Checked(Result<Vec<Option<Verdict>>, String>),
     Progress(transfer::Event),
+    /// The list of failed files could not be written for a later retry.
+    NotRemembered(String),
+    /// One result per item of the whole plan.
     Done(Report),
 }
 
-/// A [`Reporter`] for [`transfer::send`] that forwards to the channel. A
-/// closed channel means the UI is gone; the transfer is being cancelled
-/// then anyway, so the event is dropped.
-pub fn reporter(tx: Sender<Message>) -> Reporter {
+/// A [`Reporter`] for [`transfer::send`] of `dispatch`'s outgoing items
+/// that forwards to the channel, numbered as in the whole plan. A closed
+/// channel means the UI is gone; the transfer is being cancelled then
+/// anyway, so the event is dropped.
+pub fn reporter(tx: Sender<Message>, job: u64, dispatch: Arc<Dispatch>) -> Reporter {
     Arc::new(move |event| {
-        let _ = tx.send(Message::Transfer(TransferMsg::Progress(event)));
+        let msg = TransferMsg::Progress(dispatch.event(event));
+        let _ = tx.send(Message::Transfer { job, msg });
     })
 }

@@ -3,8 +3,9 @@
 //! [`App`] asks for.
 //!
 //! Everything slow runs on its own thread (reading folders, measuring
-//! them, probing the server, sending), so the loop itself only waits on the
-//! channel and the screen never freezes. The terminal is restored on every
+//! them, probing the server, planning a send and asking the server about
+//! it, sending), so the loop itself only waits on the channel and the
+//! screen never freezes. The terminal is restored on every
 //! way out: normal return, error, and panic (ratatui's panic hook).
 
 use std::fs;
@@ -20,9 +21,11 @@ use ratatui::DefaultTerminal;
 use ratatui::crossterm::event::{self as term, Event as TermEvent};
 use ratatui::layout::Rect;
 
-use crate::app::{Action, App};
+use crate::app::{Action, App, Dispatch};
 use crate::browse::{Sizer, describe_error, read_entries};
 use crate::event::{Message, TransferMsg, reporter};
+use crate::transfer::preflight::preflight;
+use crate::transfer::retry::{self, Record};
 use crate::transfer::{Options, Plan, probe, send};
 use crate::ui;
 
@@ -66,6 +69,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     result
 }
 
+/// What a send starts from.
+enum Source {
+    Paths(Vec<PathBuf>),
+    /// Files that failed before.
+    Retry(Record),
+}
+
 /// A transfer thread and the flag that stops it.
 struct Running {
     cancel: Arc<AtomicBool>,
@@ -81,6 +91,10 @@ struct Session {
     follow_links: bool,
     sizer: Sizer,
     transfer: Option<Running>,
+    /// The number of the current send. A plan abandoned while the server is
+    /// still being asked about it finishes on its own thread; its messages
+    /// carry an older number and are dropped.
+    job: u64,
     /// Tells the input, tick and probe threads to end.
     quitting: Arc<AtomicBool>,
     /// Pauses probing while a transfer holds a connection of its own.
@@ -116,6 +130,7 @@ impl Session {
             follow_links,
             sizer,
             transfer: None,
+            job: 0,
             quitting,
             sending,
         }
@@ -172,11 +187,13 @@ impl Session {
                 self.app.probed(result);
                 None
             }
-            Message::Transfer(msg) => {
+            Message::Transfer { job, msg } => {
                 if matches!(msg, TransferMsg::Done(_)) {
                     self.transfer_ended();
                 }
-                self.app.transfer(msg, now);
+                if job == self.job {
+                    self.app.transfer(msg, now);
+                }
                 None
             }
         })
@@ -197,7 +214,10 @@ impl Session {
                     });
                 });
             }
-            Action::Send(paths) => self.start_transfer(paths),
+            Action::Send(paths) => self.start_planning(Source::Paths(paths)),
+            Action::Retry(record) => self.start_planning(Source::Retry(record)),
+            Action::Go(dispatch) => self.start_transfer(dispatch),
+            Action::Abandon => self.job += 1,
             Action::CancelTransfer => {
                 if let Some(running) = &self.transfer {
                     running.cancel.store(true, Ordering::Relaxed);
@@ -212,24 +232,51 @@ impl Session {
         }
     }
 
-    fn start_transfer(&mut self, paths: Vec<PathBuf>) {
+    /// Builds the plan and asks the server about it, on a thread of its
+    /// own: walking folders, hashing files and the round trip can all take
+    /// a while. Nothing is sent until the user confirms ([`Action::Go`]).
+    fn start_planning(&mut self, source: Source) {
+        self.job += 1;
+        let job = self.job;
+        let tx = self.tx.clone();
+        let options = self.options.clone();
+        let follow_links = self.follow_links;
+        thread::spawn(move || {
+            let plan = match source {
+                Source::Paths(paths) => Plan::build(&paths, follow_links),
+                Source::Retry(record) => retry::plan(&record),
+            };
+            let items = plan.items.clone();
+            let msg = TransferMsg::Planned(plan);
+            if tx.send(Message::Transfer { job, msg }).is_err() {
+                return;
+            }
+            let msg = TransferMsg::Checked(preflight(&items, &options, |_| true, true));
+            let _ = tx.send(Message::Transfer { job, msg });
+        });
+    }
+
+    fn start_transfer(&mut self, dispatch: Dispatch) {
         if self.transfer.is_some() {
             return;
         }
         let cancel = Arc::new(AtomicBool::new(false));
         let tx = self.tx.clone();
         let options = self.options.clone();
-        let follow_links = self.follow_links;
         let stop = Arc::clone(&cancel);
+        let job = self.job;
         self.sending.store(true, Ordering::Relaxed);
         let thread = thread::spawn(move || {
-            // Planning walks folders, which can take a while: it belongs
-            // here, not on the UI thread.
-            let plan = Plan::build(&paths, follow_links);
-            let items = plan.items.clone();
-            let _ = tx.send(Message::Transfer(TransferMsg::Planned(plan)));
-            let report = send(&items, &options, &stop, reporter(tx.clone()));
-            let _ = tx.send(Message::Transfer(TransferMsg::Done(report)));
+            let dispatch = Arc::new(dispatch);
+            let outgoing = dispatch.outgoing();
+            let events = reporter(tx.clone(), job, Arc::clone(&dispatch));
+            let report = dispatch.report(send(&outgoing, &options, &stop, events));
+            if let Err(why) = retry::remember(&options.addr, &dispatch.items, &report) {
+                let msg = TransferMsg::NotRemembered(why);
+                let _ = tx.send(Message::Transfer { job, msg });
+            }
+            let msg = TransferMsg::Done(report);
+            let _ = tx.send(Message::Transfer { job, msg });
         });
         self.transfer = Some(Running { cancel, thread });
     }
@@ -253,7 +300,10 @@ impl Session {
         let deadline = Instant::now() + QUIT_GRACE;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.rx.recv_timeout(left) {
-                Ok(Message::Transfer(TransferMsg::Done(_))) => {
+                Ok(Message::Transfer {
+                    msg: TransferMsg::Done(_),
+                    ..
+                }) => {
                     self.transfer_ended();
                     return;
                 }

@@ -1,11 +1,13 @@
 //! Drawing: a pure function of the [`App`] (and the time, for rates and
 //! ETAs) onto a ratatui [`Frame`].
 //!
-//! The screen is a header (folder and server), a body (the folder list, or
-//! the transfer panel while sending and until its summary is dismissed) and
-//! a two-line footer (status or totals, then the keys that work now).
+//! The screen is a header (folder and server), a body (the folder list, the
+//! plan of a send, or the transfer panel while sending and until its
+//! summary is dismissed) and a two-line footer (status or totals, then the
+//! keys that work now).
 
 mod browser;
+mod plan;
 mod transfer;
 
 use std::time::Instant;
@@ -23,7 +25,12 @@ pub fn draw(frame: &mut Frame, app: &App, now: Instant) {
     draw_header(frame, areas.header, app);
     match &app.screen {
         Screen::Browse => browser::draw(frame, areas.body, app),
-        Screen::Transfer(view) => transfer::draw(frame, areas.body, app, view, now),
+        Screen::Transfer(view) => match view.phase {
+            Phase::Planning | Phase::Asking | Phase::Review => {
+                plan::draw(frame, areas.body, app, view)
+            }
+            _ => transfer::draw(frame, areas.body, app, view, now),
+        },
     }
     draw_footer(frame, areas.footer, app);
 }
@@ -130,15 +137,15 @@ fn totals_line(app: &App) -> Line<'static> {
 /// The keys that work now, most useful first; those that do not fit in
 /// `width` are left out whole rather than cut in the middle.
 fn keys_line(app: &App, width: u16) -> Line<'static> {
-    let keys: &[(&str, &str)] = match (&app.screen, app.input) {
-        (_, Input::ConfirmQuit) => &[("y", "quit"), ("n", "stay")],
-        (_, Input::Filter) => &[
+    let keys: Vec<(&str, &str)> = match (&app.screen, app.input) {
+        (_, Input::ConfirmQuit) => vec![("y", "quit"), ("n", "stay")],
+        (_, Input::Filter) => vec![
             ("type", "filter"),
             ("Enter", "keep"),
             ("Esc", "clear"),
             ("↑↓", "move"),
         ],
-        (Screen::Browse, Input::Normal) => &[
+        (Screen::Browse, Input::Normal) => vec![
             ("j/k", "move"),
             ("l", "open"),
             ("h", "back"),
@@ -152,16 +159,32 @@ fn keys_line(app: &App, width: u16) -> Line<'static> {
             (".", "hidden"),
         ],
         (Screen::Transfer(view), Input::Normal) => match view.phase {
-            Phase::Ended { .. } => &[("any key", "back to the list"), ("q", "quit")],
-            Phase::Cancelling => &[("q", "quit"), ("Ctrl-C", "quit now")],
-            Phase::Planning | Phase::Sending => {
-                &[("Esc", "cancel"), ("q", "quit"), ("Ctrl-C", "quit now")]
-            }
+            Phase::Ended { .. } if view.can_retry() => vec![
+                ("r", "retry failed"),
+                ("any key", "back to the list"),
+                ("q", "quit"),
+            ],
+            Phase::Ended { .. } => vec![("any key", "back to the list"), ("q", "quit")],
+            Phase::Planning | Phase::Asking => vec![("Esc", "cancel"), ("q", "quit")],
+            Phase::Review if view.preflight_error().is_some() => vec![
+                ("Enter", "send anyway"),
+                ("Esc", "cancel"),
+                ("j/k", "scroll"),
+                ("q", "quit"),
+            ],
+            Phase::Review => vec![
+                ("Enter/y", "send"),
+                ("Esc/n", "cancel"),
+                ("j/k", "scroll"),
+                ("q", "quit"),
+            ],
+            Phase::Cancelling => vec![("q", "quit"), ("Ctrl-C", "quit now")],
+            Phase::Sending => vec![("Esc", "cancel"), ("q", "quit"), ("Ctrl-C", "quit now")],
         },
     };
     let mut spans = Vec::new();
     let mut used = 0;
-    for (key, what) in keys {
+    for (key, what) in &keys {
         let needed = key.chars().count() + what.chars().count() + 3;
         if used + needed > usize::from(width) {
             continue;
@@ -184,7 +207,7 @@ mod tests {
     use std::path::{Path, PathBuf};
     use std::time::Duration;
 
-    use ferry_proto::Clash;
+    use ferry_proto::{Clash, ErrorCode, Verdict};
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
     use ratatui::crossterm::event::{KeyCode, KeyEvent};
@@ -295,6 +318,25 @@ mod tests {
         assert!(line_with(&lines, "nothing matches").contains("nothing matches"));
     }
 
+    fn connected() -> Event {
+        Event::Connected {
+            server: "ferry-server/0.1.0".into(),
+        }
+    }
+
+    /// The plan arrives, the server finds every file new, Enter sends.
+    fn confirm(app: &mut App, plan: Plan, now: Instant) {
+        let verdicts = plan
+            .items
+            .iter()
+            .map(|i| matches!(i.kind, ItemKind::File { .. }).then_some(Verdict::New))
+            .collect();
+        app.transfer(TransferMsg::Planned(plan), now);
+        app.transfer(TransferMsg::Checked(Ok(verdicts)), now);
+        let go = app.handle_key(KeyEvent::from(KeyCode::Enter));
+        assert!(matches!(go, Some(Action::Go(_))), "{go:?}");
+    }
+
     fn file(name: &str, size: u64) -> Item {
         Item {
             local: PathBuf::from("/here").join(name),
@@ -324,7 +366,8 @@ mod tests {
                 by_choice: true,
             }],
         };
-        app.transfer(TransferMsg::Planned(plan), t0);
+        confirm(&mut app, plan, t0);
+        app.transfer(TransferMsg::Progress(connected()), t0);
         let at = t0 + Duration::from_secs(2);
         let events = [
             Event::Started { index: 0 },
@@ -362,7 +405,10 @@ mod tests {
         }
         let lines = screen(&app, at, 100, 30);
         let total = line_with(&lines, "50%");
-        assert!(total.contains("5 MiB / 10 MiB"), "{total}");
+        assert!(
+            total.contains("sent 5 MiB · stored 2 MiB / 10 MiB"),
+            "{total}"
+        );
         assert!(total.contains("2.50 MiB/s"), "{total}");
         assert!(total.contains("ETA 2s"), "{total}");
         assert!(line_with(&lines, "big.iso").contains("big.iso"));
@@ -386,7 +432,7 @@ mod tests {
             items: vec![file("a.txt", 10), file("b.txt", 10), file("c.txt", 10)],
             skipped: Vec::new(),
         };
-        app.transfer(TransferMsg::Planned(plan), t0);
+        confirm(&mut app, plan, t0);
         app.handle_key(KeyEvent::from(KeyCode::Esc));
         let cancelling = screen(&app, t0, 100, 24);
         assert!(line_with(&cancelling, "Cancelling").contains("Cancelling"));
@@ -477,5 +523,322 @@ mod tests {
     fn list_rows_match_what_the_browser_draws() {
         assert_eq!(list_rows(Rect::new(0, 0, 80, 24)), 24 - 1 - 2 - 2);
         assert_eq!(list_rows(Rect::new(0, 0, 80, 3)), 1);
+    }
+
+    const MIB: u64 = 1024 * 1024;
+
+    /// On the plan screen of a send whose plan is `items`, once the server
+    /// answered `verdicts`.
+    fn plan_screen(items: Vec<Item>, verdicts: Result<Vec<Option<Verdict>>, String>) -> App {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
+        let mut app = browsing(dir.path());
+        app.handle_key(KeyEvent::from(KeyCode::Enter));
+        let now = Instant::now();
+        app.transfer(
+            TransferMsg::Planned(Plan {
+                items,
+                skipped: Vec::new(),
+            }),
+            now,
+        );
+        app.transfer(TransferMsg::Checked(verdicts), now);
+        app
+    }
+
+    #[test]
+    fn plan_screen_says_what_the_server_would_do_with_each_file_and_totals() {
+        let app = plan_screen(
+            vec![
+                file("fresh.txt", 5),
+                file("same.txt", 7),
+                file("taken.txt", 9),
+                file("old.txt", 11),
+                file("movie.mkv", 40 * MIB),
+                file("con.txt", 1),
+                Item {
+                    local: PathBuf::from("/here/empty"),
+                    remote: "empty".into(),
+                    kind: ItemKind::Folder,
+                },
+            ],
+            Ok(vec![
+                Some(Verdict::New),
+                Some(Verdict::Identical),
+                Some(Verdict::Clash {
+                    result: Clash::Renamed,
+                    stored_as: "taken (1).txt".into(),
+                }),
+                Some(Verdict::Clash {
+                    result: Clash::Overwritten,
+                    stored_as: "old.txt".into(),
+                }),
+                Some(Verdict::Resume { offset: 12 * MIB }),
+                Some(Verdict::Refused {
+                    code: ErrorCode::BadName,
+                    message: "the name is reserved".into(),
+                }),
+                None,
+            ]),
+        );
+        let lines = screen(&app, Instant::now(), 100, 30);
+        assert!(line_with(&lines, "fresh.txt").contains("5 B  new "));
+        assert!(line_with(&lines, "same.txt").contains("identical, nothing to send"));
+        assert!(line_with(&lines, "taken.txt").contains("will be renamed to taken (1).txt"));
+        assert!(line_with(&lines, "old.txt").contains("will overwrite"));
+        assert!(line_with(&lines, "movie.mkv").contains("resume at 12 MiB"));
+        assert!(line_with(&lines, "con.txt").contains("refused: the name is reserved"));
+        assert!(line_with(&lines, "empty/").contains("folder"));
+        let totals = line_with(&lines, " new ·");
+        assert!(
+            totals.contains("1 new · 1 identical · 2 clashes · 1 resume · 1 refused"),
+            "{totals}"
+        );
+        // Refused and identical files are left out of what Enter sends.
+        let prompt = line_with(&lines, "Enter:");
+        assert!(
+            prompt.contains("send 4 files (40.00 MiB, 12 MiB already there)"),
+            "{prompt}"
+        );
+        assert!(
+            totals.contains("· not sent: identical, refused"),
+            "{totals}"
+        );
+        assert!(prompt.contains("Esc: cancel"), "{prompt}");
+        let keys = &lines[lines.len() - 1];
+        assert!(
+            keys.contains("Enter/y send") && keys.contains("Esc/n cancel"),
+            "{keys}"
+        );
+    }
+
+    #[test]
+    fn plan_screen_waits_for_the_server_and_says_when_it_cannot_be_asked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
+        let mut app = browsing(dir.path());
+        app.handle_key(KeyEvent::from(KeyCode::Enter));
+        let now = Instant::now();
+        app.transfer(
+            TransferMsg::Planned(Plan {
+                items: vec![file("a.txt", 1)],
+                skipped: Vec::new(),
+            }),
+            now,
+        );
+        let asking = screen(&app, now, 100, 20);
+        assert!(line_with(&asking, "Asking the server at 127.0.0.1:7878").contains("1 file"));
+        assert!(line_with(&asking, "a.txt").contains("asking the server…"));
+
+        app.transfer(
+            TransferMsg::Checked(Err("cannot reach 127.0.0.1:7878: connection refused".into())),
+            now,
+        );
+        let failed = screen(&app, now, 100, 20);
+        assert!(
+            line_with(&failed, "Could not ask the server").contains("connection refused"),
+            "{failed:?}"
+        );
+        assert!(line_with(&failed, "a.txt").contains("not checked"));
+        assert!(line_with(&failed, "Enter: send anyway").contains("Esc: cancel"));
+        assert!(failed[failed.len() - 1].contains("Enter send anyway"));
+    }
+
+    #[test]
+    fn total_is_not_100_percent_until_the_server_confirmed_every_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
+        let mut app = browsing(dir.path());
+        app.handle_key(KeyEvent::from(KeyCode::Enter));
+        let t0 = Instant::now();
+        let plan = Plan {
+            items: vec![file("one.bin", 4 * MIB), file("two.bin", 6 * MIB)],
+            skipped: Vec::new(),
+        };
+        confirm(&mut app, plan, t0);
+        let at = t0 + Duration::from_secs(1);
+        for event in [
+            connected(),
+            Event::Started { index: 0 },
+            Event::Progress {
+                index: 0,
+                item_sent: 4 * MIB,
+                total_sent: 4 * MIB,
+            },
+            Event::Finished {
+                index: 0,
+                result: ItemResult::Stored {
+                    stored_as: "one.bin".into(),
+                    clash: Clash::None,
+                    bytes: 4 * MIB,
+                },
+            },
+            Event::Started { index: 1 },
+            Event::Progress {
+                index: 1,
+                item_sent: 6 * MIB,
+                total_sent: 10 * MIB,
+            },
+        ] {
+            app.transfer(TransferMsg::Progress(event), at);
+        }
+        // Every byte is out, but two.bin is not confirmed.
+        let lines = screen(&app, at, 100, 30);
+        assert!(!lines.iter().any(|l| l.contains("100%")), "{lines:#?}");
+        let total = line_with(&lines, "sent 10 MiB");
+        assert!(total.contains("99%"), "{total}");
+        assert!(total.contains("stored 4 MiB / 10 MiB"), "{total}");
+        let current = line_with(&lines, "6 MiB / 6 MiB");
+        assert!(current.contains("99%"), "{current}");
+        assert!(
+            current.contains("waiting for the server to confirm"),
+            "{current}"
+        );
+
+        app.transfer(
+            TransferMsg::Progress(Event::Finished {
+                index: 1,
+                result: ItemResult::Stored {
+                    stored_as: "two.bin".into(),
+                    clash: Clash::None,
+                    bytes: 6 * MIB,
+                },
+            }),
+            at,
+        );
+        let lines = screen(&app, at, 100, 30);
+        let total = line_with(&lines, "sent 10 MiB");
+        assert!(total.contains("100%"), "{total}");
+        assert!(total.contains("stored 10 MiB / 10 MiB"), "{total}");
+        assert!(line_with(&lines, "6 MiB / 6 MiB").contains("100%"));
+    }
+
+    #[test]
+    fn a_resumed_file_shows_where_it_picked_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
+        let mut app = browsing(dir.path());
+        app.handle_key(KeyEvent::from(KeyCode::Enter));
+        let t0 = Instant::now();
+        let plan = Plan {
+            items: vec![file("movie.mkv", 40 * MIB), file("next.bin", 10 * MIB)],
+            skipped: Vec::new(),
+        };
+        confirm(&mut app, plan, t0);
+        let at = t0 + Duration::from_secs(2);
+        app.transfer(TransferMsg::Progress(connected()), t0);
+        for event in [
+            Event::Started { index: 0 },
+            Event::Resumed {
+                index: 0,
+                offset: 12 * MIB,
+            },
+        ] {
+            app.transfer(TransferMsg::Progress(event), t0);
+        }
+        // Right after the resume the gauge starts at the offset.
+        let lines = screen(&app, t0, 100, 30);
+        let current = line_with(&lines, "12 MiB / 40 MiB");
+        assert!(current.contains("30%"), "{current}");
+        assert!(current.contains("resumed at 12 MiB"), "{current}");
+        assert!(line_with(&lines, "Sending").contains("12 MiB already there"));
+
+        for event in [
+            Event::Progress {
+                index: 0,
+                item_sent: 40 * MIB,
+                total_sent: 40 * MIB,
+            },
+            Event::Finished {
+                index: 0,
+                result: ItemResult::Stored {
+                    stored_as: "movie.mkv".into(),
+                    clash: Clash::None,
+                    bytes: 40 * MIB,
+                },
+            },
+            Event::Started { index: 1 },
+        ] {
+            app.transfer(TransferMsg::Progress(event), at);
+        }
+        let lines = screen(&app, at, 100, 30);
+        assert!(line_with(&lines, "✓ movie.mkv").contains("stored (resumed at 12 MiB)"));
+        // 28 MiB moved in 2 s: the resumed part is not speed.
+        assert!(line_with(&lines, "sent 40 MiB").contains("14 MiB/s"));
+    }
+
+    #[test]
+    fn summary_offers_retry_only_when_something_failed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
+        let mut app = browsing(dir.path());
+        app.handle_key(KeyEvent::from(KeyCode::Enter));
+        let t0 = Instant::now();
+        let plan = Plan {
+            items: vec![file("a.txt", 1), file("b.txt", 1)],
+            skipped: Vec::new(),
+        };
+        let items = plan.items.clone();
+        app.transfer(TransferMsg::Planned(plan), t0);
+        app.transfer(
+            TransferMsg::Checked(Ok(vec![
+                Some(Verdict::Identical),
+                Some(Verdict::Refused {
+                    code: ErrorCode::NoSpace,
+                    message: "no room left on the server".into(),
+                }),
+            ])),
+            t0,
+        );
+        let Some(Action::Go(dispatch)) = app.handle_key(KeyEvent::from(KeyCode::Enter)) else {
+            panic!("Enter sends")
+        };
+        assert!(dispatch.send.is_empty(), "nothing left to send");
+        let report = dispatch.report(Report {
+            results: Vec::new(),
+            bytes_sent: 0,
+            bytes_resumed: 0,
+            elapsed: Duration::ZERO,
+            cancelled: false,
+        });
+        assert_eq!(report.results.len(), items.len());
+        app.transfer(TransferMsg::Done(report), t0);
+        let lines = screen(&app, t0, 100, 24);
+        assert!(line_with(&lines, "= a.txt").contains("identical, skipped"));
+        assert!(line_with(&lines, "✗ b.txt").contains("failed: no room left on the server"));
+        assert!(line_with(&lines, "Total").contains("Total"));
+        assert!(line_with(&lines, "nothing was sent").contains("nothing was sent"));
+        assert!(
+            lines[lines.len() - 1].contains("r retry failed"),
+            "{lines:#?}"
+        );
+
+        let mut app = browsing(dir.path());
+        app.handle_key(KeyEvent::from(KeyCode::Enter));
+        confirm(
+            &mut app,
+            Plan {
+                items: vec![file("a.txt", 1)],
+                skipped: Vec::new(),
+            },
+            t0,
+        );
+        app.transfer(
+            TransferMsg::Done(Report {
+                results: vec![ItemResult::Stored {
+                    stored_as: "a.txt".into(),
+                    clash: Clash::None,
+                    bytes: 1,
+                }],
+                bytes_sent: 1,
+                bytes_resumed: 0,
+                elapsed: Duration::from_secs(1),
+                cancelled: false,
+            }),
+            t0,
+        );
+        let lines = screen(&app, t0, 100, 24);
+        assert!(!lines[lines.len() - 1].contains("retry"), "{lines:#?}");
+        assert!(lines[lines.len() - 1].contains("back to the list"));
     }
 }

@@ -1,10 +1,14 @@
 //! The transfer panel: a headline, a gauge for the whole transfer, one for
 //! the file going out, and the outcome of every file so far. The same panel
 //! with a summary headline stays up after the end until a key is pressed.
+//!
+//! Sent is not stored: a gauge reaches 100% only once the server confirmed
+//! every file under it durably stored. Until then it stops at 99% and says
+//! how much is sent and how much is stored.
 
 use std::time::Instant;
 
-use ferry_proto::Clash;
+use ferry_proto::{Clash, Verdict};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style, Stylize};
@@ -12,8 +16,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Gauge, Paragraph};
 
 use super::bytes;
-use crate::app::{App, Counts, Phase, TransferView};
-use crate::transfer::progress::{Progress, format_duration};
+use crate::app::{App, Counts, Meter, Phase, TransferView};
+use crate::transfer::progress::format_duration;
 use crate::transfer::{ItemKind, ItemResult};
 
 pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, view: &TransferView, now: Instant) {
@@ -33,20 +37,31 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, view: &TransferView
 fn headline_text(app: &App, view: &TransferView) -> Line<'static> {
     let counts = view.counts();
     let files = view
-        .items
+        .outgoing
         .iter()
+        .filter_map(|&i| view.items.get(i))
         .filter(|i| matches!(i.kind, ItemKind::File { .. }))
         .count();
-    let total = view.total.as_ref().map_or(0, Progress::total);
+    let resumed = view.total.as_ref().map_or(0, Meter::resumed);
     match view.phase {
-        Phase::Planning => Line::raw(format!("Looking at what to send to {}…", app.addr)).bold(),
-        Phase::Sending => Line::raw(format!(
-            "Sending {} to {}: {}",
-            plural(files, "file"),
-            app.addr,
-            bytes(total)
-        ))
-        .bold(),
+        Phase::Planning | Phase::Asking | Phase::Review => {
+            Line::raw(format!("Looking at what to send to {}…", app.addr)).bold()
+        }
+        Phase::Sending => {
+            let mut text = format!(
+                "Sending {} to {}: {}",
+                plural(files, "file"),
+                app.addr,
+                bytes(view.outgoing_bytes())
+            );
+            if resumed > 0 {
+                text.push_str(&format!(
+                    " ({} already there from an earlier try)",
+                    bytes(resumed)
+                ));
+            }
+            Line::raw(text).bold()
+        }
         Phase::Cancelling => Line::styled(
             "Cancelling… waiting for the server to let go of the file in flight.",
             Style::new().fg(Color::Yellow).bold(),
@@ -96,10 +111,21 @@ fn finished_counts(counts: &Counts) -> String {
 fn draw_total(frame: &mut Frame, area: Rect, view: &TransferView, now: Instant) {
     let block = Block::bordered().title(" Total ");
     let Some(progress) = &view.total else {
-        frame.render_widget(Paragraph::new("planning…").block(block), area);
+        let idle = match view.phase {
+            Phase::Ended { .. } => "nothing was sent",
+            _ => "connecting to the server…",
+        };
+        frame.render_widget(Paragraph::new(idle).block(block), area);
         return;
     };
-    let mut label = amounts(progress);
+    let ratio = confirmed_ratio(progress, view.all_confirmed());
+    let mut label = format!(
+        "{} · sent {} · stored {} / {}",
+        percent(ratio),
+        bytes(progress.done()),
+        bytes(view.stored_bytes()),
+        bytes(progress.total())
+    );
     match (view.phase, view.elapsed) {
         (Phase::Ended { .. }, Some(elapsed)) => {
             let secs = elapsed.as_secs_f64();
@@ -113,7 +139,7 @@ fn draw_total(frame: &mut Frame, area: Rect, view: &TransferView, now: Instant) 
         }
         _ => label.push_str(&speed(progress, now)),
     }
-    frame.render_widget(gauge(progress, label, Color::Green).block(block), area);
+    frame.render_widget(gauge(ratio, label, Color::Green).block(block), area);
 }
 
 fn draw_file(frame: &mut Frame, area: Rect, view: &TransferView, now: Instant) {
@@ -130,23 +156,44 @@ fn draw_file(frame: &mut Frame, area: Rect, view: &TransferView, now: Instant) {
         return;
     };
     let block = Block::bordered().title(format!(" {} ", item.remote));
-    let label = format!("{}{}", amounts(progress), speed(progress, now));
-    frame.render_widget(gauge(progress, label, Color::Cyan).block(block), area);
-}
-
-/// "42% · 14 MiB / 34 MiB". The percentage is rounded down so 100% means
-/// done.
-fn amounts(progress: &Progress) -> String {
-    format!(
-        "{}% · {} / {}",
-        (progress.ratio() * 100.0).floor(),
+    let confirmed = view.current_confirmed();
+    let ratio = confirmed_ratio(progress, confirmed);
+    let mut label = format!(
+        "{} · {} / {}",
+        percent(ratio),
         bytes(progress.done()),
         bytes(progress.total())
-    )
+    );
+    if progress.resumed() > 0 {
+        label.push_str(&format!(" · resumed at {}", bytes(progress.resumed())));
+    }
+    if confirmed {
+        label.push_str(" · stored");
+    } else if progress.done() >= progress.total() {
+        label.push_str(" · waiting for the server to confirm");
+    } else {
+        label.push_str(&speed(progress, now));
+    }
+    frame.render_widget(gauge(ratio, label, Color::Cyan).block(block), area);
+}
+
+/// How far along, where only the server's confirmation makes it whole:
+/// without it the ratio stops short of 1.
+fn confirmed_ratio(progress: &Meter, confirmed: bool) -> f64 {
+    if confirmed {
+        progress.ratio()
+    } else {
+        progress.ratio().min(0.99)
+    }
+}
+
+/// "42%", rounded down so that 100% means done.
+fn percent(ratio: f64) -> String {
+    format!("{}%", (ratio * 100.0).floor())
 }
 
 /// " · 5 MiB/s · ETA 4s", or nothing while the rate is not known yet.
-fn speed(progress: &Progress, now: Instant) -> String {
+fn speed(progress: &Meter, now: Instant) -> String {
     let mut text = String::new();
     if let Some(rate) = progress.rate(now) {
         text.push_str(&format!(" · {}/s", bytes(rate as u64)));
@@ -157,9 +204,9 @@ fn speed(progress: &Progress, now: Instant) -> String {
     text
 }
 
-fn gauge(progress: &Progress, label: String, color: Color) -> Gauge<'static> {
+fn gauge(ratio: f64, label: String, color: Color) -> Gauge<'static> {
     Gauge::default()
-        .ratio(progress.ratio())
+        .ratio(ratio.clamp(0.0, 1.0))
         .label(Span::raw(label).white().bold())
         .gauge_style(Style::new().fg(color).bg(Color::Black))
         .use_unicode(true)
@@ -182,7 +229,9 @@ fn draw_finished(frame: &mut Frame, area: Rect, view: &TransferView) {
         else {
             continue;
         };
-        lines.push(outcome_line(&item.remote, result));
+        let by_plan = matches!(view.verdict(index), Some(Verdict::Identical));
+        let resumed = view.resumed.get(index).copied().flatten();
+        lines.push(outcome_line(&item.remote, result, by_plan, resumed));
     }
     let title = format!(" Finished {} of {} ", view.finished.len(), view.items.len());
     let block = Block::bordered().title(title);
@@ -194,8 +243,16 @@ fn draw_finished(frame: &mut Frame, area: Rect, view: &TransferView) {
     frame.render_widget(Paragraph::new(shown).block(block), area);
 }
 
-fn outcome_line(remote: &str, result: &ItemResult) -> Line<'static> {
-    let (mark, color, what) = match result {
+/// One finished file. `by_plan`: left out because the plan found it
+/// identical; `resumed`: where its upload picked up.
+fn outcome_line(
+    remote: &str,
+    result: &ItemResult,
+    by_plan: bool,
+    resumed: Option<u64>,
+) -> Line<'static> {
+    let (mark, color, mut what) = match result {
+        ItemResult::Stored { .. } if by_plan => ("=", Color::Green, "identical, skipped".into()),
         ItemResult::Stored {
             stored_as, clash, ..
         } => match clash {
@@ -211,6 +268,9 @@ fn outcome_line(remote: &str, result: &ItemResult) -> Line<'static> {
         ItemResult::Failed { reason } => ("✗", Color::Red, format!("failed: {reason}")),
         ItemResult::NotSent { reason } => ("·", Color::DarkGray, format!("not sent: {reason}")),
     };
+    if let (ItemResult::Stored { .. }, Some(offset)) = (result, resumed) {
+        what.push_str(&format!(" (resumed at {})", bytes(offset)));
+    }
     Line::from(vec![
         Span::styled(format!("{mark} "), Style::new().fg(color).bold()),
         Span::raw(remote.to_string()),
@@ -218,7 +278,7 @@ fn outcome_line(remote: &str, result: &ItemResult) -> Line<'static> {
     ])
 }
 
-fn plural(n: usize, what: &str) -> String {
+pub(super) fn plural(n: usize, what: &str) -> String {
     if n == 1 {
         format!("1 {what}")
     } else {
