@@ -3,9 +3,9 @@
 //! and is driven with key presses exactly as a person would.
 //!
 //! What it proves that the unit tests cannot: the terminal is set up and
-//! read correctly, the event loop moves between folders, marks and sends on
-//! real threads, the screen shows the outcome, the bytes arrive intact and
-//! the terminal is given back on quit.
+//! read correctly, the event loop moves between folders, marks, asks the
+//! real server for a plan and sends on real threads, the screen shows the
+//! outcome, the bytes arrive intact and the terminal is given back on quit.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -150,8 +150,10 @@ fn pick_files_in_a_subfolder_send_them_and_quit() {
 
     // The shell line keeps the pane open after ferry exits, with its exit
     // status on screen, so a crash or a bad exit is visible to the test.
+    // The list of failed files goes to a state folder of the test's own.
     let command = format!(
-        "{} --to {} {}; echo \"ferry exited with $?\"; sleep 60",
+        "XDG_STATE_HOME={} {} --to {} {}; echo \"ferry exited with $?\"; sleep 60",
+        quoted(&home.path().join("state")),
         quoted(&bin_path("ferry")),
         server.addr(),
         quoted(&root),
@@ -171,7 +173,22 @@ fn pick_files_in_a_subfolder_send_them_and_quit() {
         "still in the top folder:\n{screen}"
     );
 
+    // The plan comes first: the server's verdict on each file, and nothing
+    // is sent until Enter.
     tmux.press(&["s"]);
+    let plan = tmux.wait_for(&[
+        "What the server would do",
+        "2 new · 0 identical · 0 clashes · 0 resume · 0 refused",
+        "Enter: send 2 files",
+    ]);
+    assert!(plan.contains("alpha.bin"), "{plan}");
+    assert!(plan.contains("beta.txt"), "{plan}");
+    assert!(
+        server.files().is_empty(),
+        "something arrived before the plan was confirmed: {:?}",
+        server.files()
+    );
+    tmux.press(&["Enter"]);
     let summary = tmux.wait_for(&["Finished: 2 sent", "Total", "100%"]);
     assert!(summary.contains("alpha.bin  stored"), "{summary}");
     assert!(summary.contains("beta.txt  stored"), "{summary}");
@@ -199,4 +216,76 @@ fn pick_files_in_a_subfolder_send_them_and_quit() {
         !after.contains("Nothing marked"),
         "the picker is still on screen:\n{after}"
     );
+}
+
+#[test]
+fn the_plan_shows_clashes_and_refusals_and_r_retries_what_failed() {
+    if !tmux_installed() {
+        println!("skipped: tmux is not installed");
+        return;
+    }
+    let server = Server::start_with(&["--max-file-size", "100K"]);
+    fs::write(server.dir().join("taken.txt"), b"already on the server").expect("write");
+    let home = tempfile::tempdir().expect("tempdir");
+    let root = home.path().join("pick");
+    fs::create_dir_all(&root).expect("mkdir");
+    let small = write(root.join("small.txt"), b"a small file\n");
+    write(root.join("taken.txt"), b"a different taken.txt\n");
+    write(root.join("huge.bin"), &data(300_000, 3));
+
+    let command = format!(
+        "XDG_STATE_HOME={} {} --to {} {}; echo \"ferry exited with $?\"; sleep 60",
+        quoted(&home.path().join("state")),
+        quoted(&bin_path("ferry")),
+        server.addr(),
+        quoted(&root),
+    );
+    let tmux = Tmux::start(120, 40, &command);
+    tmux.wait_for(&["huge.bin", "small.txt", "taken.txt", "● connected"]);
+    tmux.press(&["a", "s"]);
+    let plan = tmux.wait_for(&[
+        "1 new · 0 identical · 1 clash · 0 resume · 1 refused",
+        "Enter: send 2 files",
+    ]);
+    let row = |screen: &str, name: &str| {
+        screen
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{screen}"))
+            .to_string()
+    };
+    assert!(row(&plan, "small.txt").contains("new"), "{plan}");
+    assert!(
+        row(&plan, "taken.txt").contains("will be renamed to"),
+        "{plan}"
+    );
+    assert!(row(&plan, "huge.bin").contains("refused:"), "{plan}");
+
+    tmux.press(&["Enter"]);
+    let summary = tmux.wait_for(&["Finished with problems", "r retry failed"]);
+    assert!(row(&summary, "huge.bin").contains("failed:"), "{summary}");
+    assert!(!server.dir().join("huge.bin").exists());
+    let (local, bytes) = &small;
+    let name = local.file_name().expect("a file name");
+    assert!(fs::read(server.dir().join(name)).expect("stored") == *bytes);
+    assert!(
+        fs::read(server.dir().join("taken.txt")).expect("still there") == b"already on the server",
+        "the clash policy (rename) must not overwrite"
+    );
+    // The failure is remembered for `ferry send --retry-failed`.
+    let record = fs::read_to_string(home.path().join("state/ferry/failed.json"))
+        .expect("the failed files are remembered");
+    assert!(record.contains("huge.bin"), "{record}");
+    assert!(!record.contains("small.txt"), "{record}");
+
+    // r plans just the failed file again, through the plan screen.
+    tmux.press(&["r"]);
+    let again = tmux.wait_for(&["0 new · 0 identical · 0 clashes · 0 resume · 1 refused"]);
+    assert!(row(&again, "huge.bin").contains("refused:"), "{again}");
+    assert!(!again.contains("small.txt"), "{again}");
+    tmux.press(&["Escape"]);
+    tmux.wait_for(&["nothing was sent"]);
+
+    tmux.press(&["q"]);
+    tmux.wait_for(&["ferry exited with 0"]);
 }
