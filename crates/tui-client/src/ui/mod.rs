@@ -763,6 +763,31 @@ mod tests {
         }
         let lines = screen(&app, at, 100, 30);
         assert!(line_with(&lines, "✓ movie.mkv").contains("stored (resumed at 12 MiB)"));
+        app.transfer(
+            TransferMsg::Done(Report {
+                results: vec![
+                    ItemResult::Stored {
+                        stored_as: "movie.mkv".into(),
+                        clash: Clash::None,
+                        bytes: 40 * MIB,
+                    },
+                    ItemResult::NotSent {
+                        reason: "cancelled".into(),
+                    },
+                ],
+                bytes_sent: 28 * MIB,
+                bytes_resumed: 12 * MIB,
+                elapsed: Duration::from_secs(2),
+                cancelled: true,
+            }),
+            at,
+        );
+        let summary = screen(&app, at, 100, 30);
+        let total = line_with(&summary, "took 2s");
+        // The average counts only what crossed the network, and a file
+        // not sent keeps the total short of 100%.
+        assert!(total.contains("· 14 MiB/s"), "{total}");
+        assert!(total.contains("80%"), "{total}");
         // 28 MiB moved in 2 s: the resumed part is not speed.
         assert!(line_with(&lines, "sent 40 MiB").contains("14 MiB/s"));
     }

@@ -128,12 +128,11 @@ fn draw_total(frame: &mut Frame, area: Rect, view: &TransferView, now: Instant) 
     );
     match (view.phase, view.elapsed) {
         (Phase::Ended { .. }, Some(elapsed)) => {
+            // What the server already had did not cross the network.
+            let moved = progress.done().saturating_sub(progress.resumed());
             let secs = elapsed.as_secs_f64();
-            if secs > 0.0 && progress.done() > 0 {
-                label.push_str(&format!(
-                    " · {}/s",
-                    bytes((progress.done() as f64 / secs) as u64)
-                ));
+            if secs > 0.0 && moved > 0 {
+                label.push_str(&format!(" · {}/s", bytes((moved as f64 / secs) as u64)));
             }
             label.push_str(&format!(" · took {}", format_duration(elapsed)));
         }
