@@ -185,6 +185,8 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The server requires a token and the client gave none, or a wrong one.
     Unauthorized,
+    /// A limit of the server's was reached (files per connection, say).
+    LimitReached,
     /// A code from a newer peer; read `message`.
     #[serde(other)]
     Unknown,

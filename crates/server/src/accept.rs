@@ -94,6 +94,11 @@ impl Registry {
         self.len() == 0
     }
 
+    /// How many sessions `ip` holds now.
+    fn count_from(&self, ip: std::net::IpAddr) -> usize {
+        self.slots().values().filter(|s| s.peer.ip() == ip).count()
+    }
+
     /// Closes the read side of every idle session (used at shutdown).
     pub fn close_idle(&self) {
         for slot in self.slots().values() {
@@ -135,6 +140,11 @@ pub(crate) fn admit(
     shared: &Arc<Shared>,
     registry: &Arc<Registry>,
 ) {
+    let per_address = shared.limits.max_per_address;
+    if per_address > 0 && registry.count_from(peer.ip()) >= per_address {
+        warn!(%peer, "per-address limit ({per_address}) reached: refusing connection");
+        return;
+    }
     let max = shared.limits.max_connections;
     if registry.len() >= max {
         match registry.evict_one() {

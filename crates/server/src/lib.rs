@@ -46,6 +46,8 @@ pub struct Config {
     pub partial_ttl: Duration,
     /// A token v1 clients must give in their hello.
     pub token: Option<String>,
+    /// Free space uploads must leave on the disk.
+    pub min_free: u64,
     /// Take tutorial-style uploads even though a token is required.
     pub allow_legacy: bool,
 }
@@ -64,6 +66,10 @@ pub struct Limits {
     /// Open files all sessions together may use for uploads in progress
     /// (the binary sets it from the process's limit).
     pub open_files: u64,
+    /// Connections one address may hold at once (0: no limit).
+    pub max_per_address: usize,
+    /// Files one connection may send (0: no limit).
+    pub max_files_per_connection: u64,
 }
 
 impl Default for Limits {
@@ -74,6 +80,8 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             open_files: 512,
+            max_per_address: 0,
+            max_files_per_connection: 0,
         }
     }
 }
@@ -90,6 +98,7 @@ impl Config {
             partial_ttl: storage::PARTIAL_TTL_DEFAULT,
             token: None,
             allow_legacy: false,
+            min_free: 0,
         }
     }
 }
@@ -145,7 +154,9 @@ pub struct Server {
 impl Server {
     /// Opens the target folder (cleaning leftovers) and binds the address.
     pub fn bind(config: Config) -> io::Result<Server> {
-        let (store, cleaned) = Store::open(&config.dir, config.max_file_size, config.partial_ttl)?;
+        let (mut store, cleaned) =
+            Store::open(&config.dir, config.max_file_size, config.partial_ttl)?;
+        store.keep_free(config.min_free);
         if cleaned > 0 {
             info!("removed {cleaned} incomplete upload(s) left by an earlier run");
         }

@@ -33,6 +33,15 @@ struct Args {
     /// Most connections served at once.
     #[arg(long, default_value_t = 128)]
     max_connections: usize,
+    /// Most connections one address may hold at once (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_per_address: usize,
+    /// Most files one connection may send (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_files_per_connection: u64,
+    /// Free space uploads must leave on the disk (e.g. 5G).
+    #[arg(long, value_parser = parse_size, default_value = "0")]
+    min_free: u64,
     /// Seconds a connection may stay silent between files.
     #[arg(long, default_value_t = 300)]
     idle_timeout: u64,
@@ -110,6 +119,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
             header_timeout: Duration::from_secs(args.header_timeout.max(1)),
             open_files: raise_open_file_limit(),
+            max_per_address: args.max_per_address,
+            max_files_per_connection: args.max_files_per_connection,
             body_timeout: Duration::from_secs(args.body_timeout.max(1)),
         },
         grace: Duration::from_secs(args.grace),
@@ -117,6 +128,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         partial_ttl: Duration::from_secs(args.partial_ttl.saturating_mul(3600)),
         token,
         allow_legacy: args.allow_legacy,
+        min_free: args.min_free,
     };
     let server = Server::bind(config)
         .with_context(|| format!("cannot serve {} on {}", args.dir.display(), args.listen))?;

@@ -102,6 +102,8 @@ pub(crate) struct Session<'a> {
     answered: bool,
     /// The folder the last upload went to, kept open.
     folders: FolderCache,
+    /// Files this connection has announced.
+    files_seen: u64,
 }
 
 /// How long, and how much, a refused v1 client is read after the refusal.
@@ -153,6 +155,7 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
             slot,
             answered: false,
             folders: FolderCache::default(),
+            files_seen: 0,
         };
         let served = session.serve();
         // Files received whole and verified are kept however the session
@@ -347,6 +350,16 @@ impl<'a> Session<'a> {
 
     fn receive_v1(&mut self, header: &FileHeader) -> Result<(), SessionError> {
         let started = Instant::now();
+        let most = self.shared.limits.max_files_per_connection;
+        self.files_seen += 1;
+        if most > 0 && self.files_seen > most {
+            return self.refuse(
+                header,
+                StoreError::Limit(format!(
+                    "this server takes {most} files per connection; reconnect for more"
+                )),
+            );
+        }
         let (parts, mut upload, hasher) = match self.start_v1_file(header) {
             Ok(ok) => ok,
             Err(e) => return self.refuse(header, e),

@@ -62,6 +62,9 @@ pub enum StoreError {
     NoSpace { needed: u64, available: u64 },
     #[error("{0}")]
     Exists(String),
+    /// One of the server's limits says no.
+    #[error("{0}")]
+    Limit(String),
     /// A resumed upload does not fit the partial kept for it.
     #[error("{0}")]
     ResumeMismatch(String),
@@ -80,6 +83,7 @@ impl StoreError {
             StoreError::TooLarge { .. } => ErrorCode::TooLarge,
             StoreError::NoSpace { .. } => ErrorCode::NoSpace,
             StoreError::Exists(_) => ErrorCode::Exists,
+            StoreError::Limit(_) => ErrorCode::LimitReached,
             StoreError::ResumeMismatch(_) | StoreError::PartialBusy => ErrorCode::ResumeMismatch,
             StoreError::Io(_) => ErrorCode::Io,
         }
@@ -108,6 +112,8 @@ pub struct Store {
     path: PathBuf,
     max_file_size: Option<u64>,
     next_temp: AtomicU64,
+    /// Free space no upload may eat into.
+    min_free: u64,
     /// Whether to try `O_TMPFILE` first (tests turn it off to exercise the
     /// staging folder that stands in for it).
     anonymous_temp: bool,
@@ -162,11 +168,18 @@ impl Store {
             max_file_size,
             next_temp: AtomicU64::new(0),
             anonymous_temp: true,
+            min_free: 0,
             link_empty_path: AtomicBool::new(true),
             partial_ttl,
         };
         let cleaned = store.clean_staging()?;
         Ok((store, cleaned))
+    }
+
+    /// Keeps `bytes` of the disk free: uploads that would eat into them are
+    /// refused as no space (and every upload's size is then checked).
+    pub fn keep_free(&mut self, bytes: u64) {
+        self.min_free = bytes;
     }
 
     /// The target folder as given.
@@ -236,10 +249,10 @@ impl Store {
         if let Some(limit) = self.max_file_size.filter(|l| size > *l) {
             return Err(StoreError::TooLarge { size, limit });
         }
-        if size < SPACE_CHECK_MIN {
+        if size < SPACE_CHECK_MIN && self.min_free == 0 {
             return Ok(());
         }
-        let available = self.available_bytes()?;
+        let available = self.available_bytes()?.saturating_sub(self.min_free);
         if size > available {
             return Err(StoreError::NoSpace {
                 needed: size,
@@ -390,7 +403,9 @@ impl Store {
     /// nothing. Free space is shared out in order, so a batch that cannot
     /// all fit is told which files would not.
     pub fn verdicts(&self, files: &[PlanEntry]) -> Vec<PlanVerdict> {
-        let mut room = self.available_bytes().unwrap_or(u64::MAX);
+        let mut room = self
+            .available_bytes()
+            .map_or(u64::MAX, |a| a.saturating_sub(self.min_free));
         files
             .iter()
             .map(|f| PlanVerdict {

@@ -183,6 +183,7 @@ pub fn send(items: &[Item], options: &Options, cancel: &AtomicBool, report: Repo
             stop_reason = Some("cancelled".to_string());
             break;
         }
+        let stored_before = results.iter().filter(|r| r.is_some()).count();
         let mut conn = Connection {
             items,
             options,
@@ -193,11 +194,20 @@ pub fn send(items: &[Item], options: &Options, cancel: &AtomicBool, report: Repo
             offsets: &offsets,
         };
         match conn.run(next, &mut results) {
-            Ok((end, restart)) => {
+            Ok((end, restart, resend)) => {
                 let mut again = false;
                 for index in restart {
                     if restarted.insert(index) {
                         offsets[index] = 0;
+                        results[index] = None;
+                        again = true;
+                    }
+                }
+                // Bounded, in case a server refuses even a connection's first
+                // file: each retry must come with something stored.
+                let stored_now = results.iter().filter(|r| r.is_some()).count();
+                for index in resend {
+                    if stored_now > stored_before {
                         results[index] = None;
                         again = true;
                     }
@@ -278,7 +288,7 @@ impl Connection<'_> {
         &mut self,
         first: usize,
         results: &mut [Option<ItemResult>],
-    ) -> Result<(End, Vec<usize>), String> {
+    ) -> Result<(End, Vec<usize>, Vec<usize>), String> {
         let stream = connect(&self.options.addr, self.options.connect_timeout)?;
         let (server, max_file_size) = handshake(&stream, self.options.token.as_deref())
             .map_err(|e| format!("handshake with {} failed: {e}", self.options.addr))?;
@@ -317,20 +327,22 @@ impl Connection<'_> {
             closing: Some("the answer reader crashed".into()),
             refused: false,
             restart: Vec::new(),
+            again: Vec::new(),
         });
         let restart = acks.restart;
+        let again = acks.again;
         for (index, result) in acks.results {
             if let Some(slot) = results.get_mut(index) {
                 *slot = Some(result);
             }
         }
         if acks.refused && !self.cancel.load(Ordering::Relaxed) {
-            return Ok((End::Closed, restart));
+            return Ok((End::Closed, restart, again));
         }
         if let Some(why) = acks.closing.or(write_error) {
-            return Ok((End::Lost(why), restart));
+            return Ok((End::Lost(why), restart, again));
         }
-        Ok((End::Closed, restart))
+        Ok((End::Closed, restart, again))
     }
 
     /// Writes items until done, cancelled or the socket fails; returns the
@@ -740,6 +752,8 @@ struct AckStream {
     refused: bool,
     /// Files whose resume did not add up: to send again from the start.
     restart: Vec<usize>,
+    /// Files the server asked to get on another connection.
+    again: Vec<usize>,
 }
 
 /// Reads acks until the server closes, turning each into a result.
@@ -756,6 +770,7 @@ fn read_acks(
         closing: None,
         refused: false,
         restart: Vec::new(),
+        again: Vec::new(),
     };
     loop {
         let msg = match read_server_msg(&mut reader) {
@@ -814,6 +829,17 @@ fn read_acks(
             } => {
                 // Not a result yet: the file goes again, whole.
                 acks.restart.push(index);
+                acks.refused = true;
+                refused.store(true, Ordering::Relaxed);
+                continue;
+            }
+            Outcome::Failed {
+                code: ErrorCode::LimitReached,
+                ..
+            } => {
+                // The server takes only so many files per connection: this
+                // one goes first on the next.
+                acks.again.push(index);
                 acks.refused = true;
                 refused.store(true, Ordering::Relaxed);
                 continue;

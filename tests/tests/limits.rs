@@ -1,0 +1,104 @@
+//! The server's limits: connections per address, files per connection and
+//! a floor of free disk space. Each refusal is a clear error to a v1 client
+//! and a line in the log.
+
+use std::process::Output;
+
+use ferry_e2e::{Server, V1, ferry};
+use ferry_proto::{ErrorCode, OnClash, Outcome, ServerMsg};
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn one_address_cannot_take_more_than_its_share_of_connections() {
+    let server = Server::start_with(&["--max-per-address", "2"]);
+    let first = V1::try_connect(&server.addr());
+    let second = V1::try_connect(&server.addr());
+    assert!(first.is_some() && second.is_some());
+    assert!(V1::try_connect(&server.addr()).is_none());
+    server.expect_log("per-address limit (2) reached: refusing connection");
+    drop(first);
+    // A place frees up once a connection is gone.
+    let mut again = None;
+    for _ in 0..100 {
+        again = V1::try_connect(&server.addr());
+        if again.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(again.is_some());
+}
+
+#[test]
+fn files_per_connection_are_capped_and_ferry_send_reconnects_for_more() {
+    let server = Server::start_with(&["--max-files-per-connection", "3"]);
+    let mut c = V1::connect(&server.addr());
+    for id in 0..4 {
+        c.upload(id, &format!("f{id}.txt"), b"x", OnClash::Rename);
+    }
+    let mut outcomes = Vec::new();
+    while let Some(ServerMsg::Ack(ack)) = c.recv() {
+        outcomes.push(ack.outcome);
+    }
+    assert_eq!(outcomes.len(), 4, "{outcomes:?}");
+    assert!(
+        outcomes[..3]
+            .iter()
+            .all(|o| matches!(o, Outcome::Stored { .. }))
+    );
+    assert!(matches!(
+        outcomes[3],
+        Outcome::Failed {
+            code: ErrorCode::LimitReached,
+            ..
+        }
+    ));
+    server.expect_log("takes 3 files per connection");
+
+    let src = tempfile::tempdir().expect("tempdir");
+    let tree = src.path().join("many");
+    std::fs::create_dir(&tree).expect("mkdir");
+    for i in 0..8 {
+        std::fs::write(tree.join(format!("m{i}.txt")), b"y").expect("write");
+    }
+    let out = ferry(&["send", "--to", &server.addr(), tree.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out));
+    for i in 0..8 {
+        assert_eq!(server.read(&format!("many/m{i}.txt")), b"y");
+    }
+}
+
+#[test]
+fn uploads_may_not_eat_into_the_free_space_floor() {
+    // A floor larger than any disk here: every upload is refused.
+    let server = Server::start_with(&["--min-free", "1000000T"]);
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("tiny.txt");
+    std::fs::write(&file, b"tiny").expect("write");
+    let path = file.to_str().expect("utf8");
+
+    let plan = ferry(&["send", "--to", &server.addr(), "--dry-run", path]);
+    assert!(!plan.status.success());
+    assert!(
+        text(&plan).contains("REFUSED    tiny.txt: not enough space"),
+        "{}",
+        text(&plan)
+    );
+
+    let out = ferry(&["send", "--to", &server.addr(), path]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("tiny.txt: FAILED: not enough space"),
+        "{}",
+        text(&out)
+    );
+    server.expect_log("not enough space");
+    assert!(server.files().is_empty());
+}
