@@ -504,3 +504,44 @@ fn swapping_a_folder_for_a_symlink_mid_upload_never_redirects_a_write() {
     assert!(stored > 0, "some uploads landed while the folder was real");
     assert!(outside_is_empty(&server));
 }
+
+#[test]
+fn look_alike_names_become_one_and_windows_names_can_be_refused() {
+    let server = Server::start();
+    // "é" composed, then the same name decomposed (as macOS writes it).
+    let mut c = V1::connect(&server.addr());
+    c.upload(1, "caf\u{e9}.txt", b"one", OnClash::Rename);
+    c.upload(2, "cafe\u{301}.txt", b"two", OnClash::Rename);
+    let mut stored = Vec::new();
+    for _ in 0..2 {
+        match c.recv() {
+            Some(ServerMsg::Ack(ack)) => match ack.outcome {
+                Outcome::Stored { stored_as, .. } => stored.push(stored_as),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        stored,
+        ["caf\u{e9}.txt", "caf\u{e9} (1).txt"],
+        "no twin side by side"
+    );
+    assert_eq!(server.files(), ["caf\u{e9} (1).txt", "caf\u{e9}.txt"]);
+
+    let portable = Server::start_with(&["--portable-names"]);
+    for name in ["CON.txt", "nul", "report.", "what?.txt"] {
+        let mut c = V1::connect(&portable.addr());
+        c.upload(1, name, b"x", OnClash::Rename);
+        assert!(
+            matches!(c.recv(), Some(ServerMsg::Ack(a)) if matches!(a.outcome, Outcome::Failed { code: ErrorCode::BadName, .. })),
+            "{name}"
+        );
+    }
+    portable.expect_log("cannot be stored on Windows");
+    let mut c = V1::connect(&portable.addr());
+    c.upload(1, "console.txt", b"fine", OnClash::Rename);
+    assert!(
+        matches!(c.recv(), Some(ServerMsg::Ack(a)) if matches!(a.outcome, Outcome::Stored { .. }))
+    );
+}

@@ -102,3 +102,24 @@ fn uploads_may_not_eat_into_the_free_space_floor() {
     server.expect_log("not enough space");
     assert!(server.files().is_empty());
 }
+
+#[test]
+fn the_folder_quota_is_kept() {
+    let server = Server::start_with(&["--quota", "10K"]);
+    let mut c = V1::connect(&server.addr());
+    c.upload(1, "first.bin", &[1u8; 8 * 1024], OnClash::Rename);
+    assert!(
+        matches!(c.recv(), Some(ServerMsg::Ack(a)) if matches!(a.outcome, Outcome::Stored { .. }))
+    );
+    let mut c = V1::connect(&server.addr());
+    c.upload(2, "second.bin", &[2u8; 8 * 1024], OnClash::Rename);
+    match c.recv() {
+        Some(ServerMsg::Ack(ack)) => assert!(
+            matches!(&ack.outcome, Outcome::Failed { code: ErrorCode::LimitReached, message } if message.contains("quota")),
+            "{ack:?}"
+        ),
+        other => panic!("expected a quota refusal, got {other:?}"),
+    }
+    server.expect_log("quota is used up");
+    assert_eq!(server.files(), ["first.bin"]);
+}

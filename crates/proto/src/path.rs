@@ -7,7 +7,10 @@
 //! the sender did not ask for. Senders and servers share these rules, so a
 //! sender can refuse a name before it costs a round trip.
 
+use std::borrow::Cow;
+
 use thiserror::Error;
+use unicode_normalization::{UnicodeNormalization, is_nfc};
 
 /// Longest single component, in bytes: the common file-system limit.
 pub const MAX_COMPONENT_BYTES: usize = 255;
@@ -37,6 +40,8 @@ pub enum NameError {
     Control,
     #[error("invisible or direction-changing characters are not allowed")]
     Invisible,
+    #[error("`{0}` cannot be stored on Windows (this server keeps names portable)")]
+    NotPortable(String),
     #[error("a component is {0} bytes, over the {MAX_COMPONENT_BYTES}-byte limit")]
     ComponentTooLong(usize),
     #[error("the path is {0} bytes, over the {MAX_PATH_BYTES}-byte limit")]
@@ -88,6 +93,39 @@ pub fn check_component(name: &str) -> Result<(), NameError> {
         }
     }
     Ok(())
+}
+
+/// The canonical (NFC) form of a name: the same name typed on different
+/// systems (macOS writes `é` as `e` plus a combining accent) becomes the same
+/// bytes, so two names that look alike can never sit side by side.
+pub fn canonical(path: &str) -> Cow<'_, str> {
+    if is_nfc(path) {
+        Cow::Borrowed(path)
+    } else {
+        Cow::Owned(path.nfc().collect())
+    }
+}
+
+/// Checks a component against what Windows cannot store: its reserved
+/// device names (`CON`, `NUL`, `COM1`, ... with or without an extension),
+/// a trailing dot or space, and `<>"|?*`. Used when a server keeps names
+/// portable.
+pub fn check_portable(name: &str) -> Result<(), NameError> {
+    let refuse = || Err(NameError::NotPortable(escape_for_display(name)));
+    if name.ends_with('.') || name.ends_with(' ') {
+        return refuse();
+    }
+    if name.contains(['<', '>', '"', '|', '?', '*']) {
+        return refuse();
+    }
+    let stem = name.split('.').next().unwrap_or(name).trim_end();
+    let upper = stem.to_ascii_uppercase();
+    let reserved = matches!(upper.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || ((upper.starts_with("COM") || upper.starts_with("LPT"))
+            && upper.len() == 4
+            && upper.as_bytes()[3].is_ascii_digit()
+            && upper.as_bytes()[3] != b'0');
+    if reserved { refuse() } else { Ok(()) }
 }
 
 /// Characters that print as nothing yet change how a name reads: zero-width
@@ -175,6 +213,27 @@ mod tests {
         assert_eq!(components(&deep), Err(NameError::TooDeep(MAX_DEPTH + 1)));
         let wide = vec!["x".repeat(200); 30].join("/");
         assert!(matches!(components(&wide), Err(NameError::PathTooLong(_))));
+    }
+
+    #[test]
+    fn look_alike_names_become_one() {
+        let decomposed = "cafe\u{301}.txt";
+        let composed = "caf\u{e9}.txt";
+        assert_ne!(decomposed, composed);
+        assert_eq!(canonical(decomposed), composed);
+        assert!(matches!(canonical(composed), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn windows_reserved_names_are_not_portable() {
+        for bad in [
+            "CON", "con.txt", "Nul", "COM1.log", "lpt9", "dot.", "space ", "a?b", "x|y",
+        ] {
+            assert!(check_portable(bad).is_err(), "{bad}");
+        }
+        for good in ["console.txt", "COM0", "COM10", "LPT", "nully", "a.b"] {
+            assert!(check_portable(good).is_ok(), "{good}");
+        }
     }
 
     #[test]

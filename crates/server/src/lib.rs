@@ -48,6 +48,10 @@ pub struct Config {
     pub token: Option<String>,
     /// Free space uploads must leave on the disk.
     pub min_free: u64,
+    /// Refuse names Windows cannot store.
+    pub portable_names: bool,
+    /// Most bytes the whole folder may hold.
+    pub quota: Option<u64>,
     /// Take tutorial-style uploads even though a token is required.
     pub allow_legacy: bool,
 }
@@ -99,6 +103,8 @@ impl Config {
             token: None,
             allow_legacy: false,
             min_free: 0,
+            portable_names: false,
+            quota: None,
         }
     }
 }
@@ -157,6 +163,13 @@ impl Server {
         let (mut store, cleaned) =
             Store::open(&config.dir, config.max_file_size, config.partial_ttl)?;
         store.keep_free(config.min_free);
+        if config.portable_names {
+            store.keep_names_portable();
+        }
+        if let Some(quota) = config.quota {
+            let used = store.set_quota(quota)?;
+            info!("quota: {used} of {quota} bytes used");
+        }
         if cleaned > 0 {
             info!("removed {cleaned} incomplete upload(s) left by an earlier run");
         }

@@ -39,6 +39,13 @@ struct Args {
     /// Most files one connection may send (0: no limit).
     #[arg(long, default_value_t = 0)]
     max_files_per_connection: u64,
+    /// Refuse names Windows cannot store (CON, NUL, COM1, a trailing dot or
+    /// space, <>\"|?*), so the folder can be copied anywhere.
+    #[arg(long)]
+    portable_names: bool,
+    /// Most bytes all files in --dir together may take (e.g. 100G).
+    #[arg(long, value_parser = parse_size)]
+    quota: Option<u64>,
     /// Free space uploads must leave on the disk (e.g. 5G).
     #[arg(long, value_parser = parse_size, default_value = "0")]
     min_free: u64,
@@ -129,6 +136,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         token,
         allow_legacy: args.allow_legacy,
         min_free: args.min_free,
+        portable_names: args.portable_names,
+        quota: args.quota,
     };
     let server = Server::bind(config)
         .with_context(|| format!("cannot serve {} on {}", args.dir.display(), args.listen))?;

@@ -17,7 +17,9 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ferry_proto::path::escape_for_display;
+use std::borrow::Cow;
+
+use ferry_proto::path::{canonical, escape_for_display};
 use ferry_proto::{
     Ack, ClientMsg, ErrorCode, FileHeader, FrameError, LegacyHeader, Mtime, OnClash, Opening,
     Outcome, PROTOCOL_VERSION, ProtoError, ServerMsg, read_frame,
@@ -245,7 +247,7 @@ impl<'a> Session<'a> {
 
     fn receive_legacy(&mut self, header: &LegacyHeader) -> Result<(), SessionError> {
         let started = Instant::now();
-        let name = &header.filename;
+        let name = &canonical(&header.filename).into_owned();
         let refused = |reason| SessionError::Refused {
             name: escape_for_display(name),
             reason,
@@ -350,6 +352,19 @@ impl<'a> Session<'a> {
 
     fn receive_v1(&mut self, header: &FileHeader) -> Result<(), SessionError> {
         let started = Instant::now();
+        // Look-alike names (NFC and NFD spellings) become one; the ack's
+        // stored_as shows the name used.
+        let normalized;
+        let header = match canonical(&header.path) {
+            Cow::Borrowed(_) => header,
+            Cow::Owned(path) => {
+                normalized = FileHeader {
+                    path,
+                    ..header.clone()
+                };
+                &normalized
+            }
+        };
         let most = self.shared.limits.max_files_per_connection;
         self.files_seen += 1;
         if most > 0 && self.files_seen > most {
@@ -485,7 +500,7 @@ impl<'a> Session<'a> {
     }
 
     fn mkdir(&mut self, id: u64, path: &str) -> Result<(), SessionError> {
-        match self.shared.store.mkdir(path) {
+        match self.shared.store.mkdir(&canonical(path)) {
             Ok(path) => self.ack(id, Outcome::Folder { path }),
             Err(reason) => {
                 let code = reason.code();

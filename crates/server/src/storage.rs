@@ -114,6 +114,11 @@ pub struct Store {
     next_temp: AtomicU64,
     /// Free space no upload may eat into.
     min_free: u64,
+    /// Refuse names Windows cannot store.
+    portable: bool,
+    /// Most bytes the folder may hold, and how many it holds.
+    quota: Option<u64>,
+    used: AtomicU64,
     /// Whether to try `O_TMPFILE` first (tests turn it off to exercise the
     /// staging folder that stands in for it).
     anonymous_temp: bool,
@@ -169,6 +174,9 @@ impl Store {
             next_temp: AtomicU64::new(0),
             anonymous_temp: true,
             min_free: 0,
+            portable: false,
+            quota: None,
+            used: AtomicU64::new(0),
             link_empty_path: AtomicBool::new(true),
             partial_ttl,
         };
@@ -232,12 +240,41 @@ impl Store {
 
     /// Checks a wire path against the name rules and returns its
     /// components. What is on disk is checked when the folders are walked.
+    /// Callers pass names in canonical (NFC) form ([`names::canonical`]).
     pub fn check_path<'p>(&self, path: &'p str) -> Result<Vec<&'p str>, StoreError> {
         let parts = names::components(path).map_err(|e| StoreError::BadName(e.to_string()))?;
         if parts.first() == Some(&STAGING_DIR) {
             return Err(StoreError::BadName(format!("`{STAGING_DIR}` is reserved")));
         }
+        if self.portable {
+            for part in &parts {
+                names::check_portable(part).map_err(|e| StoreError::BadName(e.to_string()))?;
+            }
+        }
         Ok(parts)
+    }
+
+    /// Refuses names Windows cannot store, so the folder can be copied to
+    /// any system.
+    pub fn keep_names_portable(&mut self) {
+        self.portable = true;
+    }
+
+    /// Caps the bytes of all files in the folder at `bytes`. What is there
+    /// now is counted once (a walk of the folder); uploads add to it as they
+    /// are stored. Files deleted by others meanwhile are not noticed until
+    /// the next start, so the count can only err on the safe side.
+    pub fn set_quota(&mut self, bytes: u64) -> io::Result<u64> {
+        let used = folder_bytes(&self.path)?;
+        self.used.store(used, Ordering::Relaxed);
+        self.quota = Some(bytes);
+        Ok(used)
+    }
+
+    /// Room left under the quota, if there is one.
+    fn quota_room(&self) -> Option<u64> {
+        self.quota
+            .map(|q| q.saturating_sub(self.used.load(Ordering::Relaxed)))
     }
 
     /// Checks a declared size against the limit and the free space, before
@@ -248,6 +285,11 @@ impl Store {
     pub fn check_size(&self, size: u64) -> Result<(), StoreError> {
         if let Some(limit) = self.max_file_size.filter(|l| size > *l) {
             return Err(StoreError::TooLarge { size, limit });
+        }
+        if let Some(room) = self.quota_room().filter(|room| size > *room) {
+            return Err(StoreError::Limit(format!(
+                "the folder's quota is used up: {size} bytes needed, {room} left"
+            )));
         }
         if size < SPACE_CHECK_MIN && self.min_free == 0 {
             return Ok(());
@@ -405,7 +447,8 @@ impl Store {
     pub fn verdicts(&self, files: &[PlanEntry]) -> Vec<PlanVerdict> {
         let mut room = self
             .available_bytes()
-            .map_or(u64::MAX, |a| a.saturating_sub(self.min_free));
+            .map_or(u64::MAX, |a| a.saturating_sub(self.min_free))
+            .min(self.quota_room().unwrap_or(u64::MAX));
         files
             .iter()
             .map(|f| PlanVerdict {
@@ -420,7 +463,8 @@ impl Store {
             code: e.code(),
             message: e.to_string(),
         };
-        let parts = match self.check_path(&f.path) {
+        let path = names::canonical(&f.path);
+        let parts = match self.check_path(&path) {
             Ok(p) => p,
             Err(e) => return refused(e),
         };
@@ -441,7 +485,7 @@ impl Store {
         let kept = f.resume_key.as_ref().and_then(|key| {
             let st = rustix::fs::statat(
                 &self.staging,
-                partial_name(&f.path, key).as_str(),
+                partial_name(&path, key).as_str(),
                 AtFlags::SYMLINK_NOFOLLOW,
             )
             .ok()?;
@@ -468,12 +512,12 @@ impl Store {
             }
             (None, Some(FileType::RegularFile), OnClash::Overwrite) => Verdict::Clash {
                 result: Clash::Overwritten,
-                stored_as: f.path.clone(),
+                stored_as: path.to_string(),
             },
             (None, Some(_), OnClash::Overwrite) => {
                 return refused(StoreError::Exists(format!(
                     "`{}` exists and is not a regular file",
-                    names::escape_for_display(&f.path)
+                    names::escape_for_display(&path)
                 )));
             }
             (None, Some(_), _) => match dir.as_ref().and_then(|d| free_name(d, name)) {
@@ -484,7 +528,7 @@ impl Store {
                 None => {
                     return refused(StoreError::Exists(format!(
                         "no free name for `{}`",
-                        names::escape_for_display(&f.path)
+                        names::escape_for_display(&path)
                     )));
                 }
             },
@@ -752,6 +796,9 @@ impl Upload<'_> {
             Err(Errno::EXIST) => self.resolve_clash(&dir, name, &prefix, policy, digest)?,
             Err(e) => return Err(StoreError::from_io(e.into())),
         };
+        if clash != Clash::Identical {
+            self.store.used.fetch_add(self.written, Ordering::Relaxed);
+        }
         let stored = Stored {
             stored_as: format!("{prefix}{final_name}"),
             clash,
@@ -776,7 +823,16 @@ impl Upload<'_> {
         };
         match (policy, existing) {
             (OnClash::Overwrite, Some(FileType::RegularFile) | None) => {
+                let old = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_or(0, |st| st.st_size as u64);
                 self.replace(dir, name)?;
+                // The replaced file's bytes no longer count.
+                let _ = self
+                    .store
+                    .used
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                        Some(u.saturating_sub(old))
+                    });
                 Ok((name.to_string(), Clash::Overwritten))
             }
             (OnClash::Overwrite, Some(_)) => Err(StoreError::Exists(format!(
@@ -897,6 +953,26 @@ impl Drop for Upload<'_> {
             let _ = rustix::fs::unlinkat(&self.store.staging, temp.as_str(), AtFlags::empty());
         }
     }
+}
+
+/// Bytes of the regular files under `root`, the staging folder left out.
+fn folder_bytes(root: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                if dir != root || entry.file_name() != STAGING_DIR {
+                    pending.push(entry.path());
+                }
+            } else if kind.is_file() {
+                total += entry.metadata()?.len();
+            }
+        }
+    }
+    Ok(total)
 }
 
 /// The first `name (n)` free in `dir` right now.

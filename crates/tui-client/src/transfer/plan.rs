@@ -216,6 +216,8 @@ fn remote_name(base: &str, root: &Path, path: &Path) -> Result<String, String> {
         remote.push('/');
         remote.push_str(part);
     }
+    // Send the canonical spelling, as the server stores it.
+    let remote = names::canonical(&remote).into_owned();
     names::components(&remote).map_err(|e| format!("name refused: {e}"))?;
     Ok(remote)
 }
