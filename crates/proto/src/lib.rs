@@ -3,11 +3,14 @@
 //! - [`frame`]: how bytes become messages (length prefix, size cap).
 //! - [`message`]: the messages themselves, as serde types.
 //! - [`path`]: which names may travel in them.
+//! - `duplex` (feature `tls`): a TLS session two threads can share.
 //!
 //! Deadlines, buffering and what to do with a file all belong to the server
 //! and client crates; this crate only says what is on the wire and whether
 //! it is well formed. `docs/PROTOCOL.md` is the prose version.
 
+#[cfg(feature = "tls")]
+pub mod duplex;
 pub mod frame;
 pub mod message;
 pub mod path;

@@ -9,7 +9,6 @@
 //! MiB of buffers, and more writers than cores would only take turns.
 
 use std::io::{self, BufRead, BufReader, Read};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, sync_channel};
 use std::thread;
@@ -18,6 +17,7 @@ use ferry_proto::path::escape_for_display;
 
 use crate::session::SessionError;
 use crate::storage::{StoreError, Upload};
+use crate::transport::Incoming;
 
 /// Bodies at least this big get a writer thread, when a slot is free.
 const PARALLEL_MIN_BYTES: u64 = 8 << 20;
@@ -63,7 +63,7 @@ impl Drop for SlotGuard<'_> {
 
 /// Receives `size` bytes into `upload` and returns their BLAKE3.
 pub(crate) fn receive(
-    reader: &mut BufReader<TcpStream>,
+    reader: &mut BufReader<Incoming>,
     upload: &mut Upload<'_>,
     name: &str,
     size: u64,
@@ -77,7 +77,7 @@ pub(crate) fn receive(
 }
 
 fn receive_inline(
-    reader: &mut BufReader<TcpStream>,
+    reader: &mut BufReader<Incoming>,
     upload: &mut Upload<'_>,
     name: &str,
     size: u64,
@@ -103,7 +103,7 @@ fn receive_inline(
 }
 
 fn receive_with_writer(
-    reader: &mut BufReader<TcpStream>,
+    reader: &mut BufReader<Incoming>,
     upload: &mut Upload<'_>,
     name: &str,
     size: u64,

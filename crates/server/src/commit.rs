@@ -8,7 +8,7 @@
 //! socket's write side, acks and other messages can never cross.
 
 use std::io::{BufWriter, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::Shared;
 use crate::session::SessionError;
 use crate::storage::{Finished, Store, StoreError, Stored};
+use crate::transport::Outgoing;
 
 /// Files at least this big are committed on their own, with an fsync of the
 /// file and its folder; smaller ones are committed as a group (see
@@ -59,7 +60,7 @@ pub(crate) enum Job<'s> {
 /// thread ends the connection (the protocol closes after a refusal).
 pub(crate) fn run(
     jobs: Receiver<Vec<Job<'_>>>,
-    writer: BufWriter<TcpStream>,
+    writer: BufWriter<Outgoing>,
     shared: &Shared,
     peer: SocketAddr,
     failed: &AtomicBool,
@@ -90,11 +91,12 @@ pub(crate) fn run(
     }
     committer.commit_pending();
     committer.flush();
+    committer.writer.get_mut().finish();
     committer.failure.map_or(Ok(()), Err)
 }
 
 struct Committer<'s, 'f> {
-    writer: BufWriter<TcpStream>,
+    writer: BufWriter<Outgoing>,
     /// Cleared once a write fails: the client is gone, but files already
     /// received are still committed.
     writable: bool,
@@ -190,7 +192,11 @@ impl<'s> Committer<'s, '_> {
     fn lost_reader(&mut self) {
         self.writable = false;
         self.failed.store(true, Ordering::SeqCst);
-        let _ = self.writer.get_ref().shutdown(std::net::Shutdown::Both);
+        let _ = self
+            .writer
+            .get_ref()
+            .socket()
+            .shutdown(std::net::Shutdown::Both);
     }
 
     fn log_stored(&self, stored_as: &str, bytes: u64, took: Duration, v1: bool) {

@@ -16,6 +16,7 @@ mod body;
 mod commit;
 pub mod session;
 pub mod storage;
+pub mod transport;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -50,6 +51,9 @@ pub struct Config {
     pub min_free: u64,
     /// Refuse names Windows cannot store.
     pub portable_names: bool,
+    /// Where the TLS certificate and key live (made on first start); no
+    /// TLS when `None`.
+    pub tls_dir: Option<PathBuf>,
     /// Most bytes the whole folder may hold.
     pub quota: Option<u64>,
     /// Take tutorial-style uploads even though a token is required.
@@ -105,6 +109,7 @@ impl Config {
             min_free: 0,
             portable_names: false,
             quota: None,
+            tls_dir: None,
         }
     }
 }
@@ -123,6 +128,8 @@ pub struct Shared {
     pub file_mode: u32,
     /// Who may upload.
     pub auth: auth::Auth,
+    /// TLS, when the server was started with it.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Shared {
@@ -155,6 +162,7 @@ pub struct Server {
     shared: Arc<Shared>,
     registry: Arc<Registry>,
     grace: Duration,
+    fingerprint: Option<String>,
 }
 
 impl Server {
@@ -173,6 +181,14 @@ impl Server {
         if cleaned > 0 {
             info!("removed {cleaned} incomplete upload(s) left by an earlier run");
         }
+        let (tls, fingerprint) = match &config.tls_dir {
+            Some(dir) => {
+                let (tls, fingerprint) = transport::load_or_create(dir)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                (Some(tls), Some(fingerprint))
+            }
+            None => (None, None),
+        };
         // std sets SO_REUSEADDR on Unix, so a restart can bind at once.
         let listener = TcpListener::bind(&config.listen)?;
         listener.set_nonblocking(true)?;
@@ -186,14 +202,21 @@ impl Server {
                 sessions: AtomicUsize::new(0),
                 file_mode: config.file_mode & 0o777,
                 auth: auth::Auth::new(config.token.as_deref(), config.allow_legacy),
+                tls,
             }),
             registry: Arc::default(),
             grace: config.grace,
+            fingerprint,
         })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The TLS certificate's fingerprint, for clients to pin.
+    pub fn tls_fingerprint(&self) -> Option<&str> {
+        self.fingerprint.as_deref()
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -235,6 +258,7 @@ impl Server {
             shared,
             registry,
             grace,
+            ..
         } = self;
         drop(listener);
         stop(&shared, &registry, grace);

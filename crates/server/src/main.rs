@@ -85,6 +85,15 @@ struct Args {
     /// carry one).
     #[arg(long)]
     allow_legacy: bool,
+    /// Also take TLS connections (same port; plain ones stay for this
+    /// machine and tutorial clients). A self-signed certificate is made on
+    /// first start; its fingerprint is printed for clients to pin.
+    #[arg(long)]
+    tls: bool,
+    /// Where the TLS certificate and key are kept (cert.pem, key.pem; your
+    /// own may be put there). Default: ~/.local/state/ferry-server/tls.
+    #[arg(long, requires = "tls")]
+    tls_dir: Option<PathBuf>,
     /// Listen on a non-loopback address without a token. Anyone who can
     /// reach the port can then write into --dir.
     #[arg(long)]
@@ -138,6 +147,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         min_free: args.min_free,
         portable_names: args.portable_names,
         quota: args.quota,
+        tls_dir: match (args.tls, args.tls_dir.clone()) {
+            (false, _) => None,
+            (true, Some(dir)) => Some(dir),
+            (true, None) => Some(default_tls_dir()?),
+        },
     };
     let server = Server::bind(config)
         .with_context(|| format!("cannot serve {} on {}", args.dir.display(), args.listen))?;
@@ -158,11 +172,29 @@ fn run(args: Args) -> anyhow::Result<()> {
 
     info!("storing uploads in {}", args.dir.display());
     let mut out = std::io::stdout().lock();
-    writeln!(out, "listening on {addr}")?;
-    out.flush()?;
+    let mut banner = format!("listening on {addr}\n");
+    if let Some(fingerprint) = server.tls_fingerprint() {
+        banner.push_str(&format!("tls fingerprint {fingerprint}\n"));
+        info!("TLS certificate fingerprint: {fingerprint} (clients pin it on first use)");
+    }
+    // Whoever started us may stop reading stdout after the first line:
+    // that is no reason to stop serving.
+    if let Err(e) = out.write_all(banner.as_bytes()).and_then(|()| out.flush()) {
+        warn!("cannot write to stdout: {e}");
+    }
     drop(out);
     server.run()?;
     Ok(())
+}
+
+/// `$XDG_STATE_HOME/ferry-server/tls`, else `~/.local/state/ferry-server/tls`.
+fn default_tls_dir() -> anyhow::Result<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .ok_or_else(|| anyhow::anyhow!("no HOME to keep the TLS certificate in; give --tls-dir"))?;
+    Ok(base.join("ferry-server").join("tls"))
 }
 
 /// The first line of a token file, which must not be empty.

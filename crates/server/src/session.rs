@@ -32,6 +32,7 @@ use crate::accept::Slot;
 use crate::body::{self, BodyError};
 use crate::commit::{self, Job, Pending};
 use crate::storage::{self, Finished, FolderCache, StoreError, Upload};
+use crate::transport::{self, Incoming};
 
 /// Socket buffer sizes for reading bodies and writing acks.
 const READ_BUFFER: usize = 256 * 1024;
@@ -74,6 +75,8 @@ pub enum SessionError {
     Version(u32),
     #[error("refused: missing or wrong token")]
     Unauthorized,
+    #[error("refused: a plain (unencrypted) v1 connection from another machine")]
+    PlainFromAfar,
     #[error(
         "tutorial-style upload refused: this server requires a token (--allow-legacy takes them anyway)"
     )]
@@ -91,7 +94,7 @@ pub enum SessionError {
 pub(crate) struct Session<'a> {
     peer: SocketAddr,
     stream: TcpStream,
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Incoming>,
     /// Work for the committer, which also owns the socket's write side.
     jobs: Option<SyncSender<Vec<Job<'a>>>>,
     /// Jobs not yet handed over.
@@ -102,6 +105,8 @@ pub(crate) struct Session<'a> {
     slot: &'a Slot,
     /// Whether this is a v1 client, which reads what the server writes.
     answered: bool,
+    /// Whether the connection is TLS.
+    encrypted: bool,
     /// The folder the last upload went to, kept open.
     folders: FolderCache,
     /// Files this connection has announced.
@@ -120,9 +125,16 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
         // the last one of a batch should not sit in Nagle's queue.
         .and_then(|()| stream.set_nodelay(true))
         .and_then(|()| stream.set_write_timeout(Some(shared.limits.body_timeout)))
-        .and_then(|()| Ok((stream.try_clone()?, stream.try_clone()?)));
-    let (read_half, write_half) = match setup {
+        // The first bytes may be long in coming: a person at a tutorial
+        // client's prompt is silent too.
+        .and_then(|()| stream.set_read_timeout(Some(shared.limits.idle_timeout)))
+        .and_then(|()| transport::open(&stream, shared.tls.as_ref()));
+    let (read_half, write_half, encrypted) = match setup {
         Ok(halves) => halves,
+        Err(e) if body::is_timeout(&e) => {
+            warn!(%peer, "connection dropped: {}", SessionError::Timeout("idle, waiting for a frame"));
+            return;
+        }
         Err(e) => {
             warn!(%peer, "cannot set up connection: {e}");
             return;
@@ -156,6 +168,7 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
             shared,
             slot,
             answered: false,
+            encrypted,
             folders: FolderCache::default(),
             files_seen: 0,
         };
@@ -215,6 +228,23 @@ impl<'a> Session<'a> {
                 Err(SessionError::LegacyRefused)
             }
             Opening::Legacy(header) => self.legacy(header),
+            Opening::Hello { .. }
+                if self.shared.tls.is_some()
+                    && !self.encrypted
+                    && !self.peer.ip().is_loopback() =>
+            {
+                // A token or a file sent in the clear from afar is exposed:
+                // plain connections are for this machine only.
+                self.answered = true;
+                self.send(ServerMsg::Error {
+                    code: ErrorCode::Unauthorized,
+                    message: "this server takes connections from other machines over TLS only \
+                              (use --tls)"
+                        .into(),
+                })?;
+                self.queue(Job::Flush)?;
+                Err(SessionError::PlainFromAfar)
+            }
             Opening::Hello { token, .. }
                 if !self.shared.auth.check(self.peer.ip(), token.as_deref()) =>
             {
@@ -660,7 +690,7 @@ impl<'a> Session<'a> {
 /// Reads through the session's buffer, failing once `until` has passed, so
 /// a peer trickling one byte at a time cannot hold a header open forever.
 struct Deadline<'r> {
-    reader: &'r mut BufReader<TcpStream>,
+    reader: &'r mut BufReader<Incoming>,
     until: Instant,
 }
 
@@ -673,6 +703,7 @@ impl Read for Deadline<'_> {
             }
             self.reader
                 .get_ref()
+                .socket()
                 .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
         }
         self.reader.read(buf)

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ferry_client::transfer::Options;
 use ferry_client::transfer::pace::parse_rate;
+use ferry_client::transfer::{Options, Trust};
 use ferry_proto::OnClash;
 
 /// Send files to a Ferry server.
@@ -34,6 +34,17 @@ struct Cli {
     /// users cannot see in the process list).
     #[arg(long, global = true, env = "FERRY_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Talk to the server over TLS. Its certificate is pinned on first
+    /// use (like SSH's known_hosts) and a changed one is refused.
+    #[arg(long, global = true)]
+    tls: bool,
+    /// Use TLS and accept only the certificate with this fingerprint
+    /// (as the server prints it: sha256:...).
+    #[arg(long, global = true, value_parser = parse_fingerprint)]
+    fingerprint: Option<String>,
+    /// Use TLS and trust certificates signed by this CA (a PEM file).
+    #[arg(long, global = true, conflicts_with = "fingerprint")]
+    ca: Option<PathBuf>,
     /// Read the server's token from the first line of this file.
     #[arg(long, global = true, conflicts_with = "token")]
     token_file: Option<PathBuf>,
@@ -88,6 +99,12 @@ enum ClashArg {
     SkipIdentical,
 }
 
+/// `--fingerprint` values, in the form the server prints them.
+fn parse_fingerprint(text: &str) -> Result<String, String> {
+    ferry_proto::duplex::normalize_fingerprint(text)
+        .ok_or_else(|| format!("`{text}` is not a fingerprint (sha256: and 64 hex digits)"))
+}
+
 impl From<ClashArg> for OnClash {
     fn from(c: ClashArg) -> Self {
         match c {
@@ -105,6 +122,12 @@ fn main() -> ExitCode {
     options.on_clash = cli.on_clash.into();
     options.keep_mtime = !cli.no_mtime;
     options.resume = !cli.no_resume;
+    options.tls = match (cli.fingerprint, cli.ca, cli.tls) {
+        (Some(fp), _, _) => Some(Trust::Fingerprint(fp)),
+        (None, Some(ca), _) => Some(Trust::Ca(ca)),
+        (None, None, true) => Some(Trust::FirstUse),
+        (None, None, false) => None,
+    };
     options.token = match (cli.token, cli.token_file) {
         (Some(token), _) => Some(token),
         (None, Some(path)) => match std::fs::read_to_string(&path) {

@@ -5,6 +5,7 @@
 //! Both front ends, `ferry send` and the terminal UI, drive the same
 //! [`sender::send`] and read the same [`sender::Event`]s.
 
+pub mod link;
 pub mod pace;
 pub mod plan;
 pub mod preflight;
@@ -12,5 +13,6 @@ pub mod progress;
 pub mod retry;
 pub mod sender;
 
+pub use link::Trust;
 pub use plan::{Item, ItemKind, Plan, Skipped};
-pub use sender::{Event, ItemResult, Options, Report, Reporter, probe, send};
+pub use sender::{Event, ItemResult, Options, Report, Reporter, probe, probe_with, send};

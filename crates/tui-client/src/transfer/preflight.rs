@@ -8,14 +8,13 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::net::Shutdown;
 
 use ferry_proto::{ClientMsg, OnClash, PlanEntry, ServerMsg, Verdict, to_body};
 
+use super::link::Link;
 use super::plan::{Item, ItemKind};
 use super::sender::{
-    Options, RESUMABLE_MIN, connect, describe_io, handshake, read_server_msg, resume_key,
-    send_frame,
+    Options, RESUMABLE_MIN, describe_io, handshake, read_server_msg, resume_key, send_frame,
 };
 
 /// Most files asked about in one message (the server takes up to 256).
@@ -78,18 +77,18 @@ pub fn preflight(
     if messages.is_empty() {
         return Ok(verdicts);
     }
-    let stream = connect(&options.addr, options.connect_timeout)?;
-    handshake(&stream, options.token.as_deref())
+    let mut link = Link::open(&options.addr, options.connect_timeout, options.tls.as_ref())?;
+    handshake(&mut link, options.token.as_deref())
         .map_err(|e| format!("handshake with {} failed: {e}", options.addr))?;
     let asked = messages.len();
     {
-        let mut out = BufWriter::new(&stream);
+        let mut out = BufWriter::new(&mut link.writer);
         for files in messages {
             send_frame(&mut out, &ClientMsg::Plan { files }).map_err(|e| describe_io(&e))?;
         }
         out.flush().map_err(|e| describe_io(&e))?;
     }
-    let mut answers = BufReader::new(&stream);
+    let mut answers = BufReader::new(&mut link.reader);
     for _ in 0..asked {
         match read_server_msg(&mut answers)? {
             Some(ServerMsg::Plan { verdicts: batch }) => {
@@ -107,7 +106,8 @@ pub fn preflight(
             None => return Err("the server closed the connection while planning".into()),
         }
     }
-    let _ = stream.shutdown(Shutdown::Both);
+    drop(answers);
+    link.writer.close();
     Ok(verdicts)
 }
 

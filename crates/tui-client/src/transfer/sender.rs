@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -24,6 +24,7 @@ use ferry_proto::{
     Verdict, read_frame, to_body, write_frame,
 };
 
+use super::link::{Link, LinkReader, LinkWriter, Trust};
 use super::pace::Pacer;
 use super::plan::{Item, ItemKind};
 
@@ -34,9 +35,9 @@ const WRITE_BUFFER: usize = 256 * 1024;
 /// How often progress is reported while a file is moving.
 const PROGRESS_EVERY: Duration = Duration::from_millis(50);
 /// How long a write may block, and how long the handshake may take.
-const IO_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// The ack reader wakes up this often to ask whether to keep waiting.
-const ACK_POLL: Duration = Duration::from_secs(30);
+pub(crate) const ACK_POLL: Duration = Duration::from_secs(30);
 /// Silence allowed once everything is sent: the server may still be
 /// syncing a very large file to a slow disk before it can ack it.
 const QUIET_AFTER_SENDING: Duration = Duration::from_secs(600);
@@ -56,6 +57,8 @@ pub struct Options {
     pub keep_mtime: bool,
     /// The token the server requires, if any.
     pub token: Option<String>,
+    /// Use TLS, trusting the server's certificate this way.
+    pub tls: Option<Trust>,
 }
 
 impl Options {
@@ -68,6 +71,7 @@ impl Options {
             resume: true,
             keep_mtime: true,
             token: None,
+            tls: None,
         }
     }
 }
@@ -289,8 +293,12 @@ impl Connection<'_> {
         first: usize,
         results: &mut [Option<ItemResult>],
     ) -> Result<(End, Vec<usize>, Vec<usize>), String> {
-        let stream = connect(&self.options.addr, self.options.connect_timeout)?;
-        let (server, max_file_size) = handshake(&stream, self.options.token.as_deref())
+        let mut link = Link::open(
+            &self.options.addr,
+            self.options.connect_timeout,
+            self.options.tls.as_ref(),
+        )?;
+        let (server, max_file_size) = handshake(&mut link, self.options.token.as_deref())
             .map_err(|e| format!("handshake with {} failed: {e}", self.options.addr))?;
         (self.report)(Event::Connected { server });
 
@@ -301,10 +309,14 @@ impl Connection<'_> {
         // While bodies are still going out no ack may arrive for a long time
         // (one big file at a low rate): the reader must not give up then.
         let sending = Arc::new(AtomicBool::new(true));
+        let Link {
+            socket,
+            reader: link_reader,
+            writer: mut link_writer,
+            ..
+        } = link;
         let reader = {
-            let stream = stream
-                .try_clone()
-                .map_err(|e| format!("cannot use the connection: {e}"))?;
+            let stream = link_reader;
             let digests = Arc::clone(&digests);
             let refused = Arc::clone(&refused);
             let report = Arc::clone(self.report);
@@ -319,8 +331,15 @@ impl Connection<'_> {
             thread::spawn(move || read_acks(patient, &sizes, &digests, &refused, &report))
         };
 
-        let write_error =
-            self.write_items(&stream, first, max_file_size, &digests, &refused, results);
+        let write_error = self.write_items(
+            &mut link_writer,
+            &socket,
+            first,
+            max_file_size,
+            &digests,
+            &refused,
+            results,
+        );
         sending.store(false, Ordering::SeqCst);
         let acks = reader.join().unwrap_or_else(|_| AckStream {
             results: Vec::new(),
@@ -348,16 +367,18 @@ impl Connection<'_> {
     /// Writes items until done, cancelled or the socket fails; returns the
     /// write error, if any. Results found here (unreadable files, files over
     /// the server's limit) go straight into `results`.
+    #[allow(clippy::too_many_arguments)]
     fn write_items(
         &mut self,
-        stream: &TcpStream,
+        link: &mut LinkWriter,
+        socket: &TcpStream,
         first: usize,
         max_file_size: Option<u64>,
         digests: &SentDigests,
         refused: &AtomicBool,
         results: &mut [Option<ItemResult>],
     ) -> Option<String> {
-        let mut out = BufWriter::with_capacity(WRITE_BUFFER, stream);
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER, &mut *link);
         let mut pacer = Pacer::new(self.options.limit_rate);
         let mut buf = vec![0u8; CHUNK];
         let mut outcome = None;
@@ -406,22 +427,26 @@ impl Connection<'_> {
             }
         }
         if self.cancel.load(Ordering::Relaxed) || refused.load(Ordering::Relaxed) {
-            // Drop what is buffered: the file in flight must arrive short so
-            // that the server throws it away.
+            // Drop what is buffered and cut the stream: the file in flight
+            // must arrive short so that the server throws it away.
             let (_, _unsent) = out.into_parts();
-        } else if let Err(e) = out.flush() {
-            outcome.get_or_insert_with(|| describe_io(&e));
+            let _ = socket.shutdown(Shutdown::Write);
+        } else {
+            if let Err(e) = out.flush() {
+                outcome.get_or_insert_with(|| describe_io(&e));
+            }
+            drop(out);
+            // Closing our side tells the server we are done; its remaining
+            // acks still arrive on the read side.
+            link.close();
         }
-        // Closing our side tells the server we are done; its remaining acks
-        // still arrive on the read side.
-        let _ = stream.shutdown(Shutdown::Write);
         outcome
     }
 
     #[allow(clippy::too_many_arguments)]
     fn send_file(
         &mut self,
-        out: &mut BufWriter<&TcpStream>,
+        out: &mut BufWriter<&mut LinkWriter>,
         pacer: &mut Pacer,
         buf: &mut [u8],
         index: usize,
@@ -624,7 +649,7 @@ fn at_end(file: &mut File) -> bool {
 /// the sender is still sending, and for a while after it has finished.
 /// Retrying at the byte level keeps a frame cut by a timeout intact.
 struct Patient {
-    stream: TcpStream,
+    stream: LinkReader,
     sending: Arc<AtomicBool>,
     /// Silence so far since the sender finished.
     quiet: Duration,
@@ -679,31 +704,9 @@ pub(crate) fn send_frame(out: &mut impl Write, msg: &ClientMsg) -> io::Result<()
     })
 }
 
-/// Opens a TCP connection to `addr`, trying each address it resolves to.
-pub(crate) fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
-    let addrs = addr
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {addr}: {e}"))?;
-    let mut last = format!("{addr} resolves to no address");
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, timeout) {
-            Ok(stream) => {
-                // Headers and acks are small and latency-bound; large bodies
-                // go out in full buffers anyway.
-                let _ = stream.set_nodelay(true);
-                let _ = stream.set_read_timeout(Some(ACK_POLL));
-                let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-                return Ok(stream);
-            }
-            Err(e) => last = format!("cannot reach {addr}: {}", describe_io(&e)),
-        }
-    }
-    Err(last)
-}
-
 /// Says hello and returns the server's name and file size limit.
 pub(crate) fn handshake(
-    stream: &TcpStream,
+    link: &mut Link,
     token: Option<&str>,
 ) -> Result<(String, Option<u64>), String> {
     let hello = ClientMsg::Hello {
@@ -711,15 +714,18 @@ pub(crate) fn handshake(
         client: format!("ferry/{}", env!("CARGO_PKG_VERSION")),
         token: token.map(str::to_string),
     };
-    let mut w = stream;
-    send_frame(&mut w, &hello).map_err(|e| describe_io(&e))?;
-    let mut r = stream;
-    match read_server_msg(&mut r)? {
+    send_frame(&mut link.writer, &hello)
+        .and_then(|()| link.writer.flush())
+        .map_err(|e| describe_io(&e))?;
+    match read_server_msg(&mut link.reader)? {
         Some(ServerMsg::Welcome {
             version,
             server,
             max_file_size,
-        }) if version == PROTOCOL_VERSION => Ok((server, max_file_size)),
+        }) if version == PROTOCOL_VERSION => {
+            link.remember_server();
+            Ok((server, max_file_size))
+        }
         Some(ServerMsg::Welcome { version, .. }) => Err(format!(
             "the server answered with protocol version {version}"
         )),
@@ -886,10 +892,20 @@ pub fn probe_with_token(
     timeout: Duration,
     token: Option<&str>,
 ) -> Result<String, String> {
-    let stream = connect(addr, timeout)?;
-    let _ = stream.set_read_timeout(Some(timeout));
-    let (server, _) = handshake(&stream, token)?;
-    let _ = stream.shutdown(Shutdown::Both);
+    probe_with(addr, timeout, token, None)
+}
+
+/// [`probe`] with everything a connection may need: a token, and TLS.
+pub fn probe_with(
+    addr: &str,
+    timeout: Duration,
+    token: Option<&str>,
+    tls: Option<&Trust>,
+) -> Result<String, String> {
+    let mut link = Link::open(addr, timeout, tls)?;
+    let _ = link.socket.set_read_timeout(Some(timeout));
+    let (server, _) = handshake(&mut link, token)?;
+    let _ = link.socket.shutdown(Shutdown::Both);
     Ok(server)
 }
 
@@ -907,7 +923,7 @@ mod tests {
         client.set_read_timeout(Some(poll)).expect("timeout");
         let sending = Arc::new(AtomicBool::new(true));
         let mut reader = Patient {
-            stream: client,
+            stream: LinkReader::Plain(client),
             sending: Arc::clone(&sending),
             quiet: Duration::ZERO,
             poll,

@@ -1,0 +1,154 @@
+//! What a session reads from and writes to: the plain socket, or TLS over
+//! it. Both arrive on the same port; the first bytes tell which (a TLS
+//! record can never be a valid Ferry frame).
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+
+use ferry_proto::duplex::{self, TlsReader, TlsWriter};
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The reading side of a connection.
+pub(crate) enum Incoming {
+    Plain(TcpStream),
+    Tls(TlsReader),
+}
+
+/// The writing side of a connection.
+pub(crate) enum Outgoing {
+    Plain(TcpStream),
+    Tls(TlsWriter),
+}
+
+impl Read for Incoming {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Incoming::Plain(s) => s.read(buf),
+            Incoming::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Outgoing {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Outgoing::Plain(s) => s.write(buf),
+            Outgoing::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Outgoing::Plain(s) => s.flush(),
+            Outgoing::Tls(t) => t.flush(),
+        }
+    }
+}
+
+impl Incoming {
+    /// The socket underneath, for read timeouts.
+    pub(crate) fn socket(&self) -> &TcpStream {
+        match self {
+            Incoming::Plain(s) => s,
+            Incoming::Tls(t) => t.socket(),
+        }
+    }
+}
+
+impl Outgoing {
+    pub(crate) fn socket(&self) -> &TcpStream {
+        match self {
+            Outgoing::Plain(s) => s,
+            Outgoing::Tls(t) => t.socket(),
+        }
+    }
+
+    /// At the end of a session: a TLS peer is told the session ends
+    /// (close_notify), so it can tell a clean end from a cut. A plain
+    /// socket is left for the caller to close.
+    pub(crate) fn finish(&mut self) {
+        if let Outgoing::Tls(t) = self {
+            let _ = t.close();
+        }
+    }
+}
+
+/// Opens a connection's two sides. The first bytes are looked at without
+/// being consumed; when they start a TLS handshake, `tls` (if the server
+/// has it) takes over. Returns whether the connection is encrypted.
+pub(crate) fn open(
+    stream: &TcpStream,
+    tls: Option<&Arc<ServerConfig>>,
+) -> io::Result<(Incoming, Outgoing, bool)> {
+    let mut first = [0u8; 2];
+    let seen = stream.peek(&mut first)?;
+    if duplex::looks_like_tls(&first[..seen]) {
+        let Some(config) = tls else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a TLS client, but this server was started without --tls",
+            ));
+        };
+        let session = rustls::ServerConnection::new(Arc::clone(config))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let (r, w) = duplex::split(session, stream)?;
+        return Ok((Incoming::Tls(r), Outgoing::Tls(w), true));
+    }
+    Ok((
+        Incoming::Plain(stream.try_clone()?),
+        Outgoing::Plain(stream.try_clone()?),
+        false,
+    ))
+}
+
+/// The server's certificate and key: read from `dir` (cert.pem, key.pem),
+/// or made there, self-signed, on first start. Returns the TLS setup and
+/// the certificate's fingerprint for clients to pin.
+pub fn load_or_create(dir: &Path) -> Result<(Arc<ServerConfig>, String), String> {
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    if !cert_path.exists() || !key_path.exists() {
+        create(dir, &cert_path, &key_path)?;
+    }
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+        .map_err(|e| format!("cannot read {}: {e}", cert_path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot read {}: {e}", cert_path.display()))?;
+    let first = certs
+        .first()
+        .ok_or_else(|| format!("{} holds no certificate", cert_path.display()))?;
+    let fingerprint = duplex::fingerprint(first);
+    let key = PrivateKeyDer::from_pem_file(&key_path)
+        .map_err(|e| format!("cannot read {}: {e}", key_path.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("the certificate and key do not fit: {e}"))?;
+    Ok((Arc::new(config), fingerprint))
+}
+
+/// Makes a self-signed certificate; the key is readable by its owner only.
+fn create(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let made = rcgen::generate_simple_self_signed(vec!["ferry-server".to_string()])
+        .map_err(|e| format!("cannot make a certificate: {e}"))?;
+    let mut key = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(key_path)
+        .map_err(|e| format!("cannot write {}: {e}", key_path.display()))?;
+    key.write_all(made.signing_key.serialize_pem().as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", key_path.display()))?;
+    std::fs::write(cert_path, made.cert.pem())
+        .map_err(|e| format!("cannot write {}: {e}", cert_path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,327 @@
+//! The connection to a server: a plain socket, or TLS over it, with the
+//! server's certificate checked the way SSH checks host keys.
+//!
+//! Trust comes from one of three places: a fingerprint given on the command
+//! line, a CA certificate, or the first connection (the fingerprint seen
+//! then is kept in `known_servers` in the state folder, and a different one
+//! later is refused loudly: either the server made a new certificate or
+//! someone is in the middle).
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry_proto::duplex::{self, TlsReader, TlsWriter};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+/// How the server's certificate is trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// Pin what the first connection shows (kept in `known_servers`).
+    FirstUse,
+    /// Exactly this fingerprint (`sha256:...`).
+    Fingerprint(String),
+    /// Certificates signed by this CA (a PEM file).
+    Ca(PathBuf),
+}
+
+/// The reading side.
+pub enum LinkReader {
+    Plain(TcpStream),
+    Tls(TlsReader),
+}
+
+/// The writing side.
+pub enum LinkWriter {
+    Plain(TcpStream),
+    Tls(TlsWriter),
+}
+
+/// An open connection.
+pub struct Link {
+    pub socket: TcpStream,
+    pub reader: LinkReader,
+    pub writer: LinkWriter,
+    /// Set for a TLS connection trusted on first use: the fingerprint to
+    /// remember once the handshake has gone through.
+    first_use: Option<(String, Arc<Pin>)>,
+}
+
+impl Read for LinkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            LinkReader::Plain(s) => s.read(buf),
+            LinkReader::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for LinkWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            LinkWriter::Plain(s) => s.write(buf),
+            LinkWriter::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            LinkWriter::Plain(s) => s.flush(),
+            LinkWriter::Tls(t) => t.flush(),
+        }
+    }
+}
+
+impl LinkWriter {
+    /// Says "that is all" (close_notify over TLS), then closes the sending
+    /// side; answers still arrive on the reading side.
+    pub fn close(&mut self) {
+        match self {
+            LinkWriter::Plain(s) => {
+                let _ = s.shutdown(Shutdown::Write);
+            }
+            LinkWriter::Tls(t) => {
+                let _ = t.close();
+            }
+        }
+    }
+}
+
+impl Link {
+    /// Connects to `addr`, over TLS when `tls` says how to trust it.
+    pub fn open(addr: &str, timeout: Duration, tls: Option<&Trust>) -> Result<Link, String> {
+        let socket = connect(addr, timeout)?;
+        let Some(trust) = tls else {
+            let clone = |s: &TcpStream| s.try_clone().map_err(|e| e.to_string());
+            return Ok(Link {
+                reader: LinkReader::Plain(clone(&socket)?),
+                writer: LinkWriter::Plain(clone(&socket)?),
+                socket,
+                first_use: None,
+            });
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut first_use = None;
+        let verifier: Arc<dyn ServerCertVerifier> = match trust {
+            Trust::Ca(path) => ca_verifier(path, &provider)?,
+            Trust::Fingerprint(fp) => Arc::new(Pin::new(Some(fp.clone()), &provider)),
+            Trust::FirstUse => {
+                let known = known_fingerprint(addr);
+                let pin = Arc::new(Pin::new(known.clone(), &provider));
+                if known.is_none() {
+                    first_use = Some((addr.to_string(), Arc::clone(&pin)));
+                }
+                pin
+            }
+        };
+        let config = ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        let name =
+            ServerName::try_from(host_of(addr).to_string()).map_err(|e| format!("{addr}: {e}"))?;
+        let session = rustls::ClientConnection::new(Arc::new(config), name)
+            .map_err(|e| format!("cannot start TLS: {e}"))?;
+        let (reader, writer) = duplex::split(session, &socket).map_err(|e| e.to_string())?;
+        Ok(Link {
+            socket,
+            reader: LinkReader::Tls(reader),
+            writer: LinkWriter::Tls(writer),
+            first_use,
+        })
+    }
+
+    /// After a successful handshake: remembers a server trusted on first
+    /// use, so a changed certificate is noticed next time.
+    pub fn remember_server(&mut self) {
+        if let Some((addr, pin)) = self.first_use.take() {
+            if let Some(fp) = pin.seen() {
+                if let Err(e) = remember_fingerprint(&addr, &fp) {
+                    eprintln!("ferry: cannot remember {addr}'s certificate: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Opens a TCP connection, trying each address the name resolves to.
+fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
+    let addrs = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {addr}: {e}"))?;
+    let mut last = format!("{addr} resolves to no address");
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(stream) => {
+                // Headers and acks are small and latency-bound; large bodies
+                // go out in full buffers anyway.
+                let _ = stream.set_nodelay(true);
+                let _ = stream.set_read_timeout(Some(super::sender::ACK_POLL));
+                let _ = stream.set_write_timeout(Some(super::sender::IO_TIMEOUT));
+                return Ok(stream);
+            }
+            Err(e) => last = format!("cannot reach {addr}: {}", super::sender::describe_io(&e)),
+        }
+    }
+    Err(last)
+}
+
+/// `host` of `host:port` or `[v6]:port`.
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// Checks the server's certificate against a fingerprint, or (with none
+/// known yet) accepts it and notes what it was.
+#[derive(Debug)]
+struct Pin {
+    want: Option<String>,
+    seen: Mutex<Option<String>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl Pin {
+    fn new(want: Option<String>, provider: &Arc<CryptoProvider>) -> Self {
+        Pin {
+            want,
+            seen: Mutex::new(None),
+            provider: Arc::clone(provider),
+        }
+    }
+
+    fn seen(&self) -> Option<String> {
+        self.seen.lock().ok().and_then(|s| s.clone())
+    }
+}
+
+impl ServerCertVerifier for Pin {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let got = duplex::fingerprint(end_entity);
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some(got.clone());
+        }
+        match &self.want {
+            Some(want) if *want != got => Err(rustls::Error::General(format!(
+                "THE SERVER'S CERTIFICATE IS NOT THE ONE EXPECTED: expected {want}, got {got}. \
+                 Either the server made a new certificate or someone is in the middle. If you \
+                 know the server changed it, remove its line from {} (or pass --fingerprint {got})",
+                known_servers_path()
+                    .map_or_else(|| "known_servers".into(), |p| p.display().to_string())
+            ))),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Standard certificate checks against the CA in `path`.
+fn ca_verifier(
+    path: &std::path::Path,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ServerCertVerifier>, String> {
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(provider),
+    )
+    .build()
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(verifier)
+}
+
+/// `$XDG_STATE_HOME/ferry/known_servers`, else `~/.local/state/ferry/...`.
+pub fn known_servers_path() -> Option<PathBuf> {
+    super::retry::record_path().map(|p| p.with_file_name("known_servers"))
+}
+
+/// The fingerprint remembered for `addr`, if any.
+fn known_fingerprint(addr: &str) -> Option<String> {
+    let text = fs::read_to_string(known_servers_path()?).ok()?;
+    text.lines().find_map(|line| {
+        let (who, fp) = line.split_once(' ')?;
+        (who == addr).then(|| fp.trim().to_string())
+    })
+}
+
+fn remember_fingerprint(addr: &str, fp: &str) -> Result<(), String> {
+    let path = known_servers_path().ok_or("no HOME or XDG_STATE_HOME")?;
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| e.to_string())?;
+    writeln!(file, "{addr} {fp}").map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_come_out_of_addresses() {
+        assert_eq!(host_of("example.org:8090"), "example.org");
+        assert_eq!(host_of("127.0.0.1:1"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:8090"), "::1");
+    }
+}

@@ -1,0 +1,162 @@
+//! Encryption: the server makes a certificate on first start and prints
+//! its fingerprint; the client pins it on first use, refuses a changed one
+//! loudly, or takes a fingerprint explicitly. Plain TCP stays for this
+//! machine and for tutorial clients.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use ferry_e2e::{Server, bin_path, connect, tutorial_upload};
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `ferry send` with its state (known servers) kept in `state`.
+fn send(state: &Path, addr: &str, extra: &[&str], file: &Path) -> Output {
+    Command::new(bin_path("ferry"))
+        .args(["send", "--to", addr])
+        .args(extra)
+        .arg(file)
+        .env("XDG_STATE_HOME", state)
+        .env_remove("FERRY_SERVER")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ferry")
+}
+
+fn tls_server(tls_dir: &Path) -> Server {
+    Server::start_with(&["--tls", "--tls-dir", tls_dir.to_str().expect("utf8")])
+}
+
+/// The fingerprint the server logged at start.
+fn fingerprint(server: &Server) -> String {
+    server.expect_log("TLS certificate fingerprint: ");
+    let log = server.log();
+    let at = log
+        .find("fingerprint: sha256:")
+        .expect("fingerprint in log")
+        + "fingerprint: ".len();
+    log[at..at + 7 + 64].to_string()
+}
+
+#[test]
+fn first_use_pins_the_certificate_and_a_changed_one_is_refused() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let state = tempfile::tempdir().expect("tempdir");
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("over-tls.txt");
+    std::fs::write(&file, b"private").expect("write");
+
+    let server = tls_server(&keys.path().join("tls"));
+    let fp = fingerprint(&server);
+    let out = send(state.path(), &server.addr(), &["--tls"], &file);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(server.read("over-tls.txt"), b"private");
+    let known = std::fs::read_to_string(state.path().join("ferry/known_servers")).expect("pinned");
+    assert!(
+        known.contains(&format!("{} {fp}", server.addr())),
+        "{known}"
+    );
+
+    // Same address, new certificate: refused, nothing sent.
+    let addr = server.addr();
+    let (root, dir) = server.into_root();
+    let new_keys = tempfile::tempdir().expect("tempdir");
+    let tls_dir = new_keys.path().join("tls");
+    let server = Server::start_at(
+        &addr,
+        root,
+        dir,
+        &["--tls", "--tls-dir", tls_dir.to_str().expect("utf8")],
+    );
+    let out = send(state.path(), &addr, &["--tls"], &file);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("THE SERVER'S CERTIFICATE IS NOT THE ONE EXPECTED"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(server.files(), ["over-tls.txt"], "nothing new arrived");
+}
+
+#[test]
+fn an_explicit_fingerprint_must_match() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let state = tempfile::tempdir().expect("tempdir");
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("pinned.txt");
+    std::fs::write(&file, b"pinned").expect("write");
+    let server = tls_server(&keys.path().join("tls"));
+    let fp = fingerprint(&server);
+
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let out = send(
+        state.path(),
+        &server.addr(),
+        &["--fingerprint", &wrong],
+        &file,
+    );
+    assert!(!out.status.success());
+    assert!(server.files().is_empty());
+
+    // As people copy it: upper case, with colons.
+    let typed: String = fp[7..]
+        .to_ascii_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(":");
+    let out = send(
+        state.path(),
+        &server.addr(),
+        &["--fingerprint", &typed],
+        &file,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(server.read("pinned.txt"), b"pinned");
+    // The certificate and key were kept for the next start; the key private.
+    let key = keys.path().join("tls/key.pem");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(key).expect("key").permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn plain_tcp_stays_for_this_machine_and_tutorial_clients() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let state = tempfile::tempdir().expect("tempdir");
+    let server = tls_server(&keys.path().join("tls"));
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("plain.txt");
+    std::fs::write(&file, b"plain").expect("write");
+    let out = send(state.path(), &server.addr(), &[], &file);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut s = connect(&server.addr());
+    s.write_all(&tutorial_upload("legacy.txt", b"old"))
+        .expect("send");
+    drop(s);
+    server.expect_log("name=\"legacy.txt\"");
+    assert_eq!(server.read("plain.txt"), b"plain");
+}
+
+#[test]
+fn a_tls_client_at_a_plain_server_is_told_why() {
+    let server = Server::start();
+    let state = tempfile::tempdir().expect("tempdir");
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("x.txt");
+    std::fs::write(&file, b"x").expect("write");
+    let out = send(state.path(), &server.addr(), &["--tls"], &file);
+    assert!(!out.status.success());
+    server.expect_log("a TLS client, but this server was started without --tls");
+    assert!(server.files().is_empty());
+}
