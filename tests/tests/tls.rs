@@ -160,3 +160,61 @@ fn a_tls_client_at_a_plain_server_is_told_why() {
     server.expect_log("a TLS client, but this server was started without --tls");
     assert!(server.files().is_empty());
 }
+
+#[test]
+fn a_ca_signed_certificate_is_trusted_through_the_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+
+    // A CA, and a server certificate for 127.0.0.1 signed by it, placed
+    // where the server looks for its certificate.
+    let keys = tempfile::tempdir().expect("tempdir");
+    let tls_dir = keys.path().join("tls");
+    std::fs::create_dir_all(&tls_dir).expect("mkdir");
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().expect("server key");
+    let server_cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("server params")
+        .signed_by(&server_key, &issuer)
+        .expect("server cert");
+    std::fs::write(tls_dir.join("cert.pem"), server_cert.pem()).expect("write cert");
+    std::fs::write(tls_dir.join("key.pem"), server_key.serialize_pem()).expect("write key");
+    let ca_file = keys.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).expect("write ca");
+
+    let server = tls_server(&tls_dir);
+    let state = tempfile::tempdir().expect("tempdir");
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("ca.txt");
+    std::fs::write(&file, b"via ca").expect("write");
+    let out = send(
+        state.path(),
+        &server.addr(),
+        &["--ca", ca_file.to_str().expect("utf8")],
+        &file,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(server.read("ca.txt"), b"via ca");
+
+    // A different CA does not vouch for it.
+    let other_key = KeyPair::generate().expect("key");
+    let mut other = CertificateParams::new(Vec::<String>::new()).expect("params");
+    other.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let other_ca = keys.path().join("other-ca.pem");
+    std::fs::write(
+        &other_ca,
+        other.self_signed(&other_key).expect("cert").pem(),
+    )
+    .expect("write");
+    let out = send(
+        state.path(),
+        &server.addr(),
+        &["--ca", other_ca.to_str().expect("utf8")],
+        &file,
+    );
+    assert!(!out.status.success());
+    assert_eq!(server.files(), ["ca.txt"]);
+}
