@@ -26,7 +26,7 @@ use crate::browse::{Sizer, describe_error, read_entries};
 use crate::event::{Message, TransferMsg, reporter};
 use crate::transfer::preflight::preflight;
 use crate::transfer::retry::{self, Record};
-use crate::transfer::{Options, Plan, probe, send};
+use crate::transfer::{Options, Plan, probe_with, send};
 use crate::ui;
 
 /// How often the screen is refreshed when nothing else happens, so that
@@ -110,7 +110,7 @@ impl Session {
         spawn_ticks(tx.clone(), Arc::clone(&quitting));
         spawn_probe(
             tx.clone(),
-            options.addr.clone(),
+            options.clone(),
             Arc::clone(&quitting),
             Arc::clone(&sending),
         );
@@ -351,14 +351,21 @@ fn spawn_ticks(tx: Sender<Message>, quitting: Arc<AtomicBool>) {
 /// Asks the server for a handshake now and then, for the header.
 fn spawn_probe(
     tx: Sender<Message>,
-    addr: String,
+    options: Options,
     quitting: Arc<AtomicBool>,
     sending: Arc<AtomicBool>,
 ) {
     thread::spawn(move || {
         while !quitting.load(Ordering::Relaxed) {
             if !sending.load(Ordering::Relaxed) {
-                let result = probe(&addr, PROBE_TIMEOUT);
+                // With the token and TLS a transfer would use, so the header
+                // tells the truth about whether sending can work.
+                let result = probe_with(
+                    &options.addr,
+                    PROBE_TIMEOUT,
+                    options.token.as_deref(),
+                    options.tls.as_ref(),
+                );
                 if tx.send(Message::Probe(result)).is_err() {
                     return;
                 }
