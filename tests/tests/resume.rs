@@ -64,12 +64,25 @@ fn partials(dir: &Path) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Waits until the server holds at least 2 MiB of the upload under way
+/// (at 4 MiB/s that is early; the whole file takes six seconds).
+fn wait_for_partial(dir: &Path) {
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < until {
+        if partials(dir).iter().any(|(_, len)| *len >= 2 << 20) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no partial of 2 MiB appeared");
+}
+
 /// Interrupts an upload of a 24 MiB file by killing the client once the
 /// server has some of it; returns how much the server kept.
 fn interrupted_upload(server: &Server, file: &Path) -> u64 {
     let mut child = slow_send(server, file);
     server.expect_log("path=\"big.bin\"");
-    thread::sleep(Duration::from_millis(1500));
+    wait_for_partial(server.dir());
     child.kill().expect("SIGKILL the client");
     let _ = child.wait();
     server.expect_log("client left after");
@@ -133,7 +146,7 @@ fn a_killed_server_keeps_the_partial_and_the_upload_resumes_after_restart() {
     write(&file, &data(24 << 20, 2));
     let mut child = slow_send(&server, &file);
     server.expect_log("path=\"big.bin\"");
-    thread::sleep(Duration::from_millis(1500));
+    wait_for_partial(server.dir());
     // SIGKILL the server mid-upload, then start it again on the same folder.
     let (root, dir) = server.into_root();
     let status = child.wait().expect("client ends");

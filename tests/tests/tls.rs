@@ -218,3 +218,48 @@ fn a_ca_signed_certificate_is_trusted_through_the_ca() {
     assert!(!out.status.success());
     assert_eq!(server.files(), ["ca.txt"]);
 }
+
+#[test]
+fn real_sized_transfers_over_tls_arrive_intact() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let state = tempfile::tempdir().expect("tempdir");
+    let server = tls_server(&keys.path().join("tls"));
+    let src = tempfile::tempdir().expect("tempdir");
+    // A big file (writer thread on the server), and a folder of many small
+    // files (acks flowing back while bodies go out, on one TLS session).
+    let big = src.path().join("big.bin");
+    std::fs::write(&big, ferry_e2e::data(24 << 20, 3)).expect("write");
+    let tree = src.path().join("many");
+    std::fs::create_dir(&tree).expect("mkdir");
+    for i in 0..300 {
+        std::fs::write(
+            tree.join(format!("f{i}.txt")),
+            ferry_e2e::data(3000 + i, i as u8),
+        )
+        .expect("write");
+    }
+    let out = send(state.path(), &server.addr(), &["--tls"], &big);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(server.read("big.bin"), ferry_e2e::data(24 << 20, 3));
+    let out = send(state.path(), &server.addr(), &["--tls"], &tree);
+    assert!(out.status.success(), "{}", text(&out));
+    for i in 0..300 {
+        assert_eq!(
+            server.read(&format!("many/f{i}.txt")),
+            ferry_e2e::data(3000 + i, i as u8)
+        );
+    }
+}
+
+#[test]
+fn a_token_over_plain_tcp_to_another_machine_is_refused_before_it_leaves() {
+    // The server side: refuses to start that way (never binds).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(bin_path("ferry-server"))
+        .args(["--listen", "0.0.0.0:0", "--token", "t", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without --tls"));
+}

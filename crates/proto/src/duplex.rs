@@ -2,36 +2,46 @@
 //!
 //! Ferry reads and writes each connection from two threads (acks arrive
 //! while bodies go out), but a TLS session is one state machine. Here it
-//! sits behind a lock that is never held while waiting for the network to
-//! deliver bytes: the reader takes ciphertext from the socket on its own,
-//! then locks only to decrypt; the writer locks to encrypt and send. This
-//! adds no policy; certificates and verification are the caller's.
+//! sits behind a lock that is never held while waiting on the network:
+//! the reader takes ciphertext from the socket on its own and locks only to
+//! decrypt; the writer locks to encrypt into a buffer and sends it after
+//! letting go. A second lock, taken before the first is released, keeps
+//! ciphertext going out in the order it was made. This adds no policy;
+//! certificates and verification are the caller's.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 /// The shared session and its socket.
 struct Session {
     tls: Mutex<rustls::Connection>,
-    /// The socket as the session writes it (handshake replies, alerts).
-    socket: TcpStream,
+    /// The socket as ciphertext goes out; held while sending, so that what
+    /// was encrypted first is sent first.
+    out: Mutex<TcpStream>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A thread that panicked holding a lock left rustls' state consistent
+    // (it never panics halfway through a record); go on with it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Session {
-    fn lock(&self) -> MutexGuard<'_, rustls::Connection> {
-        // A thread that panicked holding the lock left the session in a
-        // state rustls itself keeps consistent; go on with it.
-        self.tls.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Sends whatever the session has queued.
-    fn send_pending(&self, tls: &mut rustls::Connection) -> io::Result<()> {
-        let mut socket = &self.socket;
-        while tls.wants_write() {
-            tls.write_tls(&mut socket)?;
+    /// Sends what the session has queued: encrypted under the TLS lock,
+    /// written after releasing it.
+    fn send_pending(&self, mut tls: MutexGuard<'_, rustls::Connection>) -> io::Result<()> {
+        if !tls.wants_write() {
+            return Ok(());
         }
-        Ok(())
+        let mut ciphertext = Vec::new();
+        while tls.wants_write() {
+            tls.write_tls(&mut ciphertext)?;
+        }
+        let mut out = lock(&self.out);
+        drop(tls);
+        out.write_all(&ciphertext)
     }
 }
 
@@ -40,11 +50,19 @@ pub struct TlsReader {
     session: Arc<Session>,
     socket: TcpStream,
     ciphertext: Box<[u8]>,
+    /// Ciphertext read from the socket but not yet given to the session.
+    start: usize,
+    end: usize,
+    eof: bool,
 }
 
 /// The writing half: plaintext in, ciphertext out to the socket.
 pub struct TlsWriter {
     session: Arc<Session>,
+    socket: TcpStream,
+    /// A send that failed after the session had taken the plaintext: the
+    /// bytes cannot be taken back, so the failure is reported next time.
+    broken: Option<io::ErrorKind>,
 }
 
 /// Splits a TLS session over `socket` into its two halves. The handshake
@@ -55,49 +73,86 @@ pub fn split(
 ) -> io::Result<(TlsReader, TlsWriter)> {
     let session = Arc::new(Session {
         tls: Mutex::new(tls.into()),
-        socket: socket.try_clone()?,
+        out: Mutex::new(socket.try_clone()?),
     });
     Ok((
         TlsReader {
             session: Arc::clone(&session),
             socket: socket.try_clone()?,
-            ciphertext: vec![0u8; 64 * 1024].into_boxed_slice(),
+            ciphertext: vec![0u8; 32 * 1024].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            eof: false,
         },
-        TlsWriter { session },
+        TlsWriter {
+            session,
+            socket: socket.try_clone()?,
+            broken: None,
+        },
     ))
 }
 
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
 impl Read for TlsReader {
+    /// Never waits longer in all than the socket's read timeout at the time
+    /// of the call, however many socket reads a record takes, so deadlines
+    /// set by the caller hold against a peer trickling ciphertext.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let budget = self.socket.read_timeout()?;
+        let called = Instant::now();
         loop {
-            {
-                let mut tls = self.session.lock();
-                match tls.reader().read(buf) {
-                    Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
+            let mut tls = lock(&self.session.tls);
+            match tls.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            // No plaintext: give the session the ciphertext already here,
+            // one helping at a time (it holds only so much decrypted data,
+            // which the caller drains before the next helping).
+            if self.start < self.end || self.eof {
+                let mut pending = &self.ciphertext[self.start..self.end];
+                let taken = tls.read_tls(&mut pending)?;
+                self.start += taken;
+                if self.start == self.end && self.eof && taken == 0 {
+                    // Tell the session the peer has gone quiet for good.
+                    tls.read_tls(&mut &[][..])?;
                 }
+                tls.process_new_packets().map_err(tls_error)?;
+                // Handshake replies and alerts go out from here.
+                self.session.send_pending(tls)?;
+                if self.eof && self.start == self.end {
+                    // Anything decrypted is returned on the next turn; then
+                    // the session reports the end (clean or cut short).
+                    let mut tls = lock(&self.session.tls);
+                    return match tls.reader().read(buf) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                        other => other,
+                    };
+                }
+                continue;
             }
-            // Wait for the network without holding the lock, so the writer
-            // is never stuck behind a read.
-            let n = self.socket.read(&mut self.ciphertext)?;
-            let mut tls = self.session.lock();
-            let mut fresh = &self.ciphertext[..n];
-            if n == 0 {
-                // The peer closed without close_notify: rustls reports it
-                // as an unexpected end, which is what it is.
-                tls.read_tls(&mut fresh)?;
+            drop(tls);
+            // Wait for the network without holding the lock.
+            if let Some(total) = budget {
+                let left = total.saturating_sub(called.elapsed());
+                if left.is_zero() {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                self.socket.set_read_timeout(Some(left))?;
             }
-            while !fresh.is_empty() {
-                tls.read_tls(&mut fresh)?;
-                tls.process_new_packets()
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let n = self.socket.read(&mut self.ciphertext);
+            if let Some(total) = budget {
+                // Leave the timeout as the caller set it.
+                let _ = self.socket.set_read_timeout(Some(total));
             }
-            if n == 0 {
-                tls.process_new_packets()
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            }
-            self.session.send_pending(&mut tls)?;
+            let n = n?;
+            self.start = 0;
+            self.end = n;
+            self.eof = n == 0;
         }
     }
 }
@@ -111,16 +166,27 @@ impl TlsReader {
 
 impl Write for TlsWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut tls = self.session.lock();
+        if let Some(kind) = self.broken {
+            return Err(kind.into());
+        }
+        let mut tls = lock(&self.session.tls);
         let n = tls.writer().write(buf)?;
-        self.session.send_pending(&mut tls)?;
+        if let Err(e) = self.session.send_pending(tls) {
+            self.broken = Some(e.kind());
+            if n == 0 {
+                return Err(e);
+            }
+        }
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let mut tls = self.session.lock();
+        if let Some(kind) = self.broken {
+            return Err(kind.into());
+        }
+        let mut tls = lock(&self.session.tls);
         tls.writer().flush()?;
-        self.session.send_pending(&mut tls)
+        self.session.send_pending(tls)
     }
 }
 
@@ -128,15 +194,16 @@ impl TlsWriter {
     /// Ends the session cleanly (close_notify), then closes the sending
     /// side of the socket.
     pub fn close(&mut self) -> io::Result<()> {
-        let mut tls = self.session.lock();
+        let tls = lock(&self.session.tls);
+        let mut tls = tls;
         tls.send_close_notify();
-        self.session.send_pending(&mut tls)?;
-        self.session.socket.shutdown(Shutdown::Write)
+        self.session.send_pending(tls)?;
+        self.socket.shutdown(Shutdown::Write)
     }
 
-    /// The socket underneath.
+    /// The socket underneath, for shutdown and timeouts.
     pub fn socket(&self) -> &TcpStream {
-        &self.session.socket
+        &self.socket
     }
 }
 

@@ -132,6 +132,20 @@ impl Registry {
     }
 }
 
+/// Removes a session from the books when its thread ends.
+struct Leave<'a> {
+    registry: &'a Registry,
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.registry.slots().remove(&self.id);
+        self.shared.sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Takes a new connection: evicts or refuses at the cap, else starts its
 /// session thread.
 pub(crate) fn admit(
@@ -178,9 +192,14 @@ pub(crate) fn admit(
     let spawned = thread::Builder::new()
         .name(format!("ferry-conn-{id}"))
         .spawn(move || {
+            // Frees the place however the session ends, a panic included,
+            // so a bug in one session cannot use up the server's places.
+            let _leave = Leave {
+                registry: &registry_for_thread,
+                shared: &shared,
+                id,
+            };
             session::run(stream, peer, &shared, &slot);
-            registry_for_thread.slots().remove(&id);
-            shared.sessions.fetch_sub(1, Ordering::Relaxed);
         });
     if let Err(e) = spawned {
         warn!(%peer, "cannot start a thread for the connection: {e}");

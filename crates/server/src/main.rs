@@ -125,7 +125,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         (None, Some(path)) => Some(read_token(path)?),
         (None, None) => None,
     };
-    check_exposure(&args.listen, token.is_some(), args.insecure_no_auth)?;
+    check_exposure(
+        &args.listen,
+        token.is_some(),
+        args.tls,
+        args.insecure_no_auth,
+    )?;
     let config = Config {
         listen: args.listen.clone(),
         dir: args.dir.clone(),
@@ -211,14 +216,23 @@ fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
 }
 
 /// Refuses to listen beyond this machine without a token, unless told to.
-fn check_exposure(listen: &str, has_token: bool, insecure: bool) -> anyhow::Result<()> {
+fn check_exposure(listen: &str, has_token: bool, tls: bool, insecure: bool) -> anyhow::Result<()> {
     use std::net::ToSocketAddrs;
     let exposed = listen
         .to_socket_addrs()
         .map(|mut addrs| addrs.any(|a| !a.ip().is_loopback()))
         .unwrap_or(false);
     match (exposed, has_token, insecure) {
-        (false, _, _) | (true, true, _) => Ok(()),
+        (false, _, _) => Ok(()),
+        (true, true, _) if tls => Ok(()),
+        (true, true, false) => anyhow::bail!(
+            "refusing to listen on {listen} with a token but without --tls: the token would \
+             cross the network in the clear. Add --tls, or --insecure-no-auth if you must"
+        ),
+        (true, true, true) => {
+            warn!("LISTENING ON {listen} WITHOUT TLS: the token crosses the network in the clear");
+            Ok(())
+        }
         (true, false, true) => {
             warn!(
                 "LISTENING ON {listen} WITHOUT A TOKEN: anyone who can reach this port can write \

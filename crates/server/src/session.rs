@@ -206,13 +206,12 @@ impl<'a> Session<'a> {
             if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
                 break;
             }
-            match self.reader.fill_buf() {
-                Ok([]) | Err(_) => break,
-                Ok(bytes) => {
-                    let n = bytes.len();
-                    drained += n as u64;
-                    self.reader.consume(n);
-                }
+            // The raw socket, not through TLS: after a failure the session
+            // may be in no state to decrypt, and the bytes are dropped anyway.
+            let mut sink = [0u8; 64 * 1024];
+            match self.stream.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n as u64,
             }
         }
     }

@@ -399,6 +399,14 @@ impl Store {
             Err(Errno::WOULDBLOCK) => return Err(StoreError::PartialBusy),
             Err(e) => return Err(StoreError::Io(e.into())),
         }
+        // The holder may have thrown the partial away between our open and
+        // our lock: then ours is an orphan and the name may be someone
+        // else's by now. Only the file still under the name will do.
+        let ours = rustix::fs::fstat(&fd).map_err(|e| StoreError::Io(e.into()))?;
+        match rustix::fs::statat(&self.staging, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(now) if now.st_ino == ours.st_ino && now.st_dev == ours.st_dev => {}
+            _ => return Err(StoreError::PartialBusy),
+        }
         let mut file = File::from(fd);
         let have = file.metadata().map_err(StoreError::Io)?.len();
         if have < offset {
@@ -490,7 +498,9 @@ impl Store {
             )
             .ok()?;
             let have = st.st_size as u64;
-            (have > 0 && have < f.size).then_some(have)
+            // A partial may hold the whole file (the connection went between
+            // body and trailer): resuming then sends no bytes at all.
+            (have > 0 && have <= f.size).then_some(have)
         });
         let existing = dir.as_ref().and_then(|d| {
             rustix::fs::statat(d, *name, AtFlags::SYMLINK_NOFOLLOW)

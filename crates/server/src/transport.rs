@@ -136,8 +136,12 @@ pub fn load_or_create(dir: &Path) -> Result<(Arc<ServerConfig>, String), String>
 
 /// Makes a self-signed certificate; the key is readable by its owner only.
 fn create(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let made = rcgen::generate_simple_self_signed(vec!["ferry-server".to_string()])
         .map_err(|e| format!("cannot make a certificate: {e}"))?;
     let mut key = std::fs::OpenOptions::new()

@@ -709,6 +709,14 @@ pub(crate) fn handshake(
     link: &mut Link,
     token: Option<&str>,
 ) -> Result<(String, Option<u64>), String> {
+    let plain = matches!(link.writer, LinkWriter::Plain(_));
+    let far = link
+        .socket
+        .peer_addr()
+        .map_or(true, |a| !a.ip().is_loopback());
+    if token.is_some() && plain && far {
+        return Err("refusing to send the token unencrypted to another machine: add --tls".into());
+    }
     let hello = ClientMsg::Hello {
         version: PROTOCOL_VERSION,
         client: format!("ferry/{}", env!("CARGO_PKG_VERSION")),
