@@ -123,3 +123,43 @@ fn the_folder_quota_is_kept() {
     server.expect_log("quota is used up");
     assert_eq!(server.files(), ["first.bin"]);
 }
+
+#[test]
+fn uploads_running_side_by_side_cannot_both_pass_the_quota() {
+    use ferry_proto::{ClientMsg, FileHeader};
+    use std::io::Write;
+
+    let server = Server::start_with(&["--quota", "10K"]);
+    let header = |path: &str| {
+        ClientMsg::File(FileHeader {
+            id: 1,
+            path: path.into(),
+            size: 8 * 1024,
+            ..Default::default()
+        })
+    };
+    // Both announce 8 KiB before either has sent a byte of it.
+    let mut a = V1::connect(&server.addr());
+    let mut b = V1::connect(&server.addr());
+    a.send(&header("a.bin"));
+    a.stream.write_all(&[1u8; 100]).expect("a starts");
+    server.expect_log("path=\"a.bin\"");
+    b.send(&header("b.bin"));
+    let refused = matches!(
+        b.recv(),
+        Some(ServerMsg::Ack(ack)) if matches!(ack.outcome, Outcome::Failed { code: ErrorCode::LimitReached, .. })
+    );
+    assert!(
+        refused,
+        "the second must not pass the room the first has taken"
+    );
+    a.stream.write_all(&[1u8; 8 * 1024 - 100]).expect("a ends");
+    a.send(&ClientMsg::Done {
+        id: 1,
+        blake3: blake3::hash(&[1u8; 8 * 1024]).to_hex().to_string(),
+    });
+    assert!(
+        matches!(a.recv(), Some(ServerMsg::Ack(ack)) if matches!(ack.outcome, Outcome::Stored { .. }))
+    );
+    assert_eq!(server.files(), ["a.bin"]);
+}

@@ -244,8 +244,14 @@ impl<'a> Session<'a> {
                 self.queue(Job::Flush)?;
                 Err(SessionError::PlainFromAfar)
             }
+            // While a wrong token waits out its delay the session counts as
+            // idle, so a crowd of guessers can be evicted for honest clients.
             Opening::Hello { token, .. }
-                if !self.shared.auth.check(self.peer.ip(), token.as_deref()) =>
+                if self.shared.auth.required()
+                    && !{
+                        self.slot.set_idle();
+                        self.shared.auth.check(self.peer.ip(), token.as_deref())
+                    } =>
             {
                 self.answered = true;
                 self.send(ServerMsg::Error {
@@ -313,7 +319,7 @@ impl<'a> Session<'a> {
         let store = &self.shared.store;
         let parts = store.check_path(path)?;
         store.check_size(size)?;
-        let upload = store.begin(&parts, &mut self.folders)?;
+        let upload = store.begin(&parts, size, &mut self.folders)?;
         debug!(peer = %self.peer, path = ?path, size, "receiving");
         Ok((parts.iter().map(|p| p.to_string()).collect(), upload))
     }
@@ -484,15 +490,20 @@ impl<'a> Session<'a> {
                 let store = &self.shared.store;
                 let parts = store.check_path(&header.path)?;
                 store.check_size(header.size - header.offset)?;
-                let (upload, hasher) =
-                    match store.begin_resumable(&parts, &mut self.folders, key, header.offset) {
-                        // Someone else is on it: this copy goes unresumable.
-                        Err(StoreError::PartialBusy) if header.offset == 0 => {
-                            let (parts, upload) = self.start_file(&header.path, header.size)?;
-                            return Ok((parts, upload, blake3::Hasher::new()));
-                        }
-                        other => other?,
-                    };
+                let (upload, hasher) = match store.begin_resumable(
+                    &parts,
+                    &mut self.folders,
+                    key,
+                    header.size,
+                    header.offset,
+                ) {
+                    // Someone else is on it: this copy goes unresumable.
+                    Err(StoreError::PartialBusy) if header.offset == 0 => {
+                        let (parts, upload) = self.start_file(&header.path, header.size)?;
+                        return Ok((parts, upload, blake3::Hasher::new()));
+                    }
+                    other => other?,
+                };
                 if header.offset > 0 {
                     info!(peer = %self.peer, path = ?header.path, offset = header.offset, "resuming");
                 } else {

@@ -271,6 +271,35 @@ impl Store {
         Ok(used)
     }
 
+    /// Counts `bytes` against the quota for an upload about to start, or
+    /// refuses. Counting at the start (not when stored) keeps uploads that
+    /// run side by side from all passing the same room.
+    fn take_quota(&self, bytes: u64) -> Result<u64, StoreError> {
+        let Some(quota) = self.quota else {
+            return Ok(0);
+        };
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= quota)
+            })
+            .map(|_| bytes)
+            .map_err(|used| {
+                StoreError::Limit(format!(
+                    "the folder's quota is used up: {bytes} bytes needed, {} left",
+                    quota.saturating_sub(used)
+                ))
+            })
+    }
+
+    /// Gives back what an upload counted against the quota.
+    fn give_back(&self, bytes: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(bytes))
+            });
+    }
+
     /// Room left under the quota, if there is one.
     fn quota_room(&self) -> Option<u64> {
         self.quota
@@ -285,11 +314,6 @@ impl Store {
     pub fn check_size(&self, size: u64) -> Result<(), StoreError> {
         if let Some(limit) = self.max_file_size.filter(|l| size > *l) {
             return Err(StoreError::TooLarge { size, limit });
-        }
-        if let Some(room) = self.quota_room().filter(|room| size > *room) {
-            return Err(StoreError::Limit(format!(
-                "the folder's quota is used up: {size} bytes needed, {room} left"
-            )));
         }
         if size < SPACE_CHECK_MIN && self.min_free == 0 {
             return Ok(());
@@ -316,12 +340,14 @@ impl Store {
     pub fn begin(
         &self,
         parts: &[&str],
+        size: u64,
         folders_seen: &mut FolderCache,
     ) -> Result<Upload<'_>, StoreError> {
         let (_, folders) = parts
             .split_last()
             .ok_or_else(|| StoreError::BadName("empty".into()))?;
         let dir = folders_seen.open(self, folders)?;
+        let reserved = self.take_quota(size)?;
         // The mode is what the file keeps once in place (less the umask).
         let mode = Mode::from_raw_mode(0o644);
         let anonymous = if self.anonymous_temp {
@@ -364,6 +390,7 @@ impl Store {
             keep_on_drop: false,
             written: 0,
             flushed: 0,
+            reserved,
         })
     }
 
@@ -378,6 +405,7 @@ impl Store {
         parts: &[&str],
         folders_seen: &mut FolderCache,
         key: &str,
+        size: u64,
         offset: u64,
     ) -> Result<(Upload<'_>, blake3::Hasher), StoreError> {
         let (_, folders) = parts
@@ -415,6 +443,8 @@ impl Store {
             )));
         }
         file.set_len(offset).map_err(StoreError::from_io)?;
+        // The kept part was counted when it arrived (or at start-up).
+        let reserved = self.take_quota(size.saturating_sub(offset))?;
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 256 * 1024];
         let mut left = offset;
@@ -444,6 +474,7 @@ impl Store {
                 keep_on_drop: true,
                 written: offset,
                 flushed: offset,
+                reserved,
             },
             hasher,
         ))
@@ -709,6 +740,8 @@ pub struct Upload<'s> {
     live: bool,
     /// A partial kept for resuming stays when the upload is dropped.
     keep_on_drop: bool,
+    /// Bytes counted against the quota for this upload.
+    reserved: u64,
     /// Bytes written so far, and how many of them were handed to writeback.
     written: u64,
     flushed: u64,
@@ -806,9 +839,12 @@ impl Upload<'_> {
             Err(Errno::EXIST) => self.resolve_clash(&dir, name, &prefix, policy, digest)?,
             Err(e) => return Err(StoreError::from_io(e.into())),
         };
-        if clash != Clash::Identical {
-            self.store.used.fetch_add(self.written, Ordering::Relaxed);
+        if clash == Clash::Identical {
+            // Nothing new is kept.
+            self.store.give_back(self.reserved);
         }
+        // Counted for good now (or given back above).
+        self.reserved = 0;
         let stored = Stored {
             stored_as: format!("{prefix}{final_name}"),
             clash,
@@ -957,15 +993,17 @@ impl Upload<'_> {
 impl Drop for Upload<'_> {
     fn drop(&mut self) {
         if self.keep_on_drop {
+            // A kept partial still takes its room.
             return;
         }
+        self.store.give_back(self.reserved);
         if let (true, Temp::Staged(temp)) = (self.live, &self.temp) {
             let _ = rustix::fs::unlinkat(&self.store.staging, temp.as_str(), AtFlags::empty());
         }
     }
 }
 
-/// Bytes of the regular files under `root`, the staging folder left out.
+/// Bytes of the regular files under `root`, kept partials included.
 fn folder_bytes(root: &Path) -> io::Result<u64> {
     let mut total = 0;
     let mut pending = vec![root.to_path_buf()];
@@ -974,9 +1012,8 @@ fn folder_bytes(root: &Path) -> io::Result<u64> {
             let entry = entry?;
             let kind = entry.file_type()?;
             if kind.is_dir() {
-                if dir != root || entry.file_name() != STAGING_DIR {
-                    pending.push(entry.path());
-                }
+                // Staging counts too: kept partials take room.
+                pending.push(entry.path());
             } else if kind.is_file() {
                 total += entry.metadata()?.len();
             }
@@ -1069,7 +1106,7 @@ mod tests {
 
     fn put(store: &Store, path: &str, bytes: &[u8], policy: OnClash) -> Result<Stored, StoreError> {
         let parts = store.check_path(path)?;
-        let mut up = store.begin(&parts, &mut FolderCache::default())?;
+        let mut up = store.begin(&parts, bytes.len() as u64, &mut FolderCache::default())?;
         up.write_all(bytes)?;
         up.commit(&parts, policy, &blake3::hash(bytes))
     }
@@ -1126,7 +1163,9 @@ mod tests {
             .map(|(i, path)| {
                 let bytes = format!("file {i}");
                 let parts: Vec<&str> = path.split('/').collect();
-                let mut upload = s.begin(&parts, &mut FolderCache::default()).expect("begin");
+                let mut upload = s
+                    .begin(&parts, 0, &mut FolderCache::default())
+                    .expect("begin");
                 upload.write_all(bytes.as_bytes()).expect("write");
                 Finished {
                     upload,
@@ -1154,7 +1193,7 @@ mod tests {
         let (_t, mut s) = store();
         s.anonymous_temp = false;
         let mut up = s
-            .begin(&["a", "b.txt"], &mut FolderCache::default())
+            .begin(&["a", "b.txt"], 0, &mut FolderCache::default())
             .expect("begin");
         up.write_all(b"staged").expect("write");
         assert!(!staging_is_empty(&s), "the bytes live in staging meanwhile");
@@ -1175,7 +1214,7 @@ mod tests {
     fn dropped_upload_leaves_nothing() {
         let (_t, s) = store();
         let mut up = s
-            .begin(&["partial.bin"], &mut FolderCache::default())
+            .begin(&["partial.bin"], 0, &mut FolderCache::default())
             .expect("begin");
         up.write_all(b"partial").expect("write");
         drop(up);
@@ -1205,7 +1244,7 @@ mod tests {
             let parts = s.check_path(path).expect("valid name");
             assert!(
                 matches!(
-                    s.begin(&parts, &mut FolderCache::default()),
+                    s.begin(&parts, 0, &mut FolderCache::default()),
                     Err(StoreError::BadName(_))
                 ),
                 "{path}"

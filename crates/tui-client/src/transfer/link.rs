@@ -113,6 +113,14 @@ impl Link {
             Trust::Ca(path) => ca_verifier(path, &provider)?,
             Trust::Fingerprint(fp) => Arc::new(Pin::new(Some(fp.clone()), &provider)),
             Trust::FirstUse => {
+                // Trust on first use is only worth something if the first
+                // use is remembered.
+                if known_servers_path().is_none() {
+                    return Err(
+                        "no HOME or XDG_STATE_HOME to remember servers in: give --fingerprint"
+                            .into(),
+                    );
+                }
                 let known = known_fingerprint(addr);
                 let pin = Arc::new(Pin::new(known.clone(), &provider));
                 if known.is_none() {

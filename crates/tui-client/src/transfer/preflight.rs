@@ -81,16 +81,34 @@ pub fn preflight(
     handshake(&mut link, options.token.as_deref())
         .map_err(|e| format!("handshake with {} failed: {e}", options.addr))?;
     let asked = messages.len();
+    // Answers are read while questions still go out: a long list must not
+    // fill both directions' buffers and stall.
+    let Link {
+        reader, mut writer, ..
+    } = link;
+    let answers = std::thread::spawn(move || {
+        let mut answers = BufReader::new(reader);
+        let mut got = Vec::with_capacity(asked);
+        for _ in 0..asked {
+            match read_server_msg(&mut answers) {
+                Ok(msg) => got.push(msg),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(got)
+    });
     {
-        let mut out = BufWriter::new(&mut link.writer);
+        let mut out = BufWriter::new(&mut writer);
         for files in messages {
             send_frame(&mut out, &ClientMsg::Plan { files }).map_err(|e| describe_io(&e))?;
         }
         out.flush().map_err(|e| describe_io(&e))?;
     }
-    let mut answers = BufReader::new(&mut link.reader);
-    for _ in 0..asked {
-        match read_server_msg(&mut answers)? {
+    let answers = answers
+        .join()
+        .map_err(|_| "the answer reader crashed".to_string())??;
+    for answer in answers {
+        match answer {
             Some(ServerMsg::Plan { verdicts: batch }) => {
                 for v in batch {
                     if let Some(slot) = usize::try_from(v.id).ok().and_then(|i| verdicts.get_mut(i))
@@ -106,8 +124,7 @@ pub fn preflight(
             None => return Err("the server closed the connection while planning".into()),
         }
     }
-    drop(answers);
-    link.writer.close();
+    writer.close();
     Ok(verdicts)
 }
 
