@@ -294,7 +294,7 @@ impl<'a> Session<'a> {
             Err(BodyError::Store(e)) => return Err(refused(e)),
             Err(BodyError::Wire(e)) => return Err(e),
         };
-        self.finish_metadata(&upload, None);
+        self.finish_metadata(&mut upload, None);
         self.queue(Job::File(Pending {
             id: None,
             path: name.clone(),
@@ -444,7 +444,7 @@ impl<'a> Session<'a> {
                     };
                     return self.ack_failed(header.id, code, message.into());
                 }
-                self.finish_metadata(&upload, header.mtime);
+                self.finish_metadata(&mut upload, header.mtime);
                 self.queue(Job::File(Pending {
                     id: Some(header.id),
                     path: header.path.clone(),
@@ -528,7 +528,7 @@ impl<'a> Session<'a> {
 
     /// Applies the server's permission bits and the sender's modification
     /// time. A file that cannot get its time is still stored.
-    fn finish_metadata(&self, upload: &Upload<'_>, mtime: Option<Mtime>) {
+    fn finish_metadata(&self, upload: &mut Upload<'_>, mtime: Option<Mtime>) {
         if let Err(e) = upload.set_mode(self.shared.file_mode) {
             warn!(peer = %self.peer, "cannot set a stored file's mode: {e}");
         }

@@ -127,6 +127,8 @@ pub struct Store {
     link_empty_path: AtomicBool,
     /// How long partials of interrupted uploads are kept.
     partial_ttl: Duration,
+    /// The process's umask, which new files' modes pass through.
+    umask: u32,
 }
 
 /// A file stored for good.
@@ -179,6 +181,7 @@ impl Store {
             used: AtomicU64::new(0),
             link_empty_path: AtomicBool::new(true),
             partial_ttl,
+            umask: current_umask(),
         };
         let cleaned = store.clean_staging()?;
         Ok((store, cleaned))
@@ -391,6 +394,7 @@ impl Store {
             written: 0,
             flushed: 0,
             reserved,
+            mode: 0o644 & !self.umask,
         })
     }
 
@@ -475,6 +479,7 @@ impl Store {
                 written: offset,
                 flushed: offset,
                 reserved,
+                mode: 0o600 & !self.umask,
             },
             hasher,
         ))
@@ -742,6 +747,8 @@ pub struct Upload<'s> {
     keep_on_drop: bool,
     /// Bytes counted against the quota for this upload.
     reserved: u64,
+    /// The permission bits the file has now.
+    mode: u32,
     /// Bytes written so far, and how many of them were handed to writeback.
     written: u64,
     flushed: u64,
@@ -790,9 +797,15 @@ impl Upload<'_> {
     }
 
     /// Sets the file's permission bits (the server's, never the sender's).
-    pub fn set_mode(&self, mode: u32) -> Result<(), StoreError> {
+    pub fn set_mode(&mut self, mode: u32) -> Result<(), StoreError> {
+        // Usually the file was made with them already: skip the system call.
+        if mode == self.mode {
+            return Ok(());
+        }
         rustix::fs::fchmod(&self.file, Mode::from_raw_mode(mode))
-            .map_err(|e| StoreError::Io(e.into()))
+            .map_err(|e| StoreError::Io(e.into()))?;
+        self.mode = mode;
+        Ok(())
     }
 
     /// Throws the upload away, a kept partial included (its bytes turned out
@@ -1020,6 +1033,14 @@ fn folder_bytes(root: &Path) -> io::Result<u64> {
         }
     }
     Ok(total)
+}
+
+/// The process's umask. Reading it means setting it, so it is put back at
+/// once; this runs when the store opens, before any session thread.
+fn current_umask() -> u32 {
+    let old = rustix::process::umask(Mode::empty());
+    rustix::process::umask(old);
+    old.bits()
 }
 
 /// The first `name (n)` free in `dir` right now.
