@@ -448,3 +448,51 @@ fn two_uploads_under_one_resume_key_at_once_do_not_share_a_partial() {
     want.sort();
     assert_eq!(contents, want);
 }
+
+#[test]
+fn a_good_send_to_one_server_keeps_the_failures_at_another() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let strict = Server::start_with(&["--max-file-size", "1K"]);
+    let other = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let big = src.path().join("too-big.bin");
+    write(&big, &data(4096, 1));
+    let small = src.path().join("fine.txt");
+    write(&small, b"fine");
+
+    let out = ferry_in(
+        state.path(),
+        &["send", "--to", &strict.addr(), big.to_str().expect("utf8")],
+    );
+    assert!(!out.status.success());
+    let out = ferry_in(
+        state.path(),
+        &["send", "--to", &other.addr(), small.to_str().expect("utf8")],
+    );
+    assert!(out.status.success());
+    // The failure at the strict server is still there to retry.
+    let out = ferry_in(
+        state.path(),
+        &["send", "--to", &other.addr(), "--retry-failed"],
+    );
+    assert!(
+        text(&out.stdout).contains("nothing to retry"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = ferry_in(
+        state.path(),
+        &[
+            "send",
+            "--to",
+            &strict.addr(),
+            "--retry-failed",
+            "--dry-run",
+        ],
+    );
+    assert!(
+        text(&out.stdout).contains("REFUSED    too-big.bin"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -144,15 +144,24 @@ fn create(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let made = rcgen::generate_simple_self_signed(vec!["ferry-server".to_string()])
         .map_err(|e| format!("cannot make a certificate: {e}"))?;
-    let mut key = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(key_path)
-        .map_err(|e| format!("cannot write {}: {e}", key_path.display()))?;
-    key.write_all(made.signing_key.serialize_pem().as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", key_path.display()))?;
-    std::fs::write(cert_path, made.cert.pem())
-        .map_err(|e| format!("cannot write {}: {e}", cert_path.display()))?;
+    // Each file is written aside and renamed into place, key first: a
+    // crash leaves either a usable pair or a half that the next start
+    // replaces (a lone key is overwritten when its certificate is missing).
+    let put = |path: &Path, text: String, mode: u32| -> Result<(), String> {
+        let aside = path.with_extension("new");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&aside)
+            .map_err(|e| format!("cannot write {}: {e}", aside.display()))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .and_then(|()| std::fs::rename(&aside, path))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    put(key_path, made.signing_key.serialize_pem(), 0o600)?;
+    put(cert_path, made.cert.pem(), 0o644)?;
     Ok(())
 }

@@ -37,18 +37,13 @@ pub struct Request {
 /// accepted).
 pub fn run(request: &Request, options: &Options) -> bool {
     let plan = if request.retry_failed {
-        match retry::load() {
-            Ok(Some(record)) => {
-                if record.server != options.addr {
-                    eprintln!(
-                        "ferry: the failed files were going to {}; sending them to {} as asked",
-                        record.server, options.addr
-                    );
-                }
-                retry::plan(&record)
-            }
+        match retry::load(&options.addr) {
+            Ok(Some(record)) => retry::plan(&record),
             Ok(None) => {
-                println!("nothing to retry: the last transfer sent everything");
+                println!(
+                    "nothing to retry: the last transfer to {} sent everything",
+                    options.addr
+                );
                 return true;
             }
             Err(e) => {

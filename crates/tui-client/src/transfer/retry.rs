@@ -3,9 +3,10 @@
 //!
 //! The record is a small JSON file in the user's state folder
 //! (`$XDG_STATE_HOME/ferry/failed.json`, else `~/.local/state/ferry/`),
-//! written after every transfer: the server it went to and, for each file
-//! that failed or was not sent, where it is here and where it was going.
+//! written after every transfer: per server, each file that failed or was
+//! not sent there, where it is here and where it was going.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 
@@ -37,8 +38,24 @@ pub fn record_path() -> Option<PathBuf> {
     Some(base.join("ferry").join("failed.json"))
 }
 
-/// Remembers the files of `items` that did not end stored, or forgets the
-/// last record when all did. Failing to write it only costs the retry.
+/// Every server's record, as kept on disk.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Book {
+    servers: BTreeMap<String, Vec<Failed>>,
+}
+
+fn read_book(path: &std::path::Path) -> Result<Book, String> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{} is damaged: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Book::default()),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Remembers the files of `items` that did not end stored at `server`, or
+/// forgets that server's record when all did. Other servers' records are
+/// left alone. Failing to write it only costs the retry.
 pub fn remember(server: &str, items: &[Item], report: &Report) -> Result<(), String> {
     let files: Vec<Failed> = items
         .iter()
@@ -56,35 +73,39 @@ pub fn remember(server: &str, items: &[Item], report: &Report) -> Result<(), Str
         })
         .collect();
     let path = record_path().ok_or("no HOME or XDG_STATE_HOME to keep the retry list in")?;
+    // A damaged book is started afresh rather than blocking every send.
+    let mut book = read_book(&path).unwrap_or_default();
     if files.is_empty() {
+        book.servers.remove(server);
+    } else {
+        book.servers.insert(server.to_string(), files);
+    }
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    if book.servers.is_empty() {
         return match fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
             _ => Ok(()),
         };
     }
-    let record = Record {
-        server: server.to_string(),
-        files,
-    };
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    }
-    let json = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;
-    fs::write(&path, json).map_err(|e| e.to_string())
+    // Written aside and renamed, so a reader never sees half a file.
+    let json = serde_json::to_vec_pretty(&book).map_err(|e| e.to_string())?;
+    let aside = path.with_extension(format!("json.{}", std::process::id()));
+    fs::write(&aside, json).map_err(|e| e.to_string())?;
+    fs::rename(&aside, &path).map_err(|e| e.to_string())
 }
 
-/// The last record, if there is one.
-pub fn load() -> Result<Option<Record>, String> {
+/// What failed last time at `server`, if anything did.
+pub fn load(server: &str) -> Result<Option<Record>, String> {
     let Some(path) = record_path() else {
         return Ok(None);
     };
-    match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| format!("{} is damaged: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-    }
+    let mut book = read_book(&path)?;
+    Ok(book.servers.remove(server).map(|files| Record {
+        server: server.to_string(),
+        files,
+    }))
 }
 
 /// A plan that sends the recorded files again, each to where it was going
