@@ -358,6 +358,24 @@ impl V1 {
     }
 }
 
+/// Bytes a program printed, as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Everything a program printed, stdout then stderr.
+pub fn all_output(out: &Output) -> String {
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
+}
+
+/// Writes a file, making its folders first.
+pub fn write_file(path: &Path, bytes: &[u8]) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::fs::write(path, bytes).expect("write");
+}
+
 /// Deterministic test data of `len` bytes.
 pub fn data(len: usize, seed: u8) -> Vec<u8> {
     (0..len)

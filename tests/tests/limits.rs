@@ -2,18 +2,8 @@
 //! a floor of free disk space. Each refusal is a clear error to a v1 client
 //! and a line in the log.
 
-use std::process::Output;
-
-use ferry_e2e::{Server, V1, ferry};
+use ferry_e2e::{Server, V1, all_output, ferry};
 use ferry_proto::{ErrorCode, OnClash, Outcome, ServerMsg};
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 #[test]
 fn one_address_cannot_take_more_than_its_share_of_connections() {
@@ -69,7 +59,7 @@ fn files_per_connection_are_capped_and_ferry_send_reconnects_for_more() {
         std::fs::write(tree.join(format!("m{i}.txt")), b"y").expect("write");
     }
     let out = ferry(&["send", "--to", &server.addr(), tree.to_str().expect("utf8")]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", all_output(&out));
     for i in 0..8 {
         assert_eq!(server.read(&format!("many/m{i}.txt")), b"y");
     }
@@ -87,17 +77,17 @@ fn uploads_may_not_eat_into_the_free_space_floor() {
     let plan = ferry(&["send", "--to", &server.addr(), "--dry-run", path]);
     assert!(!plan.status.success());
     assert!(
-        text(&plan).contains("REFUSED    tiny.txt: not enough space"),
+        all_output(&plan).contains("REFUSED    tiny.txt: not enough space"),
         "{}",
-        text(&plan)
+        all_output(&plan)
     );
 
     let out = ferry(&["send", "--to", &server.addr(), path]);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("tiny.txt: FAILED: not enough space"),
+        all_output(&out).contains("tiny.txt: FAILED: not enough space"),
         "{}",
-        text(&out)
+        all_output(&out)
     );
     server.expect_log("not enough space");
     assert!(server.files().is_empty());

@@ -9,18 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-use ferry_e2e::{STAGING, Server, bin_path, data};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn write(path: &Path, bytes: &[u8]) {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).expect("mkdir");
-    }
-    fs::write(path, bytes).expect("write");
-}
+use ferry_e2e::{STAGING, Server, bin_path, data, text, write_file};
 
 /// Runs `ferry` with its retry list kept in `state`.
 fn ferry_in(state: &Path, args: &[&str]) -> Output {
@@ -102,7 +91,7 @@ fn a_killed_client_resumes_where_the_server_stopped_and_sends_less() {
     let server = Server::start();
     let src = tempfile::tempdir().expect("tempdir");
     let file = src.path().join("big.bin");
-    write(&file, &data(24 << 20, 1));
+    write_file(&file, &data(24 << 20, 1));
     let kept = interrupted_upload(&server, &file);
 
     let plan = ferry(&[
@@ -143,7 +132,7 @@ fn a_killed_server_keeps_the_partial_and_the_upload_resumes_after_restart() {
     let server = Server::start();
     let src = tempfile::tempdir().expect("tempdir");
     let file = src.path().join("big.bin");
-    write(&file, &data(24 << 20, 2));
+    write_file(&file, &data(24 << 20, 2));
     let mut child = slow_send(&server, &file);
     server.expect_log("path=\"big.bin\"");
     wait_for_partial(server.dir());
@@ -172,7 +161,7 @@ fn a_tampered_partial_is_never_trusted() {
     let server = Server::start();
     let src = tempfile::tempdir().expect("tempdir");
     let file = src.path().join("big.bin");
-    write(&file, &data(24 << 20, 3));
+    write_file(&file, &data(24 << 20, 3));
     interrupted_upload(&server, &file);
     // Someone changes the kept bytes.
     let (name, _) = partials(server.dir()).remove(0);
@@ -197,7 +186,7 @@ fn partials_expire_after_the_configured_time() {
     let server = Server::start();
     let src = tempfile::tempdir().expect("tempdir");
     let file = src.path().join("big.bin");
-    write(&file, &data(24 << 20, 4));
+    write_file(&file, &data(24 << 20, 4));
     interrupted_upload(&server, &file);
     let (root, dir) = server.into_root();
     let server = Server::start_in(root, dir, &["--partial-ttl", "0"]);
@@ -220,19 +209,19 @@ fn partials_expire_after_the_configured_time() {
 #[test]
 fn the_plan_gives_a_verdict_for_every_file_and_sends_nothing() {
     let server = Server::start_with(&["--max-file-size", "10M"]);
-    write(&server.dir().join("same.txt"), b"same bytes");
-    write(&server.dir().join("taken.txt"), b"old");
+    write_file(&server.dir().join("same.txt"), b"same bytes");
+    write_file(&server.dir().join("taken.txt"), b"old");
     let elsewhere = server.root().join("elsewhere");
     fs::create_dir(&elsewhere).expect("mkdir");
     std::os::unix::fs::symlink(&elsewhere, server.dir().join("blocked")).expect("symlink");
 
     let src = tempfile::tempdir().expect("tempdir");
     let p = |name: &str| src.path().join(name).to_string_lossy().into_owned();
-    write(&src.path().join("new.txt"), b"new");
-    write(&src.path().join("same.txt"), b"same bytes");
-    write(&src.path().join("taken.txt"), b"different");
-    write(&src.path().join("blocked/x.txt"), b"never");
-    write(&src.path().join("big.bin"), &data(11 << 20, 5));
+    write_file(&src.path().join("new.txt"), b"new");
+    write_file(&src.path().join("same.txt"), b"same bytes");
+    write_file(&src.path().join("taken.txt"), b"different");
+    write_file(&src.path().join("blocked/x.txt"), b"never");
+    write_file(&src.path().join("big.bin"), &data(11 << 20, 5));
     let before = server.files();
 
     let args = [
@@ -305,7 +294,7 @@ fn modification_times_are_kept_and_modes_come_from_the_server() {
     let server = Server::start_with(&["--file-mode", "640"]);
     let src = tempfile::tempdir().expect("tempdir");
     let file = src.path().join("old-script.sh");
-    write(&file, b"#!/bin/sh\necho hi\n");
+    write_file(&file, b"#!/bin/sh\necho hi\n");
     fs::set_permissions(&file, fs::Permissions::from_mode(0o4755)).expect("chmod");
     let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
     fs::File::options()
@@ -350,9 +339,9 @@ fn retry_failed_sends_again_only_what_failed() {
     let src = tempfile::tempdir().expect("tempdir");
     let tree = src.path().join("batch");
     for i in 0..3 {
-        write(&tree.join(format!("a{i}.txt")), b"fine");
+        write_file(&tree.join(format!("a{i}.txt")), b"fine");
     }
-    write(&tree.join("blocked/x.txt"), b"later");
+    write_file(&tree.join("blocked/x.txt"), b"later");
 
     let out = ferry_in(
         state.path(),
@@ -456,9 +445,9 @@ fn a_good_send_to_one_server_keeps_the_failures_at_another() {
     let other = Server::start();
     let src = tempfile::tempdir().expect("tempdir");
     let big = src.path().join("too-big.bin");
-    write(&big, &data(4096, 1));
+    write_file(&big, &data(4096, 1));
     let small = src.path().join("fine.txt");
-    write(&small, b"fine");
+    write_file(&small, b"fine");
 
     let out = ferry_in(
         state.path(),

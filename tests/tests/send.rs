@@ -1,30 +1,18 @@
 //! `ferry send` against the real server: files, trees, clashes, failures.
 
 use std::fs;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ferry_e2e::{Server, bin_path, data, ferry};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn write(path: &Path, bytes: &[u8]) {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).expect("mkdir");
-    }
-    fs::write(path, bytes).expect("write");
-}
+use ferry_e2e::{Server, bin_path, data, ferry, text, write_file};
 
 #[test]
 fn sends_one_file_verified() {
     let server = Server::start();
     let src = tempfile::tempdir().expect("tempdir");
     let file = src.path().join("photo.jpg");
-    write(&file, &data(5 << 20, 3));
+    write_file(&file, &data(5 << 20, 3));
     let out = ferry(&["send", "--to", &server.addr(), file.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
@@ -41,10 +29,10 @@ fn sends_a_tree_keeping_its_name_empty_files_and_empty_folders() {
     let server = Server::start();
     let src = tempfile::tempdir().expect("tempdir");
     let tree = src.path().join("project");
-    write(&tree.join("README"), b"read me");
-    write(&tree.join("src/main.rs"), b"fn main() {}");
-    write(&tree.join("src/deep/er/x.bin"), &data(70_000, 1));
-    write(&tree.join("empty.txt"), b"");
+    write_file(&tree.join("README"), b"read me");
+    write_file(&tree.join("src/main.rs"), b"fn main() {}");
+    write_file(&tree.join("src/deep/er/x.bin"), &data(70_000, 1));
+    write_file(&tree.join("empty.txt"), b"");
     fs::create_dir_all(tree.join("assets/none")).expect("mkdir");
     let out = ferry(&["send", "--to", &server.addr(), tree.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -73,13 +61,13 @@ fn a_second_send_keeps_both_unless_asked_otherwise() {
     let src = tempfile::tempdir().expect("tempdir");
     let file = src.path().join("report.pdf");
     let path = file.to_str().expect("utf8");
-    write(&file, b"version one");
+    write_file(&file, b"version one");
     assert!(
         ferry(&["send", "--to", &server.addr(), path])
             .status
             .success()
     );
-    write(&file, b"version two");
+    write_file(&file, b"version two");
     let out = ferry(&["send", "--to", &server.addr(), path]);
     assert!(out.status.success());
     assert!(
@@ -106,7 +94,7 @@ fn a_second_send_keeps_both_unless_asked_otherwise() {
         text(&out.stderr)
     );
 
-    write(&file, b"version three");
+    write_file(&file, b"version three");
     let out = ferry(&[
         "send",
         "--to",
@@ -129,7 +117,7 @@ fn skip_identical_sends_nothing_new_for_the_same_bytes() {
     let server = Server::start();
     let src = tempfile::tempdir().expect("tempdir");
     let file = src.path().join("same.bin");
-    write(&file, &data(10_000, 8));
+    write_file(&file, &data(10_000, 8));
     let path = file.to_str().expect("utf8");
     assert!(
         ferry(&["send", "--to", &server.addr(), path])
@@ -160,7 +148,7 @@ fn an_unreachable_server_is_a_clear_failure() {
     drop(listener); // nothing listens there now
     let src = tempfile::tempdir().expect("tempdir");
     let file = src.path().join("a.txt");
-    write(&file, b"x");
+    write_file(&file, b"x");
     let out = ferry(&["send", "--to", &addr, file.to_str().expect("utf8")]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
@@ -175,7 +163,7 @@ fn symlinks_are_skipped_by_default_and_followed_on_request() {
     let server = Server::start();
     let src = tempfile::tempdir().expect("tempdir");
     let tree = src.path().join("t");
-    write(&tree.join("real.txt"), b"real");
+    write_file(&tree.join("real.txt"), b"real");
     std::os::unix::fs::symlink(tree.join("real.txt"), tree.join("link.txt")).expect("symlink");
     let out = ferry(&["send", "--to", &server.addr(), tree.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -206,10 +194,10 @@ fn a_refused_file_fails_alone_and_the_rest_still_land() {
     let src = tempfile::tempdir().expect("tempdir");
     let tree = src.path().join("batch");
     for i in 0..5 {
-        write(&tree.join(format!("a{i}.txt")), format!("a{i}").as_bytes());
-        write(&tree.join(format!("z{i}.txt")), format!("z{i}").as_bytes());
+        write_file(&tree.join(format!("a{i}.txt")), format!("a{i}").as_bytes());
+        write_file(&tree.join(format!("z{i}.txt")), format!("z{i}").as_bytes());
     }
-    write(&tree.join("blocked/x.txt"), b"never");
+    write_file(&tree.join("blocked/x.txt"), b"never");
     let out = ferry(&["send", "--to", &server.addr(), tree.to_str().expect("utf8")]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
@@ -243,8 +231,8 @@ fn a_refused_file_fails_alone_and_the_rest_still_land() {
 fn files_over_the_server_limit_are_reported_without_sending() {
     let server = Server::start_with(&["--max-file-size", "1K"]);
     let src = tempfile::tempdir().expect("tempdir");
-    write(&src.path().join("small.txt"), b"ok");
-    write(&src.path().join("big.bin"), &data(4096, 1));
+    write_file(&src.path().join("small.txt"), b"ok");
+    write_file(&src.path().join("big.bin"), &data(4096, 1));
     let out = ferry(&[
         "send",
         "--to",
@@ -266,7 +254,7 @@ fn limit_rate_slows_the_sender_down() {
     let server = Server::start();
     let src = tempfile::tempdir().expect("tempdir");
     let file = src.path().join("paced.bin");
-    write(&file, &data(1 << 20, 2));
+    write_file(&file, &data(1 << 20, 2));
     let started = Instant::now();
     let out = ferry(&[
         "send",
@@ -293,7 +281,7 @@ fn a_killed_sender_leaves_no_partial_file_and_a_resend_works() {
     let server = Server::start();
     let src = tempfile::tempdir().expect("tempdir");
     let file = src.path().join("big.bin");
-    write(&file, &data(8 << 20, 6));
+    write_file(&file, &data(8 << 20, 6));
     let mut child = Command::new(bin_path("ferry"))
         .args([
             "send",
@@ -326,7 +314,7 @@ fn the_server_address_can_come_from_the_environment() {
     let server = Server::start();
     let src = tempfile::tempdir().expect("tempdir");
     let file = src.path().join("env.txt");
-    write(&file, b"from env");
+    write_file(&file, b"from env");
     let out = Command::new(bin_path("ferry"))
         .args(["send"])
         .arg(&file)

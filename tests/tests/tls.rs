@@ -7,15 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use ferry_e2e::{Server, bin_path, connect, tutorial_upload};
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use ferry_e2e::{Server, all_output, bin_path, connect, tutorial_upload};
 
 /// `ferry send` with its state (known servers) kept in `state`.
 fn send(state: &Path, addr: &str, extra: &[&str], file: &Path) -> Output {
@@ -56,7 +48,7 @@ fn first_use_pins_the_certificate_and_a_changed_one_is_refused() {
     let server = tls_server(&keys.path().join("tls"));
     let fp = fingerprint(&server);
     let out = send(state.path(), &server.addr(), &["--tls"], &file);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", all_output(&out));
     assert_eq!(server.read("over-tls.txt"), b"private");
     let known = std::fs::read_to_string(state.path().join("ferry/known_servers")).expect("pinned");
     assert!(
@@ -78,9 +70,9 @@ fn first_use_pins_the_certificate_and_a_changed_one_is_refused() {
     let out = send(state.path(), &addr, &["--tls"], &file);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("THE SERVER'S CERTIFICATE IS NOT THE ONE EXPECTED"),
+        all_output(&out).contains("THE SERVER'S CERTIFICATE IS NOT THE ONE EXPECTED"),
         "{}",
-        text(&out)
+        all_output(&out)
     );
     assert_eq!(server.files(), ["over-tls.txt"], "nothing new arrived");
 }
@@ -119,7 +111,7 @@ fn an_explicit_fingerprint_must_match() {
         &["--fingerprint", &typed],
         &file,
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", all_output(&out));
     assert_eq!(server.read("pinned.txt"), b"pinned");
     // The certificate and key were kept for the next start; the key private.
     let key = keys.path().join("tls/key.pem");
@@ -139,7 +131,7 @@ fn plain_tcp_stays_for_this_machine_and_tutorial_clients() {
     let file = src.path().join("plain.txt");
     std::fs::write(&file, b"plain").expect("write");
     let out = send(state.path(), &server.addr(), &[], &file);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", all_output(&out));
     let mut s = connect(&server.addr());
     s.write_all(&tutorial_upload("legacy.txt", b"old"))
         .expect("send");
@@ -196,7 +188,7 @@ fn a_ca_signed_certificate_is_trusted_through_the_ca() {
         &["--ca", ca_file.to_str().expect("utf8")],
         &file,
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", all_output(&out));
     assert_eq!(server.read("ca.txt"), b"via ca");
 
     // A different CA does not vouch for it.
@@ -239,10 +231,10 @@ fn real_sized_transfers_over_tls_arrive_intact() {
         .expect("write");
     }
     let out = send(state.path(), &server.addr(), &["--tls"], &big);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", all_output(&out));
     assert_eq!(server.read("big.bin"), ferry_e2e::data(24 << 20, 3));
     let out = send(state.path(), &server.addr(), &["--tls"], &tree);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", all_output(&out));
     for i in 0..300 {
         assert_eq!(
             server.read(&format!("many/f{i}.txt")),
