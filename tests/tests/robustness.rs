@@ -382,3 +382,24 @@ fn earlier_files_are_acked_before_a_long_body_arrives() {
         assert_eq!(expect_stored(&mut c), format!("small{id}.txt"));
     }
 }
+
+#[test]
+fn a_body_trickling_below_the_minimum_rate_is_dropped() {
+    let server = Server::start_with(&["--body-timeout", "1", "--min-rate", "50K"]);
+    let mut c = V1::connect(&server.addr());
+    c.send(&header(1, "trickle.bin", 1 << 20));
+    // 10 KiB/s: never silent for a second, but far below 50 KiB/s.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        if c.stream.write_all(&[0u8; 1024]).is_err() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    server.expect_log("sending slower than the minimum rate");
+    assert!(server.files().is_empty());
+    // A client at a normal pace is untouched by the rule.
+    let mut ok = V1::connect(&server.addr());
+    ok.upload(1, "brisk.bin", &data(2 << 20, 1), OnClash::Rename);
+    assert_eq!(expect_stored(&mut ok), "brisk.bin");
+}

@@ -69,10 +69,58 @@ pub(crate) fn receive(
     size: u64,
     slots: &WriterSlots,
     hasher: blake3::Hasher,
+    min_rate: MinRate,
 ) -> Result<blake3::Hash, BodyError> {
+    let mut pace = min_rate.start();
     match (size >= PARALLEL_MIN_BYTES).then(|| slots.take()).flatten() {
-        Some(_slot) => receive_with_writer(reader, upload, name, size, hasher),
-        None => receive_inline(reader, upload, name, size, hasher),
+        Some(_slot) => receive_with_writer(reader, upload, name, size, hasher, &mut pace),
+        None => receive_inline(reader, upload, name, size, hasher, &mut pace),
+    }
+}
+
+/// The slowest a body may arrive: at least `bytes_per_sec` on average over
+/// each stretch of `window`. A peer trickling just inside the silence
+/// timeout would otherwise hold its connection, busy and so never evicted,
+/// for as long as it likes.
+#[derive(Debug, Clone, Copy)]
+pub struct MinRate {
+    pub bytes_per_sec: u64,
+    pub window: std::time::Duration,
+}
+
+impl MinRate {
+    fn start(self) -> Pace {
+        Pace {
+            rule: self,
+            since: std::time::Instant::now(),
+            got: 0,
+        }
+    }
+}
+
+/// Progress against a [`MinRate`].
+struct Pace {
+    rule: MinRate,
+    since: std::time::Instant,
+    got: u64,
+}
+
+impl Pace {
+    fn note(&mut self, n: usize) -> Result<(), BodyError> {
+        self.got += n as u64;
+        let elapsed = self.since.elapsed();
+        if elapsed < self.rule.window {
+            return Ok(());
+        }
+        let due = (self.rule.bytes_per_sec as f64 * elapsed.as_secs_f64()) as u64;
+        if self.got < due {
+            return Err(BodyError::Wire(SessionError::Timeout(
+                "sending slower than the minimum rate",
+            )));
+        }
+        self.since = std::time::Instant::now();
+        self.got = 0;
+        Ok(())
     }
 }
 
@@ -82,6 +130,7 @@ fn receive_inline(
     name: &str,
     size: u64,
     mut hasher: blake3::Hasher,
+    pace: &mut Pace,
 ) -> Result<blake3::Hash, BodyError> {
     let mut left = size;
     while left > 0 {
@@ -98,6 +147,7 @@ fn receive_inline(
         upload.write_all(&chunk[..n]).map_err(BodyError::Store)?;
         reader.consume(n);
         left -= n as u64;
+        pace.note(n)?;
     }
     Ok(hasher.finalize())
 }
@@ -108,6 +158,7 @@ fn receive_with_writer(
     name: &str,
     size: u64,
     mut hasher: blake3::Hasher,
+    pace: &mut Pace,
 ) -> Result<blake3::Hash, BodyError> {
     let (full, to_write) = sync_channel::<(Vec<u8>, usize)>(CHUNKS);
     let (give_back, spare) = channel::<Vec<u8>>();
@@ -145,7 +196,10 @@ fn receive_with_writer(
             while filled < want {
                 match reader.read(&mut chunk[filled..want]) {
                     Ok(0) => break,
-                    Ok(n) => filled += n,
+                    Ok(n) => {
+                        filled += n;
+                        pace.note(n)?;
+                    }
                     Err(e) => match wire_error(e) {
                         Some(err) => return Err(err),
                         None => continue,

@@ -76,6 +76,9 @@ pub struct Limits {
     pub open_files: u64,
     /// Connections one address may hold at once (0: no limit).
     pub max_per_address: usize,
+    /// Slowest average a body may arrive at, in bytes per second, over
+    /// each stretch of `body_timeout` (0: no limit).
+    pub min_rate: u64,
     /// Files one connection may send (0: no limit).
     pub max_files_per_connection: u64,
 }
@@ -89,6 +92,7 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(30),
             open_files: 512,
             max_per_address: 0,
+            min_rate: 512,
             max_files_per_connection: 0,
         }
     }

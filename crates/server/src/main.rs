@@ -36,6 +36,10 @@ struct Args {
     /// Most connections one address may hold at once (0: no limit).
     #[arg(long, default_value_t = 0)]
     max_per_address: usize,
+    /// Slowest a file may arrive, on average over each --body-timeout
+    /// stretch (e.g. 512, 10K; 0 for no limit): trickling peers are dropped.
+    #[arg(long, value_parser = parse_size, default_value = "512")]
+    min_rate: u64,
     /// Most files one connection may send (0: no limit).
     #[arg(long, default_value_t = 0)]
     max_files_per_connection: u64,
@@ -141,6 +145,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             header_timeout: Duration::from_secs(args.header_timeout.max(1)),
             open_files: raise_open_file_limit(),
             max_per_address: args.max_per_address,
+            min_rate: args.min_rate,
             max_files_per_connection: args.max_files_per_connection,
             body_timeout: Duration::from_secs(args.body_timeout.max(1)),
         },

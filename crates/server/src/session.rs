@@ -632,6 +632,10 @@ impl<'a> Session<'a> {
             size,
             &self.shared.writer_slots,
             hasher,
+            body::MinRate {
+                bytes_per_sec: self.shared.limits.min_rate,
+                window: self.shared.limits.body_timeout,
+            },
         )
     }
 
