@@ -44,7 +44,7 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     max_files_per_connection: u64,
     /// Refuse names Windows cannot store (CON, NUL, COM1, a trailing dot or
-    /// space, <>\"|?*), so the folder can be copied anywhere.
+    /// space, <>"|?*), so the folder can be copied anywhere.
     #[arg(long)]
     portable_names: bool,
     /// Most bytes all files in --dir together may take (e.g. 100G).
