@@ -403,3 +403,42 @@ fn a_body_trickling_below_the_minimum_rate_is_dropped() {
     ok.upload(1, "brisk.bin", &data(2 << 20, 1), OnClash::Rename);
     assert_eq!(expect_stored(&mut ok), "brisk.bin");
 }
+
+#[test]
+fn uploads_side_by_side_cannot_together_eat_into_the_free_space_floor() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let Some(disk) = SmallDisk::mount(&root.path().join("disk")) else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    // 24 MiB disk, 8 MiB to stay free: room for one 10 MiB upload, not two.
+    let server = Server::start_in(root, disk.0.join("uploads"), &["--min-free", "8M"]);
+    let body = data(10 << 20, 6);
+    let mut a = V1::connect(&server.addr());
+    a.send(&header(1, "first.bin", body.len()));
+    a.stream.write_all(&body[..1 << 20]).expect("first starts");
+    server.expect_log("path=\"first.bin\"");
+    let mut b = V1::connect(&server.addr());
+    b.send(&header(1, "second.bin", body.len()));
+    match b.recv() {
+        Some(ServerMsg::Ack(ack)) => assert!(
+            matches!(
+                ack.outcome,
+                Outcome::Failed {
+                    code: ErrorCode::NoSpace,
+                    ..
+                }
+            ),
+            "{ack:?}"
+        ),
+        other => panic!("expected no_space for the second, got {other:?}"),
+    }
+    a.stream.write_all(&body[1 << 20..]).expect("first ends");
+    a.send(&ClientMsg::Done {
+        id: 1,
+        blake3: blake3::hash(&body).to_hex().to_string(),
+    });
+    assert_eq!(expect_stored(&mut a), "first.bin");
+    assert_eq!(server.files(), ["first.bin"]);
+    drop(server);
+}

@@ -129,6 +129,8 @@ pub struct Store {
     partial_ttl: Duration,
     /// The process's umask, which new files' modes pass through.
     umask: u32,
+    /// Disk space promised to uploads under way.
+    space_held: AtomicU64,
 }
 
 /// A file stored for good.
@@ -182,6 +184,7 @@ impl Store {
             link_empty_path: AtomicBool::new(true),
             partial_ttl,
             umask: current_umask(),
+            space_held: AtomicU64::new(0),
         };
         let cleaned = store.clean_staging()?;
         Ok((store, cleaned))
@@ -321,7 +324,10 @@ impl Store {
         if size < SPACE_CHECK_MIN && self.min_free == 0 {
             return Ok(());
         }
-        let available = self.available_bytes()?.saturating_sub(self.min_free);
+        let available = self
+            .available_bytes()?
+            .saturating_sub(self.min_free)
+            .saturating_sub(self.space_held.load(Ordering::Acquire));
         if size > available {
             return Err(StoreError::NoSpace {
                 needed: size,
@@ -329,6 +335,34 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// Promises `bytes` of the disk to an upload about to start, or refuses
+    /// (no space). Uploads side by side are each counted, so together they
+    /// cannot eat into `--min-free`; bytes already written by them are then
+    /// counted twice until they finish, which only errs on the safe side.
+    fn hold_space(&self, bytes: u64) -> Result<u64, StoreError> {
+        if bytes < SPACE_CHECK_MIN && self.min_free == 0 {
+            return Ok(0);
+        }
+        let available = self.available_bytes()?.saturating_sub(self.min_free);
+        self.space_held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|total| *total <= available)
+            })
+            .map(|_| bytes)
+            .map_err(|held| StoreError::NoSpace {
+                needed: bytes,
+                available: available.saturating_sub(held),
+            })
+    }
+
+    fn release_space(&self, bytes: u64) {
+        let _ = self
+            .space_held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                Some(held.saturating_sub(bytes))
+            });
     }
 
     /// Bytes an unprivileged writer can still use on the target's disk.
@@ -350,7 +384,6 @@ impl Store {
             .split_last()
             .ok_or_else(|| StoreError::BadName("empty".into()))?;
         let dir = folders_seen.open(self, folders)?;
-        let reserved = self.take_quota(size)?;
         // The mode is what the file keeps once in place (less the umask).
         let mode = Mode::from_raw_mode(0o644);
         let anonymous = if self.anonymous_temp {
@@ -384,6 +417,16 @@ impl Store {
             }
             Err(e) => return Err(StoreError::from_io(e.into())),
         };
+        // Counted once the file exists, so a failure above leaks nothing;
+        // a refusal here drops the file, which had no name yet.
+        let space = self.hold_space(size)?;
+        let reserved = match self.take_quota(size) {
+            Ok(r) => r,
+            Err(e) => {
+                self.release_space(space);
+                return Err(e);
+            }
+        };
         Ok(Upload {
             store: self,
             file: File::from(fd),
@@ -394,6 +437,7 @@ impl Store {
             written: 0,
             flushed: 0,
             reserved,
+            space,
             mode: 0o644 & !self.umask,
         })
     }
@@ -447,8 +491,6 @@ impl Store {
             )));
         }
         file.set_len(offset).map_err(StoreError::from_io)?;
-        // The kept part was counted when it arrived (or at start-up).
-        let reserved = self.take_quota(size.saturating_sub(offset))?;
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 256 * 1024];
         let mut left = offset;
@@ -468,6 +510,17 @@ impl Store {
                 Err(e) => return Err(StoreError::Io(e)),
             }
         }
+        // Counted last, once nothing can fail before the upload exists to
+        // give it back. The kept part was counted when it arrived (or at
+        // start-up).
+        let space = self.hold_space(size.saturating_sub(offset))?;
+        let reserved = match self.take_quota(size.saturating_sub(offset)) {
+            Ok(r) => r,
+            Err(e) => {
+                self.release_space(space);
+                return Err(e);
+            }
+        };
         Ok((
             Upload {
                 store: self,
@@ -479,6 +532,7 @@ impl Store {
                 written: offset,
                 flushed: offset,
                 reserved,
+                space,
                 mode: 0o600 & !self.umask,
             },
             hasher,
@@ -747,6 +801,8 @@ pub struct Upload<'s> {
     keep_on_drop: bool,
     /// Bytes counted against the quota for this upload.
     reserved: u64,
+    /// Disk space promised to this upload while it runs.
+    space: u64,
     /// The permission bits the file has now.
     mode: u32,
     /// Bytes written so far, and how many of them were handed to writeback.
@@ -856,8 +912,11 @@ impl Upload<'_> {
             // Nothing new is kept.
             self.store.give_back(self.reserved);
         }
-        // Counted for good now (or given back above).
+        // Counted for good now (or given back above); its bytes are on the
+        // disk, where free space already shows them.
         self.reserved = 0;
+        self.store.release_space(self.space);
+        self.space = 0;
         let stored = Stored {
             stored_as: format!("{prefix}{final_name}"),
             clash,
@@ -1005,6 +1064,7 @@ impl Upload<'_> {
 
 impl Drop for Upload<'_> {
     fn drop(&mut self) {
+        self.store.release_space(self.space);
         if self.keep_on_drop {
             // A kept partial still takes its room.
             return;
