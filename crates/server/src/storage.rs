@@ -205,15 +205,10 @@ impl Store {
         self.max_file_size
     }
 
-    /// Removes every temporary file in the staging folder. Called at start-up
-    /// and at shutdown, when no upload can be using them.
+    /// Removes the temporary files in the staging folder, and partials of
+    /// interrupted uploads last written longer ago than the partial TTL.
+    /// Called at start-up and at shutdown, when no upload can be using them.
     pub fn clean_staging(&self) -> io::Result<usize> {
-        self.clean_staging_keeping(Some(self.partial_ttl))
-    }
-
-    /// Removes temporary files, and partials of interrupted uploads last
-    /// written more than `keep_partials` ago (all of them when `None`).
-    pub fn clean_staging_keeping(&self, keep_partials: Option<Duration>) -> io::Result<usize> {
         let mut removed = 0;
         for entry in fs::read_dir(self.path.join(STAGING_DIR))? {
             let entry = entry?;
@@ -221,13 +216,13 @@ impl Store {
                 .file_name()
                 .to_string_lossy()
                 .starts_with(PARTIAL_PREFIX);
-            if let (true, Some(ttl)) = (is_partial, keep_partials) {
+            if is_partial {
                 let age = entry
                     .metadata()
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|t| t.elapsed().ok());
-                if age.is_some_and(|a| a < ttl) {
+                if age.is_some_and(|a| a < self.partial_ttl) {
                     continue;
                 }
             }

@@ -26,7 +26,7 @@ use crate::browse::{Sizer, describe_error, read_entries};
 use crate::event::{Message, TransferMsg, reporter};
 use crate::transfer::preflight::preflight;
 use crate::transfer::retry::{self, Record};
-use crate::transfer::{Options, Plan, probe_with, send};
+use crate::transfer::{Options, Plan, probe, send};
 use crate::ui;
 
 /// How often the screen is refreshed when nothing else happens, so that
@@ -360,7 +360,7 @@ fn spawn_probe(
             if !sending.load(Ordering::Relaxed) {
                 // With the token and TLS a transfer would use, so the header
                 // tells the truth about whether sending can work.
-                let result = probe_with(
+                let result = probe(
                     &options.addr,
                     PROBE_TIMEOUT,
                     options.token.as_deref(),

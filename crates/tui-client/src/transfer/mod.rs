@@ -15,4 +15,4 @@ pub mod sender;
 
 pub use link::Trust;
 pub use plan::{Item, ItemKind, Plan, Skipped};
-pub use sender::{Event, ItemResult, Options, Report, Reporter, probe, probe_with, send};
+pub use sender::{Event, ItemResult, Options, Report, Reporter, probe, send};

@@ -888,23 +888,10 @@ pub fn describe_io(e: &io::Error) -> String {
     }
 }
 
-/// Connects and completes the handshake only, to tell whether a server is
-/// there and willing; returns its name. The UI uses it for its status line.
-pub fn probe(addr: &str, timeout: Duration) -> Result<String, String> {
-    probe_with_token(addr, timeout, None)
-}
-
-/// [`probe`] for a server that requires a token.
-pub fn probe_with_token(
-    addr: &str,
-    timeout: Duration,
-    token: Option<&str>,
-) -> Result<String, String> {
-    probe_with(addr, timeout, token, None)
-}
-
-/// [`probe`] with everything a connection may need: a token, and TLS.
-pub fn probe_with(
+/// Connects and completes the handshake only (with the token and TLS a
+/// transfer would use), to tell whether a server is there and willing;
+/// returns its name. The UI uses it for its status line.
+pub fn probe(
     addr: &str,
     timeout: Duration,
     token: Option<&str>,
