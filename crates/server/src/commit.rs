@@ -7,7 +7,7 @@
 //! are linked and synced, on the other core, and with one thread owning the
 //! socket's write side, acks and other messages can never cross.
 
-use std::io::{BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
@@ -24,7 +24,7 @@ use crate::transport::Outgoing;
 
 /// Files at least this big are committed on their own, with an fsync of the
 /// file and its folder; smaller ones are committed as a group (see
-/// [`Store::commit_group`]).
+/// [`Store::sync`]).
 const SOLO_COMMIT_BYTES: u64 = 1 << 20;
 /// A group is committed when it has this many files (each holds an open
 /// file until then)...
@@ -35,13 +35,19 @@ const GROUP_MAX_AGE: Duration = Duration::from_millis(200);
 
 /// A received, verified file waiting for its commit.
 pub(crate) struct Pending<'s> {
+    pub receipt: Receipt,
+    pub finished: Finished<'s>,
+}
+
+/// What the ack and the log line of a file say, whatever its commit does.
+pub(crate) struct Receipt {
     /// The v1 id to ack; `None` for a tutorial client, which gets no ack.
     pub id: Option<u64>,
     pub path: String,
     pub size: u64,
     /// How long it took to arrive, for the log.
     pub took: Duration,
-    pub finished: Finished<'s>,
+    pub digest: blake3::Hash,
 }
 
 /// What the session thread asks of the committer, in order.
@@ -72,6 +78,7 @@ pub(crate) fn run(
         store: &shared.store,
         peer,
         pending: Vec::new(),
+        linked: Vec::new(),
         group_since: Instant::now(),
         failure: None,
         failed,
@@ -80,16 +87,16 @@ pub(crate) fn run(
         match job {
             Job::File(file) => committer.hold(file),
             Job::Send(msg) => {
-                committer.commit_pending();
+                committer.settle();
                 committer.write(&msg);
             }
             Job::Flush => {
-                committer.commit_pending();
+                committer.settle();
                 committer.flush();
             }
         }
     }
-    committer.commit_pending();
+    committer.settle();
     committer.flush();
     committer.writer.get_mut().finish();
     committer.failure.map_or(Ok(()), Err)
@@ -103,7 +110,11 @@ struct Committer<'s, 'f> {
     shared: &'s Shared,
     store: &'s Store,
     peer: SocketAddr,
+    /// Received files whose bytes are not known durable yet.
     pending: Vec<Pending<'s>>,
+    /// Files linked into place whose names wait for the next sync before
+    /// they are acked.
+    linked: Vec<(Receipt, Result<Stored, StoreError>)>,
     /// When the oldest file in `pending` arrived.
     group_since: Instant,
     failure: Option<SessionError>,
@@ -118,7 +129,7 @@ impl<'s> Committer<'s, '_> {
         if self.failure.is_some() {
             return;
         }
-        let big = file.size >= SOLO_COMMIT_BYTES;
+        let big = file.receipt.size >= SOLO_COMMIT_BYTES;
         if self.pending.is_empty() {
             self.group_since = Instant::now();
         }
@@ -127,50 +138,121 @@ impl<'s> Committer<'s, '_> {
         // Each waiting file is open: stay within this session's share.
         let room = GROUP_MAX_FILES.min(self.shared.open_files_per_session() / 2);
         if big || old || self.pending.len() >= room.max(1) {
-            self.commit_pending();
+            self.advance();
         }
     }
 
-    /// Commits every queued file, then logs and acks each.
-    fn commit_pending(&mut self) {
-        if self.pending.is_empty() {
+    /// Moves the queue on by one sync: it makes the pending files' bytes and
+    /// the last group's names durable, so the last group is acked and the
+    /// pending files are linked, to be acked after the next sync. Sharing
+    /// one sync between two groups halves the syncs a stream of small files
+    /// costs. A big file alone is committed with its own fsyncs instead.
+    fn advance(&mut self) {
+        let mut group = std::mem::take(&mut self.pending);
+        if group.len() == 1 && group[0].receipt.size >= SOLO_COMMIT_BYTES {
+            if let Some(Pending { receipt, finished }) = group.pop() {
+                self.ack_linked();
+                let parts: Vec<&str> = finished.parts.iter().map(String::as_str).collect();
+                let result = finished
+                    .upload
+                    .commit(&parts, finished.policy, &finished.digest);
+                self.answer(receipt, result);
+            }
             return;
         }
-        let queue = std::mem::take(&mut self.pending);
-        let mut finished = Vec::with_capacity(queue.len());
-        let mut meta = Vec::with_capacity(queue.len());
-        for p in queue {
-            meta.push((p.id, p.path, p.size, p.took, p.finished.digest));
-            finished.push(p.finished);
+        if group.is_empty() && self.linked.is_empty() {
+            return;
         }
-        let results = commit(self.store, finished);
-        for ((id, path, size, took, digest), result) in meta.into_iter().zip(results) {
-            let outcome = match result {
-                Ok(stored) => {
-                    self.log_stored(&stored.stored_as, size, took, id.is_some());
-                    Outcome::Stored {
-                        stored_as: stored.stored_as,
-                        bytes: size,
-                        blake3: digest.to_hex().to_string(),
-                        clash: stored.clash,
-                    }
-                }
-                Err(reason) => {
-                    let outcome = Outcome::Failed {
-                        code: reason.code(),
-                        message: reason.to_string(),
-                    };
-                    self.failed.store(true, Ordering::SeqCst);
-                    self.failure.get_or_insert(SessionError::Refused {
-                        name: escape_for_display(&path),
-                        reason,
-                    });
-                    outcome
-                }
-            };
-            if let Some(id) = id {
-                self.write(&ServerMsg::Ack(Ack { id, outcome }));
+        let synced = self.sync();
+        self.answer_linked(&synced);
+        let (receipts, finished): (Vec<Receipt>, Vec<Finished<'s>>) =
+            group.into_iter().map(|p| (p.receipt, p.finished)).unzip();
+        match synced {
+            Ok(()) => {
+                let results = self.store.link_group(finished);
+                self.linked = receipts.into_iter().zip(results).collect();
             }
+            // Their bytes may not be on disk: they are not linked at all.
+            Err(e) => {
+                for receipt in receipts {
+                    self.answer(receipt, Err(copy_error(&e)));
+                }
+            }
+        }
+    }
+
+    /// Commits and acks everything: the client waits for acks, or the
+    /// session is ending.
+    fn settle(&mut self) {
+        self.advance();
+        self.ack_linked();
+    }
+
+    /// Syncs, then acks the linked files.
+    fn ack_linked(&mut self) {
+        if !self.linked.is_empty() {
+            let synced = self.sync();
+            self.answer_linked(&synced);
+        }
+    }
+
+    /// Acks the linked files once a sync has (or has not) made their names
+    /// durable.
+    fn answer_linked(&mut self, synced: &Result<(), StoreError>) {
+        for (receipt, result) in std::mem::take(&mut self.linked) {
+            let result = match synced {
+                Ok(()) => result,
+                Err(e) => result.and(Err(copy_error(e))),
+            };
+            self.answer(receipt, result);
+        }
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.store.sync().map_err(|e| {
+            warn!("sync failed: {e}");
+            StoreError::from_io(e)
+        })
+    }
+
+    /// Logs a file's commit and acks it.
+    fn answer(&mut self, receipt: Receipt, result: Result<Stored, StoreError>) {
+        let Receipt {
+            id,
+            path,
+            size,
+            took,
+            digest,
+        } = receipt;
+        let outcome = match result {
+            Ok(stored) => {
+                self.log_stored(&stored.stored_as, size, took, id.is_some());
+                Outcome::Stored {
+                    stored_as: stored.stored_as,
+                    bytes: size,
+                    blake3: digest.to_hex().to_string(),
+                    clash: stored.clash,
+                }
+            }
+            Err(reason) => {
+                if self.failure.is_some() {
+                    // The first failure is logged when the session ends.
+                    warn!(peer = %self.peer, name = %escape_for_display(&path), "commit failed: {reason}");
+                }
+                let outcome = Outcome::Failed {
+                    code: reason.code(),
+                    message: reason.to_string(),
+                };
+                self.failed.store(true, Ordering::SeqCst);
+                self.failure.get_or_insert(SessionError::Refused {
+                    name: escape_for_display(&path),
+                    reason,
+                });
+                outcome
+            }
+        };
+        if let Some(id) = id {
+            self.write(&ServerMsg::Ack(Ack { id, outcome }));
         }
     }
 
@@ -214,18 +296,13 @@ impl<'s> Committer<'s, '_> {
     }
 }
 
-/// Commits one file on its own (fsync of file and folder), or a group with
-/// two file-system syncs for all.
-fn commit(store: &Store, mut files: Vec<Finished<'_>>) -> Vec<Result<Stored, StoreError>> {
-    if files.len() == 1 {
-        if let Some(f) = files.pop() {
-            let parts: Vec<&str> = f.parts.iter().map(String::as_str).collect();
-            return vec![f.upload.commit(&parts, f.policy, &f.digest)];
-        }
+/// The same failure, for each file it fails.
+fn copy_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::NoSpace { needed, available } => StoreError::NoSpace {
+            needed: *needed,
+            available: *available,
+        },
+        other => StoreError::Io(io::Error::other(other.to_string())),
     }
-    let results = store.commit_group(files);
-    for r in results.iter().filter_map(|r| r.as_ref().err()) {
-        warn!("commit failed: {r}");
-    }
-    results
 }

@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 use crate::Shared;
 use crate::accept::Slot;
 use crate::body::{self, BodyError};
-use crate::commit::{self, Job, Pending};
+use crate::commit::{self, Job, Pending, Receipt};
 use crate::storage::{self, Finished, FolderCache, StoreError, Upload};
 use crate::transport::{self, Incoming};
 
@@ -38,15 +38,19 @@ use crate::transport::{self, Incoming};
 const READ_BUFFER: usize = 256 * 1024;
 const WRITE_BUFFER: usize = 16 * 1024;
 
-/// How many batches of jobs the session thread may queue ahead of the
+/// Most batches of jobs the session thread may queue ahead of the
 /// committer, and how many jobs go in a batch. Handing jobs over in batches
-/// keeps the two threads from waking each other for every small file.
-const QUEUE_DEPTH: usize = 4;
+/// keeps the two threads from waking each other for every small file. The
+/// queue must hold more files than a group, so that receiving goes on while
+/// the committer waits for a sync (measured: 4 batches left the session
+/// thread idle for most of each sync on ext4; 16 cut 10,000 small files from
+/// 0.59 s to 0.46 s; 64 gained nothing more).
+const QUEUE_DEPTH: usize = 16;
+const BATCH: usize = 32;
 
 /// Most files one plan message may ask about: the answer must fit in a
 /// frame, and stored-as names can be long.
 const MAX_PLAN_FILES: usize = 256;
-const BATCH: usize = 32;
 
 /// A body with at least this much still to arrive first has the files
 /// before it committed and acked.
@@ -142,7 +146,10 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
     };
     let failed = AtomicBool::new(false);
     thread::scope(|scope| {
-        let (jobs, queue) = sync_channel(QUEUE_DEPTH);
+        // Every queued file is open: the queue gets the other half of this
+        // session's share (the committer's group has the first).
+        let depth = (shared.open_files_per_session() / 2 / BATCH).clamp(1, QUEUE_DEPTH);
+        let (jobs, queue) = sync_channel(depth);
         let writer = BufWriter::with_capacity(WRITE_BUFFER, write_half);
         let name = format!(
             "{}-commit",
@@ -296,10 +303,13 @@ impl<'a> Session<'a> {
         };
         self.finish_metadata(&mut upload, None);
         self.queue(Job::File(Pending {
-            id: None,
-            path: name.clone(),
-            size: header.size,
-            took: started.elapsed(),
+            receipt: Receipt {
+                id: None,
+                path: name.clone(),
+                size: header.size,
+                took: started.elapsed(),
+                digest,
+            },
             finished: Finished {
                 upload,
                 parts,
@@ -446,10 +456,13 @@ impl<'a> Session<'a> {
                 }
                 self.finish_metadata(&mut upload, header.mtime);
                 self.queue(Job::File(Pending {
-                    id: Some(header.id),
-                    path: header.path.clone(),
-                    size: header.size,
-                    took: started.elapsed(),
+                    receipt: Receipt {
+                        id: Some(header.id),
+                        path: header.path.clone(),
+                        size: header.size,
+                        took: started.elapsed(),
+                        digest,
+                    },
                     finished: Finished {
                         upload,
                         parts,

@@ -30,6 +30,8 @@ use rustix::fs::{Advice, AtFlags, FileType, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 use thiserror::Error;
 
+use crate::new_folders::NewFolders;
+
 /// The staging folder's name inside the target folder. Uploads may not use
 /// it as their first component.
 pub const STAGING_DIR: &str = ".ferry-staging";
@@ -90,7 +92,7 @@ impl StoreError {
     }
 
     /// Classifies an I/O error, so a full disk reads as "no space".
-    fn from_io(e: io::Error) -> Self {
+    pub(crate) fn from_io(e: io::Error) -> Self {
         if e.raw_os_error() == Some(Errno::NOSPC.raw_os_error())
             || e.raw_os_error() == Some(Errno::DQUOT.raw_os_error())
         {
@@ -131,6 +133,8 @@ pub struct Store {
     umask: u32,
     /// Disk space promised to uploads under way.
     space_held: AtomicU64,
+    /// Folders made for uploads and not yet synced.
+    new_folders: NewFolders,
 }
 
 /// A file stored for good.
@@ -141,7 +145,7 @@ pub struct Stored {
     pub clash: Clash,
 }
 
-/// A complete, verified upload waiting for [`Store::commit_group`].
+/// A complete, verified upload waiting for [`Store::link_group`].
 #[derive(Debug)]
 pub struct Finished<'s> {
     pub upload: Upload<'s>,
@@ -185,6 +189,7 @@ impl Store {
             partial_ttl,
             umask: current_umask(),
             space_held: AtomicU64::new(0),
+            new_folders: NewFolders::default(),
         };
         let cleaned = store.clean_staging()?;
         Ok((store, cleaned))
@@ -668,21 +673,29 @@ impl Store {
         Ok(Some(dir))
     }
 
-    /// Commits many finished uploads at once: one `syncfs` makes all their
-    /// bytes durable, then each is renamed into place, then a second
-    /// `syncfs` makes the names durable. Two syncs for the whole group
-    /// instead of two fsyncs per file is what lets thousands of small files
-    /// through quickly, and no file is visible before its bytes are on disk.
-    /// Returns one result per upload, in order.
-    pub fn commit_group(&self, batch: Vec<Finished<'_>>) -> Vec<Result<Stored, StoreError>> {
-        if let Err(e) = rustix::fs::syncfs(&self.staging) {
-            let e = io::Error::from(e);
-            return batch
-                .iter()
-                .map(|_| Err(StoreError::from_io(io::Error::new(e.kind(), e.to_string()))))
-                .collect();
-        }
-        let mut results: Vec<Result<Stored, StoreError>> = batch
+    /// Makes everything written to the target's file system so far durable
+    /// with one `syncfs`: the bytes of uploads not linked yet and the names
+    /// of those linked since the last sync, for every session at once.
+    ///
+    /// Many small files are committed in groups built on this (see the
+    /// committer): a sync makes a group's bytes durable, the group is linked
+    /// with [`Store::link_group`], and the next sync makes its names durable
+    /// before it is acked. A sync per group instead of two fsyncs per file is
+    /// what lets thousands of small files through quickly, and no file is
+    /// visible before its bytes are on disk.
+    pub fn sync(&self) -> io::Result<()> {
+        // Folders made before this point are covered by the sync below.
+        let folders = self.new_folders.mark();
+        rustix::fs::syncfs(&self.root)?;
+        self.new_folders.synced(folders);
+        Ok(())
+    }
+
+    /// Links finished uploads into place, in order, without syncing: call
+    /// only once a [`Store::sync`] has made their bytes durable, and ack
+    /// them only after the next one. Returns one result per upload.
+    pub fn link_group(&self, batch: Vec<Finished<'_>>) -> Vec<Result<Stored, StoreError>> {
+        batch
             .into_iter()
             .map(|mut f| {
                 let parts: Vec<&str> = f.parts.iter().map(String::as_str).collect();
@@ -690,21 +703,15 @@ impl Store {
                     .place(&parts, f.policy, &f.digest)
                     .map(|(stored, _)| stored)
             })
-            .collect();
-        if let Err(e) = rustix::fs::syncfs(&self.root) {
-            let e = io::Error::from(e);
-            for r in results.iter_mut().filter(|r| r.is_ok()) {
-                *r = Err(StoreError::from_io(io::Error::new(e.kind(), e.to_string())));
-            }
-        }
-        results
+            .collect()
     }
 
     /// Creates folder `path` (and its parents) inside the target.
     pub fn mkdir(&self, path: &str) -> Result<String, StoreError> {
         let parts = self.check_path(path)?;
-        // `walk` syncs each folder it creates into its parent.
         self.walk(&parts)?;
+        // Acked on its own, with no group commit to cover it.
+        self.new_folders.sync_all().map_err(StoreError::from_io)?;
         Ok(parts.join("/"))
     }
 
@@ -718,16 +725,20 @@ impl Store {
             let next = match open_dir_nofollow(&dir, part) {
                 Ok(fd) => fd,
                 Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {
-                    match rustix::fs::mkdirat(&dir, *part, Mode::from_raw_mode(0o755)) {
-                        // The new entry must be durable before any ack can
-                        // vouch for a file inside it.
-                        Ok(()) => {
-                            rustix::fs::fsync(&dir).map_err(|e| StoreError::from_io(e.into()))?
-                        }
-                        Err(Errno::EXIST) => {}
+                    let made = match rustix::fs::mkdirat(&dir, *part, Mode::from_raw_mode(0o755)) {
+                        Ok(()) => true,
+                        Err(Errno::EXIST) => false,
                         Err(e) => return Err(StoreError::from_io(e.into())),
+                    };
+                    let next =
+                        open_dir_nofollow(&dir, part).map_err(|e| not_a_folder(e, &shown()))?;
+                    if made {
+                        // The new entry must be durable before any ack can
+                        // vouch for a file inside it: the next sync sees to
+                        // that.
+                        self.new_folders.made_in(dir);
                     }
-                    open_dir_nofollow(&dir, part).map_err(|e| not_a_folder(e, &shown()))?
+                    next
                 }
                 Err(e) => return Err(not_a_folder(e, &shown())),
             };
@@ -878,6 +889,11 @@ impl Upload<'_> {
         self.file.sync_all().map_err(StoreError::from_io)?;
         let (stored, dir) = self.place(parts, policy, digest)?;
         rustix::fs::fsync(&*dir).map_err(|e| StoreError::from_io(e.into()))?;
+        // The folders on its way may be new too.
+        self.store
+            .new_folders
+            .sync_all()
+            .map_err(StoreError::from_io)?;
         Ok(stored)
     }
 
@@ -1251,8 +1267,10 @@ mod tests {
                 }
             })
             .collect();
-        let stored: Vec<String> = s
-            .commit_group(batch)
+        s.sync().expect("sync");
+        let linked = s.link_group(batch);
+        s.sync().expect("sync");
+        let stored: Vec<String> = linked
             .into_iter()
             .map(|r| r.expect("stored").stored_as)
             .collect();
