@@ -148,6 +148,8 @@ impl<'s> Committer<'s, '_> {
     /// one sync between two groups halves the syncs a stream of small files
     /// costs. A big file alone is committed with its own fsyncs instead.
     fn advance(&mut self) {
+        // One write for the log lines of a whole group.
+        let _lines = crate::log::hold_lines();
         let mut group = std::mem::take(&mut self.pending);
         if group.len() == 1 && group[0].receipt.size >= SOLO_COMMIT_BYTES {
             if let Some(Pending { receipt, finished }) = group.pop() {
@@ -184,6 +186,7 @@ impl<'s> Committer<'s, '_> {
     /// Commits and acks everything: the client waits for acks, or the
     /// session is ending.
     fn settle(&mut self) {
+        let _lines = crate::log::hold_lines();
         self.advance();
         self.ack_linked();
     }

@@ -14,6 +14,7 @@ pub mod accept;
 pub mod auth;
 mod body;
 mod commit;
+pub mod log;
 mod new_folders;
 pub mod session;
 pub mod storage;
