@@ -324,3 +324,55 @@ fn the_server_address_can_come_from_the_environment() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(server.read("env.txt"), b"from env");
 }
+
+/// A file whose size changed between planning and sending is aborted: the
+/// server keeps nothing, neither a cut copy nor a longer one, whatever the
+/// size of the read that notices (the last read of a small file also looks
+/// for its end).
+#[test]
+fn a_file_that_changed_size_since_planning_is_never_stored() {
+    use ferry_client::transfer::{Item, ItemKind, ItemResult, Options, send};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let planned = 4096;
+    let cases = [
+        ("grew-by-one.bin", planned + 1, "grew"),
+        ("grew-a-lot.bin", planned * 3, "grew"),
+        ("shrank.bin", planned - 100, "shrank"),
+        ("as-planned.bin", planned, ""),
+    ];
+    let items: Vec<Item> = cases
+        .iter()
+        .map(|(name, actual, _)| {
+            let local = src.path().join(name);
+            write_file(&local, &data(*actual as usize, 9));
+            Item {
+                local,
+                remote: (*name).to_string(),
+                kind: ItemKind::File { size: planned },
+            }
+        })
+        .collect();
+    let report = send(
+        &items,
+        &Options::new(server.addr()),
+        &AtomicBool::new(false),
+        Arc::new(|_| {}),
+    );
+    for ((name, _, why), result) in cases.iter().zip(&report.results) {
+        match result {
+            ItemResult::Failed { reason } if !why.is_empty() => {
+                assert!(reason.contains(why), "{name}: {reason}");
+            }
+            ItemResult::Stored { bytes, .. } if why.is_empty() => {
+                assert_eq!(*bytes, planned, "{name}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    assert_eq!(server.files(), ["as-planned.bin"]);
+    assert!(server.staging_is_empty());
+}

@@ -511,24 +511,37 @@ impl Connection<'_> {
             );
         }
         let mut last_report = Instant::now();
+        let mut saw_end = false;
         while sent < size {
             if self.cancel.load(Ordering::Relaxed) || refused.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            let want = pacer.chunk_len(buf.len()).min((size - sent) as usize);
+            let left = usize::try_from(size - sent).unwrap_or(usize::MAX);
+            // Asking for a byte more than is left shows the end of the file
+            // in the same read (a regular file reads short only at its end),
+            // which saves small files a second read.
+            let want = pacer.chunk_len(buf.len()).min(left.saturating_add(1));
             let n = match file.read(&mut buf[..want]) {
                 Ok(0) => {
                     read_problem = Some("the file shrank while it was being sent");
                     0
                 }
-                Ok(n) => n,
+                Ok(n) if n > left => {
+                    // Send what was announced, then abort (below).
+                    read_problem = Some("the file grew while it was being sent");
+                    left
+                }
+                Ok(n) => {
+                    saw_end = n < want;
+                    n
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     read_problem = Some("the file could not be read to the end");
                     0
                 }
             };
-            if read_problem.is_some() {
+            if read_problem.is_some() && n == 0 {
                 // Keep the stream in step by padding out the announced size,
                 // then abort the file so the server stores none of it.
                 pad(out, size - sent)?;
@@ -549,7 +562,7 @@ impl Connection<'_> {
                 });
             }
         }
-        if read_problem.is_none() && !at_end(&mut file) {
+        if read_problem.is_none() && !saw_end && !at_end(&mut file) {
             // Only the planned size went out, and it hashed fine, but it is
             // not the file as it is now: storing it would be a silent cut.
             read_problem = Some("the file grew while it was being sent");
