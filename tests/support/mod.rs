@@ -245,14 +245,25 @@ fn collect(dir: &Path, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
-/// Runs the `ferry` client binary and waits for it.
+/// A `ferry` client command whose state (the retry list, known servers)
+/// lives in `state`, never in the home folder of whoever runs the tests.
+pub fn ferry_command(state: &Path) -> Command {
+    let mut cmd = Command::new(bin_path("ferry"));
+    cmd.env_remove("FERRY_SERVER")
+        .env("XDG_STATE_HOME", state)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `ferry` with its state in `state` and waits for it.
+pub fn ferry_in(state: &Path, args: &[&str]) -> Output {
+    ferry_command(state).args(args).output().expect("run ferry")
+}
+
+/// Runs `ferry` with a state folder of its own and waits for it.
 pub fn ferry(args: &[&str]) -> Output {
-    Command::new(bin_path("ferry"))
-        .args(args)
-        .env_remove("FERRY_SERVER")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ferry")
+    let state = tempfile::tempdir().expect("state dir");
+    ferry_in(state.path(), args)
 }
 
 /// Connects to the server over loopback.

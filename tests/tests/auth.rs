@@ -3,10 +3,10 @@
 //! beyond this machine without a token.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferry_e2e::{Server, bin_path, connect, read_to_close, tutorial_upload};
+use ferry_e2e::{Server, bin_path, connect, ferry_command, read_to_close, tutorial_upload};
 use ferry_proto::{ClientMsg, ErrorCode, ServerMsg, read_frame, to_body, write_frame};
 
 const TOKEN: &str = "correct horse battery staple";
@@ -37,11 +37,11 @@ fn send_file(addr: &str, token: Option<&str>) -> std::process::Output {
     let src = tempfile::tempdir().expect("tempdir");
     let file = src.path().join("secret-plans.txt");
     std::fs::write(&file, b"plans").expect("write");
-    let mut cmd = Command::new(bin_path("ferry"));
+    let state = tempfile::tempdir().expect("state dir");
+    let mut cmd = ferry_command(state.path());
     cmd.args(["send", "--to", addr])
         .arg(&file)
-        .env_remove("FERRY_TOKEN")
-        .stdin(Stdio::null());
+        .env_remove("FERRY_TOKEN");
     if let Some(t) = token {
         cmd.env("FERRY_TOKEN", t);
     }

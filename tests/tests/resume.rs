@@ -5,31 +5,16 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-use ferry_e2e::{STAGING, Server, bin_path, data, text, write_file};
+use ferry_e2e::{STAGING, Server, data, ferry, ferry_command, ferry_in, text, write_file};
 
-/// Runs `ferry` with its retry list kept in `state`.
-fn ferry_in(state: &Path, args: &[&str]) -> Output {
-    Command::new(bin_path("ferry"))
-        .args(args)
-        .env_remove("FERRY_SERVER")
-        .env("XDG_STATE_HOME", state)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ferry")
-}
-
-fn ferry(args: &[&str]) -> Output {
-    let state = tempfile::tempdir().expect("tempdir");
-    ferry_in(state.path(), args)
-}
-
-/// Starts a slow `ferry send` of `file`, to be killed halfway.
-fn slow_send(server: &Server, file: &Path) -> Child {
-    Command::new(bin_path("ferry"))
+/// Starts a slow `ferry send` of `file`, to be killed halfway. Its state
+/// folder is `state`.
+fn slow_send(server: &Server, file: &Path, state: &Path) -> Child {
+    ferry_command(state)
         .args(["send", "--to", &server.addr(), "--limit-rate", "4M"])
         .arg(file)
         .stdout(Stdio::null())
@@ -69,7 +54,8 @@ fn wait_for_partial(dir: &Path) {
 /// Interrupts an upload of a 24 MiB file by killing the client once the
 /// server has some of it; returns how much the server kept.
 fn interrupted_upload(server: &Server, file: &Path) -> u64 {
-    let mut child = slow_send(server, file);
+    let state = tempfile::tempdir().expect("state dir");
+    let mut child = slow_send(server, file, state.path());
     server.expect_log("path=\"big.bin\"");
     wait_for_partial(server.dir());
     child.kill().expect("SIGKILL the client");
@@ -133,7 +119,8 @@ fn a_killed_server_keeps_the_partial_and_the_upload_resumes_after_restart() {
     let src = tempfile::tempdir().expect("tempdir");
     let file = src.path().join("big.bin");
     write_file(&file, &data(24 << 20, 2));
-    let mut child = slow_send(&server, &file);
+    let state = tempfile::tempdir().expect("state dir");
+    let mut child = slow_send(&server, &file, state.path());
     server.expect_log("path=\"big.bin\"");
     wait_for_partial(server.dir());
     // SIGKILL the server mid-upload, then start it again on the same folder.

@@ -1,11 +1,11 @@
 //! `ferry send` against the real server: files, trees, clashes, failures.
 
 use std::fs;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ferry_e2e::{Server, bin_path, data, ferry, text, write_file};
+use ferry_e2e::{Server, data, ferry, ferry_command, text, write_file};
 
 #[test]
 fn sends_one_file_verified() {
@@ -282,7 +282,8 @@ fn a_killed_sender_leaves_no_partial_file_and_a_resend_works() {
     let src = tempfile::tempdir().expect("tempdir");
     let file = src.path().join("big.bin");
     write_file(&file, &data(8 << 20, 6));
-    let mut child = Command::new(bin_path("ferry"))
+    let state = tempfile::tempdir().expect("state dir");
+    let mut child = ferry_command(state.path())
         .args([
             "send",
             "--to",
@@ -315,7 +316,8 @@ fn the_server_address_can_come_from_the_environment() {
     let src = tempfile::tempdir().expect("tempdir");
     let file = src.path().join("env.txt");
     write_file(&file, b"from env");
-    let out = Command::new(bin_path("ferry"))
+    let state = tempfile::tempdir().expect("state dir");
+    let out = ferry_command(state.path())
         .args(["send"])
         .arg(&file)
         .env("FERRY_SERVER", server.addr())

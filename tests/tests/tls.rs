@@ -5,19 +5,16 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use ferry_e2e::{Server, all_output, bin_path, connect, tutorial_upload};
+use ferry_e2e::{Server, all_output, bin_path, connect, ferry_command, tutorial_upload};
 
 /// `ferry send` with its state (known servers) kept in `state`.
 fn send(state: &Path, addr: &str, extra: &[&str], file: &Path) -> Output {
-    Command::new(bin_path("ferry"))
+    ferry_command(state)
         .args(["send", "--to", addr])
         .args(extra)
         .arg(file)
-        .env("XDG_STATE_HOME", state)
-        .env_remove("FERRY_SERVER")
-        .stdin(Stdio::null())
         .output()
         .expect("run ferry")
 }
