@@ -165,7 +165,8 @@ fn print_outcomes(plan: &Plan, report: &Report) {
     let (mut stored, mut failed, mut bytes) = (0usize, 0usize, 0u64);
     let (mut replaced, mut identical) = (0usize, 0usize);
     for (item, result) in plan.items.iter().zip(&report.results) {
-        let name = escape_for_display(&item.remote);
+        // Made only for the lines printed: most files print none.
+        let name = || escape_for_display(&item.remote);
         match result {
             ItemResult::Stored {
                 stored_as,
@@ -177,7 +178,8 @@ fn print_outcomes(plan: &Plan, report: &Report) {
                 match clash {
                     Clash::None => {}
                     Clash::Renamed => eprintln!(
-                        "ferry: {name}: name taken, stored as {}",
+                        "ferry: {}: name taken, stored as {}",
+                        name(),
                         escape_for_display(stored_as)
                     ),
                     Clash::Overwritten => replaced += 1,
@@ -188,11 +190,15 @@ fn print_outcomes(plan: &Plan, report: &Report) {
             ItemResult::Failed { reason } => {
                 failed += 1;
                 // Reasons can come from the server: print them inert.
-                eprintln!("ferry: {name}: FAILED: {}", escape_for_display(reason));
+                eprintln!("ferry: {}: FAILED: {}", name(), escape_for_display(reason));
             }
             ItemResult::NotSent { reason } => {
                 failed += 1;
-                eprintln!("ferry: {name}: not sent: {}", escape_for_display(reason));
+                eprintln!(
+                    "ferry: {}: not sent: {}",
+                    name(),
+                    escape_for_display(reason)
+                );
             }
         }
     }

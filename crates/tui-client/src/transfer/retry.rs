@@ -76,7 +76,11 @@ pub fn remember(server: &str, items: &[Item], report: &Report) -> Result<(), Str
     // A damaged book is started afresh rather than blocking every send.
     let mut book = read_book(&path).unwrap_or_default();
     if files.is_empty() {
-        book.servers.remove(server);
+        if book.servers.remove(server).is_none() {
+            // Nothing to remember and nothing to forget: other servers'
+            // records stay as they are, unwritten.
+            return Ok(());
+        }
     } else {
         book.servers.insert(server.to_string(), files);
     }
