@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +57,7 @@ fn read_book(path: &std::path::Path) -> Result<Book, String> {
 /// forgets that server's record when all did. Other servers' records are
 /// left alone. Failing to write it only costs the retry.
 pub fn remember(server: &str, items: &[Item], report: &Report) -> Result<(), String> {
+    let path = record_path().ok_or("no HOME or XDG_STATE_HOME to keep the retry list in")?;
     let files: Vec<Failed> = items
         .iter()
         .zip(&report.results)
@@ -72,9 +73,19 @@ pub fn remember(server: &str, items: &[Item], report: &Report) -> Result<(), Str
             remote: item.remote.clone(),
         })
         .collect();
-    let path = record_path().ok_or("no HOME or XDG_STATE_HOME to keep the retry list in")?;
+    remember_at(&path, server, files)
+}
+
+/// [`remember`], with the record at `path`.
+fn remember_at(path: &Path, server: &str, files: Vec<Failed>) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    // Two transfers ending at once (to different servers, say) must not
+    // lose each other's record: the read-modify-write holds a lock.
+    let _lock = lock_beside(path)?;
     // A damaged book is started afresh rather than blocking every send.
-    let mut book = read_book(&path).unwrap_or_default();
+    let mut book = read_book(path).unwrap_or_default();
     if files.is_empty() {
         if book.servers.remove(server).is_none() {
             // Nothing to remember and nothing to forget: other servers'
@@ -84,11 +95,8 @@ pub fn remember(server: &str, items: &[Item], report: &Report) -> Result<(), Str
     } else {
         book.servers.insert(server.to_string(), files);
     }
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    }
     if book.servers.is_empty() {
-        return match fs::remove_file(&path) {
+        return match fs::remove_file(path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
             _ => Ok(()),
         };
@@ -97,7 +105,22 @@ pub fn remember(server: &str, items: &[Item], report: &Report) -> Result<(), Str
     let json = serde_json::to_vec_pretty(&book).map_err(|e| e.to_string())?;
     let aside = path.with_extension(format!("json.{}", std::process::id()));
     fs::write(&aside, json).map_err(|e| e.to_string())?;
-    fs::rename(&aside, &path).map_err(|e| e.to_string())
+    fs::rename(&aside, path).map_err(|e| e.to_string())
+}
+
+/// An exclusive lock on a file beside the record, held until the returned
+/// file is dropped.
+fn lock_beside(path: &Path) -> Result<fs::File, String> {
+    let lock_path = path.with_extension("json.lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+    Ok(lock)
 }
 
 /// What failed last time at `server`, if anything did.
@@ -137,4 +160,40 @@ pub fn plan(record: &Record) -> Plan {
         }
     }
     plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    #[test]
+    fn transfers_ending_at_once_keep_each_others_records() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let path = state.path().join("ferry").join("failed.json");
+        let servers: Vec<String> = (0..8).map(|i| format!("10.0.0.{i}:8090")).collect();
+        thread::scope(|scope| {
+            for server in &servers {
+                let path = &path;
+                scope.spawn(move || {
+                    let files = vec![Failed {
+                        local: PathBuf::from(format!("/here/{server}")),
+                        remote: "there.bin".into(),
+                    }];
+                    remember_at(path, server, files).expect("remembered");
+                });
+            }
+        });
+        let book = read_book(&path).expect("readable");
+        let kept: Vec<&String> = book.servers.keys().collect();
+        let mut expected: Vec<&String> = servers.iter().collect();
+        expected.sort();
+        assert_eq!(kept, expected);
+        // Forgetting goes through the same lock, and the last one removes
+        // the record.
+        for server in &servers {
+            remember_at(&path, server, Vec::new()).expect("forgotten");
+        }
+        assert!(!path.exists());
+    }
 }
