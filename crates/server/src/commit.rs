@@ -19,12 +19,12 @@ use tracing::{info, warn};
 
 use crate::Shared;
 use crate::session::SessionError;
-use crate::storage::{Finished, Store, StoreError, Stored};
+use crate::storage::{Finished, Store, StoreError, Stored, SyncHandle};
 use crate::transport::Outgoing;
 
-/// Files at least this big are committed on their own, with an fsync of the
-/// file and its folder; smaller ones are committed as a group (see
-/// [`Store::sync`]).
+/// A file at least this big, with no others waiting, is committed on its
+/// own with an fsync of the file and its folder; others are committed as a
+/// group (see [`Store::sync`]).
 const SOLO_COMMIT_BYTES: u64 = 1 << 20;
 /// A group is committed when it has this many files (each holds an open
 /// file until then)...
@@ -72,6 +72,7 @@ pub(crate) fn run(
     failed: &AtomicBool,
 ) -> Result<(), SessionError> {
     let mut committer = Committer {
+        sync_via: shared.store.sync_handle(),
         writer,
         writable: true,
         shared,
@@ -103,6 +104,8 @@ pub(crate) fn run(
 }
 
 struct Committer<'s, 'f> {
+    /// This session's own handle to sync through.
+    sync_via: SyncHandle,
     writer: BufWriter<Outgoing>,
     /// Cleared once a write fails: the client is gone, but files already
     /// received are still committed.
@@ -154,6 +157,10 @@ impl<'s> Committer<'s, '_> {
         if group.len() == 1 && group[0].receipt.size >= SOLO_COMMIT_BYTES {
             if let Some(Pending { receipt, finished }) = group.pop() {
                 self.ack_linked();
+                if self.failure.is_some() {
+                    // As below: nothing more is stored.
+                    return;
+                }
                 let parts: Vec<&str> = finished.parts.iter().map(String::as_str).collect();
                 let result = finished
                     .upload
@@ -167,6 +174,12 @@ impl<'s> Committer<'s, '_> {
         }
         let synced = self.sync();
         self.answer_linked(&synced);
+        if self.failure.is_some() {
+            // The last group held a refusal: the session is ending, and
+            // nothing more is stored (see `hold`). These files vanish
+            // unnamed and unacked; the client sends them again.
+            return;
+        }
         let (receipts, finished): (Vec<Receipt>, Vec<Finished<'s>>) =
             group.into_iter().map(|p| (p.receipt, p.finished)).unzip();
         match synced {
@@ -212,8 +225,8 @@ impl<'s> Committer<'s, '_> {
     }
 
     fn sync(&self) -> Result<(), StoreError> {
-        self.store.sync().map_err(|e| {
-            warn!("sync failed: {e}");
+        self.store.sync(&self.sync_via).map_err(|e| {
+            warn!(peer = %self.peer, "sync failed: {e}");
             StoreError::from_io(e)
         })
     }

@@ -6,14 +6,19 @@
 //! (one `syncfs` for everything) would cover it anyway. So a new folder is
 //! only recorded here; a `syncfs` that starts after the record forgets it,
 //! and a commit that does not use `syncfs` (a big file on its own, an empty
-//! folder) first syncs the parents of every folder still recorded.
+//! folder) syncs the parents of every folder still recorded before its ack.
 //!
 //! The ledger is shared by all sessions: a file may land in a folder another
-//! connection made a moment ago.
+//! connection made a moment ago. Folders are made under its lock, so a
+//! commit that syncs what is recorded either finds a new folder recorded or
+//! ran before the folder existed.
 
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use rustix::fs::Mode;
+use rustix::io::Errno;
 
 /// Parents of folders made since the last sync that covered them.
 #[derive(Debug, Default)]
@@ -25,7 +30,17 @@ pub(crate) struct NewFolders {
 struct Ledger {
     /// Numbers each record, so that a sync forgets only what it covered.
     next: u64,
-    waiting: Vec<(u64, Arc<OwnedFd>)>,
+    waiting: Vec<Waiting>,
+}
+
+/// A parent folder with new entries, recorded once however many it has.
+#[derive(Debug)]
+struct Waiting {
+    /// The number of its newest entry.
+    number: u64,
+    /// Device and inode, to know the parent again.
+    id: (u64, u64),
+    parent: Arc<OwnedFd>,
 }
 
 /// A point in the ledger: everything recorded before it.
@@ -33,12 +48,21 @@ struct Ledger {
 pub(crate) struct Mark(u64);
 
 impl NewFolders {
-    /// Records that a folder was just made in `parent`.
-    pub(crate) fn made_in(&self, parent: OwnedFd) {
+    /// Makes folder `name` in `parent` and records it. Returns whether it
+    /// was made (`false`: it was there already).
+    pub(crate) fn make(&self, parent: &OwnedFd, name: &str) -> io::Result<bool> {
         let mut ledger = self.lock();
-        let number = ledger.next;
-        ledger.next += 1;
-        ledger.waiting.push((number, Arc::new(parent)));
+        match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        if let Err(e) = ledger.record(parent) {
+            // Not recorded: make the entry durable the slow way.
+            drop(ledger);
+            rustix::fs::fsync(parent).map_err(|_| io::Error::from(e))?;
+        }
+        Ok(true)
     }
 
     /// Call before a `syncfs`, and pass the mark to [`NewFolders::synced`]
@@ -50,7 +74,7 @@ impl NewFolders {
     /// A sync that started after `mark` finished: what was recorded before
     /// it is durable.
     pub(crate) fn synced(&self, mark: Mark) {
-        self.lock().waiting.retain(|(number, _)| *number >= mark.0);
+        self.lock().waiting.retain(|w| w.number >= mark.0);
     }
 
     /// Makes every folder recorded so far durable with an fsync of each
@@ -59,7 +83,11 @@ impl NewFolders {
     pub(crate) fn sync_all(&self) -> io::Result<()> {
         let (mark, parents): (Mark, Vec<Arc<OwnedFd>>) = {
             let ledger = self.lock();
-            let parents = ledger.waiting.iter().map(|(_, p)| Arc::clone(p)).collect();
+            let parents = ledger
+                .waiting
+                .iter()
+                .map(|w| Arc::clone(&w.parent))
+                .collect();
             (Mark(ledger.next), parents)
         };
         for parent in &parents {
@@ -75,10 +103,36 @@ impl NewFolders {
         self.lock().waiting.len()
     }
 
+    #[cfg(test)]
+    fn made_in(&self, parent: &OwnedFd) {
+        self.lock().record(parent).expect("recorded");
+    }
+
     fn lock(&self) -> MutexGuard<'_, Ledger> {
         // The ledger stays consistent even if a holder panicked: every
         // change is a single push or retain.
         self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Ledger {
+    /// Records a new entry in `parent`. A parent already waiting keeps its
+    /// one record, renumbered: a sync under way may have started before
+    /// this entry was made, and must not forget it.
+    fn record(&mut self, parent: &OwnedFd) -> Result<(), Errno> {
+        let stat = rustix::fs::fstat(parent)?;
+        let id = (stat.st_dev, stat.st_ino);
+        let number = self.next;
+        self.next += 1;
+        match self.waiting.iter_mut().find(|w| w.id == id) {
+            Some(known) => known.number = number,
+            None => self.waiting.push(Waiting {
+                number,
+                id,
+                parent: Arc::new(rustix::io::dup(parent)?),
+            }),
+        }
+        Ok(())
     }
 }
 
@@ -97,20 +151,36 @@ mod tests {
         let folders = NewFolders::default();
         let (_a, a) = dir();
         let (_b, b) = dir();
-        folders.made_in(a);
+        folders.made_in(&a);
         let mark = folders.mark();
         // Made while the sync runs: not covered by it.
-        folders.made_in(b);
+        folders.made_in(&b);
         folders.synced(mark);
         assert_eq!(folders.waiting(), 1);
     }
 
     #[test]
+    fn a_parent_is_recorded_once_and_a_later_entry_outlives_an_earlier_sync() {
+        let folders = NewFolders::default();
+        let (_t, parent) = dir();
+        assert!(folders.make(&parent, "one").expect("made"));
+        assert!(!folders.make(&parent, "one").expect("there already"));
+        let mark = folders.mark();
+        // A second new entry in the same parent while that sync runs.
+        assert!(folders.make(&parent, "two").expect("made"));
+        assert_eq!(folders.waiting(), 1, "one record per parent");
+        folders.synced(mark);
+        assert_eq!(folders.waiting(), 1, "the sync may have missed `two`");
+    }
+
+    #[test]
     fn sync_all_empties_the_ledger() {
         let folders = NewFolders::default();
+        let mut keep = Vec::new();
         for _ in 0..3 {
-            let (_t, fd) = dir();
-            folders.made_in(fd);
+            let (t, fd) = dir();
+            folders.made_in(&fd);
+            keep.push(t);
         }
         folders.sync_all().expect("fsync");
         assert_eq!(folders.waiting(), 0);

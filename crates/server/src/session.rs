@@ -48,6 +48,10 @@ const WRITE_BUFFER: usize = 16 * 1024;
 const QUEUE_DEPTH: usize = 16;
 const BATCH: usize = 32;
 
+/// How long a session waits for other uploads to be committed when the
+/// open files meant for uploads are all in use (see `make_room`).
+const ROOM_WAIT: Duration = Duration::from_secs(5);
+
 /// Most files one plan message may ask about: the answer must fit in a
 /// frame, and stored-as names can be long.
 const MAX_PLAN_FILES: usize = 256;
@@ -288,6 +292,7 @@ impl<'a> Session<'a> {
     }
 
     fn receive_legacy(&mut self, header: &LegacyHeader) -> Result<(), SessionError> {
+        self.make_room()?;
         let started = Instant::now();
         let name = &canonical(&header.filename).into_owned();
         let refused = |reason| SessionError::Refused {
@@ -396,6 +401,7 @@ impl<'a> Session<'a> {
     }
 
     fn receive_v1(&mut self, header: &FileHeader) -> Result<(), SessionError> {
+        self.make_room()?;
         let started = Instant::now();
         // Look-alike names (NFC and NFD spellings) become one; the ack's
         // stored_as shows the name used.
@@ -604,6 +610,27 @@ impl<'a> Session<'a> {
         if urgent || self.batch.len() >= BATCH {
             self.hand_over()?;
         }
+        Ok(())
+    }
+
+    /// Every upload waiting for its commit holds an open file, and queues
+    /// are sized for a session alone. When uploads of all sessions together
+    /// hold their share of the process's open files, this session hands
+    /// its queue to the committer and waits a little for files to be
+    /// closed, rather than failing the next one with "too many open files".
+    fn make_room(&mut self) -> Result<(), SessionError> {
+        let share = usize::try_from(self.shared.limits.open_files / 2).unwrap_or(usize::MAX);
+        if self.shared.store.open_uploads() < share {
+            return Ok(());
+        }
+        self.queue(Job::Flush)?;
+        debug!(peer = %self.peer, "waiting for open files to be committed");
+        let deadline = Instant::now() + ROOM_WAIT;
+        while self.shared.store.open_uploads() >= share && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(1));
+        }
+        // Past the deadline the open is tried anyway; a failure is a
+        // refusal like any other.
         Ok(())
     }
 

@@ -22,7 +22,7 @@ use std::num::NonZeroU64;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ferry_proto::{Clash, ErrorCode, OnClash, PlanEntry, PlanVerdict, Verdict, path as names};
@@ -135,7 +135,13 @@ pub struct Store {
     space_held: AtomicU64,
     /// Folders made for uploads and not yet synced.
     new_folders: NewFolders,
+    /// Uploads open now (each holds an open file until committed).
+    open_uploads: AtomicUsize,
 }
+
+/// See [`Store::sync_handle`].
+#[derive(Debug)]
+pub struct SyncHandle(Option<OwnedFd>);
 
 /// A file stored for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +196,7 @@ impl Store {
             umask: current_umask(),
             space_held: AtomicU64::new(0),
             new_folders: NewFolders::default(),
+            open_uploads: AtomicUsize::new(0),
         };
         let cleaned = store.clean_staging()?;
         Ok((store, cleaned))
@@ -427,6 +434,7 @@ impl Store {
                 return Err(e);
             }
         };
+        self.open_uploads.fetch_add(1, Ordering::Relaxed);
         Ok(Upload {
             store: self,
             file: File::from(fd),
@@ -521,6 +529,7 @@ impl Store {
                 return Err(e);
             }
         };
+        self.open_uploads.fetch_add(1, Ordering::Relaxed);
         Ok((
             Upload {
                 store: self,
@@ -683,12 +692,34 @@ impl Store {
     /// before it is acked. A sync per group instead of two fsyncs per file is
     /// what lets thousands of small files through quickly, and no file is
     /// visible before its bytes are on disk.
-    pub fn sync(&self) -> io::Result<()> {
+    pub fn sync(&self, via: &SyncHandle) -> io::Result<()> {
         // Folders made before this point are covered by the sync below.
         let folders = self.new_folders.mark();
-        rustix::fs::syncfs(&self.root)?;
+        rustix::fs::syncfs(via.0.as_ref().unwrap_or(&self.root))?;
         self.new_folders.synced(folders);
         Ok(())
+    }
+
+    /// How many uploads are open (each holds an open file until it is
+    /// committed or dropped).
+    pub fn open_uploads(&self) -> usize {
+        self.open_uploads.load(Ordering::Relaxed)
+    }
+
+    /// A handle of its own on the target folder, for a committer to
+    /// [`Store::sync`] through. The kernel reports a failed writeback once
+    /// to each open handle that syncs, so with one handle for all sessions
+    /// only the first to sync would hear of it, and another could ack files
+    /// whose bytes never reached the disk. (Where no handle can be opened,
+    /// the shared one is used.)
+    pub fn sync_handle(&self) -> SyncHandle {
+        let own = rustix::fs::openat(
+            &self.root,
+            ".",
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        );
+        SyncHandle(own.ok())
     }
 
     /// Links finished uploads into place, in order, without syncing: call
@@ -725,20 +756,12 @@ impl Store {
             let next = match open_dir_nofollow(&dir, part) {
                 Ok(fd) => fd,
                 Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {
-                    let made = match rustix::fs::mkdirat(&dir, *part, Mode::from_raw_mode(0o755)) {
-                        Ok(()) => true,
-                        Err(Errno::EXIST) => false,
-                        Err(e) => return Err(StoreError::from_io(e.into())),
-                    };
-                    let next =
-                        open_dir_nofollow(&dir, part).map_err(|e| not_a_folder(e, &shown()))?;
-                    if made {
-                        // The new entry must be durable before any ack can
-                        // vouch for a file inside it: the next sync sees to
-                        // that.
-                        self.new_folders.made_in(dir);
-                    }
-                    next
+                    // The new entry must be durable before any ack can vouch
+                    // for a file inside it: the ledger sees to that.
+                    self.new_folders
+                        .make(&dir, part)
+                        .map_err(StoreError::from_io)?;
+                    open_dir_nofollow(&dir, part).map_err(|e| not_a_folder(e, &shown()))?
                 }
                 Err(e) => return Err(not_a_folder(e, &shown())),
             };
@@ -878,7 +901,8 @@ impl Upload<'_> {
 
     /// Makes the upload durable and visible as `parts` (already checked by
     /// [`Store::check_path`]) under the clash policy, with an fsync of the
-    /// file and of its folder. `digest` is the upload's BLAKE3, used to
+    /// file and of its folder, and of the parents of folders made but not
+    /// yet synced (by any session). `digest` is the upload's BLAKE3, used to
     /// recognise an identical existing file.
     pub fn commit(
         mut self,
@@ -1075,6 +1099,7 @@ impl Upload<'_> {
 
 impl Drop for Upload<'_> {
     fn drop(&mut self) {
+        self.store.open_uploads.fetch_sub(1, Ordering::Relaxed);
         self.store.release_space(self.space);
         if self.keep_on_drop {
             // A kept partial still takes its room.
@@ -1267,9 +1292,10 @@ mod tests {
                 }
             })
             .collect();
-        s.sync().expect("sync");
+        let via = s.sync_handle();
+        s.sync(&via).expect("sync");
         let linked = s.link_group(batch);
-        s.sync().expect("sync");
+        s.sync(&via).expect("sync");
         let stored: Vec<String> = linked
             .into_iter()
             .map(|r| r.expect("stored").stored_as)
