@@ -14,7 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ferry_proto::{ClientMsg, FileHeader, OnClash, ServerMsg, read_frame, to_body, write_frame};
+use ferry_proto::{
+    Ack, ClientMsg, ErrorCode, FileHeader, OnClash, Outcome, ServerMsg, read_frame, to_body,
+    write_frame,
+};
 
 /// The staging folder the server keeps inside its target folder.
 pub const STAGING: &str = ".ferry-staging";
@@ -175,6 +178,20 @@ impl Server {
             .unwrap_or(true)
     }
 
+    /// Makes `rel` inside the upload folder a symlink to an empty folder
+    /// outside it, so that anything sent under `rel` is refused; returns
+    /// that outside folder, which must stay empty.
+    pub fn block_with_symlink(&self, rel: &str) -> PathBuf {
+        let link = self.dir.join(rel);
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        let outside = self.root().join("outside");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::os::unix::fs::symlink(&outside, &link).expect("symlink");
+        outside
+    }
+
     /// Sends a signal to the server.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
@@ -255,15 +272,21 @@ pub fn ferry_command(state: &Path) -> Command {
     cmd
 }
 
-/// Runs `ferry` with its state in `state` and waits for it.
-pub fn ferry_in(state: &Path, args: &[&str]) -> Output {
-    ferry_command(state).args(args).output().expect("run ferry")
+/// Runs `ferry send --to addr` followed by `args`, with a state folder of
+/// its own, and waits for it.
+pub fn ferry_send(addr: &str, args: &[&str]) -> Output {
+    let state = tempfile::tempdir().expect("state dir");
+    ferry_send_in(state.path(), addr, args)
 }
 
-/// Runs `ferry` with a state folder of its own and waits for it.
-pub fn ferry(args: &[&str]) -> Output {
-    let state = tempfile::tempdir().expect("state dir");
-    ferry_in(state.path(), args)
+/// Runs `ferry send --to addr` followed by `args`, with its state (the
+/// retry list) in `state`, and waits for it.
+pub fn ferry_send_in(state: &Path, addr: &str, args: &[&str]) -> Output {
+    ferry_command(state)
+        .args(["send", "--to", addr])
+        .args(args)
+        .output()
+        .expect("run ferry")
 }
 
 /// Connects to the server over loopback.
@@ -287,6 +310,13 @@ pub fn tutorial_upload(name: &str, data: &[u8]) -> Vec<u8> {
     out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(data);
     out
+}
+
+/// Uploads one file the tutorial's way on a fresh connection, then closes
+/// it without reading, as the tutorial's client does.
+pub fn tutorial_send(addr: &str, name: &str, data: &[u8]) {
+    let mut s = connect(addr);
+    s.write_all(&tutorial_upload(name, data)).expect("send");
 }
 
 /// A raw length-prefixed frame around `body`.
@@ -362,10 +392,54 @@ impl V1 {
             ..Default::default()
         }));
         self.stream.write_all(data).expect("body");
+        self.finish(id, data);
+    }
+
+    /// Announces a file of `size` bytes (renamed on a clash) and sends no
+    /// body: the test writes it, or part of it, to `stream` itself.
+    pub fn start_file(&mut self, id: u64, path: &str, size: u64) {
+        self.send(&ClientMsg::File(FileHeader {
+            id,
+            path: path.into(),
+            size,
+            on_clash: OnClash::Rename,
+            ..Default::default()
+        }));
+    }
+
+    /// Sends the trailer of file `id` with the right digest of `data`.
+    pub fn finish(&mut self, id: u64, data: &[u8]) {
         self.send(&ClientMsg::Done {
             id,
             blake3: blake3::hash(data).to_hex().to_string(),
         });
+    }
+
+    /// Waits for the next ack, which must say the file was stored;
+    /// returns the name it was stored as.
+    pub fn expect_stored(&mut self) -> String {
+        match self.recv() {
+            Some(ServerMsg::Ack(ack)) => match ack.outcome {
+                Outcome::Stored { stored_as, .. } => stored_as,
+                other => panic!("expected stored, got {other:?}"),
+            },
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    }
+
+    /// Waits for the next ack, which must refuse the file with `code`;
+    /// returns it for any further checks.
+    pub fn expect_failed(&mut self, code: ErrorCode) -> Ack {
+        match self.recv() {
+            Some(ServerMsg::Ack(ack)) => {
+                assert!(
+                    matches!(&ack.outcome, Outcome::Failed { code: got, .. } if *got == code),
+                    "expected {code:?}, got {ack:?}"
+                );
+                ack
+            }
+            other => panic!("expected a {code:?} ack, got {other:?}"),
+        }
     }
 }
 
@@ -385,6 +459,15 @@ pub fn write_file(path: &Path, bytes: &[u8]) {
         std::fs::create_dir_all(parent).expect("mkdir");
     }
     std::fs::write(path, bytes).expect("write");
+}
+
+/// A file to send, alone in a temporary folder that lasts as long as the
+/// returned handle.
+pub fn source_file(name: &str, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join(name);
+    write_file(&file, bytes);
+    (src, file)
 }
 
 /// Deterministic test data of `len` bytes.

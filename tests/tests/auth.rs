@@ -6,7 +6,10 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferry_e2e::{Server, bin_path, connect, ferry_command, read_to_close, tutorial_upload};
+use ferry_e2e::{
+    Server, bin_path, connect, ferry_command, read_to_close, source_file, tutorial_send,
+    tutorial_upload,
+};
 use ferry_proto::{ClientMsg, ErrorCode, ServerMsg, read_frame, to_body, write_frame};
 
 const TOKEN: &str = "correct horse battery staple";
@@ -34,9 +37,7 @@ fn hello(addr: &str, token: Option<&str>) -> Option<ServerMsg> {
 }
 
 fn send_file(addr: &str, token: Option<&str>) -> std::process::Output {
-    let src = tempfile::tempdir().expect("tempdir");
-    let file = src.path().join("secret-plans.txt");
-    std::fs::write(&file, b"plans").expect("write");
+    let (_src, file) = source_file("secret-plans.txt", b"plans");
     let state = tempfile::tempdir().expect("state dir");
     let mut cmd = ferry_command(state.path());
     cmd.args(["send", "--to", addr])
@@ -126,10 +127,7 @@ fn tutorial_clients_are_refused_when_a_token_is_required_unless_allowed() {
     assert!(server.files().is_empty());
 
     let (server, _secrets) = server_with_token(&["--allow-legacy"]);
-    let mut s = connect(&server.addr());
-    s.write_all(&tutorial_upload("legacy.txt", b"old style"))
-        .expect("send");
-    drop(s);
+    tutorial_send(&server.addr(), "legacy.txt", b"old style");
     server.expect_log("name=\"legacy.txt\"");
     assert_eq!(server.read("legacy.txt"), b"old style");
 }

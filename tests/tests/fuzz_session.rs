@@ -8,7 +8,7 @@ use std::io::Write;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use ferry_e2e::{Server, V1, connect, raw_frame, tutorial_upload};
+use ferry_e2e::{Server, V1, connect, raw_frame, tutorial_send};
 use ferry_proto::{ClientMsg, FileHeader, OnClash, Outcome, PlanEntry, ServerMsg, to_body};
 use proptest::prelude::*;
 
@@ -124,9 +124,6 @@ proptest! {
 #[test]
 fn a_tutorial_client_after_the_fuzzing_still_works() {
     let server = server();
-    let mut s = connect(&server.addr());
-    s.write_all(&tutorial_upload("after-fuzz.txt", b"ok"))
-        .expect("send");
-    drop(s);
+    tutorial_send(&server.addr(), "after-fuzz.txt", b"ok");
     server.expect_log("name=\"after-fuzz.txt\"");
 }

@@ -6,8 +6,10 @@ use std::io::Write;
 use std::net::Shutdown;
 use std::path::Path;
 
-use ferry_e2e::{Server, V1, connect, data, raw_frame, read_to_close, tutorial_upload};
-use ferry_proto::{ClientMsg, ErrorCode, FileHeader, OnClash, Outcome, ServerMsg};
+use ferry_e2e::{
+    Server, V1, connect, data, raw_frame, read_to_close, tutorial_send, tutorial_upload,
+};
+use ferry_proto::{ClientMsg, ErrorCode, OnClash, Outcome, ServerMsg};
 
 /// Names that must never be stored as given.
 fn hostile_names(outside: &Path) -> Vec<String> {
@@ -36,9 +38,7 @@ fn hostile_names(outside: &Path) -> Vec<String> {
 /// A good upload on a fresh connection still lands.
 fn assert_still_serving(server: &Server, tag: &str) {
     let name = format!("ok-{tag}.txt");
-    let mut s = connect(&server.addr());
-    s.write_all(&tutorial_upload(&name, b"fine")).expect("send");
-    drop(s);
+    tutorial_send(&server.addr(), &name, b"fine");
     server.expect_log(&format!("name=\"{name}\""));
     assert_eq!(server.read(&name), b"fine");
 }
@@ -113,34 +113,23 @@ fn hostile_names_from_v1_clients_get_a_bad_name_ack() {
 #[test]
 fn symlinks_on_the_way_are_refused_and_never_followed() {
     let server = Server::start();
-    let outside = server.root().join("outside");
-    std::fs::create_dir(&outside).expect("mkdir");
-    std::os::unix::fs::symlink(&outside, server.dir().join("link")).expect("symlink");
+    let outside = server.block_with_symlink("link");
     std::os::unix::fs::symlink(outside.join("target"), server.dir().join("last")).expect("symlink");
 
     let mut c = V1::connect(&server.addr());
     c.upload(1, "link/x.txt", b"evil", OnClash::Rename);
-    let ack = c.recv();
-    assert!(
-        matches!(&ack, Some(ServerMsg::Ack(a)) if matches!(a.outcome, Outcome::Failed { code: ErrorCode::BadName, .. })),
-        "{ack:?}"
-    );
+    c.expect_failed(ErrorCode::BadName);
     server.expect_log("is not a folder (or is a symlink)");
 
     // A symlink at the final name is a taken name, never a way out.
     for policy in [OnClash::Rename, OnClash::Overwrite] {
         let mut c = V1::connect(&server.addr());
         c.upload(1, "last", b"not through the link", policy);
-        let ack = c.recv();
         match policy {
-            OnClash::Rename => assert!(
-                matches!(&ack, Some(ServerMsg::Ack(a)) if matches!(&a.outcome, Outcome::Stored { stored_as, .. } if stored_as == "last (1)")),
-                "{ack:?}"
-            ),
-            _ => assert!(
-                matches!(&ack, Some(ServerMsg::Ack(a)) if matches!(a.outcome, Outcome::Failed { code: ErrorCode::Exists, .. })),
-                "{ack:?}"
-            ),
+            OnClash::Rename => assert_eq!(c.expect_stored(), "last (1)"),
+            _ => {
+                c.expect_failed(ErrorCode::Exists);
+            }
         }
     }
     assert!(outside_is_empty(&server));
@@ -264,60 +253,19 @@ fn unknown_protocol_versions_are_told_and_dropped() {
 fn oversized_declarations_are_refused_before_any_byte_is_written() {
     let server = Server::start_with(&["--max-file-size", "1K"]);
     // Tutorial client: dropped, nothing written.
-    let mut s = connect(&server.addr());
-    s.write_all(&tutorial_upload("big.bin", &data(2048, 1)))
-        .expect("send");
-    drop(s);
+    tutorial_send(&server.addr(), "big.bin", &data(2048, 1));
     server.expect_log("over the limit of 1024 bytes");
     assert_nothing_stored(&server);
 
     // v1 client: told why, before sending the body.
     let mut c = V1::connect(&server.addr());
-    c.send(&ClientMsg::File(FileHeader {
-        id: 3,
-        path: "big.bin".into(),
-        size: 2048,
-        on_clash: OnClash::Rename,
-        ..Default::default()
-    }));
-    match c.recv() {
-        Some(ServerMsg::Ack(ack)) => {
-            assert_eq!(ack.id, 3);
-            assert!(matches!(
-                ack.outcome,
-                Outcome::Failed {
-                    code: ErrorCode::TooLarge,
-                    ..
-                }
-            ));
-        }
-        other => panic!("expected too_large, got {other:?}"),
-    }
+    c.start_file(3, "big.bin", 2048);
+    assert_eq!(c.expect_failed(ErrorCode::TooLarge).id, 3);
     // Beyond any disk: refused as no space, whatever the limit.
     let unlimited = Server::start();
     let mut c = V1::connect(&unlimited.addr());
-    c.send(&ClientMsg::File(FileHeader {
-        id: 4,
-        path: "huge.bin".into(),
-        size: 1 << 60,
-        on_clash: OnClash::Rename,
-        ..Default::default()
-    }));
-    match c.recv() {
-        Some(ServerMsg::Ack(ack)) => {
-            assert!(
-                matches!(
-                    ack.outcome,
-                    Outcome::Failed {
-                        code: ErrorCode::NoSpace,
-                        ..
-                    }
-                ),
-                "{ack:?}"
-            )
-        }
-        other => panic!("expected no_space, got {other:?}"),
-    }
+    c.start_file(4, "huge.bin", 1 << 60);
+    c.expect_failed(ErrorCode::NoSpace);
     unlimited.expect_log("not enough space");
     assert_nothing_stored(&unlimited);
     assert_still_serving(&server, "after");
@@ -339,13 +287,7 @@ fn a_body_shorter_than_declared_leaves_nothing() {
 fn a_v1_body_longer_than_declared_is_not_stored() {
     let server = Server::start();
     let mut c = V1::connect(&server.addr());
-    c.send(&ClientMsg::File(FileHeader {
-        id: 1,
-        path: "long.bin".into(),
-        size: 10,
-        on_clash: OnClash::Rename,
-        ..Default::default()
-    }));
+    c.start_file(1, "long.bin", 10);
     c.stream.write_all(&data(5000, 3)).expect("body and more");
     let _ = c.stream.shutdown(Shutdown::Write);
     let _ = read_to_close(&mut c.stream);
@@ -358,38 +300,18 @@ fn a_v1_body_longer_than_declared_is_not_stored() {
 fn a_wrong_digest_is_refused_and_the_connection_goes_on() {
     let server = Server::start();
     let mut c = V1::connect(&server.addr());
-    c.send(&ClientMsg::File(FileHeader {
-        id: 1,
-        path: "tampered.bin".into(),
-        size: 4,
-        on_clash: OnClash::Rename,
-        ..Default::default()
-    }));
+    c.start_file(1, "tampered.bin", 4);
     c.stream.write_all(b"evil").expect("body");
     c.send(&ClientMsg::Done {
         id: 1,
         blake3: blake3::hash(b"good").to_hex().to_string(),
     });
-    match c.recv() {
-        Some(ServerMsg::Ack(ack)) => assert!(
-            matches!(
-                ack.outcome,
-                Outcome::Failed {
-                    code: ErrorCode::DigestMismatch,
-                    ..
-                }
-            ),
-            "{ack:?}"
-        ),
-        other => panic!("expected digest_mismatch, got {other:?}"),
-    }
+    c.expect_failed(ErrorCode::DigestMismatch);
     server.expect_log("digest mismatch");
     assert_nothing_stored(&server);
     // Same connection, next file: fine.
     c.upload(2, "honest.bin", b"good", OnClash::Rename);
-    assert!(
-        matches!(c.recv(), Some(ServerMsg::Ack(a)) if matches!(a.outcome, Outcome::Stored { .. }))
-    );
+    c.expect_stored();
     assert_eq!(server.read("honest.bin"), b"good");
 }
 
@@ -411,13 +333,7 @@ fn out_of_order_v1_messages_are_protocol_errors() {
     server.expect_log("unexpected `done` message");
 
     let mut c = V1::connect(&server.addr());
-    c.send(&ClientMsg::File(FileHeader {
-        id: 1,
-        path: "a".into(),
-        size: 1,
-        on_clash: OnClash::Rename,
-        ..Default::default()
-    }));
+    c.start_file(1, "a", 1);
     c.stream.write_all(b"x").expect("body");
     c.send(&ClientMsg::Done {
         id: 2,
@@ -512,16 +428,7 @@ fn look_alike_names_become_one_and_windows_names_can_be_refused() {
     let mut c = V1::connect(&server.addr());
     c.upload(1, "caf\u{e9}.txt", b"one", OnClash::Rename);
     c.upload(2, "cafe\u{301}.txt", b"two", OnClash::Rename);
-    let mut stored = Vec::new();
-    for _ in 0..2 {
-        match c.recv() {
-            Some(ServerMsg::Ack(ack)) => match ack.outcome {
-                Outcome::Stored { stored_as, .. } => stored.push(stored_as),
-                other => panic!("{other:?}"),
-            },
-            other => panic!("{other:?}"),
-        }
-    }
+    let stored = [c.expect_stored(), c.expect_stored()];
     assert_eq!(
         stored,
         ["caf\u{e9}.txt", "caf\u{e9} (1).txt"],
@@ -541,7 +448,5 @@ fn look_alike_names_become_one_and_windows_names_can_be_refused() {
     portable.expect_log("cannot be stored on Windows");
     let mut c = V1::connect(&portable.addr());
     c.upload(1, "console.txt", b"fine", OnClash::Rename);
-    assert!(
-        matches!(c.recv(), Some(ServerMsg::Ack(a)) if matches!(a.outcome, Outcome::Stored { .. }))
-    );
+    c.expect_stored();
 }

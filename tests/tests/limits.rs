@@ -2,7 +2,7 @@
 //! a floor of free disk space. Each refusal is a clear error to a v1 client
 //! and a line in the log.
 
-use ferry_e2e::{Server, V1, all_output, ferry};
+use ferry_e2e::{Server, V1, all_output, ferry_send, source_file};
 use ferry_proto::{ErrorCode, OnClash, Outcome, ServerMsg};
 
 #[test]
@@ -58,7 +58,7 @@ fn files_per_connection_are_capped_and_ferry_send_reconnects_for_more() {
     for i in 0..8 {
         std::fs::write(tree.join(format!("m{i}.txt")), b"y").expect("write");
     }
-    let out = ferry(&["send", "--to", &server.addr(), tree.to_str().expect("utf8")]);
+    let out = ferry_send(&server.addr(), &[tree.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", all_output(&out));
     for i in 0..8 {
         assert_eq!(server.read(&format!("many/m{i}.txt")), b"y");
@@ -69,12 +69,10 @@ fn files_per_connection_are_capped_and_ferry_send_reconnects_for_more() {
 fn uploads_may_not_eat_into_the_free_space_floor() {
     // A floor larger than any disk here: every upload is refused.
     let server = Server::start_with(&["--min-free", "1000000T"]);
-    let src = tempfile::tempdir().expect("tempdir");
-    let file = src.path().join("tiny.txt");
-    std::fs::write(&file, b"tiny").expect("write");
+    let (_src, file) = source_file("tiny.txt", b"tiny");
     let path = file.to_str().expect("utf8");
 
-    let plan = ferry(&["send", "--to", &server.addr(), "--dry-run", path]);
+    let plan = ferry_send(&server.addr(), &["--dry-run", path]);
     assert!(!plan.status.success());
     assert!(
         all_output(&plan).contains("REFUSED    tiny.txt: not enough space"),
@@ -82,7 +80,7 @@ fn uploads_may_not_eat_into_the_free_space_floor() {
         all_output(&plan)
     );
 
-    let out = ferry(&["send", "--to", &server.addr(), path]);
+    let out = ferry_send(&server.addr(), &[path]);
     assert!(!out.status.success());
     assert!(
         all_output(&out).contains("tiny.txt: FAILED: not enough space"),
@@ -98,58 +96,34 @@ fn the_folder_quota_is_kept() {
     let server = Server::start_with(&["--quota", "10K"]);
     let mut c = V1::connect(&server.addr());
     c.upload(1, "first.bin", &[1u8; 8 * 1024], OnClash::Rename);
-    assert!(
-        matches!(c.recv(), Some(ServerMsg::Ack(a)) if matches!(a.outcome, Outcome::Stored { .. }))
-    );
+    c.expect_stored();
     let mut c = V1::connect(&server.addr());
     c.upload(2, "second.bin", &[2u8; 8 * 1024], OnClash::Rename);
-    match c.recv() {
-        Some(ServerMsg::Ack(ack)) => assert!(
-            matches!(&ack.outcome, Outcome::Failed { code: ErrorCode::LimitReached, message } if message.contains("quota")),
-            "{ack:?}"
-        ),
-        other => panic!("expected a quota refusal, got {other:?}"),
-    }
+    let ack = c.expect_failed(ErrorCode::LimitReached);
+    assert!(
+        matches!(&ack.outcome, Outcome::Failed { message, .. } if message.contains("quota")),
+        "{ack:?}"
+    );
     server.expect_log("quota is used up");
     assert_eq!(server.files(), ["first.bin"]);
 }
 
 #[test]
 fn uploads_running_side_by_side_cannot_both_pass_the_quota() {
-    use ferry_proto::{ClientMsg, FileHeader};
     use std::io::Write;
 
     let server = Server::start_with(&["--quota", "10K"]);
-    let header = |path: &str| {
-        ClientMsg::File(FileHeader {
-            id: 1,
-            path: path.into(),
-            size: 8 * 1024,
-            ..Default::default()
-        })
-    };
     // Both announce 8 KiB before either has sent a byte of it.
     let mut a = V1::connect(&server.addr());
     let mut b = V1::connect(&server.addr());
-    a.send(&header("a.bin"));
+    a.start_file(1, "a.bin", 8 * 1024);
     a.stream.write_all(&[1u8; 100]).expect("a starts");
     server.expect_log("path=\"a.bin\"");
-    b.send(&header("b.bin"));
-    let refused = matches!(
-        b.recv(),
-        Some(ServerMsg::Ack(ack)) if matches!(ack.outcome, Outcome::Failed { code: ErrorCode::LimitReached, .. })
-    );
-    assert!(
-        refused,
-        "the second must not pass the room the first has taken"
-    );
+    b.start_file(1, "b.bin", 8 * 1024);
+    // The second must not pass the room the first has taken.
+    b.expect_failed(ErrorCode::LimitReached);
     a.stream.write_all(&[1u8; 8 * 1024 - 100]).expect("a ends");
-    a.send(&ClientMsg::Done {
-        id: 1,
-        blake3: blake3::hash(&[1u8; 8 * 1024]).to_hex().to_string(),
-    });
-    assert!(
-        matches!(a.recv(), Some(ServerMsg::Ack(ack)) if matches!(ack.outcome, Outcome::Stored { .. }))
-    );
+    a.finish(1, &[1u8; 8 * 1024]);
+    a.expect_stored();
     assert_eq!(server.files(), ["a.bin"]);
 }

@@ -5,22 +5,27 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-use ferry_e2e::{STAGING, Server, data, ferry, ferry_command, ferry_in, text, write_file};
+use ferry_e2e::{
+    STAGING, Server, data, ferry_command, ferry_send, ferry_send_in, source_file, text, write_file,
+};
 
-/// Starts a slow `ferry send` of `file`, to be killed halfway. Its state
-/// folder is `state`.
-fn slow_send(server: &Server, file: &Path, state: &Path) -> Child {
-    ferry_command(state)
+/// Starts a slow `ferry send` of `file` (state folder `state`) and returns
+/// once the server holds part of it, for the test to kill one side.
+fn partly_sent(server: &Server, file: &Path, state: &Path) -> Child {
+    let child = ferry_command(state)
         .args(["send", "--to", &server.addr(), "--limit-rate", "4M"])
         .arg(file)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("spawn ferry")
+        .expect("spawn ferry");
+    server.expect_log("path=\"big.bin\"");
+    wait_for_partial(server.dir());
+    child
 }
 
 /// The partials the server keeps for resuming: (name, bytes).
@@ -55,9 +60,7 @@ fn wait_for_partial(dir: &Path) {
 /// server has some of it; returns how much the server kept.
 fn interrupted_upload(server: &Server, file: &Path) -> u64 {
     let state = tempfile::tempdir().expect("state dir");
-    let mut child = slow_send(server, file, state.path());
-    server.expect_log("path=\"big.bin\"");
-    wait_for_partial(server.dir());
+    let mut child = partly_sent(server, file, state.path());
     child.kill().expect("SIGKILL the client");
     let _ = child.wait();
     server.expect_log("client left after");
@@ -72,21 +75,29 @@ fn interrupted_upload(server: &Server, file: &Path) -> u64 {
     kept[0].1
 }
 
+/// Sends `file` (big.bin) again after an interruption and checks that the
+/// server took it up at `offset`, stored all of `want` and kept no partial.
+fn resend_resumes_at(server: &Server, file: &Path, offset: u64, want: &[u8]) -> Output {
+    let out = ferry_send(&server.addr(), &[file.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("big.bin: resumed at"),
+        "{}",
+        text(&out.stderr)
+    );
+    server.expect_log(&format!("offset={offset}"));
+    assert_eq!(server.read("big.bin"), want);
+    assert!(partials(server.dir()).is_empty());
+    out
+}
+
 #[test]
 fn a_killed_client_resumes_where_the_server_stopped_and_sends_less() {
     let server = Server::start();
-    let src = tempfile::tempdir().expect("tempdir");
-    let file = src.path().join("big.bin");
-    write_file(&file, &data(24 << 20, 1));
+    let (_src, file) = source_file("big.bin", &data(24 << 20, 1));
     let kept = interrupted_upload(&server, &file);
 
-    let plan = ferry(&[
-        "send",
-        "--to",
-        &server.addr(),
-        "--dry-run",
-        file.to_str().expect("utf8"),
-    ]);
+    let plan = ferry_send(&server.addr(), &["--dry-run", file.to_str().expect("utf8")]);
     assert!(plan.status.success(), "{}", text(&plan.stderr));
     assert!(
         text(&plan.stdout).contains("resume     big.bin at"),
@@ -94,35 +105,22 @@ fn a_killed_client_resumes_where_the_server_stopped_and_sends_less() {
         text(&plan.stdout)
     );
 
-    let out = ferry(&["send", "--to", &server.addr(), file.to_str().expect("utf8")]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("big.bin: resumed at"),
-        "{}",
-        text(&out.stderr)
-    );
+    // The server takes the body from where its partial ended: those bytes
+    // do not cross the wire again.
+    let out = resend_resumes_at(&server, &file, kept, &data(24 << 20, 1));
     assert!(
         text(&out.stdout).contains("resumed, not sent again"),
         "{}",
         text(&out.stdout)
     );
-    // The server took the body from where its partial ended: those bytes
-    // did not cross the wire again.
-    server.expect_log(&format!("offset={kept}"));
-    assert_eq!(server.read("big.bin"), data(24 << 20, 1));
-    assert!(partials(server.dir()).is_empty());
 }
 
 #[test]
 fn a_killed_server_keeps_the_partial_and_the_upload_resumes_after_restart() {
     let server = Server::start();
-    let src = tempfile::tempdir().expect("tempdir");
-    let file = src.path().join("big.bin");
-    write_file(&file, &data(24 << 20, 2));
+    let (_src, file) = source_file("big.bin", &data(24 << 20, 2));
     let state = tempfile::tempdir().expect("state dir");
-    let mut child = slow_send(&server, &file, state.path());
-    server.expect_log("path=\"big.bin\"");
-    wait_for_partial(server.dir());
+    let mut child = partly_sent(&server, &file, state.path());
     // SIGKILL the server mid-upload, then start it again on the same folder.
     let (root, dir) = server.into_root();
     let status = child.wait().expect("client ends");
@@ -131,24 +129,13 @@ fn a_killed_server_keeps_the_partial_and_the_upload_resumes_after_restart() {
     assert_eq!(kept.len(), 1, "{kept:?}");
 
     let server = Server::start_in(root, dir, &[]);
-    let out = ferry(&["send", "--to", &server.addr(), file.to_str().expect("utf8")]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("big.bin: resumed at"),
-        "{}",
-        text(&out.stderr)
-    );
-    server.expect_log(&format!("offset={}", kept[0].1));
-    assert_eq!(server.read("big.bin"), data(24 << 20, 2));
-    assert!(partials(server.dir()).is_empty());
+    resend_resumes_at(&server, &file, kept[0].1, &data(24 << 20, 2));
 }
 
 #[test]
 fn a_tampered_partial_is_never_trusted() {
     let server = Server::start();
-    let src = tempfile::tempdir().expect("tempdir");
-    let file = src.path().join("big.bin");
-    write_file(&file, &data(24 << 20, 3));
+    let (_src, file) = source_file("big.bin", &data(24 << 20, 3));
     interrupted_upload(&server, &file);
     // Someone changes the kept bytes.
     let (name, _) = partials(server.dir()).remove(0);
@@ -157,7 +144,7 @@ fn a_tampered_partial_is_never_trusted() {
     bytes[100] ^= 0xff;
     fs::write(&path, bytes).expect("tamper");
 
-    let out = ferry(&["send", "--to", &server.addr(), file.to_str().expect("utf8")]);
+    let out = ferry_send(&server.addr(), &[file.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     server.expect_log("digest mismatch");
     assert_eq!(
@@ -171,21 +158,13 @@ fn a_tampered_partial_is_never_trusted() {
 #[test]
 fn partials_expire_after_the_configured_time() {
     let server = Server::start();
-    let src = tempfile::tempdir().expect("tempdir");
-    let file = src.path().join("big.bin");
-    write_file(&file, &data(24 << 20, 4));
+    let (_src, file) = source_file("big.bin", &data(24 << 20, 4));
     interrupted_upload(&server, &file);
     let (root, dir) = server.into_root();
     let server = Server::start_in(root, dir, &["--partial-ttl", "0"]);
     server.expect_log("removed 1 incomplete upload(s) left by an earlier run");
     assert!(partials(server.dir()).is_empty());
-    let plan = ferry(&[
-        "send",
-        "--to",
-        &server.addr(),
-        "--dry-run",
-        file.to_str().expect("utf8"),
-    ]);
+    let plan = ferry_send(&server.addr(), &["--dry-run", file.to_str().expect("utf8")]);
     assert!(
         text(&plan.stdout).contains("new        big.bin"),
         "{}",
@@ -198,9 +177,7 @@ fn the_plan_gives_a_verdict_for_every_file_and_sends_nothing() {
     let server = Server::start_with(&["--max-file-size", "10M"]);
     write_file(&server.dir().join("same.txt"), b"same bytes");
     write_file(&server.dir().join("taken.txt"), b"old");
-    let elsewhere = server.root().join("elsewhere");
-    fs::create_dir(&elsewhere).expect("mkdir");
-    std::os::unix::fs::symlink(&elsewhere, server.dir().join("blocked")).expect("symlink");
+    server.block_with_symlink("blocked");
 
     let src = tempfile::tempdir().expect("tempdir");
     let p = |name: &str| src.path().join(name).to_string_lossy().into_owned();
@@ -211,20 +188,19 @@ fn the_plan_gives_a_verdict_for_every_file_and_sends_nothing() {
     write_file(&src.path().join("big.bin"), &data(11 << 20, 5));
     let before = server.files();
 
-    let args = [
-        "send",
-        "--to",
+    let out = ferry_send(
         &server.addr(),
-        "--dry-run",
-        "--on-clash",
-        "skip-identical",
-        &p("new.txt"),
-        &p("same.txt"),
-        &p("taken.txt"),
-        &p("blocked"),
-        &p("big.bin"),
-    ];
-    let out = ferry(&args);
+        &[
+            "--dry-run",
+            "--on-clash",
+            "skip-identical",
+            &p("new.txt"),
+            &p("same.txt"),
+            &p("taken.txt"),
+            &p("blocked"),
+            &p("big.bin"),
+        ],
+    );
     let shown = text(&out.stdout);
     assert!(!out.status.success(), "refusals make a dry run fail");
     for want in [
@@ -237,15 +213,10 @@ fn the_plan_gives_a_verdict_for_every_file_and_sends_nothing() {
     ] {
         assert!(shown.contains(want), "missing {want:?} in:\n{shown}");
     }
-    let out = ferry(&[
-        "send",
-        "--to",
+    let out = ferry_send(
         &server.addr(),
-        "--dry-run",
-        "--on-clash",
-        "overwrite",
-        &p("taken.txt"),
-    ]);
+        &["--dry-run", "--on-clash", "overwrite", &p("taken.txt")],
+    );
     assert!(out.status.success());
     assert!(
         text(&out.stdout).contains("overwrite  taken.txt"),
@@ -261,13 +232,7 @@ fn the_plan_gives_a_verdict_for_every_file_and_sends_nothing() {
         .expect("create")
         .set_len(8 << 40)
         .expect("sparse");
-    let out = ferry(&[
-        "send",
-        "--to",
-        &unlimited.addr(),
-        "--dry-run",
-        &p("huge.bin"),
-    ]);
+    let out = ferry_send(&unlimited.addr(), &["--dry-run", &p("huge.bin")]);
     assert!(!out.status.success());
     assert!(
         text(&out.stdout).contains("REFUSED    huge.bin: not enough space"),
@@ -291,7 +256,7 @@ fn modification_times_are_kept_and_modes_come_from_the_server() {
         .set_modified(when)
         .expect("set mtime");
 
-    let out = ferry(&["send", "--to", &server.addr(), file.to_str().expect("utf8")]);
+    let out = ferry_send(&server.addr(), &[file.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let meta = fs::metadata(server.dir().join("old-script.sh")).expect("stored");
     assert_eq!(meta.modified().expect("mtime"), when);
@@ -301,15 +266,15 @@ fn modification_times_are_kept_and_modes_come_from_the_server() {
         "the server's mode, not the sender's"
     );
 
-    let out = ferry(&[
-        "send",
-        "--to",
+    let out = ferry_send(
         &server.addr(),
-        "--no-mtime",
-        "--on-clash",
-        "overwrite",
-        file.to_str().expect("utf8"),
-    ]);
+        &[
+            "--no-mtime",
+            "--on-clash",
+            "overwrite",
+            file.to_str().expect("utf8"),
+        ],
+    );
     assert!(out.status.success());
     let meta = fs::metadata(server.dir().join("old-script.sh")).expect("stored");
     assert!(meta.modified().expect("mtime") > when + Duration::from_secs(3600));
@@ -319,10 +284,7 @@ fn modification_times_are_kept_and_modes_come_from_the_server() {
 fn retry_failed_sends_again_only_what_failed() {
     let state = tempfile::tempdir().expect("tempdir");
     let server = Server::start();
-    fs::create_dir_all(server.dir().join("batch")).expect("mkdir");
-    let elsewhere = server.root().join("elsewhere");
-    fs::create_dir(&elsewhere).expect("mkdir");
-    std::os::unix::fs::symlink(&elsewhere, server.dir().join("batch/blocked")).expect("symlink");
+    server.block_with_symlink("batch/blocked");
     let src = tempfile::tempdir().expect("tempdir");
     let tree = src.path().join("batch");
     for i in 0..3 {
@@ -330,9 +292,10 @@ fn retry_failed_sends_again_only_what_failed() {
     }
     write_file(&tree.join("blocked/x.txt"), b"later");
 
-    let out = ferry_in(
+    let out = ferry_send_in(
         state.path(),
-        &["send", "--to", &server.addr(), tree.to_str().expect("utf8")],
+        &server.addr(),
+        &[tree.to_str().expect("utf8")],
     );
     assert!(!out.status.success());
     assert!(
@@ -348,10 +311,7 @@ fn retry_failed_sends_again_only_what_failed() {
 
     // The obstacle goes; only the failed file is sent again, to its place.
     fs::remove_file(server.dir().join("batch/blocked")).expect("unblock");
-    let out = ferry_in(
-        state.path(),
-        &["send", "--to", &server.addr(), "--retry-failed"],
-    );
+    let out = ferry_send_in(state.path(), &server.addr(), &["--retry-failed"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("sent 1 file(s)"),
@@ -366,10 +326,7 @@ fn retry_failed_sends_again_only_what_failed() {
     );
     assert!(!state.path().join("ferry/failed.json").exists());
 
-    let out = ferry_in(
-        state.path(),
-        &["send", "--to", &server.addr(), "--retry-failed"],
-    );
+    let out = ferry_send_in(state.path(), &server.addr(), &["--retry-failed"]);
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("nothing to retry"));
 }
@@ -377,7 +334,7 @@ fn retry_failed_sends_again_only_what_failed() {
 #[test]
 fn two_uploads_under_one_resume_key_at_once_do_not_share_a_partial() {
     use ferry_e2e::V1;
-    use ferry_proto::{ClientMsg, FileHeader, Outcome, ServerMsg};
+    use ferry_proto::{ClientMsg, FileHeader};
     use std::io::Write;
 
     let server = Server::start();
@@ -391,10 +348,6 @@ fn two_uploads_under_one_resume_key_at_once_do_not_share_a_partial() {
             ..Default::default()
         })
     };
-    let done = |body: &[u8]| ClientMsg::Done {
-        id: 1,
-        blake3: blake3::hash(body).to_hex().to_string(),
-    };
     let mut a = V1::connect(&server.addr());
     let mut b = V1::connect(&server.addr());
     a.send(&header(&one));
@@ -404,18 +357,9 @@ fn two_uploads_under_one_resume_key_at_once_do_not_share_a_partial() {
     b.stream.write_all(&two[..1 << 20]).expect("b, first part");
     a.stream.write_all(&one[1 << 20..]).expect("a, rest");
     b.stream.write_all(&two[1 << 20..]).expect("b, rest");
-    a.send(&done(&one));
-    b.send(&done(&two));
-    let mut stored = Vec::new();
-    for c in [&mut a, &mut b] {
-        match c.recv() {
-            Some(ServerMsg::Ack(ack)) => match ack.outcome {
-                Outcome::Stored { stored_as, .. } => stored.push(stored_as),
-                other => panic!("expected stored, got {other:?}"),
-            },
-            other => panic!("expected an ack, got {other:?}"),
-        }
-    }
+    a.finish(1, &one);
+    b.finish(1, &two);
+    let mut stored = vec![a.expect_stored(), b.expect_stored()];
     stored.sort();
     assert_eq!(stored, ["same (1).bin", "same.bin"]);
     let mut contents = [server.read("same.bin"), server.read("same (1).bin")];
@@ -436,35 +380,25 @@ fn a_good_send_to_one_server_keeps_the_failures_at_another() {
     let small = src.path().join("fine.txt");
     write_file(&small, b"fine");
 
-    let out = ferry_in(
-        state.path(),
-        &["send", "--to", &strict.addr(), big.to_str().expect("utf8")],
-    );
+    let out = ferry_send_in(state.path(), &strict.addr(), &[big.to_str().expect("utf8")]);
     assert!(!out.status.success());
-    let out = ferry_in(
+    let out = ferry_send_in(
         state.path(),
-        &["send", "--to", &other.addr(), small.to_str().expect("utf8")],
+        &other.addr(),
+        &[small.to_str().expect("utf8")],
     );
     assert!(out.status.success());
     // The failure at the strict server is still there to retry.
-    let out = ferry_in(
-        state.path(),
-        &["send", "--to", &other.addr(), "--retry-failed"],
-    );
+    let out = ferry_send_in(state.path(), &other.addr(), &["--retry-failed"]);
     assert!(
         text(&out.stdout).contains("nothing to retry"),
         "{}",
         text(&out.stdout)
     );
-    let out = ferry_in(
+    let out = ferry_send_in(
         state.path(),
-        &[
-            "send",
-            "--to",
-            &strict.addr(),
-            "--retry-failed",
-            "--dry-run",
-        ],
+        &strict.addr(),
+        &["--retry-failed", "--dry-run"],
     );
     assert!(
         text(&out.stdout).contains("REFUSED    too-big.bin"),

@@ -8,34 +8,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ferry_e2e::{Server, V1, connect, data, raw_frame, read_to_close, tutorial_upload};
-use ferry_proto::{ClientMsg, ErrorCode, FileHeader, OnClash, Outcome, ServerMsg};
-
-fn header(id: u64, path: &str, size: usize) -> ClientMsg {
-    ClientMsg::File(FileHeader {
-        id,
-        path: path.into(),
-        size: size as u64,
-        on_clash: OnClash::Rename,
-        ..Default::default()
-    })
-}
-
-fn expect_stored(c: &mut V1) -> String {
-    match c.recv() {
-        Some(ServerMsg::Ack(ack)) => match ack.outcome {
-            Outcome::Stored { stored_as, .. } => stored_as,
-            other => panic!("expected stored, got {other:?}"),
-        },
-        other => panic!("expected an ack, got {other:?}"),
-    }
-}
+use ferry_proto::{ErrorCode, OnClash, ServerMsg};
 
 #[test]
 fn a_client_that_dies_mid_upload_leaves_nothing() {
     let server = Server::start();
     let body = data(4 << 20, 5);
     let mut c = V1::connect(&server.addr());
-    c.send(&header(1, "dying.bin", body.len()));
+    c.start_file(1, "dying.bin", body.len() as u64);
     c.stream
         .write_all(&body[..1 << 20])
         .expect("part of the body");
@@ -46,7 +26,7 @@ fn a_client_that_dies_mid_upload_leaves_nothing() {
     // Others are served as before.
     let mut c = V1::connect(&server.addr());
     c.upload(1, "alive.bin", &body, OnClash::Rename);
-    assert_eq!(expect_stored(&mut c), "alive.bin");
+    assert_eq!(c.expect_stored(), "alive.bin");
     assert_eq!(server.read("alive.bin"), body);
 }
 
@@ -72,7 +52,7 @@ fn fifty_clients_at_once_all_land_intact() {
                         c.upload(id as u64, path, bytes, OnClash::Rename);
                     }
                     for _ in &files {
-                        expect_stored(&mut c);
+                        c.expect_stored();
                     }
                 } else {
                     let mut s = connect(&addr);
@@ -109,7 +89,7 @@ fn an_idle_crowd_cannot_lock_out_an_honest_client() {
     thread::sleep(Duration::from_millis(3000));
     let mut c = V1::connect(&server.addr());
     c.upload(1, "honest.txt", b"made it", OnClash::Rename);
-    assert_eq!(expect_stored(&mut c), "honest.txt");
+    assert_eq!(c.expect_stored(), "honest.txt");
     server.expect_log("connection limit (8) reached: closed idle connection");
     drop(idle);
 }
@@ -120,7 +100,7 @@ fn when_everyone_is_busy_newcomers_are_refused_with_a_log_line() {
     let mut busy: Vec<V1> = (0..2)
         .map(|i| {
             let mut c = V1::connect(&server.addr());
-            c.send(&header(1, &format!("slow{i}.bin"), 1000));
+            c.start_file(1, &format!("slow{i}.bin"), 1000);
             c.stream.write_all(&[0u8; 10]).expect("start body");
             c
         })
@@ -136,11 +116,8 @@ fn when_everyone_is_busy_newcomers_are_refused_with_a_log_line() {
     // The busy ones finish normally.
     for (i, c) in busy.iter_mut().enumerate() {
         c.stream.write_all(&[0u8; 990]).expect("rest");
-        c.send(&ClientMsg::Done {
-            id: 1,
-            blake3: blake3::hash(&[0u8; 1000]).to_hex().to_string(),
-        });
-        assert_eq!(expect_stored(c), format!("slow{i}.bin"));
+        c.finish(1, &[0u8; 1000]);
+        assert_eq!(c.expect_stored(), format!("slow{i}.bin"));
     }
 }
 
@@ -161,7 +138,7 @@ fn slow_and_silent_peers_time_out() {
     let mut loris = connect(&server.addr());
     // Stalling inside a body.
     let mut stall = V1::connect(&server.addr());
-    stall.send(&header(1, "stall.bin", 100));
+    stall.start_file(1, "stall.bin", 100);
     stall.stream.write_all(&[1u8; 10]).expect("some body");
 
     let started = Instant::now();
@@ -188,7 +165,7 @@ fn sigterm_lets_a_running_upload_finish_then_exits_and_the_port_is_reusable() {
     let addr = server.addr();
     let body = data(3 << 20, 7);
     let mut running = V1::connect(&addr);
-    running.send(&header(1, "finishing.bin", body.len()));
+    running.start_file(1, "finishing.bin", body.len() as u64);
     running
         .stream
         .write_all(&body[..1 << 20])
@@ -207,11 +184,8 @@ fn sigterm_lets_a_running_upload_finish_then_exits_and_the_port_is_reusable() {
     ));
     // The running upload completes and is acked.
     running.stream.write_all(&body[1 << 20..]).expect("rest");
-    running.send(&ClientMsg::Done {
-        id: 1,
-        blake3: blake3::hash(&body).to_hex().to_string(),
-    });
-    assert_eq!(expect_stored(&mut running), "finishing.bin");
+    running.finish(1, &body);
+    assert_eq!(running.expect_stored(), "finishing.bin");
     drop(running);
     let status = server.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "exit status {status:?}");
@@ -223,14 +197,14 @@ fn sigterm_lets_a_running_upload_finish_then_exits_and_the_port_is_reusable() {
     assert_eq!(again.addr(), addr);
     let mut c = V1::connect(&addr);
     c.upload(1, "after-restart.txt", b"yes", OnClash::Rename);
-    assert_eq!(expect_stored(&mut c), "after-restart.txt");
+    assert_eq!(c.expect_stored(), "after-restart.txt");
 }
 
 #[test]
 fn an_upload_outlasting_the_grace_period_is_dropped_and_cleaned() {
     let mut server = Server::start_with(&["--grace", "1"]);
     let mut c = V1::connect(&server.addr());
-    c.send(&header(1, "too-slow.bin", 1 << 20));
+    c.start_file(1, "too-slow.bin", 1 << 20);
     c.stream.write_all(&[0u8; 1000]).expect("a little");
     server.expect_log("path=\"too-slow.bin\"");
     server.signal("INT");
@@ -278,7 +252,7 @@ fn full_disk_mid_upload(size: usize) {
     let server = Server::start_in(root, disk.0.join("uploads"), &[]);
     let body = data(size, 4);
     let mut c = V1::connect(&server.addr());
-    c.send(&header(1, "wont-fit.bin", body.len()));
+    c.start_file(1, "wont-fit.bin", body.len() as u64);
     c.stream.write_all(&body[..1 << 20]).expect("first part");
     thread::sleep(Duration::from_millis(200));
     // Someone else fills the disk meanwhile.
@@ -287,19 +261,7 @@ fn full_disk_mid_upload(size: usize) {
     while f.write_all(&[0u8; 64 * 1024]).is_ok() {}
     drop(f);
     let _ = c.stream.write_all(&body[1 << 20..]);
-    match c.recv() {
-        Some(ServerMsg::Ack(ack)) => assert!(
-            matches!(
-                ack.outcome,
-                Outcome::Failed {
-                    code: ErrorCode::NoSpace,
-                    ..
-                }
-            ),
-            "{ack:?}"
-        ),
-        other => panic!("expected no_space, got {other:?}"),
-    }
+    c.expect_failed(ErrorCode::NoSpace);
     server.expect_log("not enough space");
     assert!(server.files().is_empty());
     assert!(server.staging_is_empty());
@@ -307,7 +269,7 @@ fn full_disk_mid_upload(size: usize) {
     std::fs::remove_file(&filler).expect("rm filler");
     let mut c = V1::connect(&server.addr());
     c.upload(1, "fits.bin", b"small", OnClash::Rename);
-    assert_eq!(expect_stored(&mut c), "fits.bin");
+    assert_eq!(c.expect_stored(), "fits.bin");
     drop(server);
 }
 
@@ -328,11 +290,11 @@ fn big_uploads_arrive_intact_and_a_big_one_cut_short_leaves_nothing() {
     let body = data(24 << 20, 11);
     let mut c = V1::connect(&server.addr());
     c.upload(1, "big.bin", &body, OnClash::Rename);
-    assert_eq!(expect_stored(&mut c), "big.bin");
+    assert_eq!(c.expect_stored(), "big.bin");
     assert_eq!(server.read("big.bin"), body);
 
     let mut c = V1::connect(&server.addr());
-    c.send(&header(2, "cut.bin", body.len()));
+    c.start_file(2, "cut.bin", body.len() as u64);
     c.stream.write_all(&body[..10 << 20]).expect("part");
     drop(c);
     server.expect_log("client left after 10485760 of 25165824 bytes");
@@ -373,13 +335,13 @@ fn earlier_files_are_acked_before_a_long_body_arrives() {
     for id in 0..3 {
         c.upload(id, &format!("small{id}.txt"), b"tiny", OnClash::Rename);
     }
-    c.send(&header(3, "big.bin", 5 << 20));
+    c.start_file(3, "big.bin", 5 << 20);
     c.stream
         .write_all(&[7u8; 1000])
         .expect("start of the big body");
     // The big body is far from complete, yet the three are confirmed.
     for id in 0..3 {
-        assert_eq!(expect_stored(&mut c), format!("small{id}.txt"));
+        assert_eq!(c.expect_stored(), format!("small{id}.txt"));
     }
 }
 
@@ -387,7 +349,7 @@ fn earlier_files_are_acked_before_a_long_body_arrives() {
 fn a_body_trickling_below_the_minimum_rate_is_dropped() {
     let server = Server::start_with(&["--body-timeout", "1", "--min-rate", "50K"]);
     let mut c = V1::connect(&server.addr());
-    c.send(&header(1, "trickle.bin", 1 << 20));
+    c.start_file(1, "trickle.bin", 1 << 20);
     // 10 KiB/s: never silent for a second, but far below 50 KiB/s.
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(5) {
@@ -401,7 +363,7 @@ fn a_body_trickling_below_the_minimum_rate_is_dropped() {
     // A client at a normal pace is untouched by the rule.
     let mut ok = V1::connect(&server.addr());
     ok.upload(1, "brisk.bin", &data(2 << 20, 1), OnClash::Rename);
-    assert_eq!(expect_stored(&mut ok), "brisk.bin");
+    assert_eq!(ok.expect_stored(), "brisk.bin");
 }
 
 #[test]
@@ -415,30 +377,15 @@ fn uploads_side_by_side_cannot_together_eat_into_the_free_space_floor() {
     let server = Server::start_in(root, disk.0.join("uploads"), &["--min-free", "8M"]);
     let body = data(10 << 20, 6);
     let mut a = V1::connect(&server.addr());
-    a.send(&header(1, "first.bin", body.len()));
+    a.start_file(1, "first.bin", body.len() as u64);
     a.stream.write_all(&body[..1 << 20]).expect("first starts");
     server.expect_log("path=\"first.bin\"");
     let mut b = V1::connect(&server.addr());
-    b.send(&header(1, "second.bin", body.len()));
-    match b.recv() {
-        Some(ServerMsg::Ack(ack)) => assert!(
-            matches!(
-                ack.outcome,
-                Outcome::Failed {
-                    code: ErrorCode::NoSpace,
-                    ..
-                }
-            ),
-            "{ack:?}"
-        ),
-        other => panic!("expected no_space for the second, got {other:?}"),
-    }
+    b.start_file(1, "second.bin", body.len() as u64);
+    b.expect_failed(ErrorCode::NoSpace);
     a.stream.write_all(&body[1 << 20..]).expect("first ends");
-    a.send(&ClientMsg::Done {
-        id: 1,
-        blake3: blake3::hash(&body).to_hex().to_string(),
-    });
-    assert_eq!(expect_stored(&mut a), "first.bin");
+    a.finish(1, &body);
+    assert_eq!(a.expect_stored(), "first.bin");
     assert_eq!(server.files(), ["first.bin"]);
     drop(server);
 }

@@ -5,15 +5,13 @@ use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ferry_e2e::{Server, data, ferry, ferry_command, text, write_file};
+use ferry_e2e::{Server, data, ferry_command, ferry_send, source_file, text, write_file};
 
 #[test]
 fn sends_one_file_verified() {
     let server = Server::start();
-    let src = tempfile::tempdir().expect("tempdir");
-    let file = src.path().join("photo.jpg");
-    write_file(&file, &data(5 << 20, 3));
-    let out = ferry(&["send", "--to", &server.addr(), file.to_str().expect("utf8")]);
+    let (_src, file) = source_file("photo.jpg", &data(5 << 20, 3));
+    let out = ferry_send(&server.addr(), &[file.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("sent 1 file(s), 5 MiB"),
@@ -34,7 +32,7 @@ fn sends_a_tree_keeping_its_name_empty_files_and_empty_folders() {
     write_file(&tree.join("src/deep/er/x.bin"), &data(70_000, 1));
     write_file(&tree.join("empty.txt"), b"");
     fs::create_dir_all(tree.join("assets/none")).expect("mkdir");
-    let out = ferry(&["send", "--to", &server.addr(), tree.to_str().expect("utf8")]);
+    let out = ferry_send(&server.addr(), &[tree.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         server.files(),
@@ -58,17 +56,11 @@ fn sends_a_tree_keeping_its_name_empty_files_and_empty_folders() {
 #[test]
 fn a_second_send_keeps_both_unless_asked_otherwise() {
     let server = Server::start();
-    let src = tempfile::tempdir().expect("tempdir");
-    let file = src.path().join("report.pdf");
+    let (_src, file) = source_file("report.pdf", b"version one");
     let path = file.to_str().expect("utf8");
-    write_file(&file, b"version one");
-    assert!(
-        ferry(&["send", "--to", &server.addr(), path])
-            .status
-            .success()
-    );
+    assert!(ferry_send(&server.addr(), &[path]).status.success());
     write_file(&file, b"version two");
-    let out = ferry(&["send", "--to", &server.addr(), path]);
+    let out = ferry_send(&server.addr(), &[path]);
     assert!(out.status.success());
     assert!(
         text(&out.stderr).contains("name taken, stored as report (1).pdf"),
@@ -78,14 +70,7 @@ fn a_second_send_keeps_both_unless_asked_otherwise() {
     assert_eq!(server.read("report.pdf"), b"version one");
     assert_eq!(server.read("report (1).pdf"), b"version two");
 
-    let out = ferry(&[
-        "send",
-        "--to",
-        &server.addr(),
-        "--on-clash",
-        "skip-identical",
-        path,
-    ]);
+    let out = ferry_send(&server.addr(), &["--on-clash", "skip-identical", path]);
     assert!(out.status.success());
     // Only the file under the very name counts: it differs, so both stay.
     assert!(
@@ -95,14 +80,7 @@ fn a_second_send_keeps_both_unless_asked_otherwise() {
     );
 
     write_file(&file, b"version three");
-    let out = ferry(&[
-        "send",
-        "--to",
-        &server.addr(),
-        "--on-clash",
-        "overwrite",
-        path,
-    ]);
+    let out = ferry_send(&server.addr(), &["--on-clash", "overwrite", path]);
     assert!(out.status.success());
     assert!(
         text(&out.stdout).contains("; 1 replaced an existing file"),
@@ -115,23 +93,10 @@ fn a_second_send_keeps_both_unless_asked_otherwise() {
 #[test]
 fn skip_identical_sends_nothing_new_for_the_same_bytes() {
     let server = Server::start();
-    let src = tempfile::tempdir().expect("tempdir");
-    let file = src.path().join("same.bin");
-    write_file(&file, &data(10_000, 8));
+    let (_src, file) = source_file("same.bin", &data(10_000, 8));
     let path = file.to_str().expect("utf8");
-    assert!(
-        ferry(&["send", "--to", &server.addr(), path])
-            .status
-            .success()
-    );
-    let out = ferry(&[
-        "send",
-        "--to",
-        &server.addr(),
-        "--on-clash",
-        "skip-identical",
-        path,
-    ]);
+    assert!(ferry_send(&server.addr(), &[path]).status.success());
+    let out = ferry_send(&server.addr(), &["--on-clash", "skip-identical", path]);
     assert!(out.status.success());
     assert!(
         text(&out.stdout).contains("; 1 already there, identical"),
@@ -146,10 +111,8 @@ fn an_unreachable_server_is_a_clear_failure() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     drop(listener); // nothing listens there now
-    let src = tempfile::tempdir().expect("tempdir");
-    let file = src.path().join("a.txt");
-    write_file(&file, b"x");
-    let out = ferry(&["send", "--to", &addr, file.to_str().expect("utf8")]);
+    let (_src, file) = source_file("a.txt", b"x");
+    let out = ferry_send(&addr, &[file.to_str().expect("utf8")]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(
@@ -165,20 +128,20 @@ fn symlinks_are_skipped_by_default_and_followed_on_request() {
     let tree = src.path().join("t");
     write_file(&tree.join("real.txt"), b"real");
     std::os::unix::fs::symlink(tree.join("real.txt"), tree.join("link.txt")).expect("symlink");
-    let out = ferry(&["send", "--to", &server.addr(), tree.to_str().expect("utf8")]);
+    let out = ferry_send(&server.addr(), &[tree.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("link.txt: is a symlink (not followed)"));
     assert_eq!(server.files(), ["t/", "t/real.txt"]);
 
-    let out = ferry(&[
-        "send",
-        "--to",
+    let out = ferry_send(
         &server.addr(),
-        "-L",
-        "--on-clash",
-        "overwrite",
-        tree.to_str().expect("utf8"),
-    ]);
+        &[
+            "-L",
+            "--on-clash",
+            "overwrite",
+            tree.to_str().expect("utf8"),
+        ],
+    );
     assert!(out.status.success());
     assert_eq!(server.read("t/link.txt"), b"real");
 }
@@ -187,10 +150,7 @@ fn symlinks_are_skipped_by_default_and_followed_on_request() {
 fn a_refused_file_fails_alone_and_the_rest_still_land() {
     let server = Server::start();
     // On the server, `batch/blocked` is a symlink: anything under it is refused.
-    fs::create_dir_all(server.dir().join("batch")).expect("mkdir");
-    let elsewhere = server.root().join("elsewhere");
-    fs::create_dir(&elsewhere).expect("mkdir");
-    std::os::unix::fs::symlink(&elsewhere, server.dir().join("batch/blocked")).expect("symlink");
+    let elsewhere = server.block_with_symlink("batch/blocked");
     let src = tempfile::tempdir().expect("tempdir");
     let tree = src.path().join("batch");
     for i in 0..5 {
@@ -198,7 +158,7 @@ fn a_refused_file_fails_alone_and_the_rest_still_land() {
         write_file(&tree.join(format!("z{i}.txt")), format!("z{i}").as_bytes());
     }
     write_file(&tree.join("blocked/x.txt"), b"never");
-    let out = ferry(&["send", "--to", &server.addr(), tree.to_str().expect("utf8")]);
+    let out = ferry_send(&server.addr(), &[tree.to_str().expect("utf8")]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(
@@ -233,13 +193,13 @@ fn files_over_the_server_limit_are_reported_without_sending() {
     let src = tempfile::tempdir().expect("tempdir");
     write_file(&src.path().join("small.txt"), b"ok");
     write_file(&src.path().join("big.bin"), &data(4096, 1));
-    let out = ferry(&[
-        "send",
-        "--to",
+    let out = ferry_send(
         &server.addr(),
-        src.path().join("big.bin").to_str().expect("utf8"),
-        src.path().join("small.txt").to_str().expect("utf8"),
-    ]);
+        &[
+            src.path().join("big.bin").to_str().expect("utf8"),
+            src.path().join("small.txt").to_str().expect("utf8"),
+        ],
+    );
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("big.bin: FAILED: over the server's limit of 1 KiB"),
@@ -252,18 +212,12 @@ fn files_over_the_server_limit_are_reported_without_sending() {
 #[test]
 fn limit_rate_slows_the_sender_down() {
     let server = Server::start();
-    let src = tempfile::tempdir().expect("tempdir");
-    let file = src.path().join("paced.bin");
-    write_file(&file, &data(1 << 20, 2));
+    let (_src, file) = source_file("paced.bin", &data(1 << 20, 2));
     let started = Instant::now();
-    let out = ferry(&[
-        "send",
-        "--to",
+    let out = ferry_send(
         &server.addr(),
-        "--limit-rate",
-        "2M",
-        file.to_str().expect("utf8"),
-    ]);
+        &["--limit-rate", "2M", file.to_str().expect("utf8")],
+    );
     assert!(out.status.success());
     // 1 MiB at 2 MiB/s cannot take less than half a second.
     assert!(
@@ -279,9 +233,7 @@ fn a_killed_sender_leaves_no_partial_file_and_a_resend_works() {
     // Without resuming, nothing of an interrupted upload is kept at all.
     // (Resuming is tested in resume.rs.)
     let server = Server::start();
-    let src = tempfile::tempdir().expect("tempdir");
-    let file = src.path().join("big.bin");
-    write_file(&file, &data(8 << 20, 6));
+    let (_src, file) = source_file("big.bin", &data(8 << 20, 6));
     let state = tempfile::tempdir().expect("state dir");
     let mut child = ferry_command(state.path())
         .args([
@@ -305,7 +257,7 @@ fn a_killed_sender_leaves_no_partial_file_and_a_resend_works() {
     assert!(server.files().is_empty());
     assert!(server.staging_is_empty());
 
-    let out = ferry(&["send", "--to", &server.addr(), file.to_str().expect("utf8")]);
+    let out = ferry_send(&server.addr(), &[file.to_str().expect("utf8")]);
     assert!(out.status.success());
     assert_eq!(server.read("big.bin"), data(8 << 20, 6));
 }
@@ -313,9 +265,7 @@ fn a_killed_sender_leaves_no_partial_file_and_a_resend_works() {
 #[test]
 fn the_server_address_can_come_from_the_environment() {
     let server = Server::start();
-    let src = tempfile::tempdir().expect("tempdir");
-    let file = src.path().join("env.txt");
-    write_file(&file, b"from env");
+    let (_src, file) = source_file("env.txt", b"from env");
     let state = tempfile::tempdir().expect("state dir");
     let out = ferry_command(state.path())
         .args(["send"])

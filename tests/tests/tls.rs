@@ -3,11 +3,10 @@
 //! loudly, or takes a fingerprint explicitly. Plain TCP stays for this
 //! machine and for tutorial clients.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use ferry_e2e::{Server, all_output, bin_path, connect, ferry_command, tutorial_upload};
+use ferry_e2e::{Server, all_output, bin_path, ferry_command, source_file, tutorial_send};
 
 /// `ferry send` with its state (known servers) kept in `state`.
 fn send(state: &Path, addr: &str, extra: &[&str], file: &Path) -> Output {
@@ -38,9 +37,7 @@ fn fingerprint(server: &Server) -> String {
 fn first_use_pins_the_certificate_and_a_changed_one_is_refused() {
     let keys = tempfile::tempdir().expect("tempdir");
     let state = tempfile::tempdir().expect("tempdir");
-    let src = tempfile::tempdir().expect("tempdir");
-    let file = src.path().join("over-tls.txt");
-    std::fs::write(&file, b"private").expect("write");
+    let (_src, file) = source_file("over-tls.txt", b"private");
 
     let server = tls_server(&keys.path().join("tls"));
     let fp = fingerprint(&server);
@@ -78,9 +75,7 @@ fn first_use_pins_the_certificate_and_a_changed_one_is_refused() {
 fn an_explicit_fingerprint_must_match() {
     let keys = tempfile::tempdir().expect("tempdir");
     let state = tempfile::tempdir().expect("tempdir");
-    let src = tempfile::tempdir().expect("tempdir");
-    let file = src.path().join("pinned.txt");
-    std::fs::write(&file, b"pinned").expect("write");
+    let (_src, file) = source_file("pinned.txt", b"pinned");
     let server = tls_server(&keys.path().join("tls"));
     let fp = fingerprint(&server);
 
@@ -124,15 +119,10 @@ fn plain_tcp_stays_for_this_machine_and_tutorial_clients() {
     let keys = tempfile::tempdir().expect("tempdir");
     let state = tempfile::tempdir().expect("tempdir");
     let server = tls_server(&keys.path().join("tls"));
-    let src = tempfile::tempdir().expect("tempdir");
-    let file = src.path().join("plain.txt");
-    std::fs::write(&file, b"plain").expect("write");
+    let (_src, file) = source_file("plain.txt", b"plain");
     let out = send(state.path(), &server.addr(), &[], &file);
     assert!(out.status.success(), "{}", all_output(&out));
-    let mut s = connect(&server.addr());
-    s.write_all(&tutorial_upload("legacy.txt", b"old"))
-        .expect("send");
-    drop(s);
+    tutorial_send(&server.addr(), "legacy.txt", b"old");
     server.expect_log("name=\"legacy.txt\"");
     assert_eq!(server.read("plain.txt"), b"plain");
 }
@@ -141,9 +131,7 @@ fn plain_tcp_stays_for_this_machine_and_tutorial_clients() {
 fn a_tls_client_at_a_plain_server_is_told_why() {
     let server = Server::start();
     let state = tempfile::tempdir().expect("tempdir");
-    let src = tempfile::tempdir().expect("tempdir");
-    let file = src.path().join("x.txt");
-    std::fs::write(&file, b"x").expect("write");
+    let (_src, file) = source_file("x.txt", b"x");
     let out = send(state.path(), &server.addr(), &["--tls"], &file);
     assert!(!out.status.success());
     server.expect_log("a TLS client, but this server was started without --tls");
@@ -176,9 +164,7 @@ fn a_ca_signed_certificate_is_trusted_through_the_ca() {
 
     let server = tls_server(&tls_dir);
     let state = tempfile::tempdir().expect("tempdir");
-    let src = tempfile::tempdir().expect("tempdir");
-    let file = src.path().join("ca.txt");
-    std::fs::write(&file, b"via ca").expect("write");
+    let (_src, file) = source_file("ca.txt", b"via ca");
     let out = send(
         state.path(),
         &server.addr(),

@@ -133,6 +133,21 @@ fn write(path: PathBuf, bytes: &[u8]) -> (PathBuf, Vec<u8>) {
     (path, bytes.to_vec())
 }
 
+/// Runs the picker on `root` against `server` in a 120x40 terminal. The
+/// shell line keeps the pane open after ferry exits, with its exit status
+/// on screen, so a crash or a bad exit is visible to the test; the list of
+/// failed files goes to `home/state`, a state folder of the test's own.
+fn picker(server: &Server, home: &Path, root: &Path) -> Tmux {
+    let command = format!(
+        "XDG_STATE_HOME={} {} --to {} {}; echo \"ferry exited with $?\"; sleep 60",
+        quoted(&home.join("state")),
+        quoted(&bin_path("ferry")),
+        server.addr(),
+        quoted(root),
+    );
+    Tmux::start(120, 40, &command)
+}
+
 #[test]
 fn pick_files_in_a_subfolder_send_them_and_quit() {
     if !tmux_installed() {
@@ -148,17 +163,7 @@ fn pick_files_in_a_subfolder_send_them_and_quit() {
     let beta = write(root.join("sub/beta.txt"), b"beta: a small text file\n");
     write(root.join("sub/gamma.txt"), b"left behind");
 
-    // The shell line keeps the pane open after ferry exits, with its exit
-    // status on screen, so a crash or a bad exit is visible to the test.
-    // The list of failed files goes to a state folder of the test's own.
-    let command = format!(
-        "XDG_STATE_HOME={} {} --to {} {}; echo \"ferry exited with $?\"; sleep 60",
-        quoted(&home.path().join("state")),
-        quoted(&bin_path("ferry")),
-        server.addr(),
-        quoted(&root),
-    );
-    let tmux = Tmux::start(120, 40, &command);
+    let tmux = picker(&server, home.path(), &root);
 
     // Folders first: the cursor starts on sub/.
     let screen = tmux.wait_for(&["sub/", "top.txt", "● connected", "Nothing marked"]);
@@ -233,14 +238,7 @@ fn the_plan_shows_clashes_and_refusals_and_r_retries_what_failed() {
     write(root.join("taken.txt"), b"a different taken.txt\n");
     write(root.join("huge.bin"), &data(300_000, 3));
 
-    let command = format!(
-        "XDG_STATE_HOME={} {} --to {} {}; echo \"ferry exited with $?\"; sleep 60",
-        quoted(&home.path().join("state")),
-        quoted(&bin_path("ferry")),
-        server.addr(),
-        quoted(&root),
-    );
-    let tmux = Tmux::start(120, 40, &command);
+    let tmux = picker(&server, home.path(), &root);
     tmux.wait_for(&["huge.bin", "small.txt", "taken.txt", "● connected"]);
     tmux.press(&["a", "s"]);
     let plan = tmux.wait_for(&[

@@ -1067,14 +1067,20 @@ mod tests {
             .unwrap_or_default()
     }
 
-    /// Enter on zeta.bin, the server finds it new, Enter again: sending.
-    fn running_transfer(dir: &Path) -> App {
+    /// Enter on zeta.bin (the last entry): a send of it waits for its plan.
+    fn planning(dir: &Path) -> App {
         let mut app = app_in(dir);
         press(&mut app, KeyCode::Char('G'));
         assert_eq!(
             press(&mut app, KeyCode::Enter).map(|a| matches!(a, Action::Send(_))),
             Some(true)
         );
+        app
+    }
+
+    /// Enter on zeta.bin, the server finds it new, Enter again: sending.
+    fn running_transfer(dir: &Path) -> App {
+        let mut app = planning(dir);
         let go = confirm(
             &mut app,
             plan_of(dir, &["zeta.bin"]),
@@ -1090,6 +1096,22 @@ mod tests {
         app.transfer(TransferMsg::Planned(plan), now);
         app.transfer(TransferMsg::Checked(Ok(verdicts)), now);
         press(app, KeyCode::Enter)
+    }
+
+    /// The result of a file stored under its own name, with no clash.
+    fn stored(name: &str, bytes: u64) -> ItemResult {
+        ItemResult::Stored {
+            stored_as: name.into(),
+            clash: Clash::None,
+            bytes,
+        }
+    }
+
+    /// The first event of a send: the server said who it is.
+    fn connected() -> Event {
+        Event::Connected {
+            server: "ferry-server/0.1.0".into(),
+        }
     }
 
     fn view(app: &App) -> &TransferView {
@@ -1474,11 +1496,6 @@ mod tests {
         press(&mut app, KeyCode::Char('s'));
         let now = Instant::now();
         let plan = plan_of(dir.path(), &["docs", "notes.txt", "photos"]);
-        let stored = |name: &str| ItemResult::Stored {
-            stored_as: name.into(),
-            clash: Clash::None,
-            bytes: 1,
-        };
         let results: Vec<ItemResult> = plan
             .items
             .iter()
@@ -1486,7 +1503,7 @@ mod tests {
                 "docs/b.txt" => ItemResult::Failed {
                     reason: "the server's disk is full".into(),
                 },
-                other => stored(other),
+                other => stored(other, 1),
             })
             .collect();
         assert_eq!(results.len(), 4);
@@ -1507,9 +1524,7 @@ mod tests {
     #[test]
     fn progress_events_move_the_gauges_and_fill_the_finished_list() {
         let dir = fixture();
-        let mut app = app_in(dir.path());
-        press(&mut app, KeyCode::Char('G'));
-        press(&mut app, KeyCode::Enter);
+        let mut app = planning(dir.path());
         let t0 = Instant::now();
         let plan = Plan {
             items: vec![
@@ -1529,9 +1544,7 @@ mod tests {
         let go = confirm(&mut app, plan, vec![Some(Verdict::New), Some(Verdict::New)]);
         assert!(matches!(go, Some(Action::Go(_))));
         let events = [
-            Event::Connected {
-                server: "ferry-server/0.1.0".into(),
-            },
+            connected(),
             Event::Started { index: 0 },
             Event::Progress {
                 index: 0,
@@ -1541,11 +1554,7 @@ mod tests {
             Event::Started { index: 1 },
             Event::Finished {
                 index: 0,
-                result: ItemResult::Stored {
-                    stored_as: "a".into(),
-                    clash: Clash::None,
-                    bytes: 100,
-                },
+                result: stored("a", 100),
             },
             Event::Progress {
                 index: 1,
@@ -1606,9 +1615,7 @@ mod tests {
     /// On the plan screen for new.txt (new), same.txt (identical),
     /// bad.txt (refused) and big.iso (to resume at 1 KiB).
     fn reviewing(dir: &Path) -> App {
-        let mut app = app_in(dir);
-        press(&mut app, KeyCode::Char('G'));
-        press(&mut app, KeyCode::Enter);
+        let mut app = planning(dir);
         let now = Instant::now();
         let plan = Plan {
             items: vec![
@@ -1697,9 +1704,7 @@ mod tests {
             );
         }
         // Also while the server is still being asked.
-        let mut app = app_in(dir.path());
-        press(&mut app, KeyCode::Char('G'));
-        press(&mut app, KeyCode::Enter);
+        let mut app = planning(dir.path());
         app.transfer(
             TransferMsg::Planned(plan_of(dir.path(), &["zeta.bin"])),
             Instant::now(),
@@ -1754,21 +1759,16 @@ mod tests {
             dispatch.event(Event::Started { index: 1 }),
             Event::Started { index: 3 }
         );
-        let stored = |name: &str| ItemResult::Stored {
-            stored_as: name.into(),
-            clash: Clash::None,
-            bytes: 1,
-        };
         let report = dispatch.report(Report {
-            results: vec![stored("new.txt"), stored("big.iso")],
+            results: vec![stored("new.txt", 1), stored("big.iso", 1)],
             bytes_sent: 3082,
             bytes_resumed: 1024,
             elapsed: Duration::from_secs(1),
             cancelled: false,
         });
         assert_eq!(report.results.len(), 4);
-        assert_eq!(report.results[0], stored("new.txt"));
-        assert_eq!(report.results[3], stored("big.iso"));
+        assert_eq!(report.results[0], stored("new.txt", 1));
+        assert_eq!(report.results[3], stored("big.iso", 1));
         assert!(matches!(report.results[2], ItemResult::Failed { .. }));
         assert_eq!(report.bytes_resumed, 1024);
     }
@@ -1781,9 +1781,7 @@ mod tests {
         let t0 = Instant::now();
         let t1 = t0 + Duration::from_secs(1);
         for event in [
-            Event::Connected {
-                server: "ferry-server/0.1.0".into(),
-            },
+            connected(),
             Event::Started { index: 0 },
             Event::Progress {
                 index: 0,
@@ -1792,11 +1790,7 @@ mod tests {
             },
             Event::Finished {
                 index: 0,
-                result: ItemResult::Stored {
-                    stored_as: "new.txt".into(),
-                    clash: Clash::None,
-                    bytes: 10,
-                },
+                result: stored("new.txt", 10),
             },
             Event::Started { index: 3 },
             Event::Resumed {
@@ -1832,11 +1826,7 @@ mod tests {
         app.transfer(
             TransferMsg::Progress(Event::Finished {
                 index: 3,
-                result: ItemResult::Stored {
-                    stored_as: "big.iso".into(),
-                    clash: Clash::None,
-                    bytes: 4096,
-                },
+                result: stored("big.iso", 4096),
             }),
             t1,
         );
@@ -1864,19 +1854,15 @@ mod tests {
         let dir = fixture();
         let mut app = reviewing(dir.path());
         press(&mut app, KeyCode::Enter);
-        let stored = ItemResult::Stored {
-            stored_as: "new.txt".into(),
-            clash: Clash::None,
-            bytes: 10,
-        };
+        let ok = stored("new.txt", 10);
         let lost = ItemResult::NotSent {
             reason: "the connection was lost".into(),
         };
         ended_with(
             &mut app,
             vec![
-                stored.clone(),
-                stored.clone(),
+                ok.clone(),
+                ok.clone(),
                 ItemResult::Failed {
                     reason: "the name is not allowed".into(),
                 },
@@ -1897,10 +1883,7 @@ mod tests {
         // Nothing failed: r is just a key that goes back to the list.
         let mut app = reviewing(dir.path());
         press(&mut app, KeyCode::Enter);
-        ended_with(
-            &mut app,
-            vec![stored.clone(), stored.clone(), stored.clone(), stored],
-        );
+        ended_with(&mut app, vec![ok.clone(), ok.clone(), ok.clone(), ok]);
         // (The plan had refused bad.txt; the report said otherwise.)
         assert!(!view(&app).can_retry());
         assert_eq!(press(&mut app, KeyCode::Char('r')), None);

@@ -247,6 +247,33 @@ mod tests {
         app
     }
 
+    /// Enter on a.txt in a folder of its own: a send waiting for its plan,
+    /// which each test hands over as it needs.
+    fn asked_to_send() -> App {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
+        let mut app = browsing(dir.path());
+        app.handle_key(KeyEvent::from(KeyCode::Enter));
+        app
+    }
+
+    /// A plan of `items` with nothing skipped.
+    fn plan_of(items: Vec<Item>) -> Plan {
+        Plan {
+            items,
+            skipped: Vec::new(),
+        }
+    }
+
+    /// The result of a file stored under its own name, with no clash.
+    fn stored(name: &str, bytes: u64) -> ItemResult {
+        ItemResult::Stored {
+            stored_as: name.into(),
+            clash: Clash::None,
+            bytes,
+        }
+    }
+
     #[test]
     fn browser_shows_path_server_rows_sizes_marks_and_totals() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -347,10 +374,7 @@ mod tests {
 
     #[test]
     fn progress_panel_mid_transfer_shows_gauges_current_file_and_outcomes() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
-        let mut app = browsing(dir.path());
-        app.handle_key(KeyEvent::from(KeyCode::Enter));
+        let mut app = asked_to_send();
         let t0 = Instant::now();
         let mib = 1024 * 1024;
         let plan = Plan {
@@ -373,11 +397,7 @@ mod tests {
             Event::Started { index: 0 },
             Event::Finished {
                 index: 0,
-                result: ItemResult::Stored {
-                    stored_as: "a.txt".into(),
-                    clash: Clash::None,
-                    bytes: mib,
-                },
+                result: stored("a.txt", mib),
             },
             Event::Finished {
                 index: 1,
@@ -423,30 +443,23 @@ mod tests {
 
     #[test]
     fn summary_after_cancel_says_what_was_and_was_not_sent() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
-        let mut app = browsing(dir.path());
-        app.handle_key(KeyEvent::from(KeyCode::Enter));
+        let mut app = asked_to_send();
         let t0 = Instant::now();
-        let plan = Plan {
-            items: vec![file("a.txt", 10), file("b.txt", 10), file("c.txt", 10)],
-            skipped: Vec::new(),
-        };
+        let plan = plan_of(vec![
+            file("a.txt", 10),
+            file("b.txt", 10),
+            file("c.txt", 10),
+        ]);
         confirm(&mut app, plan, t0);
         app.handle_key(KeyEvent::from(KeyCode::Esc));
         let cancelling = screen(&app, t0, 100, 24);
         assert!(line_with(&cancelling, "Cancelling").contains("Cancelling"));
-        let stored = ItemResult::Stored {
-            stored_as: "a.txt".into(),
-            clash: Clash::None,
-            bytes: 10,
-        };
         let not_sent = ItemResult::NotSent {
             reason: "cancelled".into(),
         };
         app.transfer(
             TransferMsg::Done(Report {
-                results: vec![stored, not_sent.clone(), not_sent],
+                results: vec![stored("a.txt", 10), not_sent.clone(), not_sent],
                 bytes_sent: 10,
                 bytes_resumed: 0,
                 elapsed: Duration::from_secs(1),
@@ -462,18 +475,9 @@ mod tests {
 
     #[test]
     fn an_unreachable_server_is_explained_in_the_summary() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
-        let mut app = browsing(dir.path());
-        app.handle_key(KeyEvent::from(KeyCode::Enter));
+        let mut app = asked_to_send();
         let t0 = Instant::now();
-        app.transfer(
-            TransferMsg::Planned(Plan {
-                items: vec![file("a.txt", 1)],
-                skipped: Vec::new(),
-            }),
-            t0,
-        );
+        app.transfer(TransferMsg::Planned(plan_of(vec![file("a.txt", 1)])), t0);
         let reason =
             "cannot reach 127.0.0.1:7878: connection refused (is ferry-server running there?)";
         app.transfer(
@@ -530,18 +534,9 @@ mod tests {
     /// On the plan screen of a send whose plan is `items`, once the server
     /// answered `verdicts`.
     fn plan_screen(items: Vec<Item>, verdicts: Result<Vec<Option<Verdict>>, String>) -> App {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
-        let mut app = browsing(dir.path());
-        app.handle_key(KeyEvent::from(KeyCode::Enter));
+        let mut app = asked_to_send();
         let now = Instant::now();
-        app.transfer(
-            TransferMsg::Planned(Plan {
-                items,
-                skipped: Vec::new(),
-            }),
-            now,
-        );
+        app.transfer(TransferMsg::Planned(plan_of(items)), now);
         app.transfer(TransferMsg::Checked(verdicts), now);
         app
     }
@@ -614,18 +609,9 @@ mod tests {
 
     #[test]
     fn plan_screen_waits_for_the_server_and_says_when_it_cannot_be_asked() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
-        let mut app = browsing(dir.path());
-        app.handle_key(KeyEvent::from(KeyCode::Enter));
+        let mut app = asked_to_send();
         let now = Instant::now();
-        app.transfer(
-            TransferMsg::Planned(Plan {
-                items: vec![file("a.txt", 1)],
-                skipped: Vec::new(),
-            }),
-            now,
-        );
+        app.transfer(TransferMsg::Planned(plan_of(vec![file("a.txt", 1)])), now);
         let asking = screen(&app, now, 100, 20);
         assert!(line_with(&asking, "Asking the server at 127.0.0.1:7878").contains("1 file"));
         assert!(line_with(&asking, "a.txt").contains("asking the server…"));
@@ -646,15 +632,9 @@ mod tests {
 
     #[test]
     fn total_is_not_100_percent_until_the_server_confirmed_every_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
-        let mut app = browsing(dir.path());
-        app.handle_key(KeyEvent::from(KeyCode::Enter));
+        let mut app = asked_to_send();
         let t0 = Instant::now();
-        let plan = Plan {
-            items: vec![file("one.bin", 4 * MIB), file("two.bin", 6 * MIB)],
-            skipped: Vec::new(),
-        };
+        let plan = plan_of(vec![file("one.bin", 4 * MIB), file("two.bin", 6 * MIB)]);
         confirm(&mut app, plan, t0);
         let at = t0 + Duration::from_secs(1);
         for event in [
@@ -667,11 +647,7 @@ mod tests {
             },
             Event::Finished {
                 index: 0,
-                result: ItemResult::Stored {
-                    stored_as: "one.bin".into(),
-                    clash: Clash::None,
-                    bytes: 4 * MIB,
-                },
+                result: stored("one.bin", 4 * MIB),
             },
             Event::Started { index: 1 },
             Event::Progress {
@@ -698,11 +674,7 @@ mod tests {
         app.transfer(
             TransferMsg::Progress(Event::Finished {
                 index: 1,
-                result: ItemResult::Stored {
-                    stored_as: "two.bin".into(),
-                    clash: Clash::None,
-                    bytes: 6 * MIB,
-                },
+                result: stored("two.bin", 6 * MIB),
             }),
             at,
         );
@@ -715,15 +687,12 @@ mod tests {
 
     #[test]
     fn a_resumed_file_shows_where_it_picked_up() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
-        let mut app = browsing(dir.path());
-        app.handle_key(KeyEvent::from(KeyCode::Enter));
+        let mut app = asked_to_send();
         let t0 = Instant::now();
-        let plan = Plan {
-            items: vec![file("movie.mkv", 40 * MIB), file("next.bin", 10 * MIB)],
-            skipped: Vec::new(),
-        };
+        let plan = plan_of(vec![
+            file("movie.mkv", 40 * MIB),
+            file("next.bin", 10 * MIB),
+        ]);
         confirm(&mut app, plan, t0);
         let at = t0 + Duration::from_secs(2);
         app.transfer(TransferMsg::Progress(connected()), t0);
@@ -751,11 +720,7 @@ mod tests {
             },
             Event::Finished {
                 index: 0,
-                result: ItemResult::Stored {
-                    stored_as: "movie.mkv".into(),
-                    clash: Clash::None,
-                    bytes: 40 * MIB,
-                },
+                result: stored("movie.mkv", 40 * MIB),
             },
             Event::Started { index: 1 },
         ] {
@@ -766,11 +731,7 @@ mod tests {
         app.transfer(
             TransferMsg::Done(Report {
                 results: vec![
-                    ItemResult::Stored {
-                        stored_as: "movie.mkv".into(),
-                        clash: Clash::None,
-                        bytes: 40 * MIB,
-                    },
+                    stored("movie.mkv", 40 * MIB),
                     ItemResult::NotSent {
                         reason: "cancelled".into(),
                     },
@@ -794,15 +755,9 @@ mod tests {
 
     #[test]
     fn summary_offers_retry_only_when_something_failed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
-        let mut app = browsing(dir.path());
-        app.handle_key(KeyEvent::from(KeyCode::Enter));
+        let mut app = asked_to_send();
         let t0 = Instant::now();
-        let plan = Plan {
-            items: vec![file("a.txt", 1), file("b.txt", 1)],
-            skipped: Vec::new(),
-        };
+        let plan = plan_of(vec![file("a.txt", 1), file("b.txt", 1)]);
         let items = plan.items.clone();
         app.transfer(TransferMsg::Planned(plan), t0);
         app.transfer(
@@ -838,23 +793,11 @@ mod tests {
             "{lines:#?}"
         );
 
-        let mut app = browsing(dir.path());
-        app.handle_key(KeyEvent::from(KeyCode::Enter));
-        confirm(
-            &mut app,
-            Plan {
-                items: vec![file("a.txt", 1)],
-                skipped: Vec::new(),
-            },
-            t0,
-        );
+        let mut app = asked_to_send();
+        confirm(&mut app, plan_of(vec![file("a.txt", 1)]), t0);
         app.transfer(
             TransferMsg::Done(Report {
-                results: vec![ItemResult::Stored {
-                    stored_as: "a.txt".into(),
-                    clash: Clash::None,
-                    bytes: 1,
-                }],
+                results: vec![stored("a.txt", 1)],
                 bytes_sent: 1,
                 bytes_resumed: 0,
                 elapsed: Duration::from_secs(1),
