@@ -68,12 +68,35 @@ impl Server {
 
     /// Starts a server on a given address (to test restarts on one port).
     pub fn start_at(listen: &str, root: tempfile::TempDir, dir: PathBuf, extra: &[&str]) -> Server {
-        let mut child = Command::new(bin_path("ferry-server"))
-            .arg("--listen")
+        let mut cmd = Command::new(bin_path("ferry-server"));
+        cmd.arg("--listen")
             .arg(listen)
             .arg("--dir")
             .arg(&dir)
-            .args(extra)
+            .args(extra);
+        Server::launch(cmd, root, dir)
+    }
+
+    /// Starts a server whose process may open at most `files` files (its
+    /// soft and hard limit), to see it live within them.
+    pub fn start_with_open_file_limit(files: u32, extra: &[&str]) -> Server {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("uploads");
+        // The shell lowers the limit, then becomes the server.
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {files} && exec \"$0\" \"$@\""))
+            .arg(bin_path("ferry-server"))
+            .args(["--listen", "127.0.0.1:0", "--dir"])
+            .arg(&dir)
+            .args(extra);
+        Server::launch(cmd, root, dir)
+    }
+
+    /// Runs `cmd` (a ferry-server), waits for its `listening on` line and
+    /// collects its log.
+    fn launch(mut cmd: Command, root: tempfile::TempDir, dir: PathBuf) -> Server {
+        let mut child = cmd
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

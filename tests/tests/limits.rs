@@ -2,7 +2,7 @@
 //! a floor of free disk space. Each refusal is a clear error to a v1 client
 //! and a line in the log.
 
-use ferry_e2e::{Server, V1, all_output, ferry_send, source_file};
+use ferry_e2e::{Server, V1, all_output, data, ferry_send, source_file, write_file};
 use ferry_proto::{ErrorCode, OnClash, Outcome, ServerMsg};
 
 #[test]
@@ -126,4 +126,47 @@ fn uploads_running_side_by_side_cannot_both_pass_the_quota() {
     a.finish(1, &[1u8; 8 * 1024]);
     a.expect_stored();
     assert_eq!(server.files(), ["a.bin"]);
+}
+
+/// Every small file waiting for its group commit holds an open file, and
+/// each session's queue is sized as if it were alone. Several clients
+/// streaming small files into a server with few open files must all get
+/// through: later files wait for earlier ones to be committed instead of
+/// failing with "too many open files".
+#[test]
+fn many_small_file_streams_stay_within_the_open_file_limit() {
+    let server = Server::start_with_open_file_limit(128, &[]);
+    let trees: Vec<tempfile::TempDir> = (0..4)
+        .map(|client| {
+            let tree = tempfile::tempdir().expect("tempdir");
+            for i in 0..300 {
+                let name = format!("c{client}/f{i:03}.bin");
+                write_file(&tree.path().join(&name), &data(1024, i as u8));
+            }
+            tree
+        })
+        .collect();
+    let addr = server.addr();
+    std::thread::scope(|scope| {
+        let sends: Vec<_> = trees
+            .iter()
+            .enumerate()
+            .map(|(client, tree)| {
+                let folder = tree.path().join(format!("c{client}"));
+                let addr = &addr;
+                scope.spawn(move || ferry_send(addr, &[folder.to_str().expect("utf8")]))
+            })
+            .collect();
+        for send in sends {
+            let out = send.join().expect("sender thread");
+            assert!(out.status.success(), "{}", all_output(&out));
+        }
+    });
+    let files = server.files();
+    assert_eq!(files.iter().filter(|f| !f.ends_with('/')).count(), 4 * 300);
+    assert!(
+        !server.log().contains("Too many open files"),
+        "{}",
+        server.log()
+    );
 }
