@@ -7,7 +7,10 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ferry_e2e::{Server, V1, connect, data, raw_frame, read_to_close, tutorial_upload};
+use ferry_e2e::{
+    Server, V1, all_output, connect, data, ferry_send, raw_frame, read_to_close, tutorial_upload,
+    write_file,
+};
 use ferry_proto::{ErrorCode, OnClash, ServerMsg};
 
 #[test]
@@ -388,4 +391,31 @@ fn uploads_side_by_side_cannot_together_eat_into_the_free_space_floor() {
     assert_eq!(a.expect_stored(), "first.bin");
     assert_eq!(server.files(), ["first.bin"]);
     drop(server);
+}
+
+/// Someone mounted another file system inside the upload folder. Files sent
+/// there, small ones committed in groups and a big resumable one alike,
+/// still arrive whole: the server cannot link across file systems, nor
+/// count on one sync of its own for both.
+#[test]
+fn uploads_into_a_file_system_mounted_inside_the_folder_arrive() {
+    let server = Server::start();
+    let Some(_disk) = SmallDisk::mount(&server.dir().join("mnt")) else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let src = tempfile::tempdir().expect("tempdir");
+    let tree = src.path().join("mnt");
+    for i in 0..40 {
+        write_file(&tree.join(format!("small/{i:02}.txt")), &data(3000, i));
+    }
+    let big = data(3 << 20, 7);
+    write_file(&tree.join("big.bin"), &big);
+    let out = ferry_send(&server.addr(), &[tree.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", all_output(&out));
+    assert_eq!(server.read("mnt/big.bin"), big);
+    for i in 0..40 {
+        assert_eq!(server.read(&format!("mnt/small/{i:02}.txt")), data(3000, i));
+    }
+    assert!(server.staging_is_empty());
 }

@@ -22,9 +22,9 @@ use crate::session::SessionError;
 use crate::storage::{Finished, Store, StoreError, Stored, SyncHandle};
 use crate::transport::Outgoing;
 
-/// A file at least this big, with no others waiting, is committed on its
-/// own with an fsync of the file and its folder; others are committed as a
-/// group (see [`Store::sync`]).
+/// A file at least this big is committed on its own (after the files
+/// before it), with an fsync of the file and its folder; smaller ones are
+/// committed as a group (see [`Store::sync`]).
 const SOLO_COMMIT_BYTES: u64 = 1 << 20;
 /// A group is committed when it has this many files (each holds an open
 /// file until then)...
@@ -132,7 +132,12 @@ impl<'s> Committer<'s, '_> {
         if self.failure.is_some() {
             return;
         }
-        let big = file.receipt.size >= SOLO_COMMIT_BYTES;
+        // A big file, or one on a file system the group's sync does not
+        // cover, is committed on its own, after the files before it.
+        let alone = file.receipt.size >= SOLO_COMMIT_BYTES || file.finished.upload.beyond_root();
+        if alone && !self.pending.is_empty() {
+            self.advance();
+        }
         if self.pending.is_empty() {
             self.group_since = Instant::now();
         }
@@ -140,7 +145,7 @@ impl<'s> Committer<'s, '_> {
         let old = self.group_since.elapsed() >= GROUP_MAX_AGE;
         // Each waiting file is open: stay within this session's share.
         let room = GROUP_MAX_FILES.min(self.shared.open_files_per_session() / 2);
-        if big || old || self.pending.len() >= room.max(1) {
+        if alone || old || self.pending.len() >= room.max(1) {
             self.advance();
         }
     }
@@ -154,7 +159,10 @@ impl<'s> Committer<'s, '_> {
         // One write for the log lines of a whole group.
         let _lines = crate::log::hold_lines();
         let mut group = std::mem::take(&mut self.pending);
-        if group.len() == 1 && group[0].receipt.size >= SOLO_COMMIT_BYTES {
+        let alone = |p: &Pending<'_>| {
+            p.receipt.size >= SOLO_COMMIT_BYTES || p.finished.upload.beyond_root()
+        };
+        if group.len() == 1 && alone(&group[0]) {
             if let Some(Pending { receipt, finished }) = group.pop() {
                 self.ack_linked();
                 if self.failure.is_some() {

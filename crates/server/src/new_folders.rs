@@ -21,9 +21,12 @@ use rustix::fs::Mode;
 use rustix::io::Errno;
 
 /// Parents of folders made since the last sync that covered them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct NewFolders {
     ledger: Mutex<Ledger>,
+    /// The file system a `syncfs` of the target folder covers; folders on
+    /// others (mounted inside it) wait for [`NewFolders::sync_all`].
+    root_dev: u64,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +51,13 @@ struct Waiting {
 pub(crate) struct Mark(u64);
 
 impl NewFolders {
+    pub(crate) fn new(root_dev: u64) -> Self {
+        NewFolders {
+            ledger: Mutex::default(),
+            root_dev,
+        }
+    }
+
     /// Makes folder `name` in `parent` and records it. Returns whether it
     /// was made (`false`: it was there already).
     pub(crate) fn make(&self, parent: &OwnedFd, name: &str) -> io::Result<bool> {
@@ -74,7 +84,10 @@ impl NewFolders {
     /// A sync that started after `mark` finished: what was recorded before
     /// it is durable.
     pub(crate) fn synced(&self, mark: Mark) {
-        self.lock().waiting.retain(|w| w.number >= mark.0);
+        let root_dev = self.root_dev;
+        self.lock()
+            .waiting
+            .retain(|w| w.number >= mark.0 || w.id.0 != root_dev);
     }
 
     /// Makes every folder recorded so far durable with an fsync of each
@@ -93,7 +106,8 @@ impl NewFolders {
         for parent in &parents {
             rustix::fs::fsync(&**parent)?;
         }
-        self.synced(mark);
+        // Each was synced itself, whatever its file system.
+        self.lock().waiting.retain(|w| w.number >= mark.0);
         Ok(())
     }
 
@@ -146,9 +160,15 @@ mod tests {
         (tmp, fd)
     }
 
+    /// A ledger whose syncs cover the file system temp folders are on.
+    fn ledger() -> NewFolders {
+        let (_t, fd) = dir();
+        NewFolders::new(rustix::fs::fstat(&fd).expect("fstat").st_dev)
+    }
+
     #[test]
     fn a_sync_forgets_only_what_was_recorded_before_its_mark() {
-        let folders = NewFolders::default();
+        let folders = ledger();
         let (_a, a) = dir();
         let (_b, b) = dir();
         folders.made_in(&a);
@@ -161,7 +181,7 @@ mod tests {
 
     #[test]
     fn a_parent_is_recorded_once_and_a_later_entry_outlives_an_earlier_sync() {
-        let folders = NewFolders::default();
+        let folders = ledger();
         let (_t, parent) = dir();
         assert!(folders.make(&parent, "one").expect("made"));
         assert!(!folders.make(&parent, "one").expect("there already"));
@@ -174,8 +194,21 @@ mod tests {
     }
 
     #[test]
+    fn folders_on_another_file_system_outlive_a_sync_of_this_one() {
+        let (_t, fd) = dir();
+        let dev = rustix::fs::fstat(&fd).expect("fstat").st_dev;
+        // As if the target folder were on some other device.
+        let folders = NewFolders::new(dev.wrapping_add(1));
+        folders.made_in(&fd);
+        folders.synced(folders.mark());
+        assert_eq!(folders.waiting(), 1);
+        folders.sync_all().expect("fsync");
+        assert_eq!(folders.waiting(), 0);
+    }
+
+    #[test]
     fn sync_all_empties_the_ledger() {
-        let folders = NewFolders::default();
+        let folders = ledger();
         let mut keep = Vec::new();
         for _ in 0..3 {
             let (t, fd) = dir();

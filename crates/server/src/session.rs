@@ -517,7 +517,9 @@ impl<'a> Session<'a> {
                     header.offset,
                 ) {
                     // Someone else is on it: this copy goes unresumable.
-                    Err(StoreError::PartialBusy) if header.offset == 0 => {
+                    Err(StoreError::PartialBusy | StoreError::Unresumable(_))
+                        if header.offset == 0 =>
+                    {
                         let (parts, upload) = self.start_file(&header.path, header.size)?;
                         return Ok((parts, upload, blake3::Hasher::new()));
                     }

@@ -73,6 +73,10 @@ pub enum StoreError {
     /// Another upload of the same file is writing its partial right now.
     #[error("the same file is being uploaded on another connection")]
     PartialBusy,
+    /// The upload goes to another file system than the folder's own (one
+    /// mounted inside it), where no partial can be kept for it.
+    #[error("no partial can be kept for `{0}`: it is on another file system")]
+    Unresumable(String),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -86,7 +90,9 @@ impl StoreError {
             StoreError::NoSpace { .. } => ErrorCode::NoSpace,
             StoreError::Exists(_) => ErrorCode::Exists,
             StoreError::Limit(_) => ErrorCode::LimitReached,
-            StoreError::ResumeMismatch(_) | StoreError::PartialBusy => ErrorCode::ResumeMismatch,
+            StoreError::ResumeMismatch(_)
+            | StoreError::PartialBusy
+            | StoreError::Unresumable(_) => ErrorCode::ResumeMismatch,
             StoreError::Io(_) => ErrorCode::Io,
         }
     }
@@ -133,6 +139,8 @@ pub struct Store {
     umask: u32,
     /// Disk space promised to uploads under way.
     space_held: AtomicU64,
+    /// The target folder's file system: a sync of it covers only that.
+    root_dev: u64,
     /// Folders made for uploads and not yet synced.
     new_folders: NewFolders,
     /// Uploads open now (each holds an open file until committed).
@@ -180,6 +188,7 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         let staging = open_dir_nofollow(&root, STAGING_DIR)?;
+        let root_dev = rustix::fs::fstat(&root)?.st_dev;
         let store = Store {
             root,
             staging,
@@ -195,7 +204,8 @@ impl Store {
             partial_ttl,
             umask: current_umask(),
             space_held: AtomicU64::new(0),
-            new_folders: NewFolders::default(),
+            root_dev,
+            new_folders: NewFolders::new(root_dev),
             open_uploads: AtomicUsize::new(0),
         };
         let cleaned = store.clean_staging()?;
@@ -390,7 +400,7 @@ impl Store {
         let (_, folders) = parts
             .split_last()
             .ok_or_else(|| StoreError::BadName("empty".into()))?;
-        let dir = folders_seen.open(self, folders)?;
+        let Folder { dir, beyond_root } = folders_seen.open(self, folders)?;
         // The mode is what the file keeps once in place (less the umask).
         let mode = Mode::from_raw_mode(0o644);
         let anonymous = if self.anonymous_temp {
@@ -439,6 +449,7 @@ impl Store {
             store: self,
             file: File::from(fd),
             dir,
+            beyond_root,
             temp,
             live: true,
             keep_on_drop: false,
@@ -467,7 +478,14 @@ impl Store {
         let (_, folders) = parts
             .split_last()
             .ok_or_else(|| StoreError::BadName("empty".into()))?;
-        let dir = folders_seen.open(self, folders)?;
+        let Folder { dir, beyond_root } = folders_seen.open(self, folders)?;
+        if beyond_root {
+            // A partial lives in the staging folder, on the folder's own
+            // file system, and could not be moved into place from there.
+            return Err(StoreError::Unresumable(names::escape_for_display(
+                &parts.join("/"),
+            )));
+        }
         let name = partial_name(&parts.join("/"), key);
         let fd = rustix::fs::openat(
             &self.staging,
@@ -535,6 +553,7 @@ impl Store {
                 store: self,
                 file,
                 dir,
+                beyond_root: false,
                 temp: Temp::Staged(name),
                 live: true,
                 keep_on_drop: true,
@@ -796,22 +815,38 @@ fn open_dir_nofollow(dir: &impl AsFd, name: &str) -> io::Result<OwnedFd> {
 /// folder that was checked, even if the name is later moved or replaced.
 #[derive(Debug, Default)]
 pub struct FolderCache {
-    last: Option<(Vec<String>, Arc<OwnedFd>)>,
+    last: Option<(Vec<String>, Folder)>,
+}
+
+/// A folder uploads go to.
+#[derive(Debug, Clone)]
+struct Folder {
+    dir: Arc<OwnedFd>,
+    /// On another file system than the target folder (one mounted inside
+    /// it), which the store's syncs do not cover.
+    beyond_root: bool,
 }
 
 impl FolderCache {
-    fn open(&mut self, store: &Store, folders: &[&str]) -> Result<Arc<OwnedFd>, StoreError> {
-        if let Some((parts, fd)) = &self.last {
+    fn open(&mut self, store: &Store, folders: &[&str]) -> Result<Folder, StoreError> {
+        if let Some((parts, folder)) = &self.last {
             if parts.iter().map(String::as_str).eq(folders.iter().copied()) {
-                return Ok(Arc::clone(fd));
+                return Ok(folder.clone());
             }
         }
-        let fd = Arc::new(store.walk(folders)?);
+        let dir = store.walk(folders)?;
+        let dev = rustix::fs::fstat(&dir)
+            .map_err(|e| StoreError::Io(e.into()))?
+            .st_dev;
+        let folder = Folder {
+            dir: Arc::new(dir),
+            beyond_root: dev != store.root_dev,
+        };
         self.last = Some((
             folders.iter().map(|f| f.to_string()).collect(),
-            Arc::clone(&fd),
+            folder.clone(),
         ));
-        Ok(fd)
+        Ok(folder)
     }
 }
 
@@ -823,6 +858,8 @@ pub struct Upload<'s> {
     file: File,
     /// The folder the file is headed for.
     dir: Arc<OwnedFd>,
+    /// Whether that folder is on another file system (see [`Folder`]).
+    beyond_root: bool,
     temp: Temp,
     /// Whether the temporary file still needs cleaning up on drop.
     live: bool,
@@ -891,6 +928,13 @@ impl Upload<'_> {
             .map_err(|e| StoreError::Io(e.into()))?;
         self.mode = mode;
         Ok(())
+    }
+
+    /// Whether the upload goes to another file system than the target
+    /// folder's (one mounted inside it): [`Store::sync`] does not cover it,
+    /// so it must be committed on its own with [`Upload::commit`].
+    pub fn beyond_root(&self) -> bool {
+        self.beyond_root
     }
 
     /// Throws the upload away, a kept partial included (its bytes turned out
