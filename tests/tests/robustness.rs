@@ -419,3 +419,35 @@ fn uploads_into_a_file_system_mounted_inside_the_folder_arrive() {
     }
     assert!(server.staging_is_empty());
 }
+
+/// Small files sent before a body that is slow to come are committed and
+/// acked while it trickles in: they do not hold open files (and the
+/// client's confirmation) until the next file arrives.
+#[test]
+fn files_before_a_slow_body_are_acked_without_waiting_for_it() {
+    let server = Server::start();
+    let mut c = V1::connect(&server.addr());
+    for id in 0..5 {
+        c.upload(
+            id,
+            &format!("early-{id}.txt"),
+            &data(2000, id as u8),
+            OnClash::Rename,
+        );
+    }
+    // Under the size that asks for acks before its body; only its first
+    // bytes come now.
+    let slow = data(256 * 1024, 9);
+    c.start_file(5, "slow.bin", slow.len() as u64);
+    c.stream.write_all(&slow[..1024]).expect("first bytes");
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    for id in 0..5 {
+        assert_eq!(c.expect_stored(), format!("early-{id}.txt"));
+    }
+    c.stream.set_read_timeout(None).expect("no timeout");
+    c.stream.write_all(&slow[1024..]).expect("the rest");
+    c.finish(5, &slow);
+    assert_eq!(c.expect_stored(), "slow.bin");
+}

@@ -10,7 +10,7 @@
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use ferry_proto::path::escape_for_display;
@@ -81,19 +81,38 @@ pub(crate) fn run(
         pending: Vec::new(),
         linked: Vec::new(),
         group_since: Instant::now(),
+        linked_since: Instant::now(),
         failure: None,
         failed,
     };
-    for job in jobs.into_iter().flatten() {
-        match job {
-            Job::File(file) => committer.hold(file),
-            Job::Send(msg) => {
-                committer.settle();
-                committer.write(&msg);
-            }
-            Job::Flush => {
+    loop {
+        // Files must not wait for a commit only because the next file is
+        // slow to come (a client trickling a body, say): they hold open
+        // files, and their acks wait too.
+        let batch = match committer.due() {
+            None => jobs.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(due) => jobs.recv_timeout(due.saturating_duration_since(Instant::now())),
+        };
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(RecvTimeoutError::Timeout) => {
                 committer.settle();
                 committer.flush();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        for job in batch {
+            match job {
+                Job::File(file) => committer.hold(file),
+                Job::Send(msg) => {
+                    committer.settle();
+                    committer.write(&msg);
+                }
+                Job::Flush => {
+                    committer.settle();
+                    committer.flush();
+                }
             }
         }
     }
@@ -120,6 +139,8 @@ struct Committer<'s, 'f> {
     linked: Vec<(Receipt, Result<Stored, StoreError>)>,
     /// When the oldest file in `pending` arrived.
     group_since: Instant,
+    /// When `linked` was filled.
+    linked_since: Instant,
     failure: Option<SessionError>,
     failed: &'f AtomicBool,
 }
@@ -143,8 +164,9 @@ impl<'s> Committer<'s, '_> {
         }
         self.pending.push(file);
         let old = self.group_since.elapsed() >= GROUP_MAX_AGE;
-        // Each waiting file is open: stay within this session's share.
-        let room = GROUP_MAX_FILES.min(self.shared.open_files_per_session() / 2);
+        // Each waiting file is open: a quarter of this session's share
+        // (see `Session::make_room`).
+        let room = GROUP_MAX_FILES.min(self.shared.open_files_per_session() / 4);
         if alone || old || self.pending.len() >= room.max(1) {
             self.advance();
         }
@@ -154,7 +176,8 @@ impl<'s> Committer<'s, '_> {
     /// the last group's names durable, so the last group is acked and the
     /// pending files are linked, to be acked after the next sync. Sharing
     /// one sync between two groups halves the syncs a stream of small files
-    /// costs. A big file alone is committed with its own fsyncs instead.
+    /// costs. A big file, or one on another file system than the target's,
+    /// comes alone and is committed with its own fsyncs instead.
     fn advance(&mut self) {
         // One write for the log lines of a whole group.
         let _lines = crate::log::hold_lines();
@@ -194,6 +217,7 @@ impl<'s> Committer<'s, '_> {
             Ok(()) => {
                 let results = self.store.link_group(finished);
                 self.linked = receipts.into_iter().zip(results).collect();
+                self.linked_since = Instant::now();
             }
             // Their bytes may not be on disk: they are not linked at all.
             Err(e) => {
@@ -201,6 +225,18 @@ impl<'s> Committer<'s, '_> {
                     self.answer(receipt, Err(copy_error(&e)));
                 }
             }
+        }
+    }
+
+    /// When files must be committed (or linked ones acked) even if no job
+    /// comes: none waits more than [`GROUP_MAX_AGE`] for either.
+    fn due(&self) -> Option<Instant> {
+        if !self.pending.is_empty() {
+            Some(self.group_since + GROUP_MAX_AGE)
+        } else if !self.linked.is_empty() {
+            Some(self.linked_since + GROUP_MAX_AGE)
+        } else {
+            None
         }
     }
 

@@ -74,7 +74,9 @@ pub struct Limits {
     /// Silence allowed in the middle of a body, and for writing acks.
     pub body_timeout: Duration,
     /// Open files all sessions together may use for uploads in progress
-    /// (the binary sets it from the process's limit).
+    /// (the binary sets it to three quarters of the process's limit).
+    /// Sessions size their queues by a share of it, and wait when uploads
+    /// hold all of it.
     pub open_files: u64,
     /// Connections one address may hold at once (0: no limit).
     pub max_per_address: usize,

@@ -4,14 +4,15 @@
 //! inside it is acked. Syncing its parent right away costs a journal commit
 //! per new folder, on the thread that receives, while the next group commit
 //! (one `syncfs` for everything) would cover it anyway. So a new folder is
-//! only recorded here; a `syncfs` that starts after the record forgets it,
-//! and a commit that does not use `syncfs` (a big file on its own, an empty
-//! folder) syncs the parents of every folder still recorded before its ack.
+//! only recorded here. A `syncfs` that starts after the record forgets it
+//! (if the folder is on the target's own file system, the only one a
+//! `syncfs` of it covers). A commit that does not use `syncfs` (a big file
+//! on its own, an empty folder) syncs the parents of every folder still
+//! recorded before its ack.
 //!
 //! The ledger is shared by all sessions: a file may land in a folder another
-//! connection made a moment ago. Folders are made under its lock, so a
-//! commit that syncs what is recorded either finds a new folder recorded or
-//! ran before the folder existed.
+//! connection made a moment ago, so a parent is recorded before its new
+//! folder exists: a commit that finds the folder finds the record too.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -60,18 +61,20 @@ impl NewFolders {
 
     /// Makes folder `name` in `parent` and records it. Returns whether it
     /// was made (`false`: it was there already).
+    ///
+    /// The parent is recorded before the folder exists, so that a commit
+    /// that finds the folder also finds the record, and again after, so
+    /// that a sync which started in between does not forget it. The lock is
+    /// not held across `mkdirat`, which a hung mount could stall.
     pub(crate) fn make(&self, parent: &OwnedFd, name: &str) -> io::Result<bool> {
-        let mut ledger = self.lock();
+        self.lock().record(parent)?;
         match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o755)) {
             Ok(()) => {}
+            // Someone else's folder; the extra record costs one fsync.
             Err(Errno::EXIST) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
-        if let Err(e) = ledger.record(parent) {
-            // Not recorded: make the entry durable the slow way.
-            drop(ledger);
-            rustix::fs::fsync(parent).map_err(|_| io::Error::from(e))?;
-        }
+        self.lock().record(parent)?;
         Ok(true)
     }
 

@@ -48,8 +48,9 @@ const WRITE_BUFFER: usize = 16 * 1024;
 const QUEUE_DEPTH: usize = 16;
 const BATCH: usize = 32;
 
-/// How long a session waits for other uploads to be committed when the
-/// open files meant for uploads are all in use (see `make_room`).
+/// Longest a session waits for other uploads to be committed when the open
+/// files meant for uploads are all in use (see `make_room`); normally a
+/// group commit frees some within a fifth of a second.
 const ROOM_WAIT: Duration = Duration::from_secs(5);
 
 /// Most files one plan message may ask about: the answer must fit in a
@@ -150,9 +151,9 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
     };
     let failed = AtomicBool::new(false);
     thread::scope(|scope| {
-        // Every queued file is open: the queue gets the other half of this
-        // session's share (the committer's group has the first).
-        let depth = (shared.open_files_per_session() / 2 / BATCH).clamp(1, QUEUE_DEPTH);
+        // Every queued file is open: the queue gets a quarter of this
+        // session's share, the committer's group another (see `make_room`).
+        let depth = (shared.open_files_per_session() / 4 / BATCH).clamp(1, QUEUE_DEPTH);
         let (jobs, queue) = sync_channel(depth);
         let writer = BufWriter::with_capacity(WRITE_BUFFER, write_half);
         let name = format!(
@@ -615,20 +616,23 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Every upload waiting for its commit holds an open file, and queues
-    /// are sized for a session alone. When uploads of all sessions together
-    /// hold their share of the process's open files, this session hands
-    /// its queue to the committer and waits a little for files to be
-    /// closed, rather than failing the next one with "too many open files".
+    /// Every upload waiting for its commit holds an open file, and a
+    /// session's queue and groups are sized by its share when it started.
+    /// When the uploads of all sessions together hold half the open files
+    /// meant for them (the rest is headroom: batches on their way, sockets,
+    /// folders), this session hands its queue to the committer and waits a
+    /// little for files to be closed (committers commit at least every
+    /// `GROUP_MAX_AGE`), rather than failing the next file with "too many
+    /// open files".
     fn make_room(&mut self) -> Result<(), SessionError> {
-        let share = usize::try_from(self.shared.limits.open_files / 2).unwrap_or(usize::MAX);
-        if self.shared.store.open_uploads() < share {
+        let budget = usize::try_from(self.shared.limits.open_files / 2).unwrap_or(usize::MAX);
+        if self.shared.store.open_uploads() < budget {
             return Ok(());
         }
         self.queue(Job::Flush)?;
         debug!(peer = %self.peer, "waiting for open files to be committed");
         let deadline = Instant::now() + ROOM_WAIT;
-        while self.shared.store.open_uploads() >= share && Instant::now() < deadline {
+        while self.shared.store.open_uploads() >= budget && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(1));
         }
         // Past the deadline the open is tried anyway; a failure is a
@@ -663,6 +667,9 @@ impl<'a> Session<'a> {
         // A body already sitting in the buffer needs no read, so no timeout:
         // skipping the system call matters when files are a few KiB each.
         if to_read > 0 {
+            // The rest may be slow to come: let the committer have the files
+            // before it, to commit them when they are due.
+            self.hand_over().map_err(BodyError::Wire)?;
             self.stream
                 .set_read_timeout(Some(self.shared.limits.body_timeout))
                 .map_err(|e| BodyError::Wire(e.into()))?;

@@ -77,6 +77,9 @@ pub enum StoreError {
     /// mounted inside it), where no partial can be kept for it.
     #[error("no partial can be kept for `{0}`: it is on another file system")]
     Unresumable(String),
+    /// The file system cannot store an upload the way the server must.
+    #[error("{0}")]
+    Unsupported(String),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -93,6 +96,7 @@ impl StoreError {
             StoreError::ResumeMismatch(_)
             | StoreError::PartialBusy
             | StoreError::Unresumable(_) => ErrorCode::ResumeMismatch,
+            StoreError::Unsupported(_) => ErrorCode::Io,
             StoreError::Io(_) => ErrorCode::Io,
         }
     }
@@ -415,6 +419,16 @@ impl Store {
         };
         let (fd, temp) = match anonymous {
             Ok(fd) => (fd, Temp::Anonymous),
+            // No O_TMPFILE on a file system mounted inside the folder: the
+            // staging folder is on another one, and a file there could not
+            // be moved into place.
+            Err(Errno::OPNOTSUPP) | Err(Errno::ISDIR) | Err(Errno::INVAL) if beyond_root => {
+                return Err(StoreError::Unsupported(format!(
+                    "`{}` is on a file system mounted inside the upload folder that cannot \
+                     hold nameless files (O_TMPFILE)",
+                    names::escape_for_display(&folders.join("/"))
+                )));
+            }
             // No O_TMPFILE here: a named file in the private staging folder.
             Err(Errno::OPNOTSUPP) | Err(Errno::ISDIR) | Err(Errno::INVAL) => {
                 let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
@@ -479,14 +493,16 @@ impl Store {
             .split_last()
             .ok_or_else(|| StoreError::BadName("empty".into()))?;
         let Folder { dir, beyond_root } = folders_seen.open(self, folders)?;
+        let name = partial_name(&parts.join("/"), key);
         if beyond_root {
             // A partial lives in the staging folder, on the folder's own
             // file system, and could not be moved into place from there.
+            // One kept from before the mount would only be offered again.
+            let _ = rustix::fs::unlinkat(&self.staging, name.as_str(), AtFlags::empty());
             return Err(StoreError::Unresumable(names::escape_for_display(
                 &parts.join("/"),
             )));
         }
-        let name = partial_name(&parts.join("/"), key);
         let fd = rustix::fs::openat(
             &self.staging,
             name.as_str(),
@@ -608,18 +624,26 @@ impl Store {
             Err(e) => return refused(e),
         };
         let mut needed = f.size;
-        let kept = f.resume_key.as_ref().and_then(|key| {
-            let st = rustix::fs::statat(
-                &self.staging,
-                partial_name(&path, key).as_str(),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .ok()?;
-            let have = st.st_size as u64;
-            // A partial may hold the whole file (the connection went between
-            // body and trailer): resuming then sends no bytes at all.
-            (have > 0 && have <= f.size).then_some(have)
-        });
+        // Nothing resumes into a file system mounted inside the folder.
+        let beyond_root = dir
+            .as_ref()
+            .is_some_and(|d| rustix::fs::fstat(d).is_ok_and(|st| st.st_dev != self.root_dev));
+        let kept = f
+            .resume_key
+            .as_ref()
+            .filter(|_| !beyond_root)
+            .and_then(|key| {
+                let st = rustix::fs::statat(
+                    &self.staging,
+                    partial_name(&path, key).as_str(),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .ok()?;
+                let have = st.st_size as u64;
+                // A partial may hold the whole file (the connection went between
+                // body and trailer): resuming then sends no bytes at all.
+                (have > 0 && have <= f.size).then_some(have)
+            });
         let existing = dir.as_ref().and_then(|d| {
             rustix::fs::statat(d, *name, AtFlags::SYMLINK_NOFOLLOW)
                 .ok()
@@ -738,6 +762,9 @@ impl Store {
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
             Mode::empty(),
         );
+        if let Err(e) = &own {
+            tracing::warn!("cannot open a sync handle of its own, sharing one: {e}");
+        }
         SyncHandle(own.ok())
     }
 
@@ -1263,6 +1290,55 @@ mod tests {
         let (store, _) =
             Store::open(&dir.path().join("up"), None, PARTIAL_TTL_DEFAULT).expect("open");
         (dir, store)
+    }
+
+    /// A small tmpfs mounted at a path for as long as it lives (root only).
+    struct Mounted(PathBuf);
+
+    impl Mounted {
+        fn at(path: &Path) -> Option<Mounted> {
+            fs::create_dir_all(path).ok()?;
+            let mounted = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+                .arg(path)
+                .output()
+                .ok()?
+                .status
+                .success();
+            mounted.then(|| Mounted(path.to_path_buf()))
+        }
+    }
+
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+
+    #[test]
+    fn a_file_system_mounted_inside_gets_no_staged_or_resumable_uploads() {
+        let (_t, mut s) = store();
+        let Some(_mnt) = Mounted::at(&s.path().join("mnt")) else {
+            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+            return;
+        };
+        let parts = ["mnt", "a.txt"];
+        let up = s
+            .begin(&parts, 0, &mut FolderCache::default())
+            .expect("nameless files work there");
+        assert!(up.beyond_root());
+        drop(up);
+        // A partial lives in staging, on the other file system.
+        let mut folders = FolderCache::default();
+        let resumed = s.begin_resumable(&["mnt", "big.bin"], &mut folders, "k", 4 << 20, 0);
+        assert!(matches!(resumed, Err(StoreError::Unresumable(_))));
+        drop(resumed);
+        // Without O_TMPFILE nothing could keep the upload out of sight.
+        s.anonymous_temp = false;
+        let staged = s.begin(&["mnt", "b.txt"], 0, &mut FolderCache::default());
+        assert!(matches!(staged, Err(StoreError::Unsupported(_))));
+        // The folder's own file system still takes staged uploads.
+        put(&s, "c.txt", b"here", OnClash::Rename).expect("stored");
     }
 
     fn put(store: &Store, path: &str, bytes: &[u8], policy: OnClash) -> Result<Stored, StoreError> {
