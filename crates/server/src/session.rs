@@ -48,9 +48,9 @@ const WRITE_BUFFER: usize = 16 * 1024;
 const QUEUE_DEPTH: usize = 16;
 const BATCH: usize = 32;
 
-/// Longest a session waits for other uploads to be committed when the open
-/// files meant for uploads are all in use (see `make_room`); normally a
-/// group commit frees some within a fifth of a second.
+/// Longest a session waits for other uploads to be committed when uploads
+/// hold their part of the open files (see `make_room`); normally a group
+/// commit frees some within a fifth of a second.
 const ROOM_WAIT: Duration = Duration::from_secs(5);
 
 /// Most files one plan message may ask about: the answer must fit in a

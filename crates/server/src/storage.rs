@@ -4,7 +4,8 @@
 //!   is headed for: it has no name at all until it is complete, and a crash
 //!   leaves nothing behind. Where the file system cannot do that, a file
 //!   with a short generated name in the private `.ferry-staging` folder
-//!   stands in for it.
+//!   stands in for it (on the target's own file system only: one mounted
+//!   inside it must offer `O_TMPFILE`, or its uploads are refused).
 //! - Only a complete, verified upload is made durable and then linked into
 //!   place with a no-replace link or rename (so a clash is detected
 //!   atomically, not by a check-then-act race), and its folder synced: once
