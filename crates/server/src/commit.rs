@@ -39,6 +39,14 @@ pub(crate) struct Pending<'s> {
     pub finished: Finished<'s>,
 }
 
+impl Pending<'_> {
+    /// A big file, or one on a file system the group's sync does not cover
+    /// (mounted inside the target), is committed on its own with fsyncs.
+    fn commits_alone(&self) -> bool {
+        self.receipt.size >= SOLO_COMMIT_BYTES || self.finished.upload.beyond_root()
+    }
+}
+
 /// What the ack and the log line of a file say, whatever its commit does.
 pub(crate) struct Receipt {
     /// The v1 id to ack; `None` for a tutorial client, which gets no ack.
@@ -153,9 +161,8 @@ impl<'s> Committer<'s, '_> {
         if self.failure.is_some() {
             return;
         }
-        // A big file, or one on a file system the group's sync does not
-        // cover, is committed on its own, after the files before it.
-        let alone = file.receipt.size >= SOLO_COMMIT_BYTES || file.finished.upload.beyond_root();
+        // Committed on its own, after the files before it.
+        let alone = file.commits_alone();
         if alone && !self.pending.is_empty() {
             self.advance();
         }
@@ -182,10 +189,7 @@ impl<'s> Committer<'s, '_> {
         // One write for the log lines of a whole group.
         let _lines = crate::log::hold_lines();
         let mut group = std::mem::take(&mut self.pending);
-        let alone = |p: &Pending<'_>| {
-            p.receipt.size >= SOLO_COMMIT_BYTES || p.finished.upload.beyond_root()
-        };
-        if group.len() == 1 && alone(&group[0]) {
+        if group.len() == 1 && group[0].commits_alone() {
             if let Some(Pending { receipt, finished }) = group.pop() {
                 self.ack_linked();
                 if self.failure.is_some() {
