@@ -222,44 +222,77 @@ fn an_upload_outlasting_the_grace_period_is_dropped_and_cleaned() {
     assert!(server.staging_is_empty());
 }
 
-/// A small tmpfs for the full-disk test, unmounted on drop.
-struct SmallDisk(std::path::PathBuf);
+/// A small tmpfs (mounting needs root), unmounted and its mount point
+/// removed on drop.
+///
+/// A disk from [`SmallDisk::new`] lives in a folder of its own: declare the
+/// server after it, so that the server stops first. One mounted inside a
+/// server's folder with [`SmallDisk::mount_at`] may still be in use when it
+/// is dropped; it is then detached lazily, so no mount outlives the test.
+struct SmallDisk {
+    at: std::path::PathBuf,
+    /// The folder a disk from `new` is mounted in, removed after unmounting.
+    _home: Option<tempfile::TempDir>,
+}
 
 impl SmallDisk {
-    fn mount(at: &std::path::Path) -> Option<SmallDisk> {
+    /// A 24 MiB disk in a temporary folder of its own.
+    fn new() -> Option<SmallDisk> {
+        let home = tempfile::tempdir().ok()?;
+        let mut disk = SmallDisk::mount_at(&home.path().join("disk"), "24m")?;
+        disk._home = Some(home);
+        Some(disk)
+    }
+
+    /// A disk of `size` (as `mount -o size=` takes it) mounted at `at`.
+    fn mount_at(at: &std::path::Path, size: &str) -> Option<SmallDisk> {
         std::fs::create_dir_all(at).ok()?;
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(at)
             .output()
             .ok()?
             .status
             .success();
-        ok.then(|| SmallDisk(at.to_path_buf()))
+        ok.then(|| SmallDisk {
+            at: at.to_path_buf(),
+            _home: None,
+        })
     }
 }
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
+        let unmounted = Command::new("umount")
+            .arg(&self.at)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+        }
+        let _ = std::fs::remove_dir(&self.at);
     }
+}
+
+/// A folder for a server whose uploads go to a [`SmallDisk`].
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
 }
 
 /// Fills the disk while a `size`-byte upload is under way.
 fn full_disk_mid_upload(size: usize) {
-    let root = tempfile::tempdir().expect("tempdir");
-    let Some(disk) = SmallDisk::mount(&root.path().join("disk")) else {
+    let Some(disk) = SmallDisk::new() else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
-    let server = Server::start_in(root, disk.0.join("uploads"), &[]);
+    let server = Server::start_in(scratch(), disk.at.join("uploads"), &[]);
     let body = data(size, 4);
     let mut c = V1::connect(&server.addr());
     c.start_file(1, "wont-fit.bin", body.len() as u64);
     c.stream.write_all(&body[..1 << 20]).expect("first part");
     thread::sleep(Duration::from_millis(200));
     // Someone else fills the disk meanwhile.
-    let filler = disk.0.join("filler");
+    let filler = disk.at.join("filler");
     let mut f = std::fs::File::create(&filler).expect("filler");
     while f.write_all(&[0u8; 64 * 1024]).is_ok() {}
     drop(f);
@@ -371,13 +404,12 @@ fn a_body_trickling_below_the_minimum_rate_is_dropped() {
 
 #[test]
 fn uploads_side_by_side_cannot_together_eat_into_the_free_space_floor() {
-    let root = tempfile::tempdir().expect("tempdir");
-    let Some(disk) = SmallDisk::mount(&root.path().join("disk")) else {
+    let Some(disk) = SmallDisk::new() else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
     // 24 MiB disk, 8 MiB to stay free: room for one 10 MiB upload, not two.
-    let server = Server::start_in(root, disk.0.join("uploads"), &["--min-free", "8M"]);
+    let server = Server::start_in(scratch(), disk.at.join("uploads"), &["--min-free", "8M"]);
     let body = data(10 << 20, 6);
     let mut a = V1::connect(&server.addr());
     a.start_file(1, "first.bin", body.len() as u64);
@@ -400,7 +432,7 @@ fn uploads_side_by_side_cannot_together_eat_into_the_free_space_floor() {
 #[test]
 fn uploads_into_a_file_system_mounted_inside_the_folder_arrive() {
     let server = Server::start();
-    let Some(_disk) = SmallDisk::mount(&server.dir().join("mnt")) else {
+    let Some(_disk) = SmallDisk::mount_at(&server.dir().join("mnt"), "24m") else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
@@ -418,6 +450,63 @@ fn uploads_into_a_file_system_mounted_inside_the_folder_arrive() {
         assert_eq!(server.read(&format!("mnt/small/{i:02}.txt")), data(3000, i));
     }
     assert!(server.staging_is_empty());
+}
+
+/// Free space is looked up where a file will land. A file too big for a
+/// small file system mounted inside the upload folder is refused before its
+/// body, as on the folder's own disk, rather than once that one is full.
+#[test]
+fn a_file_too_big_for_a_mount_inside_the_folder_is_refused_before_its_body() {
+    let server = Server::start();
+    let Some(_disk) = SmallDisk::mount_at(&server.dir().join("mnt"), "24m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let mut c = V1::connect(&server.addr());
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    // Nothing of the body is sent: the refusal must come from the header.
+    c.start_file(1, "mnt/deeper/huge.bin", 40 << 20);
+    c.expect_failed(ErrorCode::NoSpace);
+    server.expect_log("not enough space");
+    // Not even the folder on its way was made.
+    assert_eq!(server.files(), ["mnt/"]);
+    // The folder's own disk still takes a file of that size.
+    let body = data(40 << 20, 2);
+    let mut c = V1::connect(&server.addr());
+    c.upload(1, "huge.bin", &body, OnClash::Rename);
+    assert_eq!(c.expect_stored(), "huge.bin");
+}
+
+/// The other way round: a nearly full upload folder does not turn away a
+/// file headed for a roomier file system mounted inside it.
+#[test]
+fn a_full_folder_does_not_refuse_files_for_a_roomier_mount_inside_it() {
+    let Some(outer) = SmallDisk::new() else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let uploads = outer.at.join("uploads");
+    let Some(_inner) = SmallDisk::mount_at(&uploads.join("roomy"), "64m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let server = Server::start_in(scratch(), uploads, &[]);
+    let body = data(30 << 20, 5);
+    let mut c = V1::connect(&server.addr());
+    c.start_file(1, "too-big-here.bin", body.len() as u64);
+    c.expect_failed(ErrorCode::NoSpace);
+    // `ferry send` asks the server first (the plan), then sends: neither
+    // may count the folder's own disk against the mount.
+    let src = tempfile::tempdir().expect("tempdir");
+    write_file(&src.path().join("roomy/fits.bin"), &body);
+    let out = ferry_send(
+        &server.addr(),
+        &[src.path().join("roomy").to_str().expect("utf8")],
+    );
+    assert!(out.status.success(), "{}", all_output(&out));
+    assert_eq!(server.read("roomy/fits.bin"), body);
 }
 
 /// Small files sent before a body that is slow to come are committed and

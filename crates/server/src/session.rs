@@ -126,6 +126,11 @@ pub(crate) struct Session<'a> {
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: u64 = 64 << 20;
 
+/// The folders a file's path goes through (all but its last part).
+fn folders_of<'p>(parts: &'p [&'p str]) -> &'p [&'p str] {
+    parts.split_last().map_or(&[], |(_, folders)| folders)
+}
+
 /// Serves one connection to its end and logs how it ended.
 pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &Slot) {
     let setup = stream
@@ -334,7 +339,7 @@ impl<'a> Session<'a> {
     ) -> Result<(Vec<String>, Upload<'a>), StoreError> {
         let store = &self.shared.store;
         let parts = store.check_path(path)?;
-        store.check_size(size)?;
+        store.check_size(folders_of(&parts), size)?;
         let upload = store.begin(&parts, size, &mut self.folders)?;
         debug!(peer = %self.peer, path = ?path, size, "receiving");
         Ok((parts.iter().map(|p| p.to_string()).collect(), upload))
@@ -509,7 +514,7 @@ impl<'a> Session<'a> {
             (Some(key), true) if header.offset <= header.size => {
                 let store = &self.shared.store;
                 let parts = store.check_path(&header.path)?;
-                store.check_size(header.size - header.offset)?;
+                store.check_size(folders_of(&parts), header.size - header.offset)?;
                 let (upload, hasher) = match store.begin_resumable(
                     &parts,
                     &mut self.folders,

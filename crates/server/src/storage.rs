@@ -17,6 +17,7 @@
 //! - An upload dropped before commit leaves nothing; staging leftovers from
 //!   a crash are removed at start-up.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::num::NonZeroU64;
@@ -335,21 +336,41 @@ impl Store {
     }
 
     /// Checks a declared size against the limit and the free space, before
-    /// any byte is written. Files under [`SPACE_CHECK_MIN`] skip the free
-    /// space look-up (a system call per file, a fifth of the cost of a tiny
-    /// upload); a disk that fills up under them is still caught by the write
-    /// and reported as no space.
-    pub fn check_size(&self, size: u64) -> Result<(), StoreError> {
+    /// any byte is written (or any folder made). Files under
+    /// [`SPACE_CHECK_MIN`] skip the free space look-up (a system call per
+    /// file, a fifth of the cost of a tiny upload); a disk that fills up
+    /// under them is still caught by the write and reported as no space.
+    ///
+    /// The space is looked up on the file system the file will land on: the
+    /// deepest folder of `folders` that exists already, which is another
+    /// file system than the target's when one is mounted inside it.
+    pub fn check_size(&self, folders: &[&str], size: u64) -> Result<(), StoreError> {
         if let Some(limit) = self.max_file_size.filter(|l| size > *l) {
             return Err(StoreError::TooLarge { size, limit });
         }
         if size < SPACE_CHECK_MIN && self.min_free == 0 {
             return Ok(());
         }
-        let available = self
-            .available_bytes()?
+        let landing = self.deepest_existing(folders)?;
+        self.check_room_on(&landing, size)
+    }
+
+    /// Refuses `size` bytes if the file system `dir` is on has not got
+    /// them (less `--min-free`, and less what uploads under way were
+    /// promised when that is the target's own file system).
+    fn check_room_on(&self, dir: &OwnedFd, size: u64) -> Result<(), StoreError> {
+        let on_root = rustix::fs::fstat(dir)
+            .map_err(|e| StoreError::Io(e.into()))?
+            .st_dev
+            == self.root_dev;
+        let promised = if on_root {
+            self.space_held.load(Ordering::Acquire)
+        } else {
+            0
+        };
+        let available = free_bytes(dir)?
             .saturating_sub(self.min_free)
-            .saturating_sub(self.space_held.load(Ordering::Acquire));
+            .saturating_sub(promised);
         if size > available {
             return Err(StoreError::NoSpace {
                 needed: size,
@@ -357,6 +378,19 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// The deepest of `folders` (a path below the root) that exists now.
+    /// Whatever is created below it lands on its file system.
+    fn deepest_existing(&self, folders: &[&str]) -> io::Result<OwnedFd> {
+        let mut dir = rustix::io::dup(&self.root)?;
+        for part in folders {
+            match open_dir_nofollow(&dir, part) {
+                Ok(next) => dir = next,
+                Err(_) => break,
+            }
+        }
+        Ok(dir)
     }
 
     /// Promises `bytes` of the disk to an upload about to start, or refuses
@@ -389,8 +423,7 @@ impl Store {
 
     /// Bytes an unprivileged writer can still use on the target's disk.
     pub fn available_bytes(&self) -> io::Result<u64> {
-        let vfs = rustix::fs::fstatvfs(&self.root)?;
-        Ok(vfs.f_bavail.saturating_mul(vfs.f_frsize))
+        free_bytes(&self.root)
     }
 
     /// Starts an upload headed for `parts` (checked by [`Store::check_path`]):
@@ -450,8 +483,17 @@ impl Store {
             Err(e) => return Err(StoreError::from_io(e.into())),
         };
         // Counted once the file exists, so a failure above leaks nothing;
-        // a refusal here drops the file, which had no name yet.
-        let space = self.hold_space(size)?;
+        // a refusal here drops the file, which had no name yet. What lands
+        // on a file system mounted inside is checked against that one and
+        // promises nothing of the target's.
+        let space = if beyond_root {
+            if size >= SPACE_CHECK_MIN || self.min_free > 0 {
+                self.check_room_on(&dir, size)?;
+            }
+            0
+        } else {
+            self.hold_space(size)?
+        };
         let reserved = match self.take_quota(size) {
             Ok(r) => r,
             Err(e) => {
@@ -588,10 +630,10 @@ impl Store {
     /// nothing. Free space is shared out in order, so a batch that cannot
     /// all fit is told which files would not.
     pub fn verdicts(&self, files: &[PlanEntry]) -> Vec<PlanVerdict> {
-        let mut room = self
-            .available_bytes()
-            .map_or(u64::MAX, |a| a.saturating_sub(self.min_free))
-            .min(self.quota_room().unwrap_or(u64::MAX));
+        let mut room = Room {
+            quota: self.quota_room(),
+            disks: HashMap::new(),
+        };
         files
             .iter()
             .map(|f| PlanVerdict {
@@ -601,7 +643,7 @@ impl Store {
             .collect()
     }
 
-    fn verdict(&self, f: &PlanEntry, room: &mut u64) -> Verdict {
+    fn verdict(&self, f: &PlanEntry, room: &mut Room) -> Verdict {
         let refused = |e: StoreError| Verdict::Refused {
             code: e.code(),
             message: e.to_string(),
@@ -686,13 +728,20 @@ impl Store {
                 }
             },
         };
-        if needed > *room {
-            return refused(StoreError::NoSpace {
-                needed,
-                available: *room,
-            });
+        if needed > 0 {
+            // The file lands on the file system of its folder, or of the
+            // deepest one on its way that exists.
+            let landing = match dir {
+                Some(dir) => Ok(dir),
+                None => self.deepest_existing(folders),
+            };
+            let taken = landing
+                .map_err(StoreError::Io)
+                .and_then(|at| room.take(self, &at, needed));
+            if let Err(e) = taken {
+                return refused(e);
+            }
         }
-        *room -= needed;
         verdict
     }
 
@@ -828,6 +877,12 @@ fn not_a_folder(e: io::Error, shown: &str) -> StoreError {
     }
 }
 
+/// Bytes an unprivileged writer can still use on the file system `fd` is on.
+fn free_bytes(fd: &impl AsFd) -> io::Result<u64> {
+    let vfs = rustix::fs::fstatvfs(fd)?;
+    Ok(vfs.f_bavail.saturating_mul(vfs.f_frsize))
+}
+
 fn open_dir_nofollow(dir: &impl AsFd, name: &str) -> io::Result<OwnedFd> {
     Ok(rustix::fs::openat(
         dir,
@@ -835,6 +890,39 @@ fn open_dir_nofollow(dir: &impl AsFd, name: &str) -> io::Result<OwnedFd> {
         OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )?)
+}
+
+/// What a batch of plan verdicts may still promise: the quota, shared by all
+/// uploads, and the free space of each file system files land on (the
+/// target's, and any mounted inside it), each less `--min-free`.
+struct Room {
+    quota: Option<u64>,
+    /// Free bytes by device number, looked up when first needed.
+    disks: HashMap<u64, u64>,
+}
+
+impl Room {
+    /// Promises `needed` bytes on the file system `at` is on, or says there
+    /// is not enough room. A file system whose free space cannot be looked
+    /// up is not held against the file: the write would still catch it.
+    fn take(&mut self, store: &Store, at: &OwnedFd, needed: u64) -> Result<(), StoreError> {
+        let dev = rustix::fs::fstat(at)
+            .map_err(|e| StoreError::Io(e.into()))?
+            .st_dev;
+        let disk = self.disks.entry(dev).or_insert_with(|| {
+            free_bytes(at).map_or(u64::MAX, |a| a.saturating_sub(store.min_free))
+        });
+        let quota = self.quota.unwrap_or(u64::MAX);
+        let available = (*disk).min(quota);
+        if needed > available {
+            return Err(StoreError::NoSpace { needed, available });
+        }
+        *disk -= needed;
+        if let Some(q) = self.quota.as_mut() {
+            *q -= needed;
+        }
+        Ok(())
+    }
 }
 
 /// The folder the last upload of a session went to, kept open: files of one
@@ -1312,7 +1400,17 @@ mod tests {
 
     impl Drop for Mounted {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
+            let unmount = |args: &[&str]| {
+                std::process::Command::new("umount")
+                    .args(args)
+                    .arg(&self.0)
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            // Still busy: detach it anyway, so that no mount outlives the test.
+            if !unmount(&[]) {
+                unmount(&["-l"]);
+            }
         }
     }
 
@@ -1507,11 +1605,14 @@ mod tests {
     fn size_limits_are_checked_before_writing() {
         let t = tempfile::tempdir().expect("tempdir");
         let (s, _) = Store::open(t.path(), Some(10), PARTIAL_TTL_DEFAULT).expect("open");
-        assert!(s.check_size(10).is_ok());
-        assert!(matches!(s.check_size(11), Err(StoreError::TooLarge { .. })));
+        assert!(s.check_size(&[], 10).is_ok());
+        assert!(matches!(
+            s.check_size(&[], 11),
+            Err(StoreError::TooLarge { .. })
+        ));
         let (s, _) = Store::open(&t.path().join("b"), None, PARTIAL_TTL_DEFAULT).expect("open");
         assert!(matches!(
-            s.check_size(u64::MAX),
+            s.check_size(&[], u64::MAX),
             Err(StoreError::NoSpace { .. })
         ));
     }
