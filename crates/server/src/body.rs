@@ -17,6 +17,7 @@ use ferry_proto::path::escape_for_display;
 
 use crate::session::SessionError;
 use crate::storage::{StoreError, Upload};
+use crate::trailing_hash::TrailingHash;
 use crate::transport::Incoming;
 
 /// Bodies at least this big get a writer thread, when a slot is free.
@@ -61,20 +62,49 @@ impl Drop for SlotGuard<'_> {
     }
 }
 
-/// Receives `size` bytes into `upload` and returns their BLAKE3.
+/// How a body's bytes are hashed.
+pub(crate) enum Digest {
+    /// On the way in: the body is the whole file (a new upload).
+    Incoming,
+    /// From the file, after the part kept from an interrupted upload, by a
+    /// thread of its own (a resumed upload).
+    Trailing(TrailingHash),
+}
+
+/// Receives `size` bytes into `upload` and returns the digest: of those
+/// bytes, or of the whole file for a resumed upload.
 pub(crate) fn receive(
     reader: &mut BufReader<Incoming>,
     upload: &mut Upload<'_>,
     name: &str,
     size: u64,
     slots: &WriterSlots,
-    hasher: blake3::Hasher,
+    digest: Digest,
     min_rate: MinRate,
 ) -> Result<blake3::Hash, BodyError> {
     let mut pace = min_rate.start();
-    match (size >= PARALLEL_MIN_BYTES).then(|| slots.take()).flatten() {
-        Some(_slot) => receive_with_writer(reader, upload, name, size, hasher, &mut pace),
-        None => receive_inline(reader, upload, name, size, hasher, &mut pace),
+    match digest {
+        // Hashing is already off this thread: no writer needed.
+        Digest::Trailing(trailing) => {
+            copy_inline(reader, upload, name, size, &mut pace, |bytes| {
+                trailing.wrote(bytes.len());
+            })?;
+            trailing
+                .finish()
+                .map_err(|e| BodyError::Store(StoreError::Io(e)))
+        }
+        Digest::Incoming => {
+            let mut hasher = blake3::Hasher::new();
+            match (size >= PARALLEL_MIN_BYTES).then(|| slots.take()).flatten() {
+                Some(_slot) => receive_with_writer(reader, upload, name, size, hasher, &mut pace),
+                None => {
+                    copy_inline(reader, upload, name, size, &mut pace, |bytes| {
+                        hasher.update(bytes);
+                    })?;
+                    Ok(hasher.finalize())
+                }
+            }
+        }
     }
 }
 
@@ -124,14 +154,16 @@ impl Pace {
     }
 }
 
-fn receive_inline(
+/// Copies `size` bytes into `upload` on this thread, showing each piece to
+/// `written` once it is in the file.
+fn copy_inline(
     reader: &mut BufReader<Incoming>,
     upload: &mut Upload<'_>,
     name: &str,
     size: u64,
-    mut hasher: blake3::Hasher,
     pace: &mut Pace,
-) -> Result<blake3::Hash, BodyError> {
+    mut written: impl FnMut(&[u8]),
+) -> Result<(), BodyError> {
     let mut left = size;
     while left > 0 {
         let chunk = match reader.fill_buf() {
@@ -143,13 +175,13 @@ fn receive_inline(
             },
         };
         let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        hasher.update(&chunk[..n]);
         upload.write_all(&chunk[..n]).map_err(BodyError::Store)?;
+        written(&chunk[..n]);
         reader.consume(n);
         left -= n as u64;
         pace.note(n)?;
     }
-    Ok(hasher.finalize())
+    Ok(())
 }
 
 fn receive_with_writer(

@@ -18,6 +18,7 @@ pub mod log;
 mod new_folders;
 pub mod session;
 pub mod storage;
+pub mod trailing_hash;
 pub mod transport;
 
 use std::io;

@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 
 use crate::Shared;
 use crate::accept::Slot;
-use crate::body::{self, BodyError};
+use crate::body::{self, BodyError, Digest};
 use crate::commit::{self, Job, Pending, Receipt};
 use crate::storage::{self, Finished, FolderCache, StoreError, Upload};
 use crate::transport::{self, Incoming};
@@ -306,8 +306,7 @@ impl<'a> Session<'a> {
             reason,
         };
         let (parts, mut upload) = self.start_file(name, header.size).map_err(refused)?;
-        let digest = match self.receive_body(&mut upload, name, header.size, blake3::Hasher::new())
-        {
+        let digest = match self.receive_body(&mut upload, name, header.size, Digest::Incoming) {
             Ok(d) => d,
             Err(BodyError::Store(e)) => return Err(refused(e)),
             Err(BodyError::Wire(e)) => return Err(e),
@@ -432,12 +431,12 @@ impl<'a> Session<'a> {
                 )),
             );
         }
-        let (parts, mut upload, hasher) = match self.start_v1_file(header) {
+        let (parts, mut upload, hashing) = match self.start_v1_file(header) {
             Ok(ok) => ok,
             Err(e) => return self.refuse(header, e),
         };
         let body_len = header.size - header.offset;
-        let digest = match self.receive_body(&mut upload, &header.path, body_len, hasher) {
+        let digest = match self.receive_body(&mut upload, &header.path, body_len, hashing) {
             Ok(d) => d,
             Err(BodyError::Store(e)) => return self.refuse(header, e),
             Err(BodyError::Wire(e)) => return Err(e),
@@ -503,19 +502,19 @@ impl<'a> Session<'a> {
 
     /// Opens a v1 upload: a plain one, or one kept under a name so it can
     /// be resumed (when the sender gives a key and the file is big enough),
-    /// possibly resuming at the header's offset. Returns the hasher to go
-    /// on with, which has already seen the bytes before the offset.
+    /// possibly resuming at the header's offset. Returns how the body is to
+    /// be hashed: for a resume, the digest also covers the kept bytes.
     fn start_v1_file(
         &mut self,
         header: &FileHeader,
-    ) -> Result<(Vec<String>, Upload<'a>, blake3::Hasher), StoreError> {
+    ) -> Result<(Vec<String>, Upload<'a>, Digest), StoreError> {
         let resumable = header.size >= storage::RESUMABLE_MIN;
         match (&header.resume_key, resumable) {
             (Some(key), true) if header.offset <= header.size => {
                 let store = &self.shared.store;
                 let parts = store.check_path(&header.path)?;
                 store.check_size(folders_of(&parts), header.size - header.offset)?;
-                let (upload, hasher) = match store.begin_resumable(
+                let (upload, kept_hash) = match store.begin_resumable(
                     &parts,
                     &mut self.folders,
                     key,
@@ -527,7 +526,7 @@ impl<'a> Session<'a> {
                         if header.offset == 0 =>
                     {
                         let (parts, upload) = self.start_file(&header.path, header.size)?;
-                        return Ok((parts, upload, blake3::Hasher::new()));
+                        return Ok((parts, upload, Digest::Incoming));
                     }
                     other => other?,
                 };
@@ -536,10 +535,14 @@ impl<'a> Session<'a> {
                 } else {
                     debug!(peer = %self.peer, path = ?header.path, size = header.size, "receiving");
                 }
+                let hashing = match kept_hash {
+                    Some(trailing) => Digest::Trailing(trailing),
+                    None => Digest::Incoming,
+                };
                 Ok((
                     parts.iter().map(|p| p.to_string()).collect(),
                     upload,
-                    hasher,
+                    hashing,
                 ))
             }
             _ if header.offset > 0 => Err(StoreError::ResumeMismatch(
@@ -548,7 +551,7 @@ impl<'a> Session<'a> {
             )),
             _ => {
                 let (parts, upload) = self.start_file(&header.path, header.size)?;
-                Ok((parts, upload, blake3::Hasher::new()))
+                Ok((parts, upload, Digest::Incoming))
             }
         }
     }
@@ -654,14 +657,14 @@ impl<'a> Session<'a> {
         jobs.send(batch).map_err(|_| SessionError::CommitterGone)
     }
 
-    /// Copies exactly `size` body bytes into `upload`, hashing as it goes.
-    /// Receives a body with the body timeout in force.
+    /// Copies exactly `size` body bytes into `upload`, with the body timeout
+    /// in force, and returns the digest `digest` makes of them.
     fn receive_body(
         &mut self,
         upload: &mut Upload<'_>,
         name: &str,
         size: u64,
-        hasher: blake3::Hasher,
+        digest: Digest,
     ) -> Result<blake3::Hash, BodyError> {
         let to_read = size.saturating_sub(self.reader.buffer().len() as u64);
         if to_read >= ACK_BEFORE_BODY_BYTES {
@@ -685,7 +688,7 @@ impl<'a> Session<'a> {
             name,
             size,
             &self.shared.writer_slots,
-            hasher,
+            digest,
             body::MinRate {
                 bytes_per_sec: self.shared.limits.min_rate,
                 window: self.shared.limits.body_timeout,

@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::num::NonZeroU64;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -33,6 +33,7 @@ use rustix::io::Errno;
 use thiserror::Error;
 
 use crate::new_folders::NewFolders;
+use crate::trailing_hash::TrailingHash;
 
 /// The staging folder's name inside the target folder. Uploads may not use
 /// it as their first component.
@@ -521,9 +522,10 @@ impl Store {
     /// Starts or resumes an upload kept under a name in the staging folder,
     /// so that what arrives survives a dropped connection or a server
     /// restart. `offset` is where the sender starts; the partial must hold
-    /// at least that much. Returns the upload positioned at `offset` and a
-    /// hasher that has already read the bytes before it, so the final
-    /// digest covers the whole file and a tampered partial is caught.
+    /// at least that much. Returns the upload positioned at `offset` and,
+    /// when something was kept, the hash of the whole file in the making
+    /// (see [`TrailingHash`]), so the final digest covers the kept bytes
+    /// too and a tampered partial is caught.
     pub fn begin_resumable(
         &self,
         parts: &[&str],
@@ -531,7 +533,7 @@ impl Store {
         key: &str,
         size: u64,
         offset: u64,
-    ) -> Result<(Upload<'_>, blake3::Hasher), StoreError> {
+    ) -> Result<(Upload<'_>, Option<TrailingHash>), StoreError> {
         let (_, folders) = parts
             .split_last()
             .ok_or_else(|| StoreError::BadName("empty".into()))?;
@@ -576,25 +578,15 @@ impl Store {
             )));
         }
         file.set_len(offset).map_err(StoreError::from_io)?;
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut left = offset;
-        while left > 0 {
-            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            match file.read(&mut buf[..want]) {
-                Ok(0) => {
-                    return Err(StoreError::ResumeMismatch(
-                        "the kept partial ended early; send it all again".into(),
-                    ));
-                }
-                Ok(n) => {
-                    hasher.update(&buf[..n]);
-                    left -= n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(StoreError::Io(e)),
-            }
-        }
+        file.seek(SeekFrom::Start(offset)).map_err(StoreError::Io)?;
+        // The kept part is hashed from the file by a thread of its own while
+        // the rest arrives, not read back first with the socket left waiting.
+        let kept_hash = if offset > 0 {
+            let reader = file.try_clone().map_err(StoreError::Io)?;
+            Some(TrailingHash::start(reader, offset).map_err(StoreError::Io)?)
+        } else {
+            None
+        };
         // Counted last, once nothing can fail before the upload exists to
         // give it back. The kept part was counted when it arrived (or at
         // start-up).
@@ -622,7 +614,7 @@ impl Store {
                 space,
                 mode: 0o600 & !self.umask,
             },
-            hasher,
+            kept_hash,
         ))
     }
 
