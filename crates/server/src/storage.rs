@@ -1211,13 +1211,24 @@ impl Upload<'_> {
                 rustix::fs::renameat(&self.store.staging, temp.as_str(), dir, name).map_err(io)?;
             }
             Temp::Anonymous => {
-                // Link under a hidden name first, then rename over the old
+                // Link under a second name first, then rename over the old
                 // file: readers see the old file or the new, never neither.
+                // The second name is in the staging folder, which start-up
+                // cleans, so a crash in between leaves nothing in sight. A
+                // file system mounted inside has no staging folder: there
+                // the name is a hidden one next to the file.
                 let n = self.store.next_temp.fetch_add(1, Ordering::Relaxed);
-                let hidden = format!(".ferry-{}-{n}.swap", std::process::id());
-                self.link_anonymous(dir, &hidden).map_err(io)?;
-                if let Err(e) = rustix::fs::renameat(dir, hidden.as_str(), dir, name) {
-                    let _ = rustix::fs::unlinkat(dir, hidden.as_str(), AtFlags::empty());
+                let (via, second) = if self.beyond_root {
+                    (dir, format!(".ferry-{}-{n}.swap", std::process::id()))
+                } else {
+                    (
+                        &self.store.staging,
+                        format!("{}-{n}.swap", std::process::id()),
+                    )
+                };
+                self.link_anonymous(via, &second).map_err(io)?;
+                if let Err(e) = rustix::fs::renameat(via, second.as_str(), dir, name) {
+                    let _ = rustix::fs::unlinkat(via, second.as_str(), AtFlags::empty());
                     return Err(io(e));
                 }
             }
@@ -1365,6 +1376,7 @@ fn same_content(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1466,6 +1478,43 @@ mod tests {
         let third = put(&s, "report.pdf", b"three", OnClash::Rename).expect("third");
         assert_eq!(third.stored_as, "report (2).pdf");
         assert_eq!(fs::read(s.path().join("report.pdf")).expect("read"), b"one");
+    }
+
+    /// An overwrite passes through a second name on its way in. That name
+    /// must never show in the folder: a crash between naming and renaming
+    /// would leave it there for good, where start-up cleaning never looks.
+    #[test]
+    fn an_overwrite_never_shows_a_second_name_in_the_folder() {
+        let (_t, s) = store();
+        put(&s, "f.txt", b"first", OnClash::Rename).expect("first");
+        let done = AtomicBool::new(false);
+        let seen = std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| {
+                let mut seen = HashSet::new();
+                while !done.load(Ordering::Relaxed) {
+                    for entry in fs::read_dir(s.path()).expect("ls").flatten() {
+                        seen.insert(entry.file_name().to_string_lossy().into_owned());
+                    }
+                }
+                seen
+            });
+            for i in 0..2000u32 {
+                put(&s, "f.txt", &i.to_le_bytes(), OnClash::Overwrite).expect("overwrite");
+            }
+            done.store(true, Ordering::Relaxed);
+            watcher.join().expect("watcher")
+        });
+        let strays: Vec<_> = seen
+            .iter()
+            .filter(|name| *name != STAGING_DIR && *name != "f.txt")
+            .collect();
+        assert!(
+            strays.is_empty(),
+            "{} other names seen, such as {:?}",
+            strays.len(),
+            &strays[..strays.len().min(3)]
+        );
+        assert!(staging_is_empty(&s));
     }
 
     #[test]
