@@ -138,8 +138,13 @@ fn write(path: PathBuf, bytes: &[u8]) -> (PathBuf, Vec<u8>) {
 /// on screen, so a crash or a bad exit is visible to the test; the list of
 /// failed files goes to `home/state`, a state folder of the test's own.
 fn picker(server: &Server, home: &Path, root: &Path) -> Tmux {
+    picker_with(server, home, root, "")
+}
+
+/// [`picker`] with more options on ferry's command line.
+fn picker_with(server: &Server, home: &Path, root: &Path, options: &str) -> Tmux {
     let command = format!(
-        "XDG_STATE_HOME={} {} --to {} {}; echo \"ferry exited with $?\"; sleep 60",
+        "XDG_STATE_HOME={} {} --to {} {options} {}; echo \"ferry exited with $?\"; sleep 60",
         quoted(&home.join("state")),
         quoted(&bin_path("ferry")),
         server.addr(),
@@ -283,6 +288,48 @@ fn the_plan_shows_clashes_and_refusals_and_r_retries_what_failed() {
     assert!(!again.contains("small.txt"), "{again}");
     tmux.press(&["Escape"]);
     tmux.wait_for(&["nothing was sent"]);
+
+    tmux.press(&["q"]);
+    tmux.wait_for(&["ferry exited with 0"]);
+}
+
+#[test]
+fn tab_browses_the_list_while_a_transfer_goes_on() {
+    if !tmux_installed() {
+        println!("skipped: tmux is not installed");
+        return;
+    }
+    let server = Server::start();
+    let home = tempfile::tempdir().expect("tempdir");
+    let root = home.path().join("pick");
+    fs::create_dir_all(root.join("later")).expect("mkdir");
+    write(root.join("later/next.txt"), b"for the next send");
+    // About four seconds at the capped rate: time to look around.
+    let big = write(root.join("big.bin"), &data(8 << 20, 3));
+    let tmux = picker_with(&server, home.path(), &root, "--limit-rate 2M");
+
+    tmux.wait_for(&["later/", "big.bin", "● connected"]);
+    tmux.press(&["j", "Enter"]);
+    tmux.wait_for(&["Enter: send 1 file"]);
+    tmux.press(&["Enter"]);
+    tmux.wait_for(&["Sending 1 file", "Tab browse"]);
+
+    // Tab: the list again, with the transfer on the status line.
+    tmux.press(&["Tab"]);
+    tmux.wait_for(&["later/", "Sending: ", "Tab shows it", "Tab transfer"]);
+    tmux.press(&["k", "l"]);
+    let screen = tmux.wait_for(&["next.txt"]);
+    assert!(
+        !screen.contains("Finished"),
+        "the transfer ended before the folder opened:\n{screen}"
+    );
+
+    // It ends behind the list; Tab shows its summary.
+    tmux.wait_for(&["Finished: 1 sent · Tab shows it"]);
+    tmux.press(&["Tab"]);
+    tmux.wait_for(&["Finished: 1 sent", "big.bin  stored"]);
+    let stored = fs::read(server.dir().join("big.bin")).expect("big.bin is on the server");
+    assert!(stored == big.1, "big.bin differs on the server");
 
     tmux.press(&["q"]);
     tmux.wait_for(&["ferry exited with 0"]);

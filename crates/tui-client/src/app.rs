@@ -168,6 +168,9 @@ pub struct App {
     pub addr: String,
     pub server: ServerState,
     pub screen: Screen,
+    /// A transfer going on (or just ended) behind the folder list, after
+    /// Tab sent it there; Tab brings it back.
+    pub behind: Option<Box<TransferView>>,
     pub input: Input,
     pub status: Option<Status>,
     /// The folder asked for last; listings of any other folder arriving
@@ -185,6 +188,7 @@ impl App {
             addr: addr.into(),
             server: ServerState::Checking,
             screen: Screen::Browse,
+            behind: None,
             input: Input::Normal,
             status: None,
             opening: Some(dir.clone()),
@@ -192,9 +196,18 @@ impl App {
         (app, Action::Open { dir, select: None })
     }
 
-    /// Whether bytes are moving (or being stopped): quitting then asks first.
+    /// Whether bytes are moving (or being stopped), on screen or behind the
+    /// list: quitting then asks first, and a new send waits.
     pub fn transfer_running(&self) -> bool {
-        matches!(&self.screen, Screen::Transfer(t) if t.is_sending())
+        self.transfer_view().is_some_and(TransferView::is_sending)
+    }
+
+    /// The transfer on screen, or the one behind the list.
+    pub fn transfer_view(&self) -> Option<&TransferView> {
+        match &self.screen {
+            Screen::Transfer(view) => Some(view),
+            Screen::Browse => self.behind.as_deref(),
+        }
     }
 
     /// How many rows the list gets on screen (for paging and scrolling).
@@ -248,7 +261,9 @@ impl App {
                 self.listing.set_show_hidden(show);
             }
             KeyCode::Char('s') => return self.send_marked(),
+            KeyCode::Char('q') if self.transfer_running() => self.input = Input::ConfirmQuit,
             KeyCode::Char('q') => return Some(Action::Quit),
+            KeyCode::Tab => self.show_transfer(),
             KeyCode::Esc => self.listing.set_filter(""),
             _ => {}
         }
@@ -329,6 +344,10 @@ impl App {
             (Phase::Sending, KeyCode::Esc) => {
                 view.phase = Phase::Cancelling;
                 Some(Action::CancelTransfer)
+            }
+            (Phase::Sending | Phase::Cancelling, KeyCode::Tab) => {
+                self.browse_while_sending();
+                None
             }
             (Phase::Sending | Phase::Cancelling, KeyCode::Char('q')) => {
                 self.input = Input::ConfirmQuit;
@@ -425,7 +444,31 @@ impl App {
         self.start_send(self.marks.paths())
     }
 
+    /// Tab while sending: back to the list, the transfer going on behind it.
+    fn browse_while_sending(&mut self) {
+        if let Screen::Transfer(view) = std::mem::replace(&mut self.screen, Screen::Browse) {
+            self.behind = Some(view);
+        }
+    }
+
+    /// Tab in the list: the transfer behind it, if any, comes back.
+    fn show_transfer(&mut self) {
+        if let Some(view) = self.behind.take() {
+            self.screen = Screen::Transfer(view);
+        }
+    }
+
     fn start_send(&mut self, paths: Vec<PathBuf>) -> Option<Action> {
+        // One transfer at a time: the sender owns the connection.
+        if self.transfer_running() {
+            self.set_status(
+                "A transfer is still running (Tab shows it): send more once it ends.",
+                false,
+            );
+            return None;
+        }
+        // One that ended behind the list is replaced by the new one.
+        self.behind = None;
         self.status = None;
         self.screen = Screen::Transfer(Box::new(TransferView::new(paths.clone())));
         Some(Action::Send(paths))
@@ -507,8 +550,9 @@ impl App {
     }
 
     pub fn transfer(&mut self, msg: TransferMsg, now: Instant) {
-        let Screen::Transfer(view) = &mut self.screen else {
-            return;
+        let view = match (&mut self.screen, &mut self.behind) {
+            (Screen::Transfer(view), _) | (Screen::Browse, Some(view)) => view,
+            (Screen::Browse, None) => return,
         };
         match msg {
             TransferMsg::Planned(plan) => view.planned(plan),
@@ -1450,6 +1494,89 @@ mod tests {
             &names.iter().map(|n| dir.join(n)).collect::<Vec<_>>(),
             false,
         )
+    }
+
+    #[test]
+    fn tab_browses_while_sending_and_brings_the_transfer_back() {
+        let dir = fixture();
+        let mut app = running_transfer(dir.path());
+        let now = Instant::now();
+        app.transfer(TransferMsg::Progress(connected()), now);
+        assert_eq!(press(&mut app, KeyCode::Tab), None);
+        assert!(matches!(app.screen, Screen::Browse));
+        assert!(app.transfer_running());
+        // The list works as usual meanwhile.
+        assert_eq!(current(&app), "zeta.bin");
+        press(&mut app, KeyCode::Char('k'));
+        assert_eq!(current(&app), "notes.txt");
+        press(&mut app, KeyCode::Char(' '));
+        assert!(!app.marks.is_empty());
+        // One transfer at a time: a second send waits for this one.
+        assert_eq!(press(&mut app, KeyCode::Char('s')), None);
+        assert!(matches!(app.screen, Screen::Browse));
+        let status = app
+            .status
+            .as_ref()
+            .map(|s| s.text.clone())
+            .unwrap_or_default();
+        assert!(status.contains("still running"), "{status}");
+        // Quitting from the list asks first, as on the transfer screen.
+        assert_eq!(press(&mut app, KeyCode::Char('q')), None);
+        assert_eq!(app.input, Input::ConfirmQuit);
+        press(&mut app, KeyCode::Char('n'));
+        // What the sender reports reaches the transfer behind the list.
+        let finished = Event::Finished {
+            index: 0,
+            result: stored("zeta.bin", 5),
+        };
+        app.transfer(TransferMsg::Progress(finished), now);
+        assert_eq!(press(&mut app, KeyCode::Tab), None);
+        assert!(view(&app).results[0].is_some());
+        assert!(app.behind.is_none());
+    }
+
+    #[test]
+    fn a_transfer_that_ends_behind_the_list_keeps_its_summary_for_tab() {
+        let dir = fixture();
+        let mut app = running_transfer(dir.path());
+        press(&mut app, KeyCode::Tab);
+        app.transfer(
+            TransferMsg::Done(Report {
+                results: vec![stored("zeta.bin", 5)],
+                bytes_sent: 5,
+                bytes_resumed: 0,
+                elapsed: Duration::from_secs(1),
+                cancelled: false,
+            }),
+            Instant::now(),
+        );
+        assert!(matches!(app.screen, Screen::Browse));
+        assert!(!app.transfer_running());
+        // Tab shows the summary; any key then goes back to the list.
+        press(&mut app, KeyCode::Tab);
+        assert_eq!(view(&app).phase, Phase::Ended { cancelled: false });
+        press(&mut app, KeyCode::Esc);
+        assert!(matches!(app.screen, Screen::Browse));
+        assert!(app.behind.is_none());
+        // Once ended, a new send may start from the list.
+        let mut app = running_transfer(dir.path());
+        press(&mut app, KeyCode::Tab);
+        app.transfer(
+            TransferMsg::Done(Report {
+                results: vec![stored("zeta.bin", 5)],
+                bytes_sent: 5,
+                bytes_resumed: 0,
+                elapsed: Duration::from_secs(1),
+                cancelled: false,
+            }),
+            Instant::now(),
+        );
+        assert!(matches!(
+            press(&mut app, KeyCode::Enter),
+            Some(Action::Send(_))
+        ));
+        assert!(app.behind.is_none());
+        assert_eq!(view(&app).phase, Phase::Planning);
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub fn draw(frame: &mut Frame, app: &App, now: Instant) {
             _ => transfer::draw(frame, areas.body, app, view, now),
         },
     }
-    draw_footer(frame, areas.footer, app);
+    draw_footer(frame, areas.footer, app, now);
 }
 
 /// How many list rows fit on a screen of this size, so that paging moves
@@ -90,7 +90,7 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(Paragraph::new(server).right_aligned(), right);
 }
 
-fn draw_footer(frame: &mut Frame, area: Rect, app: &App) {
+fn draw_footer(frame: &mut Frame, area: Rect, app: &App, now: Instant) {
     let [status_area, keys_area] =
         Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(area);
     let status = match (app.input, &app.status) {
@@ -107,7 +107,17 @@ fn draw_footer(frame: &mut Frame, area: Rect, app: &App) {
             Line::styled(status.text.clone(), Style::new().fg(Color::Red))
         }
         (_, Some(status)) => Line::raw(status.text.clone()),
-        (_, None) => totals_line(app),
+        (_, None) => match (&app.screen, app.behind.as_deref()) {
+            (Screen::Browse, Some(view)) => {
+                let mut line = transfer::behind_line(view, now);
+                if !app.marks.is_empty() {
+                    line.push_span(Span::raw(" │ "));
+                    line.extend(totals_line(app).spans);
+                }
+                line
+            }
+            _ => totals_line(app),
+        },
     };
     frame.render_widget(Paragraph::new(status), status_area);
     frame.render_widget(
@@ -145,6 +155,18 @@ fn keys_line(app: &App, width: u16) -> Line<'static> {
             ("Esc", "clear"),
             ("↑↓", "move"),
         ],
+        (Screen::Browse, Input::Normal) if app.behind.is_some() => vec![
+            ("Tab", "transfer"),
+            ("j/k", "move"),
+            ("l", "open"),
+            ("h", "back"),
+            ("Space", "mark"),
+            ("q", "quit"),
+            ("/", "filter"),
+            ("a", "mark all"),
+            ("u", "unmark all"),
+            (".", "hidden"),
+        ],
         (Screen::Browse, Input::Normal) => vec![
             ("j/k", "move"),
             ("l", "open"),
@@ -178,8 +200,13 @@ fn keys_line(app: &App, width: u16) -> Line<'static> {
                 ("j/k", "scroll"),
                 ("q", "quit"),
             ],
-            Phase::Cancelling => vec![("q", "quit"), ("Ctrl-C", "quit now")],
-            Phase::Sending => vec![("Esc", "cancel"), ("q", "quit"), ("Ctrl-C", "quit now")],
+            Phase::Cancelling => vec![("Tab", "browse"), ("q", "quit"), ("Ctrl-C", "quit now")],
+            Phase::Sending => vec![
+                ("Esc", "cancel"),
+                ("Tab", "browse"),
+                ("q", "quit"),
+                ("Ctrl-C", "quit now"),
+            ],
         },
     };
     let mut spans = Vec::new();
@@ -439,6 +466,74 @@ mod tests {
         assert!(line_with(&lines, "a.txt").contains("stored"));
         assert!(line_with(&lines, "/here/link").contains("skipped: is a symlink"));
         assert!(lines[lines.len() - 1].contains("Esc cancel"));
+    }
+
+    #[test]
+    fn the_list_shows_a_transfer_going_on_behind_it() {
+        let mut app = asked_to_send();
+        let t0 = Instant::now();
+        let mib = 1024 * 1024;
+        confirm(
+            &mut app,
+            plan_of(vec![file("a.txt", mib), file("b.txt", 3 * mib)]),
+            t0,
+        );
+        app.transfer(TransferMsg::Progress(connected()), t0);
+        let at = t0 + Duration::from_secs(1);
+        let events = [
+            Event::Started { index: 0 },
+            Event::Finished {
+                index: 0,
+                result: stored("a.txt", mib),
+            },
+            Event::Started { index: 1 },
+            Event::Progress {
+                index: 1,
+                item_sent: mib,
+                total_sent: 2 * mib,
+            },
+        ];
+        for event in events {
+            app.transfer(TransferMsg::Progress(event), at);
+        }
+        assert_eq!(
+            app.handle_key(KeyEvent::from(KeyCode::Tab)),
+            None,
+            "Tab goes to the list"
+        );
+        let lines = screen(&app, at, 100, 12);
+        assert!(
+            line_with(&lines, "a.txt").contains("a.txt"),
+            "the list is drawn"
+        );
+        let footer = line_with(&lines, "Sending:");
+        assert!(
+            footer.contains("50% · 2 MiB/s · ETA 1s · Tab shows it"),
+            "{footer}"
+        );
+        assert!(lines[lines.len() - 1].contains("Tab transfer"));
+
+        app.transfer(
+            TransferMsg::Done(Report {
+                results: vec![
+                    stored("a.txt", mib),
+                    ItemResult::Failed {
+                        reason: "the server's disk is full".into(),
+                    },
+                ],
+                bytes_sent: 4 * mib,
+                bytes_resumed: 0,
+                elapsed: Duration::from_secs(2),
+                cancelled: false,
+            }),
+            at,
+        );
+        let lines = screen(&app, at, 100, 12);
+        let footer = line_with(&lines, "Finished");
+        assert!(
+            footer.contains("Finished with problems: 1 sent, 1 failed · Tab shows it"),
+            "{footer}"
+        );
     }
 
     #[test]

@@ -87,6 +87,46 @@ fn headline_text(app: &App, view: &TransferView) -> Line<'static> {
     }
 }
 
+/// One line on a transfer going on behind the folder list (see
+/// [`crate::app::App::behind`]): how far it is, or how it ended.
+pub(super) fn behind_line(view: &TransferView, now: Instant) -> Line<'static> {
+    let counts = view.counts();
+    let (text, color) = match view.phase {
+        Phase::Sending => {
+            let progress = view.total.as_ref().map_or_else(
+                || "connecting…".to_string(),
+                |meter| {
+                    let ratio = confirmed_ratio(meter, view.all_confirmed());
+                    format!("{}{}", percent(ratio), speed(meter, now))
+                },
+            );
+            (format!("Sending: {progress}"), Color::Cyan)
+        }
+        Phase::Cancelling => ("Cancelling…".to_string(), Color::Yellow),
+        Phase::Ended { cancelled: true } => (
+            format!("Cancelled: {}", sent_and_unsent(&counts)),
+            Color::Yellow,
+        ),
+        Phase::Ended { cancelled: false }
+            if view.stop_reason().is_some() || counts.unsent() > 0 =>
+        {
+            (
+                format!("Finished with problems: {}", finished_counts(&counts)),
+                Color::Yellow,
+            )
+        }
+        Phase::Ended { cancelled: false } => (
+            format!("Finished: {}", finished_counts(&counts)),
+            Color::Green,
+        ),
+        // Never sent behind the list before it is confirmed.
+        Phase::Planning | Phase::Asking | Phase::Review => {
+            ("Preparing a transfer…".to_string(), Color::Cyan)
+        }
+    };
+    Line::styled(format!("{text} · Tab shows it"), Style::new().fg(color))
+}
+
 fn sent_and_unsent(counts: &Counts) -> String {
     format!("{} sent, {} not sent", counts.sent(), counts.unsent())
 }
