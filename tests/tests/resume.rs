@@ -3,6 +3,7 @@
 //! failed. Everything against the real binaries.
 
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Output, Stdio};
@@ -10,8 +11,10 @@ use std::thread;
 use std::time::{Duration, SystemTime};
 
 use ferry_e2e::{
-    STAGING, Server, data, ferry_command, ferry_send, ferry_send_in, source_file, text, write_file,
+    STAGING, Server, V1, data, ferry_command, ferry_send, ferry_send_in, source_file, text,
+    write_file,
 };
+use ferry_proto::{ClientMsg, ErrorCode, FileHeader, OnClash};
 
 /// Starts a slow `ferry send` of `file` (state folder `state`) and returns
 /// once the server holds part of it, for the test to kill one side.
@@ -405,4 +408,120 @@ fn a_good_send_to_one_server_keeps_the_failures_at_another() {
         "{}",
         text(&out.stdout)
     );
+}
+
+/// Cuts an upload of `body` as `path` (resumable under `key`) after `sent`
+/// bytes, the way a dropped connection would; returns what the server kept.
+fn cut_upload(server: &Server, path: &str, key: &str, body: &[u8], sent: usize) -> u64 {
+    let mut c = V1::connect(&server.addr());
+    c.send(&ClientMsg::File(FileHeader {
+        id: 0,
+        path: path.into(),
+        size: body.len() as u64,
+        resume_key: Some(key.into()),
+        ..Default::default()
+    }));
+    c.stream.write_all(&body[..sent]).expect("part of the body");
+    drop(c);
+    server.expect_log(&format!(
+        "client left after {sent} of {} bytes of `{path}`",
+        body.len()
+    ));
+    let kept = partials(server.dir());
+    assert_eq!(kept.len(), 1, "one partial kept: {kept:?}");
+    kept[0].1
+}
+
+/// Resumes `path` at `offset`: the header and the rest of `body`.
+fn resume(c: &mut V1, id: u64, path: &str, key: &str, body: &[u8], offset: u64) {
+    c.send(&ClientMsg::File(FileHeader {
+        id,
+        path: path.into(),
+        size: body.len() as u64,
+        resume_key: Some(key.into()),
+        offset,
+        ..Default::default()
+    }));
+    let from = usize::try_from(offset).expect("offset fits");
+    c.stream.write_all(&body[from..]).expect("the rest");
+}
+
+/// The kept part of a resumed file is hashed again while the connection
+/// goes on: files after it are received and acked, in order, and a resumed
+/// file that does not match is refused without ending the connection.
+#[test]
+fn files_after_a_resumed_one_go_on_and_are_acked_in_order() {
+    let server = Server::start();
+    let body = data(24 << 20, 5);
+    let kept = cut_upload(&server, "big.bin", "key-1", &body, 8 << 20);
+    assert_eq!(kept, 8 << 20);
+
+    let mut c = V1::connect(&server.addr());
+    resume(&mut c, 1, "big.bin", "key-1", &body, kept);
+    c.finish(1, &body);
+    c.upload(2, "after-1.txt", b"one", OnClash::Rename);
+    c.upload(3, "after-2.txt", b"two", OnClash::Rename);
+    assert_eq!(c.expect_stored(), "big.bin");
+    assert_eq!(c.expect_stored(), "after-1.txt");
+    assert_eq!(c.expect_stored(), "after-2.txt");
+    assert_eq!(server.read("big.bin"), body);
+    assert!(partials(server.dir()).is_empty());
+
+    // The sender's whole file is not what the kept part began: refused.
+    let other = data(24 << 20, 6);
+    let kept = cut_upload(&server, "other.bin", "key-2", &other, 8 << 20);
+    let mut c = V1::connect(&server.addr());
+    resume(&mut c, 4, "other.bin", "key-2", &body, kept);
+    c.finish(4, &body);
+    c.upload(5, "after-3.txt", b"three", OnClash::Rename);
+    c.expect_failed(ErrorCode::ResumeMismatch);
+    assert_eq!(c.expect_stored(), "after-3.txt");
+    server.expect_log("digest mismatch");
+    assert!(!server.dir().join("other.bin").exists());
+    assert!(partials(server.dir()).is_empty(), "the bad partial is gone");
+}
+
+/// The session reads on while the kept part is hashed again: a sender
+/// whose writes give up after half a second still gets the files after a
+/// resumed one out, although hashing the kept part takes seconds.
+#[test]
+fn the_server_reads_on_while_a_big_kept_part_is_hashed_again() {
+    let server = Server::start();
+    cut_upload(&server, "huge.bin", "key-3", &data(3 << 20, 8), 2 << 20);
+    // The kept part grows to 2 GiB of holes: nothing on disk, but seconds
+    // of reading and hashing for the server.
+    let kept: u64 = 2 << 30;
+    let (name, _) = partials(server.dir()).remove(0);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(server.dir().join(STAGING).join(name))
+        .and_then(|f| f.set_len(kept))
+        .expect("grow the partial");
+
+    let mut c = V1::connect(&server.addr());
+    c.stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .expect("write timeout");
+    let tail = data(1 << 20, 9);
+    c.send(&ClientMsg::File(FileHeader {
+        id: 1,
+        path: "huge.bin".into(),
+        size: kept + tail.len() as u64,
+        resume_key: Some("key-3".into()),
+        offset: kept,
+        ..Default::default()
+    }));
+    c.stream.write_all(&tail).expect("the rest");
+    // Not the digest of the whole: only the reading matters here.
+    c.finish(1, &tail);
+    // Far more than the socket buffers hold, written while the server hashes.
+    let after = data(8 << 20, 10);
+    for id in 2..10 {
+        c.upload(id, &format!("after-{id}.bin"), &after, OnClash::Rename);
+    }
+    c.stream.set_read_timeout(None).expect("no read timeout");
+    c.expect_failed(ErrorCode::ResumeMismatch);
+    for id in 2..10 {
+        assert_eq!(c.expect_stored(), format!("after-{id}.bin"));
+    }
 }

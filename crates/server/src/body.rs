@@ -1,5 +1,6 @@
 //! Receiving one file body: exactly `size` bytes from the socket into an
-//! upload, hashed on the way.
+//! upload, hashed on the way (or, for a resumed upload, hashed from the file
+//! by a [`TrailingHash`] that also covers the part kept from before).
 //!
 //! Small bodies are copied in one loop. A big body is the one place where a
 //! session is CPU-bound (copy in from the socket, hash, copy out to the
@@ -71,8 +72,16 @@ pub(crate) enum Digest {
     Trailing(TrailingHash),
 }
 
-/// Receives `size` bytes into `upload` and returns the digest: of those
-/// bytes, or of the whole file for a resumed upload.
+/// A file's digest once its body is in.
+pub(crate) enum Received {
+    Known(blake3::Hash),
+    /// Still being computed, from the file: whoever needs it waits with
+    /// [`TrailingHash::finish`].
+    Trailing(TrailingHash),
+}
+
+/// Receives `size` bytes into `upload`; the digest covers those bytes, or
+/// the whole file for a resumed upload.
 pub(crate) fn receive(
     reader: &mut BufReader<Incoming>,
     upload: &mut Upload<'_>,
@@ -81,7 +90,7 @@ pub(crate) fn receive(
     slots: &WriterSlots,
     digest: Digest,
     min_rate: MinRate,
-) -> Result<blake3::Hash, BodyError> {
+) -> Result<Received, BodyError> {
     let mut pace = min_rate.start();
     match digest {
         // Hashing is already off this thread: no writer needed.
@@ -89,19 +98,18 @@ pub(crate) fn receive(
             copy_inline(reader, upload, name, size, &mut pace, |bytes| {
                 trailing.wrote(bytes.len());
             })?;
-            trailing
-                .finish()
-                .map_err(|e| BodyError::Store(StoreError::Io(e)))
+            Ok(Received::Trailing(trailing))
         }
         Digest::Incoming => {
             let mut hasher = blake3::Hasher::new();
             match (size >= PARALLEL_MIN_BYTES).then(|| slots.take()).flatten() {
-                Some(_slot) => receive_with_writer(reader, upload, name, size, hasher, &mut pace),
+                Some(_slot) => receive_with_writer(reader, upload, name, size, hasher, &mut pace)
+                    .map(Received::Known),
                 None => {
                     copy_inline(reader, upload, name, size, &mut pace, |bytes| {
                         hasher.update(bytes);
                     })?;
-                    Ok(hasher.finalize())
+                    Ok(Received::Known(hasher.finalize()))
                 }
             }
         }

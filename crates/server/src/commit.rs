@@ -14,12 +14,13 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use ferry_proto::path::escape_for_display;
-use ferry_proto::{Ack, Outcome, ServerMsg, to_body, write_frame};
+use ferry_proto::{Ack, ErrorCode, Outcome, ServerMsg, to_body, write_frame};
 use tracing::{info, warn};
 
 use crate::Shared;
 use crate::session::SessionError;
 use crate::storage::{Finished, Store, StoreError, Stored, SyncHandle};
+use crate::trailing_hash::TrailingHash;
 use crate::transport::Outgoing;
 
 /// A file at least this big is committed on its own (after the files
@@ -37,13 +38,37 @@ const GROUP_MAX_AGE: Duration = Duration::from_millis(200);
 pub(crate) struct Pending<'s> {
     pub receipt: Receipt,
     pub finished: Finished<'s>,
+    /// For a resumed file, its hash, still being made from the file: it
+    /// must come out as `receipt.digest` (the sender's) before the file is
+    /// committed.
+    pub check: Option<Box<TrailingHash>>,
 }
 
 impl Pending<'_> {
     /// A big file, or one on a file system the group's sync does not cover
-    /// (mounted inside the target), is committed on its own with fsyncs.
+    /// (mounted inside the target), is committed on its own with fsyncs; so
+    /// is a resumed one, which may first wait for its hash.
     fn commits_alone(&self) -> bool {
-        self.receipt.size >= SOLO_COMMIT_BYTES || self.finished.upload.beyond_root()
+        self.receipt.size >= SOLO_COMMIT_BYTES
+            || self.finished.upload.beyond_root()
+            || self.check.is_some()
+    }
+}
+
+/// What the client is told when a file does not hash to what its sender
+/// announced; `resumed` when the bytes kept from an earlier try are part
+/// of it (they may be what differs).
+pub(crate) fn mismatch_outcome(resumed: bool) -> (ErrorCode, &'static str) {
+    if resumed {
+        (
+            ErrorCode::ResumeMismatch,
+            "the file resumed from the kept partial does not match; send it all again",
+        )
+    } else {
+        (
+            ErrorCode::DigestMismatch,
+            "the bytes received do not match the digest sent; nothing was stored",
+        )
     }
 }
 
@@ -190,11 +215,35 @@ impl<'s> Committer<'s, '_> {
         let _lines = crate::log::hold_lines();
         let mut group = std::mem::take(&mut self.pending);
         if group.len() == 1 && group[0].commits_alone() {
-            if let Some(Pending { receipt, finished }) = group.pop() {
+            if let Some(Pending {
+                receipt,
+                finished,
+                check,
+            }) = group.pop()
+            {
                 self.ack_linked();
                 if self.failure.is_some() {
                     // As below: nothing more is stored.
                     return;
+                }
+                if let Some(trailing) = check {
+                    match trailing.finish(&self.shared.dropping) {
+                        Ok(digest) if digest == finished.digest => {}
+                        Ok(digest) => {
+                            warn!(peer = %self.peer, name = %escape_for_display(&receipt.path),
+                                "digest mismatch: the resumed file hashes to {digest}, sender announced {}",
+                                finished.digest);
+                            finished.upload.discard();
+                            let (code, message) = mismatch_outcome(true);
+                            self.refuse_quietly(receipt, code, message);
+                            return;
+                        }
+                        // Not checked: not stored. A kept partial stays.
+                        Err(e) => {
+                            self.answer(receipt, Err(StoreError::Io(e)));
+                            return;
+                        }
+                    }
                 }
                 let parts: Vec<&str> = finished.parts.iter().map(String::as_str).collect();
                 let result = finished
@@ -215,6 +264,7 @@ impl<'s> Committer<'s, '_> {
             // unnamed and unacked; the client sends them again.
             return;
         }
+        // Files with a `check` always come alone (see `commits_alone`).
         let (receipts, finished): (Vec<Receipt>, Vec<Finished<'s>>) =
             group.into_iter().map(|p| (p.receipt, p.finished)).unzip();
         match synced {
@@ -316,6 +366,18 @@ impl<'s> Committer<'s, '_> {
             }
         };
         if let Some(id) = id {
+            self.write(&ServerMsg::Ack(Ack { id, outcome }));
+        }
+    }
+
+    /// Acks a file as not stored for a reason that ends nothing: the
+    /// connection goes on.
+    fn refuse_quietly(&mut self, receipt: Receipt, code: ErrorCode, message: &str) {
+        if let Some(id) = receipt.id {
+            let outcome = Outcome::Failed {
+                code,
+                message: message.to_string(),
+            };
             self.write(&ServerMsg::Ack(Ack { id, outcome }));
         }
     }

@@ -129,6 +129,9 @@ pub struct Shared {
     pub store: Store,
     pub limits: Limits,
     pub shutting_down: AtomicBool,
+    /// The grace period is over: uploads still running are being dropped,
+    /// and nothing should wait on them any longer.
+    pub dropping: AtomicBool,
     /// Big uploads that may use a writer thread at once.
     pub writer_slots: body::WriterSlots,
     /// Sessions running now, to share the open-file budget between them.
@@ -207,6 +210,7 @@ impl Server {
                 store,
                 limits: config.limits,
                 shutting_down: AtomicBool::new(false),
+                dropping: AtomicBool::new(false),
                 writer_slots: body::WriterSlots::for_this_machine(),
                 sessions: AtomicUsize::new(0),
                 file_mode: config.file_mode & 0o777,
@@ -288,6 +292,7 @@ fn stop(shared: &Shared, registry: &Registry, grace: Duration) {
             "grace period over: dropping {} unfinished upload(s)",
             registry.len()
         );
+        shared.dropping.store(true, Ordering::SeqCst);
         registry.close_all();
         let deadline = Instant::now() + Duration::from_secs(2);
         while !registry.is_empty() && Instant::now() < deadline {

@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 
 use crate::Shared;
 use crate::accept::Slot;
-use crate::body::{self, BodyError, Digest};
+use crate::body::{self, BodyError, Digest, Received};
 use crate::commit::{self, Job, Pending, Receipt};
 use crate::storage::{self, Finished, FolderCache, StoreError, Upload};
 use crate::transport::{self, Incoming};
@@ -307,7 +307,11 @@ impl<'a> Session<'a> {
         };
         let (parts, mut upload) = self.start_file(name, header.size).map_err(refused)?;
         let digest = match self.receive_body(&mut upload, name, header.size, Digest::Incoming) {
-            Ok(d) => d,
+            Ok(Received::Known(d)) => d,
+            // Tutorial clients never resume; were one to, wait here.
+            Ok(Received::Trailing(trailing)) => trailing
+                .finish(&self.shared.dropping)
+                .map_err(|e| refused(StoreError::Io(e)))?,
             Err(BodyError::Store(e)) => return Err(refused(e)),
             Err(BodyError::Wire(e)) => return Err(e),
         };
@@ -326,6 +330,7 @@ impl<'a> Session<'a> {
                 policy: OnClash::Rename,
                 digest,
             },
+            check: None,
         }))
     }
 
@@ -436,8 +441,8 @@ impl<'a> Session<'a> {
             Err(e) => return self.refuse(header, e),
         };
         let body_len = header.size - header.offset;
-        let digest = match self.receive_body(&mut upload, &header.path, body_len, hashing) {
-            Ok(d) => d,
+        let received = match self.receive_body(&mut upload, &header.path, body_len, hashing) {
+            Ok(received) => received,
             Err(BodyError::Store(e)) => return self.refuse(header, e),
             Err(BodyError::Wire(e)) => return Err(e),
         };
@@ -446,25 +451,19 @@ impl<'a> Session<'a> {
             .ok_or_else(|| SessionError::NoTrailer(escape_for_display(&header.path)))?;
         match ClientMsg::parse(&trailer)? {
             ClientMsg::Done { id, blake3 } if id == header.id => {
-                if blake3 != digest.to_hex().as_str() {
-                    warn!(peer = %self.peer, name = ?&header.path,
-                        "digest mismatch: received bytes hash to {digest}, sender announced {}",
-                        escape_for_display(&blake3));
-                    // A kept partial that led here is worthless: drop it too.
-                    upload.discard();
-                    let (code, message) = if header.offset > 0 {
-                        (
-                            ErrorCode::ResumeMismatch,
-                            "the file resumed from the kept partial does not match; send it all again",
-                        )
-                    } else {
-                        (
-                            ErrorCode::DigestMismatch,
-                            "the bytes received do not match the digest sent; nothing was stored",
-                        )
-                    };
-                    return self.ack_failed(header.id, code, message.into());
-                }
+                // A resumed file's hash is still being made from the file:
+                // the committer compares it with the sender's before
+                // committing, and the session reads on meanwhile.
+                let (digest, check) = match received {
+                    Received::Known(digest) if blake3 == digest.to_hex().as_str() => (digest, None),
+                    Received::Trailing(trailing) => match blake3::Hash::from_hex(&blake3) {
+                        Ok(announced) => (announced, Some(Box::new(trailing))),
+                        Err(_) => return self.mismatch(header, upload, &blake3, None),
+                    },
+                    Received::Known(digest) => {
+                        return self.mismatch(header, upload, &blake3, Some(digest));
+                    }
+                };
                 self.finish_metadata(&mut upload, header.mtime);
                 self.queue(Job::File(Pending {
                     receipt: Receipt {
@@ -480,6 +479,7 @@ impl<'a> Session<'a> {
                         policy: header.on_clash,
                         digest,
                     },
+                    check,
                 }))
             }
             ClientMsg::Abort { id, reason } if id == header.id => {
@@ -595,6 +595,25 @@ impl<'a> Session<'a> {
         })
     }
 
+    /// The file does not hash to what its sender announced: nothing of it
+    /// is kept (a kept partial that led here included), and the client is
+    /// told; the connection goes on.
+    fn mismatch(
+        &mut self,
+        header: &FileHeader,
+        upload: Upload<'a>,
+        announced: &str,
+        received: Option<blake3::Hash>,
+    ) -> Result<(), SessionError> {
+        let received = received.map_or_else(|| "(not checked)".to_string(), |d| d.to_string());
+        warn!(peer = %self.peer, name = ?&header.path,
+            "digest mismatch: received bytes hash to {received}, sender announced {}",
+            escape_for_display(announced));
+        upload.discard();
+        let (code, message) = commit::mismatch_outcome(header.offset > 0);
+        self.ack_failed(header.id, code, message.into())
+    }
+
     fn ack_failed(
         &mut self,
         id: u64,
@@ -658,14 +677,14 @@ impl<'a> Session<'a> {
     }
 
     /// Copies exactly `size` body bytes into `upload`, with the body timeout
-    /// in force, and returns the digest `digest` makes of them.
+    /// in force, hashing them as `digest` says.
     fn receive_body(
         &mut self,
         upload: &mut Upload<'_>,
         name: &str,
         size: u64,
         digest: Digest,
-    ) -> Result<blake3::Hash, BodyError> {
+    ) -> Result<Received, BodyError> {
         let to_read = size.saturating_sub(self.reader.buffer().len() as u64);
         if to_read >= ACK_BEFORE_BODY_BYTES {
             // This body will take a while: get earlier files committed and

@@ -7,23 +7,29 @@
 //! the kept part: tens of GiB take longer than a sender waits for its
 //! writes to move. Instead a thread reads the file from the start, a step
 //! behind the writer, and hashes it; the session only reads the socket and
-//! writes. At the end it waits for the thread to reach the last byte.
+//! writes. The committer, which checks the digest before committing, waits
+//! for the thread to reach the last byte, so the session keeps reading the
+//! files that follow meanwhile.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 /// How much the hashing thread reads at a time.
 const READ_SIZE: usize = 256 * 1024;
+/// How often [`TrailingHash::finish`] looks at its give-up flag.
+const GIVE_UP_POLL: Duration = Duration::from_millis(100);
 
 /// A BLAKE3 hash of a file, computed on its own thread from the file's
 /// start up to the bytes written so far.
 #[derive(Debug)]
 pub struct TrailingHash {
     progress: Arc<Progress>,
-    thread: Option<JoinHandle<io::Result<blake3::Hasher>>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 /// What the writer tells the hashing thread.
@@ -31,6 +37,9 @@ pub struct TrailingHash {
 struct Progress {
     state: Mutex<State>,
     changed: Condvar,
+    /// Set by the thread when it is done, successfully or not.
+    outcome: Mutex<Option<Outcome>>,
+    ended: Condvar,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -42,6 +51,9 @@ struct State {
     /// The result is no longer wanted: stop as soon as possible.
     abandoned: bool,
 }
+
+/// What the hashing thread hands back, once.
+type Outcome = io::Result<blake3::Hasher>;
 
 impl Progress {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -65,7 +77,11 @@ impl TrailingHash {
         let shared = Arc::clone(&progress);
         let thread = thread::Builder::new()
             .name("ferry-rehash".into())
-            .spawn(move || hash_behind(&file, &shared))?;
+            .spawn(move || {
+                let outcome = hash_behind(&file, &shared);
+                *shared.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+                shared.ended.notify_all();
+            })?;
         Ok(TrailingHash {
             progress,
             thread: Some(thread),
@@ -77,17 +93,37 @@ impl TrailingHash {
         self.progress.update(|s| s.written += n as u64);
     }
 
-    /// Waits for every written byte to be hashed and returns the digest.
-    pub fn finish(mut self) -> io::Result<blake3::Hash> {
+    /// Waits for every written byte to be hashed and returns the digest,
+    /// unless `give_up` is raised first (the server is dropping unfinished
+    /// uploads): then the wait ends with an `Interrupted` error.
+    pub fn finish(self, give_up: &AtomicBool) -> io::Result<blake3::Hash> {
         self.progress.update(|s| s.closed = true);
-        let thread = self
-            .thread
-            .take()
-            .ok_or_else(|| io::Error::other("the hash was already finished"))?;
-        let hasher = thread
-            .join()
-            .map_err(|_| io::Error::other("the thread hashing the kept part panicked"))??;
-        Ok(hasher.finalize())
+        let mut outcome = self
+            .progress
+            .outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(result) = outcome.take() {
+                return result.map(|hasher| hasher.finalize());
+            }
+            if give_up.load(Ordering::SeqCst) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the server stopped before the resumed file was checked",
+                ));
+            }
+            if self.thread.as_ref().is_none_or(JoinHandle::is_finished) {
+                // Ended without leaving an outcome: it panicked.
+                return Err(io::Error::other("the thread hashing the file panicked"));
+            }
+            outcome = self
+                .progress
+                .ended
+                .wait_timeout(outcome, GIVE_UP_POLL)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 }
 
@@ -103,7 +139,7 @@ impl Drop for TrailingHash {
 
 /// The hashing thread: reads and hashes whatever has been written, waits
 /// for more, and returns once the writer is done and everything is hashed.
-fn hash_behind(file: &File, progress: &Progress) -> io::Result<blake3::Hasher> {
+fn hash_behind(file: &File, progress: &Progress) -> Outcome {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; READ_SIZE];
     let mut at = 0u64;
@@ -160,6 +196,9 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// A give-up flag never raised.
+    static NO: AtomicBool = AtomicBool::new(false);
+
     fn bytes(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 31 % 251) as u8).collect()
     }
@@ -176,7 +215,7 @@ mod tests {
             file.write_all(piece).expect("write");
             hash.wrote(piece.len());
         }
-        assert_eq!(hash.finish().expect("digest"), blake3::hash(&all));
+        assert_eq!(hash.finish(&NO).expect("digest"), blake3::hash(&all));
     }
 
     #[test]
@@ -185,7 +224,7 @@ mod tests {
         let mut file = tempfile::tempfile().expect("tempfile");
         file.write_all(&all).expect("write");
         let hash = TrailingHash::start(file, all.len() as u64).expect("start");
-        assert_eq!(hash.finish().expect("digest"), blake3::hash(&all));
+        assert_eq!(hash.finish(&NO).expect("digest"), blake3::hash(&all));
     }
 
     #[test]
@@ -194,7 +233,7 @@ mod tests {
         file.write_all(&bytes(100)).expect("write");
         let hash = TrailingHash::start(file, 100).expect("start");
         hash.wrote(50); // claimed, never written
-        let err = hash.finish().expect_err("short file");
+        let err = hash.finish(&NO).expect_err("short file");
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 
@@ -204,5 +243,27 @@ mod tests {
         let hash = TrailingHash::start(file, 0).expect("start");
         // Waiting for bytes that never come; drop must not hang.
         drop(hash);
+        // In the middle of reading a big file, too.
+        let mut file = tempfile::tempfile().expect("tempfile");
+        let big = bytes(64 << 20);
+        file.write_all(&big).expect("write");
+        let hash = TrailingHash::start(file, big.len() as u64).expect("start");
+        drop(hash);
+    }
+
+    #[test]
+    fn finish_gives_up_when_asked_instead_of_waiting_for_the_hash() {
+        // 64 GiB of holes: seconds of hashing at the very least.
+        let file = tempfile::tempfile().expect("tempfile");
+        file.set_len(64 << 30).expect("sparse file");
+        let hash = TrailingHash::start(file, 64 << 30).expect("start");
+        let give_up = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| hash.finish(&give_up));
+            std::thread::sleep(Duration::from_millis(150));
+            give_up.store(true, Ordering::SeqCst);
+            let err = waiter.join().expect("join").expect_err("gave up");
+            assert_eq!(err.kind(), io::ErrorKind::Interrupted);
+        });
     }
 }
