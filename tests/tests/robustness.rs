@@ -222,46 +222,56 @@ fn an_upload_outlasting_the_grace_period_is_dropped_and_cleaned() {
     assert!(server.staging_is_empty());
 }
 
-/// A small tmpfs (mounting needs root), unmounted and its mount point
-/// removed on drop.
+/// A small tmpfs, or a bind mount (mounting needs root), unmounted and
+/// its mount point removed on drop.
 ///
-/// A disk from [`SmallDisk::new`] lives in a folder of its own: declare the
+/// A disk from [`TestMount::new`] lives in a folder of its own: declare the
 /// server after it, so that the server stops first. One mounted inside a
-/// server's folder with [`SmallDisk::mount_at`] may still be in use when it
+/// server's folder with [`TestMount::mount_at`] may still be in use when it
 /// is dropped; it is then detached lazily, so no mount outlives the test.
-struct SmallDisk {
+struct TestMount {
     at: std::path::PathBuf,
     /// The folder a disk from `new` is mounted in, removed after unmounting.
     _home: Option<tempfile::TempDir>,
 }
 
-impl SmallDisk {
+impl TestMount {
     /// A 24 MiB disk in a temporary folder of its own.
-    fn new() -> Option<SmallDisk> {
+    fn new() -> Option<TestMount> {
         let home = tempfile::tempdir().ok()?;
-        let mut disk = SmallDisk::mount_at(&home.path().join("disk"), "24m")?;
+        let mut disk = TestMount::mount_at(&home.path().join("disk"), "24m")?;
         disk._home = Some(home);
         Some(disk)
     }
 
     /// A disk of `size` (as `mount -o size=` takes it) mounted at `at`.
-    fn mount_at(at: &std::path::Path, size: &str) -> Option<SmallDisk> {
+    fn mount_at(at: &std::path::Path, size: &str) -> Option<TestMount> {
+        TestMount::mount(at, &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+    }
+
+    /// Folder `source` mounted again at `at`: the same file system, another
+    /// mount.
+    fn bind(source: &std::path::Path, at: &std::path::Path) -> Option<TestMount> {
+        TestMount::mount(at, &["--bind", source.to_str()?])
+    }
+
+    fn mount(at: &std::path::Path, args: &[&str]) -> Option<TestMount> {
         std::fs::create_dir_all(at).ok()?;
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args(args)
             .arg(at)
             .output()
             .ok()?
             .status
             .success();
-        ok.then(|| SmallDisk {
+        ok.then(|| TestMount {
             at: at.to_path_buf(),
             _home: None,
         })
     }
 }
 
-impl Drop for SmallDisk {
+impl Drop for TestMount {
     fn drop(&mut self) {
         let unmounted = Command::new("umount")
             .arg(&self.at)
@@ -274,14 +284,14 @@ impl Drop for SmallDisk {
     }
 }
 
-/// A folder for a server whose uploads go to a [`SmallDisk`].
+/// A folder for a server whose uploads go to a [`TestMount`].
 fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
 /// Fills the disk while a `size`-byte upload is under way.
 fn full_disk_mid_upload(size: usize) {
-    let Some(disk) = SmallDisk::new() else {
+    let Some(disk) = TestMount::new() else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
@@ -404,7 +414,7 @@ fn a_body_trickling_below_the_minimum_rate_is_dropped() {
 
 #[test]
 fn uploads_side_by_side_cannot_together_eat_into_the_free_space_floor() {
-    let Some(disk) = SmallDisk::new() else {
+    let Some(disk) = TestMount::new() else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
@@ -432,7 +442,7 @@ fn uploads_side_by_side_cannot_together_eat_into_the_free_space_floor() {
 #[test]
 fn uploads_into_a_file_system_mounted_inside_the_folder_arrive() {
     let server = Server::start();
-    let Some(_disk) = SmallDisk::mount_at(&server.dir().join("mnt"), "24m") else {
+    let Some(_disk) = TestMount::mount_at(&server.dir().join("mnt"), "24m") else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
@@ -452,13 +462,49 @@ fn uploads_into_a_file_system_mounted_inside_the_folder_arrive() {
     assert!(server.staging_is_empty());
 }
 
+/// A folder inside the upload folder that is a bind mount of another
+/// folder on the same disk: nothing can be linked or renamed into it from
+/// the staging folder. Overwrites and big (normally resumable) files sent
+/// there still arrive.
+#[test]
+fn overwrites_and_big_files_arrive_in_a_bind_mount_inside_the_folder() {
+    let server = Server::start();
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let Some(_bound) = TestMount::bind(elsewhere.path(), &server.dir().join("bound")) else {
+        eprintln!("skipped: cannot bind-mount here (needs root)");
+        return;
+    };
+    let src = tempfile::tempdir().expect("tempdir");
+    let tree = src.path().join("bound");
+    write_file(&tree.join("notes.txt"), b"first");
+    let big = data(3 << 20, 4);
+    write_file(&tree.join("big.bin"), &big);
+    let send = |clash: &str| {
+        let out = ferry_send(
+            &server.addr(),
+            &["--on-clash", clash, tree.to_str().expect("utf8")],
+        );
+        assert!(out.status.success(), "{}", all_output(&out));
+    };
+    send("rename");
+    write_file(&tree.join("notes.txt"), b"second");
+    send("overwrite");
+    assert_eq!(server.read("bound/notes.txt"), b"second");
+    assert_eq!(server.read("bound/big.bin"), big);
+    assert_eq!(
+        server.files(),
+        ["bound/", "bound/big.bin", "bound/notes.txt"]
+    );
+    assert!(server.staging_is_empty());
+}
+
 /// Free space is looked up where a file will land. A file too big for a
 /// small file system mounted inside the upload folder is refused before its
 /// body, as on the folder's own disk, rather than once that one is full.
 #[test]
 fn a_file_too_big_for_a_mount_inside_the_folder_is_refused_before_its_body() {
     let server = Server::start();
-    let Some(_disk) = SmallDisk::mount_at(&server.dir().join("mnt"), "24m") else {
+    let Some(_disk) = TestMount::mount_at(&server.dir().join("mnt"), "24m") else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
@@ -483,12 +529,12 @@ fn a_file_too_big_for_a_mount_inside_the_folder_is_refused_before_its_body() {
 /// file headed for a roomier file system mounted inside it.
 #[test]
 fn a_full_folder_does_not_refuse_files_for_a_roomier_mount_inside_it() {
-    let Some(outer) = SmallDisk::new() else {
+    let Some(outer) = TestMount::new() else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
     let uploads = outer.at.join("uploads");
-    let Some(_inner) = SmallDisk::mount_at(&uploads.join("roomy"), "64m") else {
+    let Some(_inner) = TestMount::mount_at(&uploads.join("roomy"), "64m") else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };

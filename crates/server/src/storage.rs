@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ferry_proto::{Clash, ErrorCode, OnClash, PlanEntry, PlanVerdict, Verdict, path as names};
-use rustix::fs::{Advice, AtFlags, FileType, Mode, OFlags, RenameFlags};
+use rustix::fs::{Advice, AtFlags, FileType, Mode, OFlags, RenameFlags, StatxFlags};
 use rustix::io::Errno;
 use thiserror::Error;
 
@@ -148,6 +148,8 @@ pub struct Store {
     space_held: AtomicU64,
     /// The target folder's file system: a sync of it covers only that.
     root_dev: u64,
+    /// The target folder's mount, where the kernel says (Linux 5.8 on).
+    root_mount: Option<u64>,
     /// Folders made for uploads and not yet synced.
     new_folders: NewFolders,
     /// Uploads open now (each holds an open file until committed).
@@ -196,6 +198,7 @@ impl Store {
         }
         let staging = open_dir_nofollow(&root, STAGING_DIR)?;
         let root_dev = rustix::fs::fstat(&root)?.st_dev;
+        let root_mount = mount_id(&root);
         let store = Store {
             root,
             staging,
@@ -212,6 +215,7 @@ impl Store {
             umask: current_umask(),
             space_held: AtomicU64::new(0),
             root_dev,
+            root_mount,
             new_folders: NewFolders::new(root_dev),
             open_uploads: AtomicUsize::new(0),
         };
@@ -388,6 +392,9 @@ impl Store {
         for part in folders {
             match open_dir_nofollow(&dir, part) {
                 Ok(next) => dir = next,
+                // Missing: made later, on this file system. Anything else
+                // (a file or symlink on the way, no permission) stops the
+                // upload's own walk right after, with the precise reason.
                 Err(_) => break,
             }
         }
@@ -420,6 +427,21 @@ impl Store {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
                 Some(held.saturating_sub(bytes))
             });
+    }
+
+    /// Whether `dir` is on another mount than the target folder: another
+    /// file system mounted inside it, or another mount of the same one (a
+    /// bind mount). Nothing can be linked or renamed there from the staging
+    /// folder, and the store's syncs may not cover it.
+    fn is_beyond_root(&self, dir: &impl AsFd) -> io::Result<bool> {
+        if rustix::fs::fstat(dir)?.st_dev != self.root_dev {
+            return Ok(true);
+        }
+        Ok(match (self.root_mount, mount_id(dir)) {
+            (Some(root), Some(here)) => root != here,
+            // An older kernel: a bind mount goes unnoticed (see `replace`).
+            _ => false,
+        })
     }
 
     /// Bytes an unprivileged writer can still use on the target's disk.
@@ -662,7 +684,7 @@ impl Store {
         // Nothing resumes into a file system mounted inside the folder.
         let beyond_root = dir
             .as_ref()
-            .is_some_and(|d| rustix::fs::fstat(d).is_ok_and(|st| st.st_dev != self.root_dev));
+            .is_some_and(|d| self.is_beyond_root(d).unwrap_or(true));
         let kept = f
             .resume_key
             .as_ref()
@@ -869,6 +891,12 @@ fn not_a_folder(e: io::Error, shown: &str) -> StoreError {
     }
 }
 
+/// The mount `fd` is on, where the kernel tells (statx, Linux 5.8 on).
+fn mount_id(fd: &impl AsFd) -> Option<u64> {
+    let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID).ok()?;
+    (st.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(st.stx_mnt_id)
+}
+
 /// Bytes an unprivileged writer can still use on the file system `fd` is on.
 fn free_bytes(fd: &impl AsFd) -> io::Result<u64> {
     let vfs = rustix::fs::fstatvfs(fd)?;
@@ -943,12 +971,10 @@ impl FolderCache {
             }
         }
         let dir = store.walk(folders)?;
-        let dev = rustix::fs::fstat(&dir)
-            .map_err(|e| StoreError::Io(e.into()))?
-            .st_dev;
+        let beyond_root = store.is_beyond_root(&dir).map_err(StoreError::Io)?;
         let folder = Folder {
             dir: Arc::new(dir),
-            beyond_root: dev != store.root_dev,
+            beyond_root,
         };
         self.last = Some((
             folders.iter().map(|f| f.to_string()).collect(),
@@ -1218,15 +1244,21 @@ impl Upload<'_> {
                 // file system mounted inside has no staging folder: there
                 // the name is a hidden one next to the file.
                 let n = self.store.next_temp.fetch_add(1, Ordering::Relaxed);
-                let (via, second) = if self.beyond_root {
-                    (dir, format!(".ferry-{}-{n}.swap", std::process::id()))
+                let staged = format!("{}-{n}.swap", std::process::id());
+                let in_staging = !self.beyond_root
+                    && match self.link_anonymous(&self.store.staging, &staged) {
+                        Ok(()) => true,
+                        // A bind mount an older kernel could not tell apart.
+                        Err(Errno::XDEV) => false,
+                        Err(e) => return Err(io(e)),
+                    };
+                let (via, second) = if in_staging {
+                    (&self.store.staging, staged)
                 } else {
-                    (
-                        &self.store.staging,
-                        format!("{}-{n}.swap", std::process::id()),
-                    )
+                    let hidden = format!(".ferry-{}-{n}.swap", std::process::id());
+                    self.link_anonymous(dir, &hidden).map_err(io)?;
+                    (dir, hidden)
                 };
-                self.link_anonymous(via, &second).map_err(io)?;
                 if let Err(e) = rustix::fs::renameat(via, second.as_str(), dir, name) {
                     let _ = rustix::fs::unlinkat(via, second.as_str(), AtFlags::empty());
                     return Err(io(e));
@@ -1486,6 +1518,18 @@ mod tests {
     #[test]
     fn an_overwrite_never_shows_a_second_name_in_the_folder() {
         let (_t, s) = store();
+        // Without O_TMPFILE an overwrite is a plain rename from staging,
+        // and there is no second name to look for.
+        let nameless = rustix::fs::openat(
+            &s.root,
+            ".",
+            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        );
+        if nameless.is_err() {
+            eprintln!("skipped: no O_TMPFILE here");
+            return;
+        }
         put(&s, "f.txt", b"first", OnClash::Rename).expect("first");
         let done = AtomicBool::new(false);
         let seen = std::thread::scope(|scope| {
