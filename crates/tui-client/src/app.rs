@@ -569,6 +569,11 @@ impl App {
             ),
             TransferMsg::Done(report) => {
                 view.finish(report);
+                // "Quit and cancel the transfer?" has no transfer left to
+                // cancel.
+                if self.input == Input::ConfirmQuit {
+                    self.input = Input::Normal;
+                }
                 for root in view.fully_sent_roots() {
                     self.marks.unmark(&root);
                 }
@@ -1540,6 +1545,8 @@ mod tests {
         let dir = fixture();
         let mut app = running_transfer(dir.path());
         press(&mut app, KeyCode::Tab);
+        press(&mut app, KeyCode::Char('q'));
+        assert_eq!(app.input, Input::ConfirmQuit);
         app.transfer(
             TransferMsg::Done(Report {
                 results: vec![stored("zeta.bin", 5)],
@@ -1552,6 +1559,8 @@ mod tests {
         );
         assert!(matches!(app.screen, Screen::Browse));
         assert!(!app.transfer_running());
+        // Nothing is left to cancel: the question goes away.
+        assert_eq!(app.input, Input::Normal);
         // Tab shows the summary; any key then goes back to the list.
         press(&mut app, KeyCode::Tab);
         assert_eq!(view(&app).phase, Phase::Ended { cancelled: false });

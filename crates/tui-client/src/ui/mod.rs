@@ -155,7 +155,8 @@ fn keys_line(app: &App, width: u16) -> Line<'static> {
             ("Esc", "clear"),
             ("↑↓", "move"),
         ],
-        (Screen::Browse, Input::Normal) if app.behind.is_some() => vec![
+        // Sending waits while a transfer runs behind the list.
+        (Screen::Browse, Input::Normal) if app.transfer_running() => vec![
             ("Tab", "transfer"),
             ("j/k", "move"),
             ("l", "open"),
@@ -167,19 +168,25 @@ fn keys_line(app: &App, width: u16) -> Line<'static> {
             ("u", "unmark all"),
             (".", "hidden"),
         ],
-        (Screen::Browse, Input::Normal) => vec![
-            ("j/k", "move"),
-            ("l", "open"),
-            ("h", "back"),
-            ("Space", "mark"),
-            ("Enter", "send"),
-            ("s", "send marked"),
-            ("q", "quit"),
-            ("/", "filter"),
-            ("a", "mark all"),
-            ("u", "unmark all"),
-            (".", "hidden"),
-        ],
+        (Screen::Browse, Input::Normal) => {
+            let mut keys = vec![
+                ("j/k", "move"),
+                ("l", "open"),
+                ("h", "back"),
+                ("Space", "mark"),
+                ("Enter", "send"),
+                ("s", "send marked"),
+                ("q", "quit"),
+                ("/", "filter"),
+                ("a", "mark all"),
+                ("u", "unmark all"),
+                (".", "hidden"),
+            ];
+            if app.behind.is_some() {
+                keys.insert(0, ("Tab", "summary"));
+            }
+            keys
+        }
         (Screen::Transfer(view), Input::Normal) => match view.phase {
             Phase::Ended { .. } if view.can_retry() => vec![
                 ("r", "retry failed"),
@@ -534,6 +541,10 @@ mod tests {
             footer.contains("Finished with problems: 1 sent, 1 failed · Tab shows it"),
             "{footer}"
         );
+        // Sending works again, and the keys say so.
+        let keys = &lines[lines.len() - 1];
+        assert!(keys.contains("Tab summary"), "{keys}");
+        assert!(keys.contains("Enter send"), "{keys}");
     }
 
     #[test]
