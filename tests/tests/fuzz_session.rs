@@ -5,17 +5,12 @@
 //! goes on serving the next client. Runs a bounded number of cases.
 
 use std::io::Write;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use ferry_e2e::{Server, V1, connect, raw_frame, tutorial_send};
 use ferry_proto::{ClientMsg, FileHeader, OnClash, Outcome, PlanEntry, ServerMsg, to_body};
 use proptest::prelude::*;
-
-fn server() -> &'static Server {
-    static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| Server::start_with(&["--header-timeout", "1", "--body-timeout", "1"]))
-}
+use proptest::test_runner::TestRunner;
 
 fn path() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -80,19 +75,27 @@ fn piece() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
-
-    #[test]
-    fn any_frame_sequence_leaves_the_server_sound(
-        v1 in any::<bool>(),
-        pieces in proptest::collection::vec(piece(), 0..8),
-    ) {
-        let server = server();
+/// One server for all the cases (started per case, the run would take
+/// minutes), stopped at the end: a server in a `static` would never be
+/// dropped, and its process and folder would outlive the test run.
+#[test]
+fn any_frame_sequence_leaves_the_server_sound() {
+    let server = Server::start_with(&["--header-timeout", "1", "--body-timeout", "1"]);
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 48,
+        ..ProptestConfig::default()
+    });
+    let session = (any::<bool>(), proptest::collection::vec(piece(), 0..8));
+    let result = runner.run(&session, |(v1, pieces)| {
         let mut s = connect(&server.addr());
-        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         if v1 {
-            let hello = ClientMsg::Hello { version: 1, client: "fuzz".into(), token: None };
+            let hello = ClientMsg::Hello {
+                version: 1,
+                client: "fuzz".into(),
+                token: None,
+            };
             s.write_all(&raw_frame(&to_body(&hello))).expect("hello");
         }
         for p in &pieces {
@@ -108,7 +111,7 @@ proptest! {
         let mut c = V1::connect(&server.addr());
         c.upload(1, "canary.txt", b"alive", OnClash::Overwrite);
         let stored = matches!(c.recv(), Some(ServerMsg::Ack(a)) if matches!(a.outcome, Outcome::Stored { .. }));
-        prop_assert!(stored, "server stopped serving:\n{}", server.log());
+        prop_assert!(stored, "server stopped serving");
         let outside = std::fs::read_dir(server.root())
             .expect("ls")
             .filter_map(Result::ok)
@@ -116,14 +119,19 @@ proptest! {
             .count();
         prop_assert_eq!(outside, 0, "something was written outside the folder");
         for f in server.files() {
-            prop_assert!(!f.contains(".ferry-") || f.starts_with(".ferry-staging"), "hidden temporary visible: {}", f);
+            prop_assert!(
+                !f.contains(".ferry-") || f.starts_with(".ferry-staging"),
+                "hidden temporary visible: {}",
+                f
+            );
         }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}\n{}", server.log());
     }
-}
 
-#[test]
-fn a_tutorial_client_after_the_fuzzing_still_works() {
-    let server = server();
+    // A tutorial client after all that still works.
     tutorial_send(&server.addr(), "after-fuzz.txt", b"ok");
     server.expect_log("name=\"after-fuzz.txt\"");
 }
