@@ -3,7 +3,7 @@
 //! failed. Everything against the real binaries.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Output, Stdio};
@@ -524,4 +524,43 @@ fn the_server_reads_on_while_a_big_kept_part_is_hashed_again() {
     for id in 2..10 {
         assert_eq!(c.expect_stored(), format!("after-{id}.bin"));
     }
+}
+
+/// The sender hashes the part the server already has before it connects:
+/// reading it takes seconds here (2 GiB), and a server that drops a
+/// connection silent for a second still gets the rest.
+#[test]
+fn a_big_kept_part_is_hashed_by_the_sender_before_it_connects() {
+    let server = Server::start_with(&["--idle-timeout", "1"]);
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("big.bin");
+    // 2 MiB of data, holes up to 2 GiB, then 1 MiB of data: the server's
+    // partial, grown with holes after the interruption, matches it.
+    let kept: u64 = 2 << 30;
+    {
+        let mut f = fs::File::create(&file).expect("create");
+        f.write_all(&data(2 << 20, 11)).expect("head");
+        f.set_len(kept).expect("holes");
+        f.seek(std::io::SeekFrom::Start(kept)).expect("seek");
+        f.write_all(&data(1 << 20, 12)).expect("tail");
+    }
+    interrupted_upload(&server, &file);
+    let (name, _) = partials(server.dir()).remove(0);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(server.dir().join(STAGING).join(name))
+        .and_then(|f| f.set_len(kept))
+        .expect("grow the partial");
+
+    let out = ferry_send(&server.addr(), &[file.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("big.bin: resumed at"),
+        "{}",
+        text(&out.stderr)
+    );
+    server.expect_log(&format!("offset={kept}"));
+    let stored = fs::metadata(server.dir().join("big.bin")).expect("stored");
+    // Its digest was checked end to end; the size says it is all there.
+    assert_eq!(stored.len(), kept + (1 << 20));
 }

@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -180,6 +180,7 @@ pub fn send(items: &[Item], options: &Options, cancel: &AtomicBool, report: Repo
     } else {
         vec![0; items.len()]
     };
+    let kept = hash_kept_parts(items, &mut offsets, cancel);
     // Files whose resume failed are sent again from the start, once.
     let mut restarted = HashSet::new();
     while next < items.len() && stop_reason.is_none() {
@@ -196,6 +197,7 @@ pub fn send(items: &[Item], options: &Options, cancel: &AtomicBool, report: Repo
             bytes_sent: &mut bytes_sent,
             skipped: &mut skipped,
             offsets: &offsets,
+            kept: &kept,
         };
         match conn.run(next, &mut results) {
             Ok((end, restart, resend)) => {
@@ -280,6 +282,8 @@ struct Connection<'a> {
     skipped: &'a mut u64,
     /// Where each file's body starts (non-zero to resume).
     offsets: &'a [u64],
+    /// For each file resumed, its bytes before the offset, hashed.
+    kept: &'a [Option<blake3::Hasher>],
 }
 
 /// Digests of what was sent, by item index, for the ack reader to check.
@@ -484,22 +488,25 @@ impl Connection<'_> {
                 offset,
             }),
         )?;
+        // The digest covers the whole file: the part the server already has
+        // was hashed from the local copy before connecting.
         let mut hasher = blake3::Hasher::new();
         let mut read_problem = None;
-        // The digest covers the whole file: hash the part the server already
-        // has from the local copy, without sending it.
-        let mut sent = if offset > 0 {
-            match hash_prefix(&mut file, offset, &mut hasher, buf) {
-                Ok(()) => {
+        let mut sent = 0;
+        if offset > 0 {
+            match (
+                self.kept.get(index).cloned().flatten(),
+                file.seek(SeekFrom::Start(offset)),
+            ) {
+                (Some(kept), Ok(_)) => {
+                    hasher = kept;
                     (self.report)(Event::Resumed { index, offset });
                     *self.skipped += offset;
                 }
-                Err(problem) => read_problem = Some(problem),
+                _ => read_problem = Some("the file could not be read where it resumes"),
             }
-            offset
-        } else {
-            0
-        };
+            sent = offset;
+        }
         if let Some(problem) = read_problem {
             pad(out, size - offset)?;
             return send_frame(
@@ -593,27 +600,66 @@ impl Connection<'_> {
     }
 }
 
-/// Feeds the first `len` bytes of `file` to `hasher`.
+/// Hashes the part of each resumed file the server already has (`offsets`
+/// non-zero), before any connection is open. Done once the file's header
+/// is out, it would leave the connection silent for as long as the disk
+/// takes to read that part: minutes for tens of GiB, longer than a server
+/// waits. A file whose kept part cannot be read is sent from the start.
+fn hash_kept_parts(
+    items: &[Item],
+    offsets: &mut [u64],
+    cancel: &AtomicBool,
+) -> Vec<Option<blake3::Hasher>> {
+    let mut buf = Vec::new();
+    items
+        .iter()
+        .zip(offsets.iter_mut())
+        .map(|(item, offset)| {
+            // The server never offers more than the file, but be sure.
+            *offset = (*offset).min(item.size());
+            if *offset == 0 {
+                return None;
+            }
+            if buf.is_empty() {
+                buf = vec![0u8; CHUNK];
+            }
+            let hashed = File::open(&item.local)
+                .ok()
+                .and_then(|mut file| hash_prefix(&mut file, *offset, &mut buf, cancel));
+            if hashed.is_none() {
+                *offset = 0;
+            }
+            hashed
+        })
+        .collect()
+}
+
+/// The BLAKE3 state after the first `len` bytes of `file`; `None` if they
+/// cannot all be read, or on cancel.
 fn hash_prefix(
     file: &mut File,
     len: u64,
-    hasher: &mut blake3::Hasher,
     buf: &mut [u8],
-) -> Result<(), &'static str> {
+    cancel: &AtomicBool,
+) -> Option<blake3::Hasher> {
+    let mut hasher = blake3::Hasher::new();
     let mut left = len;
     while left > 0 {
+        if cancel.load(Ordering::Relaxed) {
+            return None;
+        }
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         match file.read(&mut buf[..want]) {
-            Ok(0) => return Err("the file shrank since the interrupted upload"),
+            Ok(0) => return None,
             Ok(n) => {
                 hasher.update(&buf[..n]);
                 left -= n as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Err("the file could not be read"),
+            Err(_) => return None,
         }
     }
-    Ok(())
+    Some(hasher)
 }
 
 /// A file time as the protocol carries it.
