@@ -81,6 +81,15 @@ fn interrupted_upload(server: &Server, file: &Path) -> u64 {
 /// Sends `file` (big.bin) again after an interruption and checks that the
 /// server took it up at `offset`, stored all of `want` and kept no partial.
 fn resend_resumes_at(server: &Server, file: &Path, offset: u64, want: &[u8]) -> Output {
+    let out = resend_expecting_resume(server, file, offset);
+    assert_eq!(server.read("big.bin"), want);
+    assert!(partials(server.dir()).is_empty());
+    out
+}
+
+/// Sends `file` (big.bin) again and checks that it went well and resumed
+/// at `offset`.
+fn resend_expecting_resume(server: &Server, file: &Path, offset: u64) -> Output {
     let out = ferry_send(&server.addr(), &[file.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
@@ -89,9 +98,18 @@ fn resend_resumes_at(server: &Server, file: &Path, offset: u64, want: &[u8]) -> 
         text(&out.stderr)
     );
     server.expect_log(&format!("offset={offset}"));
-    assert_eq!(server.read("big.bin"), want);
-    assert!(partials(server.dir()).is_empty());
     out
+}
+
+/// Grows the one partial the server keeps to `len` bytes with holes: a
+/// kept part that takes long to read, with nothing on disk.
+fn grow_partial(server: &Server, len: u64) {
+    let (name, _) = partials(server.dir()).remove(0);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(server.dir().join(STAGING).join(name))
+        .and_then(|f| f.set_len(len))
+        .expect("grow the partial");
 }
 
 #[test]
@@ -488,15 +506,9 @@ fn files_after_a_resumed_one_go_on_and_are_acked_in_order() {
 fn the_server_reads_on_while_a_big_kept_part_is_hashed_again() {
     let server = Server::start();
     cut_upload(&server, "huge.bin", "key-3", &data(3 << 20, 8), 2 << 20);
-    // The kept part grows to 2 GiB of holes: nothing on disk, but seconds
-    // of reading and hashing for the server.
+    // Seconds of reading and hashing for the server.
     let kept: u64 = 2 << 30;
-    let (name, _) = partials(server.dir()).remove(0);
-    fs::OpenOptions::new()
-        .write(true)
-        .open(server.dir().join(STAGING).join(name))
-        .and_then(|f| f.set_len(kept))
-        .expect("grow the partial");
+    grow_partial(&server, kept);
 
     let mut c = V1::connect(&server.addr());
     c.stream
@@ -545,21 +557,9 @@ fn a_big_kept_part_is_hashed_by_the_sender_before_it_connects() {
         f.write_all(&data(1 << 20, 12)).expect("tail");
     }
     interrupted_upload(&server, &file);
-    let (name, _) = partials(server.dir()).remove(0);
-    fs::OpenOptions::new()
-        .write(true)
-        .open(server.dir().join(STAGING).join(name))
-        .and_then(|f| f.set_len(kept))
-        .expect("grow the partial");
+    grow_partial(&server, kept);
 
-    let out = ferry_send(&server.addr(), &[file.to_str().expect("utf8")]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("big.bin: resumed at"),
-        "{}",
-        text(&out.stderr)
-    );
-    server.expect_log(&format!("offset={kept}"));
+    resend_expecting_resume(&server, &file, kept);
     let stored = fs::metadata(server.dir().join("big.bin")).expect("stored");
     // Its digest was checked end to end; the size says it is all there.
     assert_eq!(stored.len(), kept + (1 << 20));

@@ -153,15 +153,25 @@ fn picker_with(server: &Server, home: &Path, root: &Path, options: &str) -> Tmux
     Tmux::start(120, 40, &command)
 }
 
-#[test]
-fn pick_files_in_a_subfolder_send_them_and_quit() {
+/// A server started with `flags`, and an empty folder `pick` to browse in
+/// a temporary home; `None`, and the test is skipped, without tmux.
+fn scene(flags: &[&str]) -> Option<(Server, tempfile::TempDir, PathBuf)> {
     if !tmux_installed() {
         println!("skipped: tmux is not installed");
-        return;
+        return None;
     }
-    let server = Server::start();
+    let server = Server::start_with(flags);
     let home = tempfile::tempdir().expect("tempdir");
     let root = home.path().join("pick");
+    fs::create_dir_all(&root).expect("mkdir");
+    Some((server, home, root))
+}
+
+#[test]
+fn pick_files_in_a_subfolder_send_them_and_quit() {
+    let Some((server, home, root)) = scene(&[]) else {
+        return;
+    };
     fs::create_dir_all(root.join("sub")).expect("mkdir");
     write(root.join("top.txt"), b"not picked");
     let alpha = write(root.join("sub/alpha.bin"), &data(300_000, 7));
@@ -230,15 +240,10 @@ fn pick_files_in_a_subfolder_send_them_and_quit() {
 
 #[test]
 fn the_plan_shows_clashes_and_refusals_and_r_retries_what_failed() {
-    if !tmux_installed() {
-        println!("skipped: tmux is not installed");
+    let Some((server, home, root)) = scene(&["--max-file-size", "100K"]) else {
         return;
-    }
-    let server = Server::start_with(&["--max-file-size", "100K"]);
+    };
     fs::write(server.dir().join("taken.txt"), b"already on the server").expect("write");
-    let home = tempfile::tempdir().expect("tempdir");
-    let root = home.path().join("pick");
-    fs::create_dir_all(&root).expect("mkdir");
     let small = write(root.join("small.txt"), b"a small file\n");
     write(root.join("taken.txt"), b"a different taken.txt\n");
     write(root.join("huge.bin"), &data(300_000, 3));
@@ -295,13 +300,9 @@ fn the_plan_shows_clashes_and_refusals_and_r_retries_what_failed() {
 
 #[test]
 fn tab_browses_the_list_while_a_transfer_goes_on() {
-    if !tmux_installed() {
-        println!("skipped: tmux is not installed");
+    let Some((server, home, root)) = scene(&[]) else {
         return;
-    }
-    let server = Server::start();
-    let home = tempfile::tempdir().expect("tempdir");
-    let root = home.path().join("pick");
+    };
     fs::create_dir_all(root.join("later")).expect("mkdir");
     write(root.join("later/next.txt"), b"for the next send");
     // About four seconds at the capped rate: time to look around.

@@ -1540,13 +1540,8 @@ mod tests {
         assert!(app.behind.is_none());
     }
 
-    #[test]
-    fn a_transfer_that_ends_behind_the_list_keeps_its_summary_for_tab() {
-        let dir = fixture();
-        let mut app = running_transfer(dir.path());
-        press(&mut app, KeyCode::Tab);
-        press(&mut app, KeyCode::Char('q'));
-        assert_eq!(app.input, Input::ConfirmQuit);
+    /// The transfer of `running_transfer` ends: zeta.bin stored.
+    fn zeta_sent(app: &mut App) {
         app.transfer(
             TransferMsg::Done(Report {
                 results: vec![stored("zeta.bin", 5)],
@@ -1557,6 +1552,16 @@ mod tests {
             }),
             Instant::now(),
         );
+    }
+
+    #[test]
+    fn a_transfer_that_ends_behind_the_list_keeps_its_summary_for_tab() {
+        let dir = fixture();
+        let mut app = running_transfer(dir.path());
+        press(&mut app, KeyCode::Tab);
+        press(&mut app, KeyCode::Char('q'));
+        assert_eq!(app.input, Input::ConfirmQuit);
+        zeta_sent(&mut app);
         assert!(matches!(app.screen, Screen::Browse));
         assert!(!app.transfer_running());
         // Nothing is left to cancel: the question goes away.
@@ -1570,16 +1575,7 @@ mod tests {
         // Once ended, a new send may start from the list.
         let mut app = running_transfer(dir.path());
         press(&mut app, KeyCode::Tab);
-        app.transfer(
-            TransferMsg::Done(Report {
-                results: vec![stored("zeta.bin", 5)],
-                bytes_sent: 5,
-                bytes_resumed: 0,
-                elapsed: Duration::from_secs(1),
-                cancelled: false,
-            }),
-            Instant::now(),
-        );
+        zeta_sent(&mut app);
         assert!(matches!(
             press(&mut app, KeyCode::Enter),
             Some(Action::Send(_))
