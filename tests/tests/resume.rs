@@ -559,7 +559,12 @@ fn a_big_kept_part_is_hashed_by_the_sender_before_it_connects() {
     interrupted_upload(&server, &file);
     grow_partial(&server, kept);
 
-    resend_expecting_resume(&server, &file, kept);
+    let out = resend_expecting_resume(&server, &file, kept);
+    assert!(
+        text(&out.stderr).contains("big.bin: reading the 2 GiB the server already has"),
+        "{}",
+        text(&out.stderr)
+    );
     let stored = fs::metadata(server.dir().join("big.bin")).expect("stored");
     // Its digest was checked end to end; the size says it is all there.
     assert_eq!(stored.len(), kept + (1 << 20));

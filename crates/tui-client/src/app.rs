@@ -87,6 +87,10 @@ impl Dispatch {
                 index: self.whole(index),
                 offset,
             },
+            Event::Checking { index, offset } => Event::Checking {
+                index: self.whole(index),
+                offset,
+            },
             Event::Progress {
                 index,
                 item_sent,
@@ -689,6 +693,9 @@ pub struct TransferView {
     pub total: Option<Meter>,
     pub file: Option<Meter>,
     pub elapsed: Option<Duration>,
+    /// The item whose kept part (this many bytes) is being read to check
+    /// it, before anything is sent.
+    pub checking: Option<(usize, u64)>,
 }
 
 /// How a transfer went, in numbers.
@@ -749,6 +756,7 @@ impl TransferView {
             total: None,
             file: None,
             elapsed: None,
+            checking: None,
         }
     }
 
@@ -910,10 +918,16 @@ impl TransferView {
     }
 
     fn apply(&mut self, event: Event, now: Instant) {
+        // Before anything moves: the rate does not count from here.
+        if let Event::Checking { index, offset } = event {
+            self.checking = Some((index, offset));
+            return;
+        }
+        self.checking = None;
         let total = self.outgoing_bytes();
         let meter = self.total.get_or_insert_with(|| Meter::new(total, now));
         match event {
-            Event::Connected { .. } => {}
+            Event::Connected { .. } | Event::Checking { .. } => {}
             Event::Started { index } => {
                 self.current = Some(index);
                 let size = self.items.get(index).map_or(0, Item::size);

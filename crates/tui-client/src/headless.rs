@@ -18,6 +18,10 @@ use humansize::{BINARY, format_size};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::transfer::preflight::preflight;
+
+/// Kept parts from this size on take long enough to read that the wait is
+/// announced.
+const CHECKING_NOTE_FROM: u64 = 1 << 30;
 use crate::transfer::progress::format_duration;
 use crate::transfer::{Event, ItemResult, Options, Plan, Report, retry, send};
 
@@ -111,17 +115,27 @@ fn send_plan(plan: &Plan, options: &Options) -> bool {
             }
             Event::Resumed { index, offset } => {
                 if let Some(name) = names.get(index) {
-                    let line = format!(
-                        "ferry: {}: resumed at {}",
-                        escape_for_display(name),
-                        format_size(offset, BINARY)
+                    note(
+                        &bar,
+                        format!(
+                            "ferry: {}: resumed at {}",
+                            escape_for_display(name),
+                            format_size(offset, BINARY)
+                        ),
                     );
-                    // A hidden bar swallows println: write the line ourselves.
-                    if bar.is_hidden() {
-                        eprintln!("{line}");
-                    } else {
-                        bar.println(line);
-                    }
+                }
+            }
+            // Reading a big kept part takes a while before anything moves.
+            Event::Checking { index, offset } if offset >= CHECKING_NOTE_FROM => {
+                if let Some(name) = names.get(index) {
+                    note(
+                        &bar,
+                        format!(
+                            "ferry: {}: reading the {} the server already has, to check it…",
+                            escape_for_display(name),
+                            format_size(offset, BINARY)
+                        ),
+                    );
                 }
             }
             Event::Progress { total_sent, .. } => bar.set_position(total_sent),
@@ -130,7 +144,7 @@ fn send_plan(plan: &Plan, options: &Options) -> bool {
                     stored.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Event::Started { .. } | Event::Connected { .. } => {}
+            Event::Started { .. } | Event::Connected { .. } | Event::Checking { .. } => {}
         })
     };
     let report = send(&plan.items, options, &AtomicBool::new(false), reporter);
@@ -287,4 +301,14 @@ fn dry_run(plan: &Plan, options: &Options) -> bool {
          {refused} refused; nothing was sent"
     );
     refused == 0
+}
+
+/// Prints a line above the progress bar, or on its own when the bar is
+/// hidden (which would swallow it).
+fn note(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
 }

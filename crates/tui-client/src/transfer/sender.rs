@@ -127,6 +127,9 @@ impl ItemResult {
 pub enum Event {
     /// A connection was made and the server accepted the handshake.
     Connected { server: String },
+    /// Before connecting: item `index` is being read up to `offset`, the
+    /// part the server kept from an interrupted upload, to check it.
+    Checking { index: usize, offset: u64 },
     /// Item `index` started going out.
     Started { index: usize },
     /// Item `index` continues an interrupted upload: the server already had
@@ -180,7 +183,7 @@ pub fn send(items: &[Item], options: &Options, cancel: &AtomicBool, report: Repo
     } else {
         vec![0; items.len()]
     };
-    let kept = hash_kept_parts(items, &mut offsets, cancel);
+    let kept = hash_kept_parts(items, &mut offsets, cancel, &report);
     // Files whose resume failed are sent again from the start, once.
     let mut restarted = HashSet::new();
     while next < items.len() && stop_reason.is_none() {
@@ -609,12 +612,14 @@ fn hash_kept_parts(
     items: &[Item],
     offsets: &mut [u64],
     cancel: &AtomicBool,
+    report: &Reporter,
 ) -> Vec<Option<blake3::Hasher>> {
     let mut buf = Vec::new();
     items
         .iter()
         .zip(offsets.iter_mut())
-        .map(|(item, offset)| {
+        .enumerate()
+        .map(|(index, (item, offset))| {
             // The server never offers more than the file, but be sure.
             *offset = (*offset).min(item.size());
             if *offset == 0 {
@@ -623,6 +628,10 @@ fn hash_kept_parts(
             if buf.is_empty() {
                 buf = vec![0u8; CHUNK];
             }
+            report(Event::Checking {
+                index,
+                offset: *offset,
+            });
             let hashed = File::open(&item.local)
                 .ok()
                 .and_then(|mut file| hash_prefix(&mut file, *offset, &mut buf, cancel));

@@ -476,6 +476,33 @@ mod tests {
     }
 
     #[test]
+    fn reading_a_kept_part_before_sending_is_shown_instead_of_connecting() {
+        let mut app = asked_to_send();
+        let t0 = Instant::now();
+        confirm(&mut app, plan_of(vec![file("big.iso", 3 << 30)]), t0);
+        let lines = screen(&app, t0, 100, 20);
+        line_with(&lines, "connecting to the server…");
+        let checking = Event::Checking {
+            index: 0,
+            offset: 2 << 30,
+        };
+        app.transfer(TransferMsg::Progress(checking), t0);
+        let lines = screen(&app, t0, 100, 20);
+        line_with(
+            &lines,
+            "reading the 2 GiB of big.iso the server already has, to check it…",
+        );
+        // Once bytes move, the gauge takes its place.
+        app.transfer(TransferMsg::Progress(connected()), t0);
+        let lines = screen(&app, t0, 100, 20);
+        assert!(
+            !lines.iter().any(|l| l.contains("reading the")),
+            "{}",
+            lines.join("\n")
+        );
+    }
+
+    #[test]
     fn the_list_shows_a_transfer_going_on_behind_it() {
         let mut app = asked_to_send();
         let t0 = Instant::now();

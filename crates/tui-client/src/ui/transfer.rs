@@ -151,9 +151,18 @@ fn finished_counts(counts: &Counts) -> String {
 fn draw_total(frame: &mut Frame, area: Rect, view: &TransferView, now: Instant) {
     let block = Block::bordered().title(" Total ");
     let Some(progress) = &view.total else {
-        let idle = match view.phase {
-            Phase::Ended { .. } => "nothing was sent",
-            _ => "connecting to the server…",
+        let checking = view.checking.and_then(|(index, offset)| {
+            let item = view.items.get(index)?;
+            Some(format!(
+                "reading the {} of {} the server already has, to check it…",
+                bytes(offset),
+                item.remote
+            ))
+        });
+        let idle = match (view.phase, checking) {
+            (Phase::Ended { .. }, _) => "nothing was sent".to_string(),
+            (_, Some(checking)) => checking,
+            _ => "connecting to the server…".to_string(),
         };
         frame.render_widget(Paragraph::new(idle).block(block), area);
         return;
