@@ -9,7 +9,7 @@
 
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,40 @@ pub(crate) struct Pending<'s> {
     /// For a resumed file, its hash, still being made from the file: it
     /// must come out as `receipt.digest` (the sender's) before the file is
     /// committed.
-    pub check: Option<Box<TrailingHash>>,
+    pub check: Option<Box<ResumeCheck<'s>>>,
+}
+
+/// A resumed file's hash in the making, counted in its connection's
+/// [`Checks`] until the committer is done with it.
+pub(crate) struct ResumeCheck<'c> {
+    pub hash: TrailingHash,
+    pub _counted: CheckTicket<'c>,
+}
+
+/// How many resumed files of a connection are still being checked. While
+/// one is, the client is waiting for its ack rather than idle, and the
+/// session starts no other resume (each check is a thread and a file).
+#[derive(Debug, Default)]
+pub(crate) struct Checks(AtomicUsize);
+
+impl Checks {
+    pub fn ticket(&self) -> CheckTicket<'_> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        CheckTicket(self)
+    }
+
+    pub fn busy(&self) -> bool {
+        self.0.load(Ordering::SeqCst) > 0
+    }
+}
+
+/// One check counted in [`Checks`], until dropped.
+pub(crate) struct CheckTicket<'c>(&'c Checks);
+
+impl Drop for CheckTicket<'_> {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Pending<'_> {
@@ -182,9 +215,15 @@ impl<'s> Committer<'s, '_> {
     /// Queues a file, committing the queue when it is full, old, or holds a
     /// big file. After a failure nothing more is stored: the session is
     /// ending, and the client resends what was not acked.
-    fn hold(&mut self, file: Pending<'s>) {
+    fn hold(&mut self, mut file: Pending<'s>) {
         if self.failure.is_some() {
             return;
+        }
+        if let Some(check) = file.check.take() {
+            match self.verify(file, *check) {
+                Some(verified) => file = verified,
+                None => return,
+            }
         }
         // Committed on its own, after the files before it.
         let alone = file.commits_alone();
@@ -204,6 +243,37 @@ impl<'s> Committer<'s, '_> {
         }
     }
 
+    /// Waits for a resumed file's hash and compares it with the sender's
+    /// digest: the file back if it is to be committed, `None` if not (it
+    /// has been answered). Everything before it is committed and acked
+    /// first, and the acks sent: the wait may be long.
+    fn verify(&mut self, file: Pending<'s>, check: ResumeCheck<'_>) -> Option<Pending<'s>> {
+        self.settle();
+        self.flush();
+        if self.failure.is_some() {
+            return None;
+        }
+        match check.hash.finish(&self.shared.dropping) {
+            Ok(digest) if digest == file.finished.digest => Some(file),
+            Ok(digest) => {
+                warn!(peer = %self.peer, name = %escape_for_display(&file.receipt.path),
+                    "digest mismatch: the resumed file hashes to {digest}, sender announced {}",
+                    file.finished.digest);
+                // The kept partial that led here goes too.
+                file.finished.upload.discard();
+                let (code, message) = mismatch_outcome(true);
+                self.refuse_quietly(&file.receipt, code, message);
+                self.flush();
+                None
+            }
+            // Not checked, not stored; the kept partial stays.
+            Err(e) => {
+                self.answer(file.receipt, Err(StoreError::Io(e)));
+                None
+            }
+        }
+    }
+
     /// Moves the queue on by one sync: it makes the pending files' bytes and
     /// the last group's names durable, so the last group is acked and the
     /// pending files are linked, to be acked after the next sync. Sharing
@@ -216,34 +286,13 @@ impl<'s> Committer<'s, '_> {
         let mut group = std::mem::take(&mut self.pending);
         if group.len() == 1 && group[0].commits_alone() {
             if let Some(Pending {
-                receipt,
-                finished,
-                check,
+                receipt, finished, ..
             }) = group.pop()
             {
                 self.ack_linked();
                 if self.failure.is_some() {
                     // As below: nothing more is stored.
                     return;
-                }
-                if let Some(trailing) = check {
-                    match trailing.finish(&self.shared.dropping) {
-                        Ok(digest) if digest == finished.digest => {}
-                        Ok(digest) => {
-                            warn!(peer = %self.peer, name = %escape_for_display(&receipt.path),
-                                "digest mismatch: the resumed file hashes to {digest}, sender announced {}",
-                                finished.digest);
-                            finished.upload.discard();
-                            let (code, message) = mismatch_outcome(true);
-                            self.refuse_quietly(receipt, code, message);
-                            return;
-                        }
-                        // Not checked: not stored. A kept partial stays.
-                        Err(e) => {
-                            self.answer(receipt, Err(StoreError::Io(e)));
-                            return;
-                        }
-                    }
                 }
                 let parts: Vec<&str> = finished.parts.iter().map(String::as_str).collect();
                 let result = finished
@@ -372,7 +421,7 @@ impl<'s> Committer<'s, '_> {
 
     /// Acks a file as not stored for a reason that ends nothing: the
     /// connection goes on.
-    fn refuse_quietly(&mut self, receipt: Receipt, code: ErrorCode, message: &str) {
+    fn refuse_quietly(&mut self, receipt: &Receipt, code: ErrorCode, message: &str) {
         if let Some(id) = receipt.id {
             let outcome = Outcome::Failed {
                 code,

@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 use crate::Shared;
 use crate::accept::Slot;
 use crate::body::{self, BodyError, Digest, Received};
-use crate::commit::{self, Job, Pending, Receipt};
+use crate::commit::{self, Checks, Job, Pending, Receipt, ResumeCheck};
 use crate::storage::{self, Finished, FolderCache, StoreError, Upload};
 use crate::transport::{self, Incoming};
 
@@ -110,6 +110,8 @@ pub(crate) struct Session<'a> {
     batch: Vec<Job<'a>>,
     /// Raised by the committer when a file could not be stored.
     failed: &'a AtomicBool,
+    /// Resumed files the committer is still checking.
+    checks: &'a Checks,
     shared: &'a Shared,
     slot: &'a Slot,
     /// Whether this is a v1 client, which reads what the server writes.
@@ -155,6 +157,7 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
         }
     };
     let failed = AtomicBool::new(false);
+    let checks = Checks::default();
     thread::scope(|scope| {
         // Every queued file is open: the queue gets a quarter of this
         // session's share, the committer's group another (see `make_room`).
@@ -182,6 +185,7 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
             jobs: Some(jobs),
             batch: Vec::with_capacity(BATCH),
             failed: &failed,
+            checks: &checks,
             shared,
             slot,
             answered: false,
@@ -436,6 +440,9 @@ impl<'a> Session<'a> {
                 )),
             );
         }
+        if header.offset > 0 {
+            self.wait_for_checks()?;
+        }
         let (parts, mut upload, hashing) = match self.start_v1_file(header) {
             Ok(ok) => ok,
             Err(e) => return self.refuse(header, e),
@@ -457,7 +464,13 @@ impl<'a> Session<'a> {
                 let (digest, check) = match received {
                     Received::Known(digest) if blake3 == digest.to_hex().as_str() => (digest, None),
                     Received::Trailing(trailing) => match blake3::Hash::from_hex(&blake3) {
-                        Ok(announced) => (announced, Some(Box::new(trailing))),
+                        Ok(announced) => (
+                            announced,
+                            Some(Box::new(ResumeCheck {
+                                hash: trailing,
+                                _counted: self.checks.ticket(),
+                            })),
+                        ),
                         Err(_) => return self.mismatch(header, upload, &blake3, None),
                     },
                     Received::Known(digest) => {
@@ -667,6 +680,21 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Waits until no resumed file of this connection is being checked:
+    /// each check reads a whole kept part on a thread of its own, so a
+    /// client resuming many files back to back gets them checked one at a
+    /// time. (Ferry's own client waits for each resumed file's ack anyway.)
+    fn wait_for_checks(&mut self) -> Result<(), SessionError> {
+        if !self.checks.busy() {
+            return Ok(());
+        }
+        self.queue(Job::Flush)?;
+        while self.checks.busy() && !self.failed.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
     fn hand_over(&mut self) -> Result<(), SessionError> {
         if self.batch.is_empty() {
             return Ok(());
@@ -739,6 +767,9 @@ impl<'a> Session<'a> {
             match self.reader.fill_buf() {
                 Ok(bytes) => break bytes.len(),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The client waits for the ack of a resumed file still
+                // being checked: that silence is ours, not the client's.
+                Err(e) if body::is_timeout(&e) && self.checks.busy() => continue,
                 Err(e) if body::is_timeout(&e) => {
                     return Err(SessionError::Timeout("idle, waiting for a frame"));
                 }
