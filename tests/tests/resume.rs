@@ -499,9 +499,10 @@ fn files_after_a_resumed_one_go_on_and_are_acked_in_order() {
     assert!(partials(server.dir()).is_empty(), "the bad partial is gone");
 }
 
-/// The session reads on while the kept part is hashed again: a sender
-/// whose writes give up after half a second still gets the files after a
-/// resumed one out, although hashing the kept part takes seconds.
+/// The session reads on while the kept part is hashed again: a sender that
+/// does not wait for the resumed file's ack, and whose writes give up after
+/// half a second, still gets the files after it out (as many as the
+/// server's queue holds), although hashing the kept part takes seconds.
 #[test]
 fn the_server_reads_on_while_a_big_kept_part_is_hashed_again() {
     let server = Server::start();
@@ -568,4 +569,39 @@ fn a_big_kept_part_is_hashed_by_the_sender_before_it_connects() {
     let stored = fs::metadata(server.dir().join("big.bin")).expect("stored");
     // Its digest was checked end to end; the size says it is all there.
     assert_eq!(stored.len(), kept + (1 << 20));
+}
+
+/// After a resumed file the sender waits for its ack (the server checks
+/// the kept part first) before it sends the next file, instead of filling
+/// the server's queue while the check runs; and the server does not take
+/// that wait, longer than its idle timeout here, for an idle client.
+#[test]
+fn the_sender_waits_for_a_resumed_file_to_be_checked_before_the_next() {
+    let server = Server::start_with(&["--idle-timeout", "1"]);
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("big.bin");
+    let kept: u64 = 2 << 30;
+    {
+        let mut f = fs::File::create(&file).expect("create");
+        f.write_all(&data(2 << 20, 13)).expect("head");
+        f.set_len(kept + (1 << 20)).expect("holes");
+    }
+    let next = src.path().join("next.txt");
+    fs::write(&next, b"after the big one").expect("write");
+    interrupted_upload(&server, &file);
+    grow_partial(&server, kept);
+
+    let out = ferry_send(
+        &server.addr(),
+        &[file.to_str().expect("utf8"), next.to_str().expect("utf8")],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = server.log();
+    let stored_big = log.find("name=\"big.bin\" bytes=").expect("big.bin stored");
+    let next_starts = log.find("path=\"next.txt\"").expect("next.txt received");
+    assert!(
+        stored_big < next_starts,
+        "next.txt went out before big.bin was checked:\n{log}"
+    );
+    assert!(!log.contains("idle, waiting for a frame"), "{log}");
 }

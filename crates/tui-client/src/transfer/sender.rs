@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -285,12 +285,48 @@ struct Connection<'a> {
     skipped: &'a mut u64,
     /// Where each file's body starts (non-zero to resume).
     offsets: &'a [u64],
-    /// For each file resumed, its bytes before the offset, hashed.
-    kept: &'a [Option<blake3::Hasher>],
+    /// For each file resumed, by index, its bytes before the offset, hashed.
+    kept: &'a HashMap<usize, blake3::Hasher>,
 }
 
 /// Digests of what was sent, by item index, for the ack reader to check.
 type SentDigests = Arc<Mutex<HashMap<usize, String>>>;
+
+/// How many acks the reader has read on a connection, and whether it has
+/// stopped reading: the writer waits on it after a resumed file.
+#[derive(Debug, Default)]
+struct AckCount {
+    /// (acks read, reader stopped)
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+}
+
+impl AckCount {
+    fn add(&self) {
+        self.update(|state| state.0 += 1);
+    }
+
+    fn end(&self) {
+        self.update(|state| state.1 = true);
+    }
+
+    fn update(&self, change: impl FnOnce(&mut (usize, bool))) {
+        change(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()));
+        self.changed.notify_all();
+    }
+
+    /// Waits until `n` acks are in, the reader has stopped, or `give_up`.
+    fn wait_for(&self, n: usize, give_up: impl Fn() -> bool) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while state.0 < n && !state.1 && !give_up() {
+            state = self
+                .changed
+                .wait_timeout(state, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
 
 impl Connection<'_> {
     /// Sends items from `first` on, filling `results` as answers arrive.
@@ -316,6 +352,7 @@ impl Connection<'_> {
         // While bodies are still going out no ack may arrive for a long time
         // (one big file at a low rate): the reader must not give up then.
         let sending = Arc::new(AtomicBool::new(true));
+        let acks_seen = Arc::new(AckCount::default());
         let Link {
             socket,
             reader: link_reader,
@@ -327,6 +364,7 @@ impl Connection<'_> {
             let digests = Arc::clone(&digests);
             let refused = Arc::clone(&refused);
             let report = Arc::clone(self.report);
+            let acks_seen = Arc::clone(&acks_seen);
             let sizes: Vec<u64> = self.items.iter().map(Item::size).collect();
             let patient = Patient {
                 stream,
@@ -335,12 +373,17 @@ impl Connection<'_> {
                 poll: ACK_POLL,
                 quiet_limit: QUIET_AFTER_SENDING,
             };
-            thread::spawn(move || read_acks(patient, &sizes, &digests, &refused, &report))
+            thread::spawn(move || {
+                let acks = read_acks(patient, &sizes, &digests, &refused, &report, &acks_seen);
+                acks_seen.end();
+                acks
+            })
         };
 
         let write_error = self.write_items(
             &mut link_writer,
             &socket,
+            &acks_seen,
             first,
             max_file_size,
             &digests,
@@ -379,6 +422,7 @@ impl Connection<'_> {
         &mut self,
         link: &mut LinkWriter,
         socket: &TcpStream,
+        acks_seen: &AckCount,
         first: usize,
         max_file_size: Option<u64>,
         digests: &SentDigests,
@@ -389,6 +433,8 @@ impl Connection<'_> {
         let mut pacer = Pacer::new(self.options.limit_rate);
         let mut buf = vec![0u8; CHUNK];
         let mut outcome = None;
+        // Files and folders announced on this connection: each gets one ack.
+        let mut frames = 0;
         for (index, item) in self.items.iter().enumerate().skip(first) {
             if self.cancel.load(Ordering::Relaxed) || refused.load(Ordering::Relaxed) {
                 break;
@@ -411,26 +457,49 @@ impl Connection<'_> {
             }
             (self.report)(Event::Started { index });
             let sent = match item.kind {
-                ItemKind::Folder => send_frame(
-                    &mut out,
-                    &ClientMsg::Mkdir {
-                        id: index as u64,
-                        path: item.remote.clone(),
-                    },
-                ),
+                ItemKind::Folder => {
+                    frames += 1;
+                    send_frame(
+                        &mut out,
+                        &ClientMsg::Mkdir {
+                            id: index as u64,
+                            path: item.remote.clone(),
+                        },
+                    )
+                    .map(|()| false)
+                }
                 ItemKind::File { size } => match File::open(&item.local) {
-                    Ok(file) => self.send_file(
-                        &mut out, &mut pacer, &mut buf, index, item, size, file, digests, refused,
-                    ),
+                    Ok(file) => {
+                        frames += 1;
+                        self.send_file(
+                            &mut out, &mut pacer, &mut buf, index, item, size, file, digests,
+                            refused,
+                        )
+                    }
                     Err(e) => {
                         self.finish_locally(index, format!("cannot open: {e}"), results);
-                        Ok(())
+                        Ok(false)
                     }
                 },
             };
-            if let Err(e) = sent {
-                outcome = Some(describe_io(&e));
-                break;
+            match sent.and_then(|resumed| {
+                if resumed {
+                    out.flush().map(|()| true)
+                } else {
+                    Ok(false)
+                }
+            }) {
+                // The server checks the part it kept before it answers, which
+                // for tens of GiB takes a while: send nothing more until it
+                // has, rather than fill its queue and stall both sides.
+                Ok(true) => acks_seen.wait_for(frames, || {
+                    self.cancel.load(Ordering::Relaxed) || refused.load(Ordering::Relaxed)
+                }),
+                Ok(false) => {}
+                Err(e) => {
+                    outcome = Some(describe_io(&e));
+                    break;
+                }
             }
         }
         if self.cancel.load(Ordering::Relaxed) || refused.load(Ordering::Relaxed) {
@@ -462,7 +531,7 @@ impl Connection<'_> {
         mut file: File,
         digests: &SentDigests,
         refused: &AtomicBool,
-    ) -> io::Result<()> {
+    ) -> io::Result<bool> {
         let id = index as u64;
         // Big files go resumably; the offset is what the server said it
         // already has (from the plan asked before sending).
@@ -498,7 +567,7 @@ impl Connection<'_> {
         let mut sent = 0;
         if offset > 0 {
             match (
-                self.kept.get(index).cloned().flatten(),
+                self.kept.get(&index).cloned(),
                 file.seek(SeekFrom::Start(offset)),
             ) {
                 (Some(kept), Ok(_)) => {
@@ -518,13 +587,14 @@ impl Connection<'_> {
                     id,
                     reason: problem.to_string(),
                 },
-            );
+            )
+            .map(|()| false);
         }
         let mut last_report = Instant::now();
         let mut saw_end = false;
         while sent < size {
             if self.cancel.load(Ordering::Relaxed) || refused.load(Ordering::Relaxed) {
-                return Ok(());
+                return Ok(false);
             }
             let left = usize::try_from(size - sent).unwrap_or(usize::MAX);
             // Asking for a byte more than is left shows the end of the file
@@ -590,7 +660,8 @@ impl Connection<'_> {
         if let (Ok(mut map), ClientMsg::Done { blake3, .. }) = (digests.lock(), &trailer) {
             map.insert(index, blake3.clone());
         }
-        send_frame(out, &trailer)
+        send_frame(out, &trailer)?;
+        Ok(offset > 0)
     }
 
     fn finish_locally(&self, index: usize, reason: String, results: &mut [Option<ItemResult>]) {
@@ -613,13 +684,13 @@ fn hash_kept_parts(
     offsets: &mut [u64],
     cancel: &AtomicBool,
     report: &Reporter,
-) -> Vec<Option<blake3::Hasher>> {
+) -> HashMap<usize, blake3::Hasher> {
     let mut buf = Vec::new();
     items
         .iter()
         .zip(offsets.iter_mut())
         .enumerate()
-        .map(|(index, (item, offset))| {
+        .filter_map(|(index, (item, offset))| {
             // The server never offers more than the file, but be sure.
             *offset = (*offset).min(item.size());
             if *offset == 0 {
@@ -638,7 +709,7 @@ fn hash_kept_parts(
             if hashed.is_none() {
                 *offset = 0;
             }
-            hashed
+            Some((index, hashed?))
         })
         .collect()
 }
@@ -845,6 +916,7 @@ fn read_acks(
     digests: &SentDigests,
     refused: &AtomicBool,
     report: &Reporter,
+    seen: &AckCount,
 ) -> AckStream {
     let mut reader = BufReader::new(stream);
     let mut acks = AckStream {
@@ -864,7 +936,10 @@ fn read_acks(
             }
         };
         let ack = match msg {
-            ServerMsg::Ack(ack) => ack,
+            ServerMsg::Ack(ack) => {
+                seen.add();
+                ack
+            }
             ServerMsg::Error { code, message } => {
                 acks.closing = Some(match code {
                     ErrorCode::ShuttingDown => format!("the server is shutting down: {message}"),
