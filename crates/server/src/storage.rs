@@ -434,13 +434,19 @@ impl Store {
     /// bind mount). Nothing can be linked or renamed there from the staging
     /// folder, and the store's syncs may not cover it.
     fn is_beyond_root(&self, dir: &impl AsFd) -> io::Result<bool> {
+        Ok(self.place_of(dir)? != Place::Root)
+    }
+
+    /// Where `dir` is, seen from the target folder.
+    fn place_of(&self, dir: &impl AsFd) -> io::Result<Place> {
         if rustix::fs::fstat(dir)?.st_dev != self.root_dev {
-            return Ok(true);
+            return Ok(Place::OtherDisk);
         }
         Ok(match (self.root_mount, mount_id(dir)) {
-            (Some(root), Some(here)) => root != here,
-            // An older kernel: a bind mount goes unnoticed (see `replace`).
-            _ => false,
+            (Some(root), Some(here)) if root != here => Place::OtherMount,
+            // Where the mount cannot be told, a bind mount goes unnoticed
+            // (see `replace`).
+            _ => Place::Root,
         })
     }
 
@@ -461,7 +467,8 @@ impl Store {
         let (_, folders) = parts
             .split_last()
             .ok_or_else(|| StoreError::BadName("empty".into()))?;
-        let Folder { dir, beyond_root } = folders_seen.open(self, folders)?;
+        let Folder { dir, place } = folders_seen.open(self, folders)?;
+        let beyond_root = place != Place::Root;
         // The mode is what the file keeps once in place (less the umask).
         let mode = Mode::from_raw_mode(0o644);
         let anonymous = if self.anonymous_temp {
@@ -508,8 +515,8 @@ impl Store {
         // Counted once the file exists, so a failure above leaks nothing;
         // a refusal here drops the file, which had no name yet. What lands
         // on a file system mounted inside is checked against that one and
-        // promises nothing of the target's.
-        let space = if beyond_root {
+        // promises nothing of the target's (a bind mount is the target's).
+        let space = if place == Place::OtherDisk {
             if size >= SPACE_CHECK_MIN || self.min_free > 0 {
                 self.check_room_on(&dir, size)?;
             }
@@ -559,7 +566,8 @@ impl Store {
         let (_, folders) = parts
             .split_last()
             .ok_or_else(|| StoreError::BadName("empty".into()))?;
-        let Folder { dir, beyond_root } = folders_seen.open(self, folders)?;
+        let Folder { dir, place } = folders_seen.open(self, folders)?;
+        let beyond_root = place != Place::Root;
         let name = partial_name(&parts.join("/"), key);
         if beyond_root {
             // A partial lives in the staging folder, on the folder's own
@@ -891,10 +899,21 @@ fn not_a_folder(e: io::Error, shown: &str) -> StoreError {
     }
 }
 
-/// The mount `fd` is on, where the kernel tells (statx, Linux 5.8 on).
+/// The mount `fd` is on: from statx (Linux 5.8 on), or else from the
+/// descriptor's entry in /proc (Linux 3.15 on).
 fn mount_id(fd: &impl AsFd) -> Option<u64> {
-    let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID).ok()?;
-    (st.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(st.stx_mnt_id)
+    let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID).ok();
+    if let Some(st) = st.filter(|st| st.stx_mask & StatxFlags::MNT_ID.bits() != 0) {
+        return Some(st.stx_mnt_id);
+    }
+    mount_id_from_proc(fd)
+}
+
+fn mount_id_from_proc(fd: &impl AsFd) -> Option<u64> {
+    let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd())).ok()?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("mnt_id:"))
+        .and_then(|id| id.trim().parse().ok())
 }
 
 /// Bytes an unprivileged writer can still use on the file system `fd` is on.
@@ -958,9 +977,21 @@ pub struct FolderCache {
 #[derive(Debug, Clone)]
 struct Folder {
     dir: Arc<OwnedFd>,
-    /// On another file system than the target folder (one mounted inside
-    /// it), which the store's syncs do not cover.
-    beyond_root: bool,
+    place: Place,
+}
+
+/// Where a folder is, seen from the target folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// On its file system and mount: the staging folder can reach it.
+    Root,
+    /// On the same file system through another mount (a bind mount):
+    /// nothing can be linked or renamed there from the staging folder.
+    OtherMount,
+    /// On another file system mounted inside: nothing can be moved there
+    /// from staging, the store's syncs do not cover it, and its free space
+    /// is its own.
+    OtherDisk,
 }
 
 impl FolderCache {
@@ -971,10 +1002,10 @@ impl FolderCache {
             }
         }
         let dir = store.walk(folders)?;
-        let beyond_root = store.is_beyond_root(&dir).map_err(StoreError::Io)?;
+        let place = store.place_of(&dir).map_err(StoreError::Io)?;
         let folder = Folder {
             dir: Arc::new(dir),
-            beyond_root,
+            place,
         };
         self.last = Some((
             folders.iter().map(|f| f.to_string()).collect(),
@@ -1422,9 +1453,18 @@ mod tests {
 
     impl Mounted {
         fn at(path: &Path) -> Option<Mounted> {
+            Mounted::with(path, &["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        }
+
+        /// Folder `source` mounted again at `path`.
+        fn bind(source: &Path, path: &Path) -> Option<Mounted> {
+            Mounted::with(path, &["--bind", source.to_str()?])
+        }
+
+        fn with(path: &Path, args: &[&str]) -> Option<Mounted> {
             fs::create_dir_all(path).ok()?;
             let mounted = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+                .args(args)
                 .arg(path)
                 .output()
                 .ok()?
@@ -1448,6 +1488,52 @@ mod tests {
                 unmount(&["-l"]);
             }
         }
+    }
+
+    #[test]
+    fn a_bind_mount_is_told_apart_from_the_folder_but_shares_its_free_space() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let Some(_disk) = Mounted::at(&t.path().join("disk")) else {
+            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+            return;
+        };
+        let disk = t.path().join("disk");
+        let (mut s, _) = Store::open(&disk.join("up"), None, PARTIAL_TTL_DEFAULT).expect("open");
+        let Some(_bound) = Mounted::bind(&disk, &disk.join("up/bound")) else {
+            eprintln!("skipped: cannot bind-mount here");
+            return;
+        };
+        let bound = s
+            .begin(&["bound", "a.bin"], 0, &mut FolderCache::default())
+            .expect("begin");
+        assert!(bound.beyond_root(), "another mount, though the same disk");
+        drop(bound);
+        // The 8 MiB disk keeps 3 MiB free: one 4 MiB upload fits, not two,
+        // wherever on it they go.
+        s.keep_free(3 << 20);
+        let first = s
+            .begin(&["bound", "b.bin"], 4 << 20, &mut FolderCache::default())
+            .expect("the first fits");
+        let second = s.begin(&["c.bin"], 4 << 20, &mut FolderCache::default());
+        assert!(
+            matches!(second, Err(StoreError::NoSpace { .. })),
+            "{second:?}"
+        );
+        drop(first);
+    }
+
+    #[test]
+    fn the_mount_of_a_descriptor_reads_the_same_from_proc_as_from_statx() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let dir = rustix::fs::open(t.path(), OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty())
+            .expect("open");
+        let st =
+            rustix::fs::statx(&dir, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID).expect("statx");
+        if st.stx_mask & StatxFlags::MNT_ID.bits() == 0 {
+            eprintln!("skipped: this kernel's statx has no mount id");
+            return;
+        }
+        assert_eq!(mount_id_from_proc(&dir), Some(st.stx_mnt_id));
     }
 
     #[test]
