@@ -48,7 +48,7 @@ pub(crate) struct Pending<'s> {
 /// [`Checks`] until the committer is done with it.
 pub(crate) struct ResumeCheck<'c> {
     pub hash: TrailingHash,
-    pub _counted: CheckTicket<'c>,
+    pub counted: CheckTicket<'c>,
 }
 
 /// How many resumed files of a connection are still being checked. While
@@ -219,8 +219,12 @@ impl<'s> Committer<'s, '_> {
         if self.failure.is_some() {
             return;
         }
+        // Counted as being checked until committed and answered.
+        let mut _checking = None;
         if let Some(check) = file.check.take() {
-            match self.verify(file, *check) {
+            let ResumeCheck { hash, counted } = *check;
+            _checking = Some(counted);
+            match self.verify(file, hash) {
                 Some(verified) => file = verified,
                 None => return,
             }
@@ -247,13 +251,13 @@ impl<'s> Committer<'s, '_> {
     /// digest: the file back if it is to be committed, `None` if not (it
     /// has been answered). Everything before it is committed and acked
     /// first, and the acks sent: the wait may be long.
-    fn verify(&mut self, file: Pending<'s>, check: ResumeCheck<'_>) -> Option<Pending<'s>> {
+    fn verify(&mut self, file: Pending<'s>, hash: TrailingHash) -> Option<Pending<'s>> {
         self.settle();
         self.flush();
         if self.failure.is_some() {
             return None;
         }
-        match check.hash.finish(&self.shared.dropping) {
+        match hash.finish(&self.shared.dropping) {
             Ok(digest) if digest == file.finished.digest => Some(file),
             Ok(digest) => {
                 warn!(peer = %self.peer, name = %escape_for_display(&file.receipt.path),

@@ -124,6 +124,10 @@ pub(crate) struct Session<'a> {
     files_seen: u64,
 }
 
+/// How often a session waiting for its client looks again whether one of
+/// its resumed files is still being checked.
+const CHECK_POLL: Duration = Duration::from_secs(1);
+
 /// How long, and how much, a refused v1 client is read after the refusal.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: u64 = 64 << 20;
@@ -468,7 +472,7 @@ impl<'a> Session<'a> {
                             announced,
                             Some(Box::new(ResumeCheck {
                                 hash: trailing,
-                                _counted: self.checks.ticket(),
+                                counted: self.checks.ticket(),
                             })),
                         ),
                         Err(_) => return self.mismatch(header, upload, &blake3, None),
@@ -755,21 +759,32 @@ impl<'a> Session<'a> {
             // the acks sent.
             self.queue(Job::Flush)?;
         }
-        self.slot.set_idle();
         if stopping {
+            self.slot.set_idle();
             return Ok(None);
         }
-        let limits = &self.shared.limits;
-        if self.reader.buffer().is_empty() {
-            self.stream.set_read_timeout(Some(limits.idle_timeout))?;
-        }
+        // While a resumed file of this connection is being checked, the
+        // client waits for its ack: that silence is ours, not the client's,
+        // so the connection is neither idle (to be evicted) nor timed out.
+        // It is looked at again every CHECK_POLL until the check is done.
+        let mut idle = false;
         let available = loop {
+            if self.reader.buffer().is_empty() {
+                let wait = if self.checks.busy() {
+                    CHECK_POLL
+                } else {
+                    if !idle {
+                        self.slot.set_idle();
+                        idle = true;
+                    }
+                    self.shared.limits.idle_timeout
+                };
+                self.stream.set_read_timeout(Some(wait))?;
+            }
             match self.reader.fill_buf() {
                 Ok(bytes) => break bytes.len(),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // The client waits for the ack of a resumed file still
-                // being checked: that silence is ours, not the client's.
-                Err(e) if body::is_timeout(&e) && self.checks.busy() => continue,
+                Err(e) if body::is_timeout(&e) && !idle => continue,
                 Err(e) if body::is_timeout(&e) => {
                     return Err(SessionError::Timeout("idle, waiting for a frame"));
                 }
