@@ -431,6 +431,7 @@ fn a_good_send_to_one_server_keeps_the_failures_at_another() {
 /// Cuts an upload of `body` as `path` (resumable under `key`) after `sent`
 /// bytes, the way a dropped connection would; returns what the server kept.
 fn cut_upload(server: &Server, path: &str, key: &str, body: &[u8], sent: usize) -> u64 {
+    let before = partials(server.dir());
     let mut c = V1::connect(&server.addr());
     c.send(&ClientMsg::File(FileHeader {
         id: 0,
@@ -445,9 +446,12 @@ fn cut_upload(server: &Server, path: &str, key: &str, body: &[u8], sent: usize) 
         "client left after {sent} of {} bytes of `{path}`",
         body.len()
     ));
-    let kept = partials(server.dir());
-    assert_eq!(kept.len(), 1, "one partial kept: {kept:?}");
-    kept[0].1
+    let new: Vec<_> = partials(server.dir())
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(new.len(), 1, "one more partial kept: {new:?}");
+    new[0].1
 }
 
 /// Resumes `path` at `offset`: the header and the rest of `body`.
@@ -604,4 +608,51 @@ fn the_sender_waits_for_a_resumed_file_to_be_checked_before_the_next() {
         "next.txt went out before big.bin was checked:\n{log}"
     );
     assert!(!log.contains("idle, waiting for a frame"), "{log}");
+}
+
+/// While a connection's resumed file is checked (seconds for 6 GiB of
+/// holes), its client waits: the connection is not idle, so a newcomer to
+/// a full server does not evict it; and a second resume sent meanwhile is
+/// taken up only once the first check is over, one at a time.
+#[test]
+fn a_connection_under_a_check_is_not_idle_and_its_next_resume_waits() {
+    let server = Server::start_with(&["--max-connections", "1"]);
+    let big: u64 = 6 << 30;
+    cut_upload(&server, "first.bin", "key-a", &data(3 << 20, 20), 2 << 20);
+    grow_partial(&server, big);
+    let second = data(3 << 20, 21);
+    let kept = cut_upload(&server, "second.bin", "key-b", &second, 2 << 20);
+
+    let mut c = V1::connect(&server.addr());
+    let tail = data(1 << 20, 22);
+    c.send(&ClientMsg::File(FileHeader {
+        id: 1,
+        path: "first.bin".into(),
+        size: big + tail.len() as u64,
+        resume_key: Some("key-a".into()),
+        offset: big,
+        ..Default::default()
+    }));
+    c.stream.write_all(&tail).expect("the rest");
+    c.finish(1, &tail); // not the whole file's digest: refused after the check
+
+    // Silent, as a client waiting for that ack is, for longer than the 2 s
+    // after which an idle connection may be closed to make room.
+    thread::sleep(Duration::from_millis(2500));
+    assert!(
+        V1::try_connect(&server.addr()).is_none(),
+        "a newcomer got in:\n{}",
+        server.log()
+    );
+    resume(&mut c, 2, "second.bin", "key-b", &second, kept);
+    c.finish(2, &second);
+    c.expect_failed(ErrorCode::ResumeMismatch);
+    assert_eq!(c.expect_stored(), "second.bin");
+    let log = server.log();
+    assert!(!log.contains("closed idle connection"), "{log}");
+    let first_checked = log.find("digest mismatch").expect("first checked");
+    let second_taken_up = log
+        .find("path=\"second.bin\" offset=")
+        .expect("second resumed");
+    assert!(first_checked < second_taken_up, "{log}");
 }

@@ -175,12 +175,25 @@ fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
                 let _ = stream.set_nodelay(true);
                 let _ = stream.set_read_timeout(Some(super::sender::ACK_POLL));
                 let _ = stream.set_write_timeout(Some(super::sender::IO_TIMEOUT));
+                keep_alive(&stream);
                 return Ok(stream);
             }
             Err(e) => last = format!("cannot reach {addr}: {}", super::sender::describe_io(&e)),
         }
     }
     Err(last)
+}
+
+/// Has the kernel probe a connection that has been silent for a minute.
+/// While the server checks a resumed file the client waits, for as long as
+/// that takes, for an ack: a busy server's kernel still answers the probes,
+/// but a crashed host or a cut network ends the wait in about two minutes.
+fn keep_alive(stream: &TcpStream) {
+    use rustix::net::sockopt;
+    let _ = sockopt::set_socket_keepalive(stream, true);
+    let _ = sockopt::set_tcp_keepidle(stream, Duration::from_secs(60));
+    let _ = sockopt::set_tcp_keepintvl(stream, Duration::from_secs(10));
+    let _ = sockopt::set_tcp_keepcnt(stream, 6);
 }
 
 /// `host` of `host:port` or `[v6]:port`.

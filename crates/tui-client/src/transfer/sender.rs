@@ -315,8 +315,9 @@ impl AckCount {
         self.changed.notify_all();
     }
 
-    /// Waits until `n` acks are in, the reader has stopped, or `give_up`.
-    fn wait_for(&self, n: usize, give_up: impl Fn() -> bool) {
+    /// Waits until `n` acks are in, the reader has stopped, or `give_up`;
+    /// `false` if the reader has stopped.
+    fn wait_for(&self, n: usize, give_up: impl Fn() -> bool) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         while state.0 < n && !state.1 && !give_up() {
             state = self
@@ -325,6 +326,7 @@ impl AckCount {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+        !state.1
     }
 }
 
@@ -492,9 +494,21 @@ impl Connection<'_> {
                 // The server checks the part it kept before it answers, which
                 // for tens of GiB takes a while: send nothing more until it
                 // has, rather than fill its queue and stall both sides.
-                Ok(true) => acks_seen.wait_for(frames, || {
-                    self.cancel.load(Ordering::Relaxed) || refused.load(Ordering::Relaxed)
-                }),
+                Ok(true) => {
+                    let reading = acks_seen.wait_for(frames, || {
+                        self.cancel.load(Ordering::Relaxed) || refused.load(Ordering::Relaxed)
+                    });
+                    if self.cancel.load(Ordering::Relaxed) {
+                        // The answer may be minutes away: stop reading too.
+                        let _ = socket.shutdown(Shutdown::Both);
+                        break;
+                    }
+                    if !reading {
+                        // The server closed: what is left goes on a new
+                        // connection.
+                        break;
+                    }
+                }
                 Ok(false) => {}
                 Err(e) => {
                     outcome = Some(describe_io(&e));
