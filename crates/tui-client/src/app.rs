@@ -11,6 +11,7 @@
 //! the progress panel, and the summary, from which `r` sends again what
 //! failed.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -180,6 +181,9 @@ pub struct App {
     /// The folder asked for last; listings of any other folder arriving
     /// later are stale and ignored.
     opening: Option<PathBuf>,
+    /// Paths marked while a transfer ran behind the list: its end leaves
+    /// them marked even if it sent them (they are for the next send).
+    marked_meanwhile: HashSet<PathBuf>,
 }
 
 impl App {
@@ -196,6 +200,7 @@ impl App {
             input: Input::Normal,
             status: None,
             opening: Some(dir.clone()),
+            marked_meanwhile: HashSet::new(),
         };
         (app, Action::Open { dir, select: None })
     }
@@ -409,6 +414,9 @@ impl App {
     fn toggle_mark(&mut self) -> Option<Action> {
         let entry = self.listing.current()?.clone();
         let marked = self.marks.toggle(&entry);
+        if marked && self.transfer_running() {
+            self.marked_meanwhile.insert(entry.path.clone());
+        }
         self.listing.move_by(1);
         if marked {
             self.size_marked_folders([&entry])
@@ -419,8 +427,12 @@ impl App {
 
     fn mark_visible(&mut self) -> Option<Action> {
         let visible: Vec<Entry> = self.listing.visible().cloned().collect();
+        let running = self.transfer_running();
         for entry in &visible {
             self.marks.mark(entry);
+            if running {
+                self.marked_meanwhile.insert(entry.path.clone());
+            }
         }
         self.size_marked_folders(&visible)
     }
@@ -579,8 +591,11 @@ impl App {
                     self.input = Input::Normal;
                 }
                 for root in view.fully_sent_roots() {
-                    self.marks.unmark(&root);
+                    if !self.marked_meanwhile.contains(&root) {
+                        self.marks.unmark(&root);
+                    }
                 }
+                self.marked_meanwhile.clear();
             }
         }
     }
@@ -1665,6 +1680,31 @@ mod tests {
             now,
         );
         assert_eq!(app.marks.paths(), [dir.path().join("docs")]);
+    }
+
+    #[test]
+    fn marks_set_while_a_transfer_runs_behind_the_list_stay_after_it() {
+        let dir = fixture();
+        let mut app = running_transfer(dir.path()); // zeta.bin, unmarked
+        press(&mut app, KeyCode::Tab);
+        assert_eq!(current(&app), "zeta.bin");
+        // Marked again for the next send while this one still runs.
+        press(&mut app, KeyCode::Char(' '));
+        zeta_sent(&mut app);
+        assert_eq!(app.marks.paths(), [dir.path().join("zeta.bin")]);
+        // The next send, of what is marked, clears it as usual.
+        assert!(matches!(
+            press(&mut app, KeyCode::Char('s')),
+            Some(Action::Send(_))
+        ));
+        let go = confirm(
+            &mut app,
+            plan_of(dir.path(), &["zeta.bin"]),
+            vec![Some(Verdict::New)],
+        );
+        assert!(matches!(go, Some(Action::Go(_))), "{go:?}");
+        zeta_sent(&mut app);
+        assert!(app.marks.is_empty());
     }
 
     #[test]
