@@ -101,6 +101,17 @@ fn resend_expecting_resume(server: &Server, file: &Path, offset: u64) -> Output 
     out
 }
 
+/// Writes a file of `len` bytes: `head`, holes, and `tail` at its end.
+/// Big, but nothing on disk, and seconds to read.
+fn sparse_file(path: &Path, head: &[u8], len: u64, tail: &[u8]) {
+    let mut f = fs::File::create(path).expect("create");
+    f.write_all(head).expect("head");
+    let tail_at = len - tail.len() as u64;
+    f.set_len(tail_at).expect("holes");
+    f.seek(std::io::SeekFrom::Start(tail_at)).expect("seek");
+    f.write_all(tail).expect("tail");
+}
+
 /// Grows the one partial the server keeps to `len` bytes with holes: a
 /// kept part that takes long to read, with nothing on disk.
 fn grow_partial(server: &Server, len: u64) {
@@ -554,13 +565,12 @@ fn a_big_kept_part_is_hashed_by_the_sender_before_it_connects() {
     // 2 MiB of data, holes up to 2 GiB, then 1 MiB of data: the server's
     // partial, grown with holes after the interruption, matches it.
     let kept: u64 = 2 << 30;
-    {
-        let mut f = fs::File::create(&file).expect("create");
-        f.write_all(&data(2 << 20, 11)).expect("head");
-        f.set_len(kept).expect("holes");
-        f.seek(std::io::SeekFrom::Start(kept)).expect("seek");
-        f.write_all(&data(1 << 20, 12)).expect("tail");
-    }
+    sparse_file(
+        &file,
+        &data(2 << 20, 11),
+        kept + (1 << 20),
+        &data(1 << 20, 12),
+    );
     interrupted_upload(&server, &file);
     grow_partial(&server, kept);
 
@@ -585,11 +595,7 @@ fn the_sender_waits_for_a_resumed_file_to_be_checked_before_the_next() {
     let src = tempfile::tempdir().expect("tempdir");
     let file = src.path().join("big.bin");
     let kept: u64 = 2 << 30;
-    {
-        let mut f = fs::File::create(&file).expect("create");
-        f.write_all(&data(2 << 20, 13)).expect("head");
-        f.set_len(kept + (1 << 20)).expect("holes");
-    }
+    sparse_file(&file, &data(2 << 20, 13), kept + (1 << 20), &[]);
     let next = src.path().join("next.txt");
     fs::write(&next, b"after the big one").expect("write");
     interrupted_upload(&server, &file);
