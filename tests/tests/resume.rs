@@ -467,16 +467,21 @@ fn cut_upload(server: &Server, path: &str, key: &str, body: &[u8], sent: usize) 
 
 /// Resumes `path` at `offset`: the header and the rest of `body`.
 fn resume(c: &mut V1, id: u64, path: &str, key: &str, body: &[u8], offset: u64) {
+    let from = usize::try_from(offset).expect("offset fits");
+    resume_with(c, id, path, key, offset, &body[from..]);
+}
+
+/// Resumes `path` at `offset` with `rest`, the bytes after it.
+fn resume_with(c: &mut V1, id: u64, path: &str, key: &str, offset: u64, rest: &[u8]) {
     c.send(&ClientMsg::File(FileHeader {
         id,
         path: path.into(),
-        size: body.len() as u64,
+        size: offset + rest.len() as u64,
         resume_key: Some(key.into()),
         offset,
         ..Default::default()
     }));
-    let from = usize::try_from(offset).expect("offset fits");
-    c.stream.write_all(&body[from..]).expect("the rest");
+    c.stream.write_all(rest).expect("the rest");
 }
 
 /// The kept part of a resumed file is hashed again while the connection
@@ -531,15 +536,7 @@ fn the_server_reads_on_while_a_big_kept_part_is_hashed_again() {
         .set_write_timeout(Some(Duration::from_millis(500)))
         .expect("write timeout");
     let tail = data(1 << 20, 9);
-    c.send(&ClientMsg::File(FileHeader {
-        id: 1,
-        path: "huge.bin".into(),
-        size: kept + tail.len() as u64,
-        resume_key: Some("key-3".into()),
-        offset: kept,
-        ..Default::default()
-    }));
-    c.stream.write_all(&tail).expect("the rest");
+    resume_with(&mut c, 1, "huge.bin", "key-3", kept, &tail);
     // Not the digest of the whole: only the reading matters here.
     c.finish(1, &tail);
     // Far more than the socket buffers hold, written while the server hashes.
@@ -631,15 +628,7 @@ fn a_connection_under_a_check_is_not_idle_and_its_next_resume_waits() {
 
     let mut c = V1::connect(&server.addr());
     let tail = data(1 << 20, 22);
-    c.send(&ClientMsg::File(FileHeader {
-        id: 1,
-        path: "first.bin".into(),
-        size: big + tail.len() as u64,
-        resume_key: Some("key-a".into()),
-        offset: big,
-        ..Default::default()
-    }));
-    c.stream.write_all(&tail).expect("the rest");
+    resume_with(&mut c, 1, "first.bin", "key-a", big, &tail);
     c.finish(1, &tail); // not the whole file's digest: refused after the check
 
     // Silent, as a client waiting for that ack is, for longer than the 2 s
