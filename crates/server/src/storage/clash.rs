@@ -1,0 +1,188 @@
+//! What happens when an upload's name is taken: keep both under a
+//! numbered name, replace the old file atomically, or keep the old one
+//! when it holds the same bytes.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
+
+use ferry_proto::{Clash, OnClash, path as names};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+use super::StoreError;
+use super::upload::{Temp, Upload};
+
+/// Highest `(n)` tried when looking for a free name.
+const MAX_RENAME_TRIES: u32 = 10_000;
+
+impl Upload<'_> {
+    /// `name` is taken in `dir`: applies the clash policy.
+    pub(super) fn resolve_clash(
+        &mut self,
+        dir: &OwnedFd,
+        name: &str,
+        prefix: &str,
+        policy: OnClash,
+        digest: &blake3::Hash,
+    ) -> Result<(String, Clash), StoreError> {
+        let existing = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(FileType::from_raw_mode(st.st_mode)),
+            // Gone since the link failed: replacing or renaming both work.
+            Err(Errno::NOENT) => None,
+            Err(e) => return Err(StoreError::Io(e.into())),
+        };
+        match (policy, existing) {
+            (OnClash::Overwrite, Some(FileType::RegularFile) | None) => {
+                let old = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_or(0, |st| st.st_size as u64);
+                self.replace(dir, name)?;
+                // The replaced file's bytes no longer count.
+                let _ = self
+                    .store
+                    .used
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                        Some(u.saturating_sub(old))
+                    });
+                Ok((name.to_string(), Clash::Overwritten))
+            }
+            (OnClash::Overwrite, Some(_)) => Err(StoreError::Exists(format!(
+                "`{}` exists and is not a regular file",
+                names::escape_for_display(&format!("{prefix}{name}"))
+            ))),
+            (OnClash::SkipIdentical, Some(FileType::RegularFile))
+                if same_content(dir, name, self.written, digest)? =>
+            {
+                // The temporary file goes when `self` is dropped.
+                Ok((name.to_string(), Clash::Identical))
+            }
+            (OnClash::Rename | OnClash::SkipIdentical, _) => {
+                Ok((self.link_free_name(dir, name)?, Clash::Renamed))
+            }
+        }
+    }
+
+    /// Atomically replaces regular file `name` in `dir` with the upload.
+    fn replace(&mut self, dir: &OwnedFd, name: &str) -> Result<(), StoreError> {
+        let io = |e: Errno| StoreError::from_io(e.into());
+        match &self.temp {
+            Temp::Staged(temp) => {
+                rustix::fs::renameat(&self.store.staging, temp.as_str(), dir, name).map_err(io)?;
+            }
+            Temp::Anonymous => {
+                // Link under a second name first, then rename over the old
+                // file: readers see the old file or the new, never neither.
+                // The second name is in the staging folder, which start-up
+                // cleans, so a crash in between leaves nothing in sight. A
+                // file system mounted inside has no staging folder: there
+                // the name is a hidden one next to the file.
+                let n = self.store.next_temp.fetch_add(1, Ordering::Relaxed);
+                let staged = format!("{}-{n}.swap", std::process::id());
+                let in_staging = !self.beyond_root
+                    && match self.link_anonymous(&self.store.staging, &staged) {
+                        Ok(()) => true,
+                        // A bind mount an older kernel could not tell apart.
+                        Err(Errno::XDEV) => false,
+                        Err(e) => return Err(io(e)),
+                    };
+                let (via, second) = if in_staging {
+                    (&self.store.staging, staged)
+                } else {
+                    let hidden = format!(".ferry-{}-{n}.swap", std::process::id());
+                    self.link_anonymous(dir, &hidden).map_err(io)?;
+                    (dir, hidden)
+                };
+                if let Err(e) = rustix::fs::renameat(via, second.as_str(), dir, name) {
+                    let _ = rustix::fs::unlinkat(via, second.as_str(), AtFlags::empty());
+                    return Err(io(e));
+                }
+            }
+        }
+        self.live = false;
+        Ok(())
+    }
+
+    /// Stores under the first free `stem (n).ext`.
+    fn link_free_name(&mut self, dir: &OwnedFd, name: &str) -> Result<String, StoreError> {
+        for n in 1..=MAX_RENAME_TRIES {
+            let candidate = numbered(name, n);
+            names::check_component(&candidate).map_err(|e| {
+                StoreError::BadName(format!(
+                    "no free name for `{}`: {e}",
+                    names::escape_for_display(name)
+                ))
+            })?;
+            match self.link_noreplace(dir, &candidate) {
+                Ok(()) => return Ok(candidate),
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(StoreError::from_io(e.into())),
+            }
+        }
+        Err(StoreError::Exists(format!(
+            "no free name for `{}` after {MAX_RENAME_TRIES} tries",
+            names::escape_for_display(name)
+        )))
+    }
+}
+
+/// The first `name (n)` free in `dir` right now.
+pub(super) fn free_name(dir: &OwnedFd, name: &str) -> Option<String> {
+    (1..=MAX_RENAME_TRIES)
+        .map(|n| numbered(name, n))
+        .take_while(|c| names::check_component(c).is_ok())
+        .find(|c| {
+            matches!(
+                rustix::fs::statat(dir, c.as_str(), AtFlags::SYMLINK_NOFOLLOW),
+                Err(Errno::NOENT)
+            )
+        })
+}
+
+/// `report.pdf` → `report (n).pdf`; `.bashrc` → `.bashrc (n)`.
+pub fn numbered(name: &str, n: u32) -> String {
+    match name.rfind('.') {
+        Some(dot) if dot > 0 => format!("{} ({n}){}", &name[..dot], &name[dot..]),
+        _ => format!("{name} ({n})"),
+    }
+}
+
+/// Whether regular file `name` in `dir` hashes to `digest`.
+/// Only a regular file of the same size is read at all, so a tiny upload
+/// cannot make the server hash a huge file, and the name being swapped for
+/// a FIFO cannot block it (the open does not wait, and is checked after).
+pub(super) fn same_content(
+    dir: &OwnedFd,
+    name: &str,
+    size: u64,
+    digest: &blake3::Hash,
+) -> Result<bool, StoreError> {
+    let fd = match rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        // Gone, or swapped for something we may not open: not identical.
+        Err(_) => return Ok(false),
+    };
+    let st = rustix::fs::fstat(&fd).map_err(|e| StoreError::Io(e.into()))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || st.st_size as u64 != size {
+        return Ok(false);
+    }
+    let mut file = File::from(fd);
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(StoreError::Io(e)),
+        }
+    }
+    Ok(hasher.finalize() == *digest)
+}

@@ -1,0 +1,162 @@
+//! The private staging folder: what a crash left there is cleaned at
+//! start-up, and partials of interrupted uploads are kept there, under
+//! names derived from their path and the sender's key, for resuming.
+
+use std::fs::{self, File};
+use std::io::{self, Seek, SeekFrom};
+use std::sync::atomic::Ordering;
+
+use ferry_proto::path as names;
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+use super::folders::{Folder, FolderCache, Place};
+use super::upload::{Temp, Upload};
+use super::{PARTIAL_PREFIX, STAGING_DIR, Store, StoreError};
+use crate::trailing_hash::TrailingHash;
+
+impl Store {
+    /// Removes the temporary files in the staging folder, and partials of
+    /// interrupted uploads last written longer ago than the partial TTL.
+    /// Called at start-up and at shutdown, when no upload can be using them.
+    pub fn clean_staging(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(self.path.join(STAGING_DIR))? {
+            let entry = entry?;
+            let is_partial = entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(PARTIAL_PREFIX);
+            if is_partial {
+                let age = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok());
+                if age.is_some_and(|a| a < self.partial_ttl) {
+                    continue;
+                }
+            }
+            if rustix::fs::unlinkat(
+                &self.staging,
+                entry.file_name().as_os_str(),
+                AtFlags::empty(),
+            )
+            .is_ok()
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Starts or resumes an upload kept under a name in the staging folder,
+    /// so that what arrives survives a dropped connection or a server
+    /// restart. `offset` is where the sender starts; the partial must hold
+    /// at least that much. Returns the upload positioned at `offset` and,
+    /// when something was kept, the hash of the whole file in the making
+    /// (see [`TrailingHash`]), so the final digest covers the kept bytes
+    /// too and a tampered partial is caught.
+    pub fn begin_resumable(
+        &self,
+        parts: &[&str],
+        folders_seen: &mut FolderCache,
+        key: &str,
+        size: u64,
+        offset: u64,
+    ) -> Result<(Upload<'_>, Option<TrailingHash>), StoreError> {
+        let (_, folders) = parts
+            .split_last()
+            .ok_or_else(|| StoreError::BadName("empty".into()))?;
+        let Folder { dir, place } = folders_seen.open(self, folders)?;
+        let beyond_root = place != Place::Root;
+        let name = partial_name(&parts.join("/"), key);
+        if beyond_root {
+            // A partial lives in the staging folder, on the folder's own
+            // file system, and could not be moved into place from there.
+            // One kept from before the mount would only be offered again.
+            let _ = rustix::fs::unlinkat(&self.staging, name.as_str(), AtFlags::empty());
+            return Err(StoreError::Unresumable(names::escape_for_display(
+                &parts.join("/"),
+            )));
+        }
+        let fd = rustix::fs::openat(
+            &self.staging,
+            name.as_str(),
+            OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| StoreError::from_io(e.into()))?;
+        // Two uploads of the same file at once must not write into one
+        // partial: the second one is told, and goes without resuming.
+        match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => return Err(StoreError::PartialBusy),
+            Err(e) => return Err(StoreError::Io(e.into())),
+        }
+        // The holder may have thrown the partial away between our open and
+        // our lock: then ours is an orphan and the name may be someone
+        // else's by now. Only the file still under the name will do.
+        let ours = rustix::fs::fstat(&fd).map_err(|e| StoreError::Io(e.into()))?;
+        match rustix::fs::statat(&self.staging, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(now) if now.st_ino == ours.st_ino && now.st_dev == ours.st_dev => {}
+            _ => return Err(StoreError::PartialBusy),
+        }
+        let mut file = File::from(fd);
+        let have = file.metadata().map_err(StoreError::Io)?.len();
+        if have < offset {
+            return Err(StoreError::ResumeMismatch(format!(
+                "asked to resume at {offset} bytes, but only {have} are kept; send it all again"
+            )));
+        }
+        file.set_len(offset).map_err(StoreError::from_io)?;
+        file.seek(SeekFrom::Start(offset)).map_err(StoreError::Io)?;
+        // The kept part is hashed from the file by a thread of its own while
+        // the rest arrives, not read back first with the socket left waiting.
+        let kept_hash = if offset > 0 {
+            let reader = file.try_clone().map_err(StoreError::Io)?;
+            Some(TrailingHash::start(reader, offset).map_err(StoreError::Io)?)
+        } else {
+            None
+        };
+        // Counted last, once nothing can fail before the upload exists to
+        // give it back. The kept part was counted when it arrived (or at
+        // start-up).
+        let space = self.hold_space(size.saturating_sub(offset))?;
+        let reserved = match self.take_quota(size.saturating_sub(offset)) {
+            Ok(r) => r,
+            Err(e) => {
+                self.release_space(space);
+                return Err(e);
+            }
+        };
+        self.open_uploads.fetch_add(1, Ordering::Relaxed);
+        Ok((
+            Upload {
+                store: self,
+                file,
+                dir,
+                beyond_root: false,
+                temp: Temp::Staged(name),
+                live: true,
+                keep_on_drop: true,
+                written: offset,
+                flushed: offset,
+                reserved,
+                space,
+                mode: 0o600 & !self.umask,
+            },
+            kept_hash,
+        ))
+    }
+}
+
+/// The staging name of the partial for `path` sent under `key`: hashed, so
+/// any path and key give a short, plain name.
+pub(super) fn partial_name(path: &str, key: &str) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(path.as_bytes());
+    h.update(b"\0");
+    h.update(key.as_bytes());
+    format!("{PARTIAL_PREFIX}{}", &h.finalize().to_hex()[..32])
+}

@@ -1,0 +1,360 @@
+//! Tests of the store on real folders (and, as root, real mounts).
+
+use std::collections::HashSet;
+
+use rustix::fs::{AtFlags, StatxFlags};
+
+use super::folders::mount_id_from_proc;
+use super::*;
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = Store::open(&dir.path().join("up"), None, PARTIAL_TTL_DEFAULT).expect("open");
+    (dir, store)
+}
+
+/// A small tmpfs mounted at a path for as long as it lives (root only).
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn at(path: &Path) -> Option<Mounted> {
+        Mounted::with(path, &["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+    }
+
+    /// Folder `source` mounted again at `path`.
+    fn bind(source: &Path, path: &Path) -> Option<Mounted> {
+        Mounted::with(path, &["--bind", source.to_str()?])
+    }
+
+    fn with(path: &Path, args: &[&str]) -> Option<Mounted> {
+        fs::create_dir_all(path).ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(args)
+            .arg(path)
+            .output()
+            .ok()?
+            .status
+            .success();
+        mounted.then(|| Mounted(path.to_path_buf()))
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let unmount = |args: &[&str]| {
+            std::process::Command::new("umount")
+                .args(args)
+                .arg(&self.0)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        // Still busy: detach it anyway, so that no mount outlives the test.
+        if !unmount(&[]) {
+            unmount(&["-l"]);
+        }
+    }
+}
+
+#[test]
+fn a_bind_mount_is_told_apart_from_the_folder_but_shares_its_free_space() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let Some(_disk) = Mounted::at(&t.path().join("disk")) else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let disk = t.path().join("disk");
+    let (mut s, _) = Store::open(&disk.join("up"), None, PARTIAL_TTL_DEFAULT).expect("open");
+    let Some(_bound) = Mounted::bind(&disk, &disk.join("up/bound")) else {
+        eprintln!("skipped: cannot bind-mount here");
+        return;
+    };
+    let bound = s
+        .begin(&["bound", "a.bin"], 0, &mut FolderCache::default())
+        .expect("begin");
+    assert!(bound.beyond_root(), "another mount, though the same disk");
+    drop(bound);
+    // The 8 MiB disk keeps 3 MiB free: one 4 MiB upload fits, not two,
+    // wherever on it they go.
+    s.keep_free(3 << 20);
+    let first = s
+        .begin(&["bound", "b.bin"], 4 << 20, &mut FolderCache::default())
+        .expect("the first fits");
+    let second = s.begin(&["c.bin"], 4 << 20, &mut FolderCache::default());
+    assert!(
+        matches!(second, Err(StoreError::NoSpace { .. })),
+        "{second:?}"
+    );
+    drop(first);
+}
+
+#[test]
+fn the_mount_of_a_descriptor_reads_the_same_from_proc_as_from_statx() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = rustix::fs::open(t.path(), OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty())
+        .expect("open");
+    let st = rustix::fs::statx(&dir, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID).expect("statx");
+    if st.stx_mask & StatxFlags::MNT_ID.bits() == 0 {
+        eprintln!("skipped: this kernel's statx has no mount id");
+        return;
+    }
+    assert_eq!(mount_id_from_proc(&dir), Some(st.stx_mnt_id));
+}
+
+#[test]
+fn a_file_system_mounted_inside_gets_no_staged_or_resumable_uploads() {
+    let (_t, mut s) = store();
+    let Some(_mnt) = Mounted::at(&s.path().join("mnt")) else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let parts = ["mnt", "a.txt"];
+    let up = s
+        .begin(&parts, 0, &mut FolderCache::default())
+        .expect("nameless files work there");
+    assert!(up.beyond_root());
+    drop(up);
+    // A partial lives in staging, on the other file system.
+    let mut folders = FolderCache::default();
+    let resumed = s.begin_resumable(&["mnt", "big.bin"], &mut folders, "k", 4 << 20, 0);
+    assert!(matches!(resumed, Err(StoreError::Unresumable(_))));
+    drop(resumed);
+    // Without O_TMPFILE nothing could keep the upload out of sight.
+    s.anonymous_temp = false;
+    let staged = s.begin(&["mnt", "b.txt"], 0, &mut FolderCache::default());
+    assert!(matches!(staged, Err(StoreError::Unsupported(_))));
+    // The folder's own file system still takes staged uploads.
+    put(&s, "c.txt", b"here", OnClash::Rename).expect("stored");
+}
+
+fn put(store: &Store, path: &str, bytes: &[u8], policy: OnClash) -> Result<Stored, StoreError> {
+    let parts = store.check_path(path)?;
+    let mut up = store.begin(&parts, bytes.len() as u64, &mut FolderCache::default())?;
+    up.write_all(bytes)?;
+    up.commit(&parts, policy, &blake3::hash(bytes))
+}
+
+fn staging_is_empty(store: &Store) -> bool {
+    fs::read_dir(store.path().join(STAGING_DIR))
+        .expect("staging")
+        .next()
+        .is_none()
+}
+
+#[test]
+fn stores_in_nested_folders() {
+    let (_t, s) = store();
+    let got = put(&s, "a/b/c.txt", b"hi", OnClash::Rename).expect("stored");
+    assert_eq!(got.stored_as, "a/b/c.txt");
+    assert_eq!(got.clash, Clash::None);
+    assert_eq!(fs::read(s.path().join("a/b/c.txt")).expect("read"), b"hi");
+    assert!(staging_is_empty(&s));
+}
+
+#[test]
+fn clash_renames_and_never_overwrites() {
+    let (_t, s) = store();
+    put(&s, "report.pdf", b"one", OnClash::Rename).expect("first");
+    let second = put(&s, "report.pdf", b"two", OnClash::Rename).expect("second");
+    assert_eq!(second.stored_as, "report (1).pdf");
+    assert_eq!(second.clash, Clash::Renamed);
+    let third = put(&s, "report.pdf", b"three", OnClash::Rename).expect("third");
+    assert_eq!(third.stored_as, "report (2).pdf");
+    assert_eq!(fs::read(s.path().join("report.pdf")).expect("read"), b"one");
+}
+
+/// An overwrite passes through a second name on its way in. That name
+/// must never show in the folder: a crash between naming and renaming
+/// would leave it there for good, where start-up cleaning never looks.
+#[test]
+fn an_overwrite_never_shows_a_second_name_in_the_folder() {
+    let (_t, s) = store();
+    // Without O_TMPFILE an overwrite is a plain rename from staging,
+    // and there is no second name to look for.
+    let nameless = rustix::fs::openat(
+        &s.root,
+        ".",
+        OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    );
+    if nameless.is_err() {
+        eprintln!("skipped: no O_TMPFILE here");
+        return;
+    }
+    put(&s, "f.txt", b"first", OnClash::Rename).expect("first");
+    let done = AtomicBool::new(false);
+    let seen = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let mut seen = HashSet::new();
+            while !done.load(Ordering::Relaxed) {
+                for entry in fs::read_dir(s.path()).expect("ls").flatten() {
+                    seen.insert(entry.file_name().to_string_lossy().into_owned());
+                }
+            }
+            seen
+        });
+        for i in 0..2000u32 {
+            put(&s, "f.txt", &i.to_le_bytes(), OnClash::Overwrite).expect("overwrite");
+        }
+        done.store(true, Ordering::Relaxed);
+        watcher.join().expect("watcher")
+    });
+    let strays: Vec<_> = seen
+        .iter()
+        .filter(|name| *name != STAGING_DIR && *name != "f.txt")
+        .collect();
+    assert!(
+        strays.is_empty(),
+        "{} other names seen, such as {:?}",
+        strays.len(),
+        &strays[..strays.len().min(3)]
+    );
+    assert!(staging_is_empty(&s));
+}
+
+#[test]
+fn overwrite_and_skip_identical() {
+    let (_t, s) = store();
+    put(&s, "x", b"old", OnClash::Rename).expect("first");
+    let o = put(&s, "x", b"new", OnClash::Overwrite).expect("overwrite");
+    assert_eq!(o.clash, Clash::Overwritten);
+    assert_eq!(fs::read(s.path().join("x")).expect("read"), b"new");
+    let same = put(&s, "x", b"new", OnClash::SkipIdentical).expect("same");
+    assert_eq!(same.clash, Clash::Identical);
+    let differ = put(&s, "x", b"other", OnClash::SkipIdentical).expect("differ");
+    assert_eq!(differ.stored_as, "x (1)");
+    assert!(staging_is_empty(&s));
+}
+
+#[test]
+fn group_commit_stores_every_file_and_resolves_clashes_in_order() {
+    let (_t, s) = store();
+    let batch = ["a/x.txt", "a/x.txt", "b/y.txt"]
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            let bytes = format!("file {i}");
+            let parts: Vec<&str> = path.split('/').collect();
+            let mut upload = s
+                .begin(&parts, 0, &mut FolderCache::default())
+                .expect("begin");
+            upload.write_all(bytes.as_bytes()).expect("write");
+            Finished {
+                upload,
+                parts: path.split('/').map(String::from).collect(),
+                policy: OnClash::Rename,
+                digest: blake3::hash(bytes.as_bytes()),
+            }
+        })
+        .collect();
+    let via = s.sync_handle();
+    s.sync(&via).expect("sync");
+    let linked = s.link_group(batch);
+    s.sync(&via).expect("sync");
+    let stored: Vec<String> = linked
+        .into_iter()
+        .map(|r| r.expect("stored").stored_as)
+        .collect();
+    assert_eq!(stored, ["a/x.txt", "a/x (1).txt", "b/y.txt"]);
+    assert_eq!(
+        fs::read(s.path().join("a/x (1).txt")).expect("read"),
+        b"file 1"
+    );
+    assert!(staging_is_empty(&s));
+}
+
+#[test]
+fn the_staging_folder_stands_in_where_o_tmpfile_is_missing() {
+    let (_t, mut s) = store();
+    s.anonymous_temp = false;
+    let mut up = s
+        .begin(&["a", "b.txt"], 0, &mut FolderCache::default())
+        .expect("begin");
+    up.write_all(b"staged").expect("write");
+    assert!(!staging_is_empty(&s), "the bytes live in staging meanwhile");
+    drop(up);
+    assert!(staging_is_empty(&s));
+    put(&s, "a/b.txt", b"one", OnClash::Rename).expect("stored");
+    put(&s, "a/b.txt", b"two", OnClash::Rename).expect("renamed");
+    put(&s, "a/b.txt", b"three", OnClash::Overwrite).expect("replaced");
+    assert_eq!(fs::read(s.path().join("a/b.txt")).expect("read"), b"three");
+    assert_eq!(
+        fs::read(s.path().join("a/b (1).txt")).expect("read"),
+        b"two"
+    );
+    assert!(staging_is_empty(&s));
+}
+
+#[test]
+fn dropped_upload_leaves_nothing() {
+    let (_t, s) = store();
+    let mut up = s
+        .begin(&["partial.bin"], 0, &mut FolderCache::default())
+        .expect("begin");
+    up.write_all(b"partial").expect("write");
+    drop(up);
+    assert!(staging_is_empty(&s));
+    let names: Vec<_> = fs::read_dir(s.path()).expect("ls").collect();
+    assert_eq!(names.len(), 1, "only the staging folder");
+}
+
+#[test]
+fn leftovers_are_cleaned_at_open() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let up = t.path().join("up");
+    fs::create_dir_all(up.join(STAGING_DIR)).expect("mkdir");
+    fs::write(up.join(STAGING_DIR).join("9-9.part"), b"x").expect("write");
+    let (_s, cleaned) = Store::open(&up, None, PARTIAL_TTL_DEFAULT).expect("open");
+    assert_eq!(cleaned, 1);
+}
+
+#[test]
+fn symlinks_and_files_on_the_way_are_refused() {
+    let (t, s) = store();
+    let outside = t.path().join("outside");
+    fs::create_dir(&outside).expect("mkdir");
+    std::os::unix::fs::symlink(&outside, s.path().join("link")).expect("symlink");
+    fs::write(s.path().join("file"), b"x").expect("write");
+    for path in ["link/x", "file/x"] {
+        let parts = s.check_path(path).expect("valid name");
+        assert!(
+            matches!(
+                s.begin(&parts, 0, &mut FolderCache::default()),
+                Err(StoreError::BadName(_))
+            ),
+            "{path}"
+        );
+    }
+    assert!(matches!(
+        s.check_path(".ferry-staging/x"),
+        Err(StoreError::BadName(_))
+    ));
+    // The final name being a symlink is not followed: it is a clash.
+    std::os::unix::fs::symlink(outside.join("target"), s.path().join("last")).expect("symlink");
+    let got = put(&s, "last", b"x", OnClash::Rename).expect("stored");
+    assert_eq!(got.stored_as, "last (1)");
+    assert!(!outside.join("target").exists());
+    assert!(fs::read_dir(&outside).expect("ls").next().is_none());
+}
+
+#[test]
+fn size_limits_are_checked_before_writing() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let (s, _) = Store::open(t.path(), Some(10), PARTIAL_TTL_DEFAULT).expect("open");
+    assert!(s.check_size(&[], 10).is_ok());
+    assert!(matches!(
+        s.check_size(&[], 11),
+        Err(StoreError::TooLarge { .. })
+    ));
+    let (s, _) = Store::open(&t.path().join("b"), None, PARTIAL_TTL_DEFAULT).expect("open");
+    assert!(matches!(
+        s.check_size(&[], u64::MAX),
+        Err(StoreError::NoSpace { .. })
+    ));
+}
+
+#[test]
+fn numbered_names() {
+    assert_eq!(numbered("report.pdf", 1), "report (1).pdf");
+    assert_eq!(numbered(".bashrc", 2), ".bashrc (2)");
+    assert_eq!(numbered("noext", 3), "noext (3)");
+}

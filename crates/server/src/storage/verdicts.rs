@@ -1,0 +1,142 @@
+//! Plan verdicts: what would happen to each file of a batch if it were
+//! sent now (new, resumed, identical, renamed, overwritten or refused),
+//! found out without changing anything.
+
+use std::os::fd::OwnedFd;
+
+use ferry_proto::{Clash, OnClash, PlanEntry, PlanVerdict, Verdict, path as names};
+use rustix::fs::{AtFlags, FileType};
+
+use super::clash::{free_name, same_content};
+use super::space::Room;
+use super::staging::partial_name;
+use super::{Store, StoreError};
+
+impl Store {
+    /// What would happen to each of `files` if it were sent now, changing
+    /// nothing. Free space is shared out in order, so a batch that cannot
+    /// all fit is told which files would not.
+    pub fn verdicts(&self, files: &[PlanEntry]) -> Vec<PlanVerdict> {
+        let mut room = Room::new(self);
+        files
+            .iter()
+            .map(|f| PlanVerdict {
+                id: f.id,
+                verdict: self.verdict(f, &mut room),
+            })
+            .collect()
+    }
+
+    fn verdict(&self, f: &PlanEntry, room: &mut Room) -> Verdict {
+        let refused = |e: StoreError| Verdict::Refused {
+            code: e.code(),
+            message: e.to_string(),
+        };
+        let path = names::canonical(&f.path);
+        let parts = match self.check_path(&path) {
+            Ok(p) => p,
+            Err(e) => return refused(e),
+        };
+        if let Some(limit) = self.max_file_size.filter(|l| f.size > *l) {
+            return refused(StoreError::TooLarge {
+                size: f.size,
+                limit,
+            });
+        }
+        let Some((name, folders)) = parts.split_last() else {
+            return refused(StoreError::BadName("empty".into()));
+        };
+        let dir = match self.walk_existing(folders) {
+            Ok(dir) => dir,
+            Err(e) => return refused(e),
+        };
+        let mut needed = f.size;
+        // Nothing resumes into a file system mounted inside the folder.
+        let beyond_root = dir
+            .as_ref()
+            .is_some_and(|d| self.is_beyond_root(d).unwrap_or(true));
+        let kept = f
+            .resume_key
+            .as_ref()
+            .filter(|_| !beyond_root)
+            .and_then(|key| {
+                let st = rustix::fs::statat(
+                    &self.staging,
+                    partial_name(&path, key).as_str(),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .ok()?;
+                let have = st.st_size as u64;
+                // A partial may hold the whole file (the connection went between
+                // body and trailer): resuming then sends no bytes at all.
+                (have > 0 && have <= f.size).then_some(have)
+            });
+        let existing = dir.as_ref().and_then(|d| {
+            rustix::fs::statat(d, *name, AtFlags::SYMLINK_NOFOLLOW)
+                .ok()
+                .map(|st| FileType::from_raw_mode(st.st_mode))
+        });
+        let prefix: String = folders.iter().map(|p| format!("{p}/")).collect();
+        let verdict = match (kept, existing, f.on_clash) {
+            (Some(offset), _, _) => {
+                needed = f.size - offset;
+                Verdict::Resume { offset }
+            }
+            (None, None, _) => Verdict::New,
+            (None, Some(FileType::RegularFile), OnClash::SkipIdentical)
+                if self.same_as(dir.as_ref(), name, f) =>
+            {
+                needed = 0;
+                Verdict::Identical
+            }
+            (None, Some(FileType::RegularFile), OnClash::Overwrite) => Verdict::Clash {
+                result: Clash::Overwritten,
+                stored_as: path.to_string(),
+            },
+            (None, Some(_), OnClash::Overwrite) => {
+                return refused(StoreError::Exists(format!(
+                    "`{}` exists and is not a regular file",
+                    names::escape_for_display(&path)
+                )));
+            }
+            (None, Some(_), _) => match dir.as_ref().and_then(|d| free_name(d, name)) {
+                Some(free) => Verdict::Clash {
+                    result: Clash::Renamed,
+                    stored_as: format!("{prefix}{free}"),
+                },
+                None => {
+                    return refused(StoreError::Exists(format!(
+                        "no free name for `{}`",
+                        names::escape_for_display(&path)
+                    )));
+                }
+            },
+        };
+        if needed > 0 {
+            // The file lands on the file system of its folder, or of the
+            // deepest one on its way that exists.
+            let landing = match dir {
+                Some(dir) => Ok(dir),
+                None => self.deepest_existing(folders),
+            };
+            let taken = landing
+                .map_err(StoreError::Io)
+                .and_then(|at| room.take(self, &at, needed));
+            if let Err(e) = taken {
+                return refused(e);
+            }
+        }
+        verdict
+    }
+
+    /// Whether regular file `name` in `dir` holds exactly what `f` says.
+    fn same_as(&self, dir: Option<&OwnedFd>, name: &str, f: &PlanEntry) -> bool {
+        let (Some(dir), Some(want)) = (dir, f.blake3.as_deref()) else {
+            return false;
+        };
+        let Ok(want) = blake3::Hash::from_hex(want) else {
+            return false;
+        };
+        same_content(dir, name, f.size, &want).unwrap_or(false)
+    }
+}
