@@ -173,12 +173,12 @@ fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
                 // Headers and acks are small and latency-bound; large bodies
                 // go out in full buffers anyway.
                 let _ = stream.set_nodelay(true);
-                let _ = stream.set_read_timeout(Some(super::sender::ACK_POLL));
+                let _ = stream.set_read_timeout(Some(super::acks::ACK_POLL));
                 let _ = stream.set_write_timeout(Some(super::sender::IO_TIMEOUT));
                 keep_alive(&stream);
                 return Ok(stream);
             }
-            Err(e) => last = format!("cannot reach {addr}: {}", super::sender::describe_io(&e)),
+            Err(e) => last = format!("cannot reach {addr}: {}", super::handshake::describe_io(&e)),
         }
     }
     Err(last)

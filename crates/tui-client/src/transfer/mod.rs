@@ -1,18 +1,24 @@
 //! Moving files to a server: what to send ([`plan`]), what the server
-//! would do with it ([`preflight`]), sending it
-//! ([`sender`]), how fast ([`pace`]) and how far along it is ([`progress`]).
+//! would do with it ([`preflight`]), sending it ([`sender`], over a
+//! [`link`] opened with a `handshake`, with `acks` read beside it and big
+//! files picked up where they broke off by `resume`), how fast ([`pace`]),
+//! how far along it is ([`progress`]), and what to send again ([`retry`]).
 //!
 //! Both front ends, `ferry send` and the terminal UI, drive the same
 //! [`sender::send`] and read the same [`sender::Event`]s.
 
+mod acks;
+mod handshake;
 pub mod link;
 pub mod pace;
 pub mod plan;
 pub mod preflight;
 pub mod progress;
+mod resume;
 pub mod retry;
 pub mod sender;
 
+pub use handshake::probe;
 pub use link::Trust;
 pub use plan::{Item, ItemKind, Plan, Skipped};
-pub use sender::{Event, ItemResult, Options, Report, Reporter, probe, send};
+pub use sender::{Event, ItemResult, Options, Report, Reporter, send};

@@ -11,11 +11,11 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 
 use ferry_proto::{ClientMsg, OnClash, PlanEntry, ServerMsg, Verdict, to_body};
 
+use super::handshake::{describe_io, handshake, read_server_msg, send_frame};
 use super::link::Link;
 use super::plan::{Item, ItemKind};
-use super::sender::{
-    Options, RESUMABLE_MIN, describe_io, handshake, read_server_msg, resume_key, send_frame,
-};
+use super::resume::{RESUMABLE_MIN, resume_key};
+use super::sender::Options;
 
 /// Most files asked about in one message (the server takes up to 256).
 const FILES_PER_MESSAGE: usize = 200;

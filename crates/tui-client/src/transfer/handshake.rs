@@ -1,0 +1,98 @@
+//! Saying hello to a server, and the frame helpers every exchange uses.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::time::Duration;
+
+use ferry_proto::{ClientMsg, PROTOCOL_VERSION, ServerMsg, read_frame, to_body, write_frame};
+
+use super::link::{Link, LinkWriter, Trust};
+
+pub(crate) fn send_frame(out: &mut impl Write, msg: &ClientMsg) -> io::Result<()> {
+    write_frame(out, &to_body(msg)).map_err(|e| match e {
+        ferry_proto::FrameError::Io(e) => e,
+        other => io::Error::new(io::ErrorKind::InvalidInput, other.to_string()),
+    })
+}
+
+/// Says hello and returns the server's name and file size limit.
+pub(crate) fn handshake(
+    link: &mut Link,
+    token: Option<&str>,
+) -> Result<(String, Option<u64>), String> {
+    let plain = matches!(link.writer, LinkWriter::Plain(_));
+    let far = link
+        .socket
+        .peer_addr()
+        .map_or(true, |a| !a.ip().is_loopback());
+    if token.is_some() && plain && far {
+        return Err("refusing to send the token unencrypted to another machine: add --tls".into());
+    }
+    let hello = ClientMsg::Hello {
+        version: PROTOCOL_VERSION,
+        client: format!("ferry/{}", env!("CARGO_PKG_VERSION")),
+        token: token.map(str::to_string),
+    };
+    send_frame(&mut link.writer, &hello)
+        .and_then(|()| link.writer.flush())
+        .map_err(|e| describe_io(&e))?;
+    match read_server_msg(&mut link.reader)? {
+        Some(ServerMsg::Welcome {
+            version,
+            server,
+            max_file_size,
+        }) if version == PROTOCOL_VERSION => {
+            link.remember_server();
+            Ok((server, max_file_size))
+        }
+        Some(ServerMsg::Welcome { version, .. }) => Err(format!(
+            "the server answered with protocol version {version}"
+        )),
+        Some(ServerMsg::Error { message, .. }) => Err(format!("the server refused: {message}")),
+        Some(ServerMsg::Ack(_) | ServerMsg::Plan { .. }) => {
+            Err("the server answered out of turn".into())
+        }
+        None => Err("the server closed the connection (busy or not a Ferry server?)".into()),
+    }
+}
+
+pub(crate) fn read_server_msg(r: &mut impl Read) -> Result<Option<ServerMsg>, String> {
+    let body = match read_frame(r) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(None),
+        Err(ferry_proto::FrameError::Io(e)) => return Err(describe_io(&e)),
+        Err(e) => return Err(format!("the server sent a broken frame: {e}")),
+    };
+    ServerMsg::parse(&body)
+        .map(Some)
+        .map_err(|e| format!("the server sent something unexpected: {e}"))
+}
+
+/// Turns an I/O error into plain words for a person.
+pub fn describe_io(e: &io::Error) -> String {
+    use io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => "connection refused (is ferry-server running there?)".into(),
+        ConnectionReset | ConnectionAborted | BrokenPipe => {
+            "the server dropped the connection".into()
+        }
+        TimedOut | WouldBlock => "the server stopped answering (timed out)".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Connects and completes the handshake only (with the token and TLS a
+/// transfer would use), to tell whether a server is there and willing;
+/// returns its name. The UI uses it for its status line.
+pub fn probe(
+    addr: &str,
+    timeout: Duration,
+    token: Option<&str>,
+    tls: Option<&Trust>,
+) -> Result<String, String> {
+    let mut link = Link::open(addr, timeout, tls)?;
+    let _ = link.socket.set_read_timeout(Some(timeout));
+    let (server, _) = handshake(&mut link, token)?;
+    let _ = link.socket.shutdown(Shutdown::Both);
+    Ok(server)
+}
