@@ -1,0 +1,117 @@
+//! Waiting for the client's next frame, with the idle and header timeouts
+//! that keep silent and trickling peers from holding a thread.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use ferry_proto::{FrameError, read_frame};
+
+use super::{Session, SessionError};
+use crate::body;
+use crate::commit::Job;
+use crate::transport::Incoming;
+
+/// How often a session waiting for its client looks again whether one of
+/// its resumed files is still being checked.
+const CHECK_POLL: Duration = Duration::from_secs(1);
+
+impl<'a> Session<'a> {
+    /// Waits for the next frame. `Ok(None)` is a clean close between frames,
+    /// or a shutdown in progress.
+    pub(super) fn next_frame(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(SessionError::CommitFailed);
+        }
+        let stopping = self.shared.shutting_down.load(Ordering::SeqCst);
+        if self.reader.buffer().is_empty() || stopping {
+            // About to block (or stop): have what is waiting committed and
+            // the acks sent.
+            self.queue(Job::Flush)?;
+        }
+        if stopping {
+            self.slot.set_idle();
+            return Ok(None);
+        }
+        // While a resumed file of this connection is being checked, the
+        // client waits for its ack: that silence is ours, not the client's,
+        // so the connection is neither idle (to be evicted) nor timed out.
+        // It is looked at again every CHECK_POLL until the check is done.
+        let mut idle = false;
+        let available = loop {
+            if self.reader.buffer().is_empty() {
+                let wait = if self.checks.busy() {
+                    CHECK_POLL
+                } else {
+                    if !idle {
+                        self.slot.set_idle();
+                        idle = true;
+                    }
+                    self.shared.limits.idle_timeout
+                };
+                self.stream.set_read_timeout(Some(wait))?;
+            }
+            match self.reader.fill_buf() {
+                Ok(bytes) => break bytes.len(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if body::is_timeout(&e) && !idle => continue,
+                Err(e) if body::is_timeout(&e) => {
+                    return Err(SessionError::Timeout("idle, waiting for a frame"));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if available == 0 {
+            return Ok(None);
+        }
+        self.slot.set_busy();
+        self.read_started_frame()
+    }
+
+    /// Reads the frame that must follow a body. Unlike [`Self::next_frame`]
+    /// it ignores a shutdown in progress: the upload is still running.
+    pub(super) fn read_trailer(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
+        if self.reader.buffer().is_empty() {
+            self.queue(Job::Flush)?;
+        }
+        self.read_started_frame()
+    }
+
+    /// Reads one frame, which must arrive whole within the header timeout.
+    fn read_started_frame(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
+        let mut reader = Deadline {
+            reader: &mut self.reader,
+            until: Instant::now() + self.shared.limits.header_timeout,
+        };
+        match read_frame(&mut reader) {
+            Ok(frame) => Ok(frame),
+            Err(FrameError::Io(e)) if body::is_timeout(&e) => {
+                Err(SessionError::Timeout("inside a header frame"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Reads through the session's buffer, failing once `until` has passed, so
+/// a peer trickling one byte at a time cannot hold a header open forever.
+struct Deadline<'r> {
+    reader: &'r mut BufReader<Incoming>,
+    until: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.reader.buffer().is_empty() {
+            let left = self.until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            self.reader
+                .get_ref()
+                .socket()
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+        }
+        self.reader.read(buf)
+    }
+}

@@ -1,0 +1,297 @@
+//! Ferry v1 sessions: a handshake, then files (with resume), folders and
+//! plans, each answered on the wire.
+
+use std::borrow::Cow;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use ferry_proto::path::{canonical, escape_for_display};
+use ferry_proto::{
+    ClientMsg, ErrorCode, FileHeader, Outcome, PROTOCOL_VERSION, ProtoError, ServerMsg,
+};
+use tracing::{debug, info, warn};
+
+use super::{Session, SessionError, folders_of};
+use crate::body::{BodyError, Digest, Received};
+use crate::commit::{self, Job, Pending, Receipt, ResumeCheck};
+use crate::storage::{self, Finished, StoreError, Upload};
+
+/// Most files one plan message may ask about: the answer must fit in a
+/// frame, and stored-as names can be long.
+const MAX_PLAN_FILES: usize = 256;
+
+impl<'a> Session<'a> {
+    /// Ferry v1: handshake, then acked files and folders.
+    pub(super) fn v1(&mut self, version: u32, client: &str) -> Result<(), SessionError> {
+        if version != PROTOCOL_VERSION {
+            self.answered = true;
+            self.send(ServerMsg::Error {
+                code: ErrorCode::UnsupportedVersion,
+                message: format!("this server speaks Ferry protocol version {PROTOCOL_VERSION}"),
+            })?;
+            self.queue(Job::Flush)?;
+            return Err(SessionError::Version(version));
+        }
+        self.answered = true;
+        debug!(peer = %self.peer, client = %escape_for_display(client), "v1 client");
+        self.send(ServerMsg::Welcome {
+            version: PROTOCOL_VERSION,
+            server: format!("ferry-server/{}", env!("CARGO_PKG_VERSION")),
+            max_file_size: self.shared.store.max_file_size(),
+        })?;
+        loop {
+            let Some(body) = self.next_frame()? else {
+                if self.shared.shutting_down.load(Ordering::SeqCst) {
+                    // Best effort: the client may already be gone.
+                    let _ = self.send(ServerMsg::Error {
+                        code: ErrorCode::ShuttingDown,
+                        message: "the server is shutting down".into(),
+                    });
+                }
+                self.queue(Job::Flush)?;
+                return Ok(());
+            };
+            match ClientMsg::parse(&body) {
+                Ok(ClientMsg::File(header)) => self.receive_v1(&header)?,
+                Ok(ClientMsg::Mkdir { id, path }) => self.mkdir(id, &path)?,
+                Ok(ClientMsg::Plan { files }) if files.len() <= MAX_PLAN_FILES => {
+                    let verdicts = self.shared.store.verdicts(&files);
+                    self.send(ServerMsg::Plan { verdicts })?;
+                }
+                Ok(ClientMsg::Plan { files }) => {
+                    return self.protocol_error(format!(
+                        "a plan may ask about {MAX_PLAN_FILES} files at most, not {}",
+                        files.len()
+                    ));
+                }
+                Ok(other) => {
+                    let message = format!("unexpected `{}` message", other.kind());
+                    return self.protocol_error(message);
+                }
+                Err(e) => return self.protocol_error(e.to_string()),
+            }
+        }
+    }
+
+    fn protocol_error(&mut self, message: String) -> Result<(), SessionError> {
+        self.send(ServerMsg::Error {
+            code: ErrorCode::Protocol,
+            message: message.clone(),
+        })?;
+        self.queue(Job::Flush)?;
+        Err(ProtoError::Unexpected(message).into())
+    }
+
+    fn receive_v1(&mut self, header: &FileHeader) -> Result<(), SessionError> {
+        self.make_room()?;
+        let started = Instant::now();
+        // Look-alike names (NFC and NFD spellings) become one; the ack's
+        // stored_as shows the name used.
+        let normalized;
+        let header = match canonical(&header.path) {
+            Cow::Borrowed(_) => header,
+            Cow::Owned(path) => {
+                normalized = FileHeader {
+                    path,
+                    ..header.clone()
+                };
+                &normalized
+            }
+        };
+        let most = self.shared.limits.max_files_per_connection;
+        self.files_seen += 1;
+        if most > 0 && self.files_seen > most {
+            return self.refuse(
+                header,
+                StoreError::Limit(format!(
+                    "this server takes {most} files per connection; reconnect for more"
+                )),
+            );
+        }
+        if header.offset > 0 {
+            self.wait_for_checks()?;
+        }
+        let (parts, mut upload, hashing) = match self.start_v1_file(header) {
+            Ok(ok) => ok,
+            Err(e) => return self.refuse(header, e),
+        };
+        let body_len = header.size - header.offset;
+        let received = match self.receive_body(&mut upload, &header.path, body_len, hashing) {
+            Ok(received) => received,
+            Err(BodyError::Store(e)) => return self.refuse(header, e),
+            Err(BodyError::Wire(e)) => return Err(e),
+        };
+        let trailer = self
+            .read_trailer()?
+            .ok_or_else(|| SessionError::NoTrailer(escape_for_display(&header.path)))?;
+        match ClientMsg::parse(&trailer)? {
+            ClientMsg::Done { id, blake3 } if id == header.id => {
+                // A resumed file's hash is still being made from the file:
+                // the committer compares it with the sender's before
+                // committing, and the session reads on meanwhile.
+                let (digest, check) = match received {
+                    Received::Known(digest) if blake3 == digest.to_hex().as_str() => (digest, None),
+                    Received::Trailing(trailing) => match blake3::Hash::from_hex(&blake3) {
+                        Ok(announced) => (
+                            announced,
+                            Some(Box::new(ResumeCheck {
+                                hash: trailing,
+                                counted: self.checks.ticket(),
+                            })),
+                        ),
+                        Err(_) => return self.mismatch(header, upload, &blake3, None),
+                    },
+                    Received::Known(digest) => {
+                        return self.mismatch(header, upload, &blake3, Some(digest));
+                    }
+                };
+                self.finish_metadata(&mut upload, header.mtime);
+                self.queue(Job::File(Pending {
+                    receipt: Receipt {
+                        id: Some(header.id),
+                        path: header.path.clone(),
+                        size: header.size,
+                        took: started.elapsed(),
+                        digest,
+                    },
+                    finished: Finished {
+                        upload,
+                        parts,
+                        policy: header.on_clash,
+                        digest,
+                    },
+                    check,
+                }))
+            }
+            ClientMsg::Abort { id, reason } if id == header.id => {
+                info!(peer = %self.peer, name = ?&header.path,
+                    "sender aborted the file: {}", escape_for_display(&reason));
+                upload.discard();
+                self.ack_failed(
+                    header.id,
+                    ErrorCode::Aborted,
+                    format!("aborted by the sender: {reason}"),
+                )
+            }
+            other => self.protocol_error(format!(
+                "expected `done` for file {}, got `{}`",
+                header.id,
+                other.kind()
+            )),
+        }
+    }
+
+    /// Opens a v1 upload: a plain one, or one kept under a name so it can
+    /// be resumed (when the sender gives a key and the file is big enough),
+    /// possibly resuming at the header's offset. Returns how the body is to
+    /// be hashed: for a resume, the digest also covers the kept bytes.
+    fn start_v1_file(
+        &mut self,
+        header: &FileHeader,
+    ) -> Result<(Vec<String>, Upload<'a>, Digest), StoreError> {
+        let resumable = header.size >= storage::RESUMABLE_MIN;
+        match (&header.resume_key, resumable) {
+            (Some(key), true) if header.offset <= header.size => {
+                let store = &self.shared.store;
+                let parts = store.check_path(&header.path)?;
+                store.check_size(folders_of(&parts), header.size - header.offset)?;
+                let (upload, kept_hash) = match store.begin_resumable(
+                    &parts,
+                    &mut self.folders,
+                    key,
+                    header.size,
+                    header.offset,
+                ) {
+                    // Someone else is on it: this copy goes unresumable.
+                    Err(StoreError::PartialBusy | StoreError::Unresumable(_))
+                        if header.offset == 0 =>
+                    {
+                        let (parts, upload) = self.start_file(&header.path, header.size)?;
+                        return Ok((parts, upload, Digest::Incoming));
+                    }
+                    other => other?,
+                };
+                if header.offset > 0 {
+                    info!(peer = %self.peer, path = ?header.path, offset = header.offset, "resuming");
+                } else {
+                    debug!(peer = %self.peer, path = ?header.path, size = header.size, "receiving");
+                }
+                let hashing = match kept_hash {
+                    Some(trailing) => Digest::Trailing(trailing),
+                    None => Digest::Incoming,
+                };
+                Ok((
+                    parts.iter().map(|p| p.to_string()).collect(),
+                    upload,
+                    hashing,
+                ))
+            }
+            _ if header.offset > 0 => Err(StoreError::ResumeMismatch(
+                "resuming needs a resume key, a file of 1 MiB or more and an offset inside it"
+                    .into(),
+            )),
+            _ => {
+                let (parts, upload) = self.start_file(&header.path, header.size)?;
+                Ok((parts, upload, Digest::Incoming))
+            }
+        }
+    }
+
+    fn mkdir(&mut self, id: u64, path: &str) -> Result<(), SessionError> {
+        match self.shared.store.mkdir(&canonical(path)) {
+            Ok(path) => self.ack(id, Outcome::Folder { path }),
+            Err(reason) => {
+                let code = reason.code();
+                let message = reason.to_string();
+                self.ack_failed(id, code, message)?;
+                Err(SessionError::Refused {
+                    name: escape_for_display(path),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Answers a refused file and ends the session: its body (if any is
+    /// left) cannot be told apart from the next frame.
+    fn refuse(
+        &mut self,
+        header: &FileHeader,
+        reason: StoreError,
+    ) -> Result<(), SessionError> {
+        self.ack_failed(header.id, reason.code(), reason.to_string())?;
+        self.queue(Job::Flush)?;
+        Err(SessionError::Refused {
+            name: escape_for_display(&header.path),
+            reason,
+        })
+    }
+
+    /// The file does not hash to what its sender announced: nothing of it
+    /// is kept (a kept partial that led here included), and the client is
+    /// told; the connection goes on.
+    fn mismatch(
+        &mut self,
+        header: &FileHeader,
+        upload: Upload<'a>,
+        announced: &str,
+        received: Option<blake3::Hash>,
+    ) -> Result<(), SessionError> {
+        let received = received.map_or_else(|| "(not checked)".to_string(), |d| d.to_string());
+        warn!(peer = %self.peer, name = ?&header.path,
+            "digest mismatch: received bytes hash to {received}, sender announced {}",
+            escape_for_display(announced));
+        upload.discard();
+        let (code, message) = commit::mismatch_outcome(header.offset > 0);
+        self.ack_failed(header.id, code, message.into())
+    }
+
+    fn ack_failed(
+        &mut self,
+        id: u64,
+        code: ErrorCode,
+        message: String,
+    ) -> Result<(), SessionError> {
+        self.ack(id, Outcome::Failed { code, message })
+    }
+}
