@@ -312,11 +312,14 @@ pub fn ferry_send_in(state: &Path, addr: &str, args: &[&str]) -> Output {
         .expect("run ferry")
 }
 
-/// Connects to the server over loopback.
+/// Connects to the server over loopback. Reads give up after a minute, so
+/// a server that never answers fails the test instead of hanging it; the
+/// slowest answer waited for (a resume check reading 6 GiB) can take 20 s
+/// on two busy cores.
 pub fn connect(addr: &str) -> TcpStream {
     let stream = TcpStream::connect(addr).expect("connect");
     stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
+        .set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
     stream
 }
