@@ -651,3 +651,24 @@ fn a_connection_under_a_check_is_not_idle_and_its_next_resume_waits() {
         .expect("second resumed");
     assert!(first_checked < second_taken_up, "{log}");
 }
+
+/// The size limit holds for the whole file, not just what a resume still
+/// sends: a partial resumed under a bigger size each time cannot grow past
+/// it.
+#[test]
+fn a_resume_cannot_grow_a_file_past_the_size_limit() {
+    let server = Server::start_with(&["--max-file-size", "2M"]);
+    let first = data(2 << 20, 30);
+    let kept = cut_upload(&server, "grow.bin", "key-g", &first, (2 << 20) - 1);
+
+    let mut c = V1::connect(&server.addr());
+    resume_with(&mut c, 1, "grow.bin", "key-g", kept, &data(2 << 20, 31));
+    let refused = c.expect_failed(ErrorCode::TooLarge);
+    assert!(
+        format!("{refused:?}").contains("over the limit"),
+        "{refused:?}"
+    );
+    assert!(server.files().is_empty(), "{:?}", server.files());
+    let kept_now: u64 = partials(server.dir()).iter().map(|(_, len)| len).sum();
+    assert_eq!(kept_now, kept, "the partial did not grow");
+}

@@ -254,11 +254,7 @@ impl<'a> Session<'a> {
 
     /// Answers a refused file and ends the session: its body (if any is
     /// left) cannot be told apart from the next frame.
-    fn refuse(
-        &mut self,
-        header: &FileHeader,
-        reason: StoreError,
-    ) -> Result<(), SessionError> {
+    fn refuse(&mut self, header: &FileHeader, reason: StoreError) -> Result<(), SessionError> {
         self.ack_failed(header.id, reason.code(), reason.to_string())?;
         self.queue(Job::Flush)?;
         Err(SessionError::Refused {

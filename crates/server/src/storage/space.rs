@@ -70,14 +70,20 @@ impl Store {
     /// deepest folder of `folders` that exists already, which is another
     /// file system than the target's when one is mounted inside it.
     pub fn check_size(&self, folders: &[&str], size: u64) -> Result<(), StoreError> {
-        if let Some(limit) = self.max_file_size.filter(|l| size > *l) {
-            return Err(StoreError::TooLarge { size, limit });
-        }
+        self.check_limit(size)?;
         if size < SPACE_CHECK_MIN && self.min_free == 0 {
             return Ok(());
         }
         let landing = self.deepest_existing(folders)?;
         self.check_room_on(&landing, size)
+    }
+
+    /// Refuses a file whose whole size is over `--max-file-size`.
+    pub(super) fn check_limit(&self, size: u64) -> Result<(), StoreError> {
+        match self.max_file_size.filter(|l| size > *l) {
+            Some(limit) => Err(StoreError::TooLarge { size, limit }),
+            None => Ok(()),
+        }
     }
 
     /// Refuses `size` bytes if the file system `dir` is on has not got

@@ -65,6 +65,9 @@ impl Store {
         size: u64,
         offset: u64,
     ) -> Result<(Upload<'_>, Option<TrailingHash>), StoreError> {
+        // The whole file, not just what is left of it: resuming a partial
+        // under a bigger size each time must not grow it past the limit.
+        self.check_limit(size)?;
         let (_, folders) = parts
             .split_last()
             .ok_or_else(|| StoreError::BadName("empty".into()))?;

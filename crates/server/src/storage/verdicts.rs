@@ -37,11 +37,8 @@ impl Store {
             Ok(p) => p,
             Err(e) => return refused(e),
         };
-        if let Some(limit) = self.max_file_size.filter(|l| f.size > *l) {
-            return refused(StoreError::TooLarge {
-                size: f.size,
-                limit,
-            });
+        if let Err(e) = self.check_limit(f.size) {
+            return refused(e);
         }
         let Some((name, folders)) = parts.split_last() else {
             return refused(StoreError::BadName("empty".into()));
