@@ -672,3 +672,51 @@ fn a_resume_cannot_grow_a_file_past_the_size_limit() {
     let kept_now: u64 = partials(server.dir()).iter().map(|(_, len)| len).sum();
     assert_eq!(kept_now, kept, "the partial did not grow");
 }
+
+/// An interrupted upload counts against the quota only what arrived, and
+/// its resume only what is still to come: the quota sees the bytes on
+/// disk, not the sizes announced.
+#[test]
+fn an_interrupted_upload_counts_against_the_quota_only_what_arrived() {
+    let server = Server::start_with(&["--quota", "12M"]);
+    let big = data(9 << 20, 32);
+    let kept = cut_upload(&server, "big.bin", "key-q", &big, 1 << 20);
+    assert_eq!(kept, 1 << 20);
+
+    let mut c = V1::connect(&server.addr());
+    c.upload(1, "other.bin", &data(3 << 20, 33), OnClash::Rename);
+    assert_eq!(c.expect_stored(), "other.bin");
+    resume(&mut c, 2, "big.bin", "key-q", &big, kept);
+    c.finish(2, &big);
+    assert_eq!(c.expect_stored(), "big.bin");
+    assert_eq!(server.read("big.bin"), big);
+}
+
+/// Partials are removed once their time is up while the server runs, not
+/// only at its next start, and the room they took is given back.
+#[test]
+fn partials_expire_while_the_server_runs_and_give_their_room_back() {
+    let server = Server::start_with(&["--partial-ttl", "1s", "--quota", "4M"]);
+    cut_upload(&server, "big.bin", "key-e", &data(3 << 20, 34), 2 << 20);
+    server.expect_log("removed 1 partial upload(s) kept longer than --partial-ttl");
+    assert!(partials(server.dir()).is_empty());
+
+    let mut c = V1::connect(&server.addr());
+    let fills = data(4 << 20, 35);
+    c.upload(1, "fills.bin", &fills, OnClash::Rename);
+    assert_eq!(c.expect_stored(), "fills.bin");
+}
+
+/// A resume the server cannot take up is refused without leaving an empty
+/// partial behind for each attempt.
+#[test]
+fn a_refused_resume_leaves_no_empty_partial() {
+    let server = Server::start();
+    for n in 0..3 {
+        let mut c = V1::connect(&server.addr());
+        let path = format!("never-sent-{n}.bin");
+        resume_with(&mut c, 1, &path, "no such key", 1 << 20, &data(1 << 20, 36));
+        c.expect_failed(ErrorCode::ResumeMismatch);
+    }
+    assert_eq!(partials(server.dir()), Vec::new());
+}

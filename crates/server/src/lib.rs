@@ -244,7 +244,19 @@ impl Server {
             tv_sec: 0,
             tv_nsec: 100_000_000,
         };
+        // Partials are looked at often enough that none outlives its TTL
+        // by more than a quarter of it (or ten minutes).
+        let expire_every = (self.shared.store.partial_ttl() / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(600));
+        let mut expired_at = Instant::now();
         while !self.shared.shutting_down.load(Ordering::SeqCst) {
+            if expired_at.elapsed() >= expire_every {
+                expired_at = Instant::now();
+                match self.shared.store.expire_partials() {
+                    0 => {}
+                    n => info!("removed {n} partial upload(s) kept longer than --partial-ttl"),
+                }
+            }
             let mut fds = [PollFd::new(&self.listener, PollFlags::IN)];
             match rustix::event::poll(&mut fds, Some(&tick)) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}

@@ -69,10 +69,10 @@ struct Args {
     /// used; set-id and sticky bits are never given.
     #[arg(long, default_value = "644", value_parser = parse_mode)]
     file_mode: u32,
-    /// Hours the partial of an interrupted upload is kept for its sender
-    /// to resume.
-    #[arg(long, default_value_t = 24)]
-    partial_ttl: u64,
+    /// How long the partial of an interrupted upload is kept for its sender
+    /// to resume: hours, or a number with s, m, h or d (e.g. 30m, 7d).
+    #[arg(long, default_value = "24", value_parser = parse_ttl)]
+    partial_ttl: Duration,
     /// Require this token from every client (prefer --token-file or the
     /// FERRY_TOKEN variable: a command line is visible to other users).
     #[arg(
@@ -151,7 +151,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         },
         grace: Duration::from_secs(args.grace),
         file_mode: args.file_mode,
-        partial_ttl: Duration::from_secs(args.partial_ttl.saturating_mul(3600)),
+        partial_ttl: args.partial_ttl,
         token,
         allow_legacy: args.allow_legacy,
         min_free: args.min_free,
@@ -331,9 +331,44 @@ fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
+/// `24` (hours, as the flag always took), `90s`, `30m`, `2h` or `7d`.
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a time (try 24, 30m or 7d)"))?;
+    let scale: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "" | "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}` is not a time (try 24, 30m or 7d)")),
+    };
+    n.checked_mul(scale)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{text}` is too long"))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_size, parse_ttl};
+    use std::time::Duration;
+
+    #[test]
+    fn times_to_live() {
+        assert_eq!(parse_ttl("24"), Ok(Duration::from_secs(24 * 3600)));
+        assert_eq!(parse_ttl("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_ttl("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_ttl("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_ttl("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_ttl("1w").is_err());
+        assert!(parse_ttl("-1").is_err());
+        assert!(parse_ttl("h").is_err());
+        assert!(parse_ttl("99999999999999999999d").is_err());
+    }
 
     #[test]
     fn sizes() {

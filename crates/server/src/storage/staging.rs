@@ -1,10 +1,12 @@
 //! The private staging folder: what a crash left there is cleaned at
 //! start-up, and partials of interrupted uploads are kept there, under
-//! names derived from their path and the sender's key, for resuming.
+//! names derived from their path and the sender's key, for resuming, until
+//! they expire.
 
 use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom};
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use ferry_proto::path as names;
 use rustix::fs::{AtFlags, Mode, OFlags};
@@ -48,6 +50,60 @@ impl Store {
             }
         }
         Ok(removed)
+    }
+
+    /// Removes partials last written longer ago than the partial TTL while
+    /// the server runs, and gives their room back. A partial an upload is
+    /// writing is locked by it and left alone; one taken up meanwhile by a
+    /// resume is told apart by `begin_resumable`, which finds its name gone.
+    /// Returns how many were removed.
+    pub fn expire_partials(&self) -> usize {
+        let Ok(entries) = fs::read_dir(self.path.join(STAGING_DIR)) else {
+            return 0;
+        };
+        entries
+            .map_while(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(PARTIAL_PREFIX))
+            .filter(|e| self.expire(&e.file_name().to_string_lossy()))
+            .count()
+    }
+
+    /// Removes partial `name` if it is unused and older than the TTL.
+    fn expire(&self, name: &str) -> bool {
+        let Ok(fd) = rustix::fs::openat(
+            &self.staging,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
+            return false;
+        };
+        if rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            return false;
+        }
+        // Looked at under the lock: no upload can be writing it now.
+        let Ok(ours) = rustix::fs::fstat(&fd) else {
+            return false;
+        };
+        let file = File::from(fd);
+        let old = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= self.partial_ttl);
+        let same = rustix::fs::statat(&self.staging, name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|now| now.st_ino == ours.st_ino && now.st_dev == ours.st_dev);
+        if !(old && same) || rustix::fs::unlinkat(&self.staging, name, AtFlags::empty()).is_err() {
+            return false;
+        }
+        self.give_back(ours.st_size as u64);
+        true
+    }
+
+    /// How long partials are kept (see [`Store::expire_partials`]).
+    pub fn partial_ttl(&self) -> Duration {
+        self.partial_ttl
     }
 
     /// Starts or resumes an upload kept under a name in the staging folder,
@@ -106,33 +162,14 @@ impl Store {
             _ => return Err(StoreError::PartialBusy),
         }
         let mut file = File::from(fd);
-        let have = file.metadata().map_err(StoreError::Io)?.len();
-        if have < offset {
-            return Err(StoreError::ResumeMismatch(format!(
-                "asked to resume at {offset} bytes, but only {have} are kept; send it all again"
-            )));
+        let taken_up = self.take_up_partial(&mut file, size, offset);
+        if taken_up.is_err() && file.metadata().is_ok_and(|m| m.len() == 0) {
+            // Nothing worth keeping (most likely it was made just now): a
+            // refused resume leaves no empty partial behind. The lock is
+            // ours, so the name is still this file's.
+            let _ = rustix::fs::unlinkat(&self.staging, name.as_str(), AtFlags::empty());
         }
-        file.set_len(offset).map_err(StoreError::from_io)?;
-        file.seek(SeekFrom::Start(offset)).map_err(StoreError::Io)?;
-        // The kept part is hashed from the file by a thread of its own while
-        // the rest arrives, not read back first with the socket left waiting.
-        let kept_hash = if offset > 0 {
-            let reader = file.try_clone().map_err(StoreError::Io)?;
-            Some(TrailingHash::start(reader, offset).map_err(StoreError::Io)?)
-        } else {
-            None
-        };
-        // Counted last, once nothing can fail before the upload exists to
-        // give it back. The kept part was counted when it arrived (or at
-        // start-up).
-        let space = self.hold_space(size.saturating_sub(offset))?;
-        let reserved = match self.take_quota(size.saturating_sub(offset)) {
-            Ok(r) => r,
-            Err(e) => {
-                self.release_space(space);
-                return Err(e);
-            }
-        };
+        let (kept_hash, space, reserved) = taken_up?;
         self.open_uploads.fetch_add(1, Ordering::Relaxed);
         Ok((
             Upload {
@@ -145,12 +182,55 @@ impl Store {
                 keep_on_drop: true,
                 written: offset,
                 flushed: offset,
+                kept: offset,
                 reserved,
                 space,
                 mode: 0o600 & !self.umask,
             },
             kept_hash,
         ))
+    }
+
+    /// Readies a locked partial for an upload resuming at `offset`: cuts it
+    /// there, starts hashing what is kept, and counts the rest of the file
+    /// against the free space and the quota. Returns the hash in the making
+    /// and what was counted (space, quota).
+    fn take_up_partial(
+        &self,
+        file: &mut File,
+        size: u64,
+        offset: u64,
+    ) -> Result<(Option<TrailingHash>, u64, u64), StoreError> {
+        let have = file.metadata().map_err(StoreError::Io)?.len();
+        if have < offset {
+            return Err(StoreError::ResumeMismatch(format!(
+                "asked to resume at {offset} bytes, but only {have} are kept; send it all again"
+            )));
+        }
+        file.set_len(offset).map_err(StoreError::from_io)?;
+        // The kept part was counted when it arrived (or at start-up); what
+        // was cut off no longer takes room.
+        self.give_back(have - offset);
+        file.seek(SeekFrom::Start(offset)).map_err(StoreError::Io)?;
+        // The kept part is hashed from the file by a thread of its own while
+        // the rest arrives, not read back first with the socket left waiting.
+        let kept_hash = if offset > 0 {
+            let reader = file.try_clone().map_err(StoreError::Io)?;
+            Some(TrailingHash::start(reader, offset).map_err(StoreError::Io)?)
+        } else {
+            None
+        };
+        // Counted last, once nothing can fail before the upload exists to
+        // give it back.
+        let space = self.hold_space(size.saturating_sub(offset))?;
+        let reserved = match self.take_quota(size.saturating_sub(offset)) {
+            Ok(r) => r,
+            Err(e) => {
+                self.release_space(space);
+                return Err(e);
+            }
+        };
+        Ok((kept_hash, space, reserved))
     }
 }
 

@@ -106,6 +106,7 @@ impl Store {
             keep_on_drop: false,
             written: 0,
             flushed: 0,
+            kept: 0,
             reserved,
             space,
             mode: 0o644 & !self.umask,
@@ -137,6 +138,9 @@ pub struct Upload<'s> {
     /// Bytes written so far, and how many of them were handed to writeback.
     pub(super) written: u64,
     pub(super) flushed: u64,
+    /// Bytes of a resumed partial that were there before this upload began
+    /// (counted against the quota when they arrived).
+    pub(super) kept: u64,
 }
 
 /// How many freshly written bytes are handed to the disk at a time while a
@@ -319,12 +323,21 @@ impl Drop for Upload<'_> {
         self.store.open_uploads.fetch_sub(1, Ordering::Relaxed);
         self.store.release_space(self.space);
         if self.keep_on_drop {
-            // A kept partial still takes its room.
+            // A kept partial takes the room of what arrived; what was
+            // counted for the rest of the file, which never came, is given
+            // back.
+            let arrived = self.written.saturating_sub(self.kept);
+            self.store.give_back(self.reserved.saturating_sub(arrived));
             return;
         }
         self.store.give_back(self.reserved);
         if let (true, Temp::Staged(temp)) = (self.live, &self.temp) {
-            let _ = rustix::fs::unlinkat(&self.store.staging, temp.as_str(), AtFlags::empty());
+            let unlinked =
+                rustix::fs::unlinkat(&self.store.staging, temp.as_str(), AtFlags::empty());
+            if unlinked.is_ok() {
+                // A resumed partial's older bytes go with it.
+                self.store.give_back(self.kept);
+            }
         }
     }
 }
