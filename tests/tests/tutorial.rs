@@ -148,3 +148,20 @@ fn files_finished_before_a_bad_upload_are_kept() {
         assert_eq!(server.read(&format!("good{i}.txt")), b"fine");
     }
 }
+
+/// A header of exactly 790 bytes starts with the length prefix 0x16 0x03
+/// 0x00 0x00, the first two bytes of a TLS record: it is still a Ferry
+/// frame, and the file is stored.
+#[test]
+fn a_header_whose_length_starts_like_tls_is_still_a_frame() {
+    let server = Server::start();
+    let part = |c: char| c.to_string().repeat(190);
+    let name = [part('a'), part('b'), part('c'), part('d')].join("/");
+    let upload = tutorial_upload(&name, b"790");
+    assert_eq!(&upload[..4], &[0x16, 0x03, 0x00, 0x00]);
+    let mut stream = connect(&server.addr());
+    stream.write_all(&upload).expect("send");
+    drop(stream);
+    server.expect_log("stored");
+    assert_eq!(server.read(&name), b"790");
+}

@@ -231,12 +231,23 @@ pub fn normalize_fingerprint(text: &str) -> Option<String> {
     (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit())).then(|| format!("sha256:{hex}"))
 }
 
+/// How many first bytes [`looks_like_tls`] needs to tell.
+pub const TLS_SNIFF_LEN: usize = 3;
+
 /// Whether the first bytes of a connection are a TLS handshake record
-/// rather than a Ferry frame. They cannot be both: a TLS record starts
-/// 0x16 0x03, which as a Ferry length prefix announces more than the frame
-/// limit.
+/// rather than a Ferry frame. A TLS 1.0-1.3 client's first record starts
+/// 0x16 0x03 and a minor version of 1 to 4; read as a Ferry length prefix
+/// (little-endian) that is at least 0x010316, over the frame limit, so the
+/// two cannot be confused. Two bytes are not enough: 0x16 0x03 0x00 0x00 is
+/// a 790-byte frame, and SSL 3.0 (minor 0) is not taken.
 pub fn looks_like_tls(first: &[u8]) -> bool {
-    matches!(first, [0x16, 0x03, ..])
+    matches!(first, [0x16, 0x03, 0x01..=0x04, ..])
+}
+
+/// Whether `first` could still turn out to be a TLS record once more bytes
+/// arrive.
+pub fn could_be_tls(first: &[u8]) -> bool {
+    first.len() < TLS_SNIFF_LEN && [0x16, 0x03].starts_with(first)
 }
 
 #[cfg(test)]
@@ -245,11 +256,23 @@ mod tests {
 
     #[test]
     fn a_tls_record_is_never_a_valid_frame() {
-        // 0x16 0x03 0x01 .. as a little-endian length.
-        let prefix = [0x16, 0x03, 0x01, 0x00];
-        assert!(looks_like_tls(&prefix));
-        assert!(u32::from_le_bytes(prefix) as usize > crate::MAX_FRAME_LEN);
+        for minor in 1..=4u8 {
+            // The smallest length such a record could announce as a frame.
+            let prefix = [0x16, 0x03, minor, 0x00];
+            assert!(looks_like_tls(&prefix));
+            assert!(u32::from_le_bytes(prefix) as usize > crate::MAX_FRAME_LEN);
+        }
         assert!(!looks_like_tls(&[0x2c, 0x00, 0x00, 0x00]));
+    }
+
+    #[test]
+    fn a_790_byte_frame_is_not_taken_for_tls() {
+        let prefix = 790u32.to_le_bytes();
+        assert_eq!(prefix, [0x16, 0x03, 0x00, 0x00]);
+        assert!(!looks_like_tls(&prefix));
+        assert!(could_be_tls(&prefix[..2]));
+        assert!(!could_be_tls(&prefix[..3]));
+        assert!(!could_be_tls(&[0x17]));
     }
 
     #[test]

@@ -84,9 +84,8 @@ pub(crate) fn open(
     stream: &TcpStream,
     tls: Option<&Arc<ServerConfig>>,
 ) -> io::Result<(Incoming, Outgoing, bool)> {
-    let mut first = [0u8; 2];
-    let seen = stream.peek(&mut first)?;
-    if duplex::looks_like_tls(&first[..seen]) {
+    let first = sniff(stream)?;
+    if duplex::looks_like_tls(&first) {
         let Some(config) = tls else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -103,6 +102,23 @@ pub(crate) fn open(
         Outgoing::Plain(stream.try_clone()?),
         false,
     ))
+}
+
+/// The connection's first bytes, as many as it takes to tell TLS from a
+/// Ferry frame. Both usually come in one segment; a client that sends its
+/// first bytes one at a time is waited for, briefly, and then taken for
+/// what the bytes so far say.
+fn sniff(stream: &TcpStream) -> io::Result<Vec<u8>> {
+    let mut first = [0u8; duplex::TLS_SNIFF_LEN];
+    let mut seen = stream.peek(&mut first)?;
+    for _ in 0..100 {
+        if seen == 0 || !duplex::could_be_tls(&first[..seen]) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        seen = stream.peek(&mut first)?;
+    }
+    Ok(first[..seen].to_vec())
 }
 
 /// The server's certificate and key: read from `dir` (cert.pem, key.pem),
