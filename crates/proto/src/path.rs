@@ -82,15 +82,17 @@ pub fn check_component(name: &str) -> Result<(), NameError> {
     if name.len() > MAX_COMPONENT_BYTES {
         return Err(NameError::ComponentTooLong(name.len()));
     }
+    let mut prev = None;
     for c in name.chars() {
         match c {
             '/' => return Err(NameError::EmptyComponent),
             '\\' => return Err(NameError::Backslash),
             ':' => return Err(NameError::Colon),
             c if c.is_control() => return Err(NameError::Control),
-            c if is_invisible(c) => return Err(NameError::Invisible),
+            c if hides(prev, c) => return Err(NameError::Invisible),
             _ => {}
         }
+        prev = Some(c);
     }
     Ok(())
 }
@@ -128,18 +130,39 @@ pub fn check_portable(name: &str) -> Result<(), NameError> {
     if reserved { refuse() } else { Ok(()) }
 }
 
-/// Characters that print as nothing yet change how a name reads: zero-width
-/// spaces and joiners, soft hyphens, and bidirectional overrides (which can
-/// make `exe.txt` show as `txt.exe`).
+/// Characters that print as nothing yet change how a name reads, so that
+/// two names that look the same could sit side by side: Unicode's default
+/// ignorable code points (zero-width spaces and joiners, soft hyphens,
+/// fillers, variation selectors, tags, bidirectional controls, which can
+/// make `exe.txt` show as `txt.exe`) and the line and paragraph separators.
 pub fn is_invisible(c: char) -> bool {
     matches!(c,
-        '\u{00AD}' | '\u{061C}' | '\u{180E}'
+        '\u{00AD}' | '\u{034F}' | '\u{061C}'
+        | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}'
         | '\u{200B}'..='\u{200F}'
-        | '\u{202A}'..='\u{202E}'
-        | '\u{2060}'..='\u{2064}'
-        | '\u{2066}'..='\u{2069}'
-        | '\u{FEFF}'
-        | '\u{FFF9}'..='\u{FFFB}')
+        | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}'
+        | '\u{3164}'
+        | '\u{FE00}'..='\u{FE0F}'
+        | '\u{FEFF}' | '\u{FFA0}'
+        | '\u{FFF0}'..='\u{FFFB}'
+        | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// Whether `c`, coming after `prev`, hides in a name. A variation selector
+/// picks how the character before it is drawn (an emoji's colour form, as
+/// in `❤️`, or a CJK or Mongolian variant) and is part of the name after
+/// such a character; after ASCII, at the start, or after another invisible
+/// character it only hides.
+fn hides(prev: Option<char>, c: char) -> bool {
+    let selector = matches!(c,
+        '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}'
+        | '\u{180B}'..='\u{180D}' | '\u{180F}');
+    let selects = prev.is_some_and(|p| !p.is_ascii() && !is_invisible(p));
+    is_invisible(c) && !(selector && selects)
 }
 
 /// Writes `text` so that it is safe to print in a log line or a terminal:
@@ -147,12 +170,14 @@ pub fn is_invisible(c: char) -> bool {
 /// of acting on the terminal or hiding; everything else prints as it is.
 pub fn escape_for_display(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
+    let mut prev = None;
     for c in text.chars() {
-        if c.is_control() || is_invisible(c) {
+        if c.is_control() || hides(prev, c) {
             out.extend(c.escape_debug());
         } else {
             out.push(c);
         }
+        prev = Some(c);
     }
     out
 }
@@ -197,10 +222,36 @@ mod tests {
             ("invoice\u{202E}fdp.exe", NameError::Invisible),
             ("zero\u{200B}width", NameError::Invisible),
             ("\u{FEFF}bom", NameError::Invisible),
+            ("invoice\u{FE0F}.pdf", NameError::Invisible),
+            ("\u{FE0F}x", NameError::Invisible),
+            ("\u{2764}\u{200B}\u{FE0F}", NameError::Invisible),
+            ("grapheme\u{034F}joiner", NameError::Invisible),
+            ("\u{3164}", NameError::Invisible),
+            ("half\u{FFA0}width", NameError::Invisible),
+            ("hangul\u{115F}", NameError::Invisible),
+            ("khmer\u{17B4}", NameError::Invisible),
+            ("mongolian\u{180B}", NameError::Invisible),
+            ("tag\u{E0041}", NameError::Invisible),
+            ("music\u{1D173}", NameError::Invisible),
+            ("line\u{2028}break", NameError::Invisible),
+            ("para\u{2029}break", NameError::Invisible),
         ];
         for (path, want) in cases {
             assert_eq!(components(path).as_ref(), Err(want), "{path:?}");
         }
+    }
+
+    #[test]
+    fn variation_selectors_stay_where_they_draw_something() {
+        // Emoji in their colour form, and a CJK variant: real names.
+        for name in ["\u{2764}\u{FE0F} notes.txt", "\u{845B}\u{E0100}.txt"] {
+            assert_eq!(components(name), Ok(vec![name]), "{name:?}");
+            assert_eq!(escape_for_display(name), name);
+        }
+        assert_eq!(
+            escape_for_display("invoice\u{FE0F}.pdf"),
+            "invoice\\u{fe0f}.pdf"
+        );
     }
 
     #[test]
