@@ -170,3 +170,42 @@ fn many_small_file_streams_stay_within_the_open_file_limit() {
         server.log()
     );
 }
+
+/// A low open-file limit serves fewer connections at once, and says so,
+/// instead of failing uploads with "too many open files": every sender
+/// either gets all its files stored or is told the server is busy.
+#[test]
+fn a_low_open_file_limit_serves_fewer_connections_instead_of_failing_files() {
+    let server = Server::start_with_open_file_limit(256, &["--max-connections", "128"]);
+    server.expect_log("is enough for 12 connection(s) at once, not --max-connections 128");
+    let tree = tempfile::tempdir().expect("tempdir");
+    for i in 0..100 {
+        write_file(
+            &tree.path().join(format!("many/f{i:03}.bin")),
+            &data(512, i as u8),
+        );
+    }
+    let folder = tree.path().join("many");
+    let addr = server.addr();
+    let outputs: Vec<_> = std::thread::scope(|scope| {
+        let sends: Vec<_> = (0..30)
+            .map(|_| {
+                let (addr, folder) = (&addr, &folder);
+                scope.spawn(move || ferry_send(addr, &[folder.to_str().expect("utf8")]))
+            })
+            .collect();
+        sends
+            .into_iter()
+            .map(|s| s.join().expect("sender thread"))
+            .collect()
+    });
+    let served = outputs.iter().filter(|out| out.status.success()).count();
+    for out in outputs.iter().filter(|out| !out.status.success()) {
+        let said = all_output(out);
+        assert!(said.contains("busy"), "{said}");
+    }
+    assert!(served >= 1, "nobody was served");
+    let log = server.log();
+    assert!(!log.contains("Too many open files"), "{log}");
+    assert!(!log.contains("accept failed"), "{log}");
+}

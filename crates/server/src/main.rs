@@ -135,15 +135,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         args.tls,
         args.insecure_no_auth,
     )?;
+    let (max_connections, open_files) =
+        share_open_files(raise_open_file_limit(), args.max_connections.max(1));
     let config = Config {
         listen: args.listen.clone(),
         dir: args.dir.clone(),
         max_file_size: args.max_file_size,
         limits: Limits {
-            max_connections: args.max_connections.max(1),
+            max_connections,
             idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
             header_timeout: Duration::from_secs(args.header_timeout.max(1)),
-            open_files: raise_open_file_limit(),
+            open_files,
             max_per_address: args.max_per_address,
             min_rate: args.min_rate,
             max_files_per_connection: args.max_files_per_connection,
@@ -253,9 +255,43 @@ fn check_exposure(listen: &str, has_token: bool, tls: bool, insecure: bool) -> a
     }
 }
 
+/// Descriptors a connection holds besides its uploads: its socket three
+/// times over (session, reader, writer) and once more in the registry, the
+/// committer's sync handle, the cached folder, one more while walking to a
+/// folder, and a resumed file's second handle for its check.
+const FILES_PER_CONNECTION: u64 = 8;
+/// Uploads each connection should be able to keep open at once, at least.
+const UPLOADS_PER_CONNECTION: u64 = 8;
+/// Descriptors kept for the listener, the log, the staging folder and the
+/// like.
+const FILES_KEPT: u64 = 64;
+
+/// Shares the open-file limit out: what the connections themselves hold,
+/// and what their uploads may keep open (the rest). When the limit cannot
+/// give `max_connections` connections their share, fewer are served at
+/// once, with a warning, rather than failing uploads with "too many open
+/// files". Returns (connections, files for uploads).
+fn share_open_files(limit: u64, max_connections: usize) -> (usize, u64) {
+    let room = limit.saturating_sub(FILES_KEPT);
+    let fit = room / (FILES_PER_CONNECTION + UPLOADS_PER_CONNECTION);
+    let connections = match usize::try_from(fit) {
+        Ok(fit) if fit < max_connections => {
+            let fit = fit.max(1);
+            warn!(
+                "the open-file limit ({limit}) is enough for {fit} connection(s) at once, \
+                 not --max-connections {max_connections}: serving {fit} (raise it with ulimit -n)"
+            );
+            fit
+        }
+        _ => max_connections,
+    };
+    let held = connections as u64 * FILES_PER_CONNECTION;
+    (connections, room.saturating_sub(held).max(1))
+}
+
 /// Raises the soft limit on open files to the hard one (the default soft
 /// limit, often 1024, is far below what many sessions committing groups of
-/// small files can use) and returns how many files uploads may keep open.
+/// small files can use) and returns it.
 fn raise_open_file_limit() -> u64 {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
@@ -267,8 +303,7 @@ fn raise_open_file_limit() -> u64 {
     }
     let current = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
     presize_fd_table(current);
-    // Keep a quarter for sockets, folders and everything else.
-    current - current / 4
+    current
 }
 
 /// How many descriptors the process's table holds from the start.
@@ -353,8 +388,21 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_size, parse_ttl};
+    use super::{UPLOADS_PER_CONNECTION, parse_size, parse_ttl, share_open_files};
     use std::time::Duration;
+
+    #[test]
+    fn open_files_are_shared_between_connections_and_uploads() {
+        // Plenty: every connection served, the rest for uploads.
+        assert_eq!(share_open_files(20_000, 128), (128, 20_000 - 64 - 128 * 8));
+        // A 1024 limit cannot hold 128 connections and their uploads.
+        let (connections, uploads) = share_open_files(1024, 128);
+        assert_eq!(connections, 60);
+        assert_eq!(uploads, 1024 - 64 - 60 * 8);
+        assert!(uploads >= connections as u64 * UPLOADS_PER_CONNECTION);
+        // Hardly anything: one connection, still some room.
+        assert_eq!(share_open_files(10, 128), (1, 1));
+    }
 
     #[test]
     fn times_to_live() {

@@ -33,10 +33,26 @@ pub(crate) fn handshake(
         client: format!("ferry/{}", env!("CARGO_PKG_VERSION")),
         token: token.map(str::to_string),
     };
+    // A server at its connection limit closes a newcomer without reading
+    // it, which reaches us as a reset, at the send or at the read.
+    let closed =
+        "the server closed the connection without answering (busy, or not a Ferry server?)";
+    let dropped = |e: &io::Error| {
+        if matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+        ) {
+            closed.to_string()
+        } else {
+            describe_io(e)
+        }
+    };
     send_frame(&mut link.writer, &hello)
         .and_then(|()| link.writer.flush())
-        .map_err(|e| describe_io(&e))?;
-    match read_server_msg(&mut link.reader)? {
+        .map_err(|e| dropped(&e))?;
+    match read_message(&mut link.reader, dropped)? {
         Some(ServerMsg::Welcome {
             version,
             server,
@@ -52,15 +68,23 @@ pub(crate) fn handshake(
         Some(ServerMsg::Ack(_) | ServerMsg::Plan { .. }) => {
             Err("the server answered out of turn".into())
         }
-        None => Err("the server closed the connection (busy or not a Ferry server?)".into()),
+        None => Err(closed.into()),
     }
 }
 
 pub(crate) fn read_server_msg(r: &mut impl Read) -> Result<Option<ServerMsg>, String> {
+    read_message(r, describe_io)
+}
+
+/// Reads one message, with `on_io` putting a failed read into words.
+fn read_message(
+    r: &mut impl Read,
+    on_io: impl Fn(&io::Error) -> String,
+) -> Result<Option<ServerMsg>, String> {
     let body = match read_frame(r) {
         Ok(Some(b)) => b,
         Ok(None) => return Ok(None),
-        Err(ferry_proto::FrameError::Io(e)) => return Err(describe_io(&e)),
+        Err(ferry_proto::FrameError::Io(e)) => return Err(on_io(&e)),
         Err(e) => return Err(format!("the server sent a broken frame: {e}")),
     };
     ServerMsg::parse(&body)
