@@ -7,9 +7,11 @@ use std::net::Shutdown;
 use std::path::Path;
 
 use ferry_e2e::{
-    Server, V1, connect, data, raw_frame, read_to_close, tutorial_send, tutorial_upload,
+    Server, V1, connect, data, raw_frame, read_to_close, tutorial_send, tutorial_upload, write_file,
 };
-use ferry_proto::{ClientMsg, ErrorCode, OnClash, Outcome, ServerMsg};
+use ferry_proto::{
+    ClientMsg, ErrorCode, MAX_FRAME_LEN, OnClash, Outcome, PlanEntry, ServerMsg, to_body,
+};
 
 /// Names that must never be stored as given.
 fn hostile_names(outside: &Path) -> Vec<String> {
@@ -346,8 +348,54 @@ fn out_of_order_v1_messages_are_protocol_errors() {
             ..
         })
     ));
-    server.expect_log("expected `done` for file 1");
+    server.expect_log("expected `done` for file 1, got `done` for file 2");
     assert_nothing_stored(&server);
+}
+
+/// A plan whose answer would not fit in a frame (long names that exist,
+/// repeated in every verdict) is refused with a reason, not cut off.
+#[test]
+fn a_plan_whose_answer_would_not_fit_is_refused_with_a_reason() {
+    let server = Server::start();
+    let long = ["a", "b", "c"].map(|c| c.repeat(199)).join("/");
+    write_file(&server.dir().join(&long), b"there");
+    let files: Vec<PlanEntry> = (0..100)
+        .map(|id| PlanEntry {
+            id,
+            path: long.clone(),
+            size: 5,
+            on_clash: OnClash::Rename,
+            blake3: None,
+            resume_key: None,
+        })
+        .collect();
+    let question = ClientMsg::Plan { files };
+    assert!(to_body(&question).len() <= MAX_FRAME_LEN);
+    let mut c = V1::connect(&server.addr());
+    c.send(&question);
+    match c.recv() {
+        Some(ServerMsg::Error {
+            code: ErrorCode::Protocol,
+            message,
+        }) => assert!(message.contains("ask about fewer at a time"), "{message}"),
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+    server.expect_log("would not fit in one frame");
+    // Asked in smaller pieces, the same question is answered.
+    let mut c = V1::connect(&server.addr());
+    c.send(&ClientMsg::Plan {
+        files: (0..10)
+            .map(|id| PlanEntry {
+                id,
+                path: long.clone(),
+                size: 5,
+                on_clash: OnClash::Rename,
+                blake3: None,
+                resume_key: None,
+            })
+            .collect(),
+    });
+    assert!(matches!(c.recv(), Some(ServerMsg::Plan { verdicts }) if verdicts.len() == 10));
 }
 
 #[test]

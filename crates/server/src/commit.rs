@@ -436,21 +436,30 @@ impl<'s> Committer<'s, '_> {
     }
 
     fn write(&mut self, msg: &ServerMsg) {
-        if self.writable && write_frame(&mut self.writer, &to_body(msg)).is_err() {
-            self.lost_reader();
+        if !self.writable {
+            return;
+        }
+        if let Err(e) = write_frame(&mut self.writer, &to_body(msg)) {
+            self.lost_reader(&e.to_string());
         }
     }
 
     fn flush(&mut self) {
-        if self.writable && self.writer.flush().is_err() {
-            self.lost_reader();
+        if !self.writable {
+            return;
+        }
+        if let Err(e) = self.writer.flush() {
+            self.lost_reader(&e.to_string());
         }
     }
 
     /// The client no longer takes acks (gone, or stalled past the write
     /// timeout). Files it sent after this would be stored but never
     /// confirmed, and sent again: end the session instead.
-    fn lost_reader(&mut self) {
+    /// The client cannot be written to (it stopped reading, or left): the
+    /// session ends, and why is logged here, once.
+    fn lost_reader(&mut self, why: &str) {
+        warn!(peer = %self.peer, "cannot write to the client: {why}");
         self.writable = false;
         self.failed.store(true, Ordering::SeqCst);
         let _ = self

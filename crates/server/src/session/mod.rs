@@ -91,7 +91,7 @@ pub enum SessionError {
     LegacyRefused,
     #[error("client left after the body of `{0}`, before its trailer")]
     NoTrailer(String),
-    #[error("an upload could not be stored (logged above)")]
+    #[error("the commit thread stopped the session (the reason is logged above)")]
     CommitFailed,
     #[error("the committer thread stopped")]
     CommitterGone,

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use ferry_proto::path::{canonical, escape_for_display};
 use ferry_proto::{
-    ClientMsg, ErrorCode, FileHeader, Outcome, PROTOCOL_VERSION, ProtoError, ServerMsg,
+    ClientMsg, ErrorCode, FileHeader, MAX_FRAME_LEN, Outcome, PROTOCOL_VERSION, ProtoError,
+    ServerMsg, to_body,
 };
 use tracing::{debug, info, warn};
 
@@ -55,8 +56,19 @@ impl<'a> Session<'a> {
                 Ok(ClientMsg::File(header)) => self.receive_v1(&header)?,
                 Ok(ClientMsg::Mkdir { id, path }) => self.mkdir(id, &path)?,
                 Ok(ClientMsg::Plan { files }) if files.len() <= MAX_PLAN_FILES => {
-                    let verdicts = self.shared.store.verdicts(&files);
-                    self.send(ServerMsg::Plan { verdicts })?;
+                    let answer = ServerMsg::Plan {
+                        verdicts: self.shared.store.verdicts(&files),
+                    };
+                    // Long names repeated in the answer can make it bigger
+                    // than the question.
+                    if to_body(&answer).len() > MAX_FRAME_LEN {
+                        return self.protocol_error(format!(
+                            "the answer about these {} files would not fit in one frame: \
+                             ask about fewer at a time",
+                            files.len()
+                        ));
+                    }
+                    self.send(answer)?;
                 }
                 Ok(ClientMsg::Plan { files }) => {
                     return self.protocol_error(format!(
@@ -173,11 +185,15 @@ impl<'a> Session<'a> {
                     format!("aborted by the sender: {reason}"),
                 )
             }
-            other => self.protocol_error(format!(
-                "expected `done` for file {}, got `{}`",
-                header.id,
-                other.kind()
-            )),
+            other => {
+                let got = match &other {
+                    ClientMsg::Done { id, .. } | ClientMsg::Abort { id, .. } => {
+                        format!("`{}` for file {id}", other.kind())
+                    }
+                    _ => format!("`{}`", other.kind()),
+                };
+                self.protocol_error(format!("expected `done` for file {}, got {got}", header.id))
+            }
         }
     }
 
