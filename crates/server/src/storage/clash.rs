@@ -148,15 +148,27 @@ pub fn numbered(name: &str, n: u32) -> String {
 }
 
 /// Whether regular file `name` in `dir` hashes to `digest`.
-/// Only a regular file of the same size is read at all, so a tiny upload
-/// cannot make the server hash a huge file, and the name being swapped for
-/// a FIFO cannot block it (the open does not wait, and is checked after).
 pub(super) fn same_content(
     dir: &OwnedFd,
     name: &str,
     size: u64,
     digest: &blake3::Hash,
 ) -> Result<bool, StoreError> {
+    match open_same_size(dir, name, size)? {
+        Some((file, _)) => Ok(hash_file(file)? == *digest),
+        None => Ok(false),
+    }
+}
+
+/// Regular file `name` in `dir`, open for reading, if it is `size` bytes
+/// long, with its stat. Only such a file is worth hashing, so a tiny upload
+/// cannot make the server hash a huge file, and the name being swapped for
+/// a FIFO cannot block it (the open does not wait, and is checked after).
+pub(super) fn open_same_size(
+    dir: &OwnedFd,
+    name: &str,
+    size: u64,
+) -> Result<Option<(File, rustix::fs::Stat)>, StoreError> {
     let fd = match rustix::fs::openat(
         dir,
         name,
@@ -165,18 +177,22 @@ pub(super) fn same_content(
     ) {
         Ok(fd) => fd,
         // Gone, or swapped for something we may not open: not identical.
-        Err(_) => return Ok(false),
+        Err(_) => return Ok(None),
     };
     let st = rustix::fs::fstat(&fd).map_err(|e| StoreError::Io(e.into()))?;
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || st.st_size as u64 != size {
-        return Ok(false);
+        return Ok(None);
     }
-    let mut file = File::from(fd);
+    Ok(Some((File::from(fd), st)))
+}
+
+/// The BLAKE3 of what `file` holds from where it stands.
+pub(super) fn hash_file(mut file: File) -> Result<blake3::Hash, StoreError> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         match file.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => return Ok(hasher.finalize()),
             Ok(n) => {
                 hasher.update(&buf[..n]);
             }
@@ -184,5 +200,4 @@ pub(super) fn same_content(
             Err(e) => return Err(StoreError::Io(e)),
         }
     }
-    Ok(hasher.finalize() == *digest)
 }

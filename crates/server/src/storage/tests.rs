@@ -2,9 +2,11 @@
 
 use std::collections::HashSet;
 
+use ferry_proto::{PlanEntry, Verdict};
 use rustix::fs::{AtFlags, StatxFlags};
 
 use super::folders::mount_id_from_proc;
+use super::verdicts::Digests;
 use super::*;
 
 fn store() -> (tempfile::TempDir, Store) {
@@ -223,6 +225,41 @@ fn overwrite_and_skip_identical() {
     let differ = put(&s, "x", b"other", OnClash::SkipIdentical).expect("differ");
     assert_eq!(differ.stored_as, "x (1)");
     assert!(staging_is_empty(&s));
+}
+
+/// A plan asking about one existing file many times over reads it once,
+/// whatever digests it claims, and still answers each entry for itself.
+#[test]
+fn a_plan_reads_each_existing_file_once() {
+    let (_t, s) = store();
+    let bytes = vec![7u8; 1 << 20];
+    put(&s, "big.bin", &bytes, OnClash::Rename).expect("existing");
+    let right = blake3::hash(&bytes).to_hex().to_string();
+    let files: Vec<PlanEntry> = (0..256)
+        .map(|id| PlanEntry {
+            id,
+            path: "big.bin".into(),
+            size: bytes.len() as u64,
+            on_clash: OnClash::SkipIdentical,
+            blake3: Some(if id == 0 {
+                right.clone()
+            } else {
+                "00".repeat(32)
+            }),
+            resume_key: None,
+        })
+        .collect();
+    let mut digests = Digests::default();
+    let verdicts = s.verdicts_with(&files, &mut digests);
+    assert_eq!(digests.files_read(), 1);
+    assert_eq!(verdicts[0].verdict, Verdict::Identical);
+    assert!(matches!(
+        verdicts[1].verdict,
+        Verdict::Clash {
+            result: Clash::Renamed,
+            ..
+        }
+    ));
 }
 
 #[test]

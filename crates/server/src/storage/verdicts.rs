@@ -2,12 +2,13 @@
 //! sent now (new, resumed, identical, renamed, overwritten or refused),
 //! found out without changing anything.
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 
 use ferry_proto::{Clash, OnClash, PlanEntry, PlanVerdict, Verdict, path as names};
 use rustix::fs::{AtFlags, FileType};
 
-use super::clash::{free_name, same_content};
+use super::clash::{free_name, hash_file, open_same_size};
 use super::space::Room;
 use super::staging::partial_name;
 use super::{Store, StoreError};
@@ -17,17 +18,35 @@ impl Store {
     /// nothing. Free space is shared out in order, so a batch that cannot
     /// all fit is told which files would not.
     pub fn verdicts(&self, files: &[PlanEntry]) -> Vec<PlanVerdict> {
+        let mut digests = Digests::default();
+        let verdicts = self.verdicts_with(files, &mut digests);
+        if digests.files_read() > 0 {
+            tracing::debug!(
+                asked = files.len(),
+                read = digests.files_read(),
+                "plan: compared existing files"
+            );
+        }
+        verdicts
+    }
+
+    /// [`Store::verdicts`], hashing existing files through `digests`.
+    pub(super) fn verdicts_with(
+        &self,
+        files: &[PlanEntry],
+        digests: &mut Digests,
+    ) -> Vec<PlanVerdict> {
         let mut room = Room::new(self);
         files
             .iter()
             .map(|f| PlanVerdict {
                 id: f.id,
-                verdict: self.verdict(f, &mut room),
+                verdict: self.verdict(f, &mut room, digests),
             })
             .collect()
     }
 
-    fn verdict(&self, f: &PlanEntry, room: &mut Room) -> Verdict {
+    fn verdict(&self, f: &PlanEntry, room: &mut Room, digests: &mut Digests) -> Verdict {
         let refused = |e: StoreError| Verdict::Refused {
             code: e.code(),
             message: e.to_string(),
@@ -81,7 +100,7 @@ impl Store {
             }
             (None, None, _) => Verdict::New,
             (None, Some(FileType::RegularFile), OnClash::SkipIdentical)
-                if self.same_as(dir.as_ref(), name, f) =>
+                if same_as(dir.as_ref(), name, f, digests) =>
             {
                 needed = 0;
                 Verdict::Identical
@@ -125,15 +144,37 @@ impl Store {
         }
         verdict
     }
+}
 
-    /// Whether regular file `name` in `dir` holds exactly what `f` says.
-    fn same_as(&self, dir: Option<&OwnedFd>, name: &str, f: &PlanEntry) -> bool {
-        let (Some(dir), Some(want)) = (dir, f.blake3.as_deref()) else {
-            return false;
-        };
-        let Ok(want) = blake3::Hash::from_hex(want) else {
-            return false;
-        };
-        same_content(dir, name, f.size, &want).unwrap_or(false)
+/// Existing files hashed for one plan message, by file: asking about the
+/// same big file many times over in one message costs one read of it, not
+/// one per entry.
+#[derive(Debug, Default)]
+pub(super) struct Digests {
+    by_file: HashMap<(u64, u64), Option<blake3::Hash>>,
+}
+
+impl Digests {
+    /// How many files were read.
+    pub(super) fn files_read(&self) -> usize {
+        self.by_file.len()
     }
+}
+
+/// Whether regular file `name` in `dir` holds exactly what `f` says.
+fn same_as(dir: Option<&OwnedFd>, name: &str, f: &PlanEntry, digests: &mut Digests) -> bool {
+    let (Some(dir), Some(want)) = (dir, f.blake3.as_deref()) else {
+        return false;
+    };
+    let Ok(want) = blake3::Hash::from_hex(want) else {
+        return false;
+    };
+    let Ok(Some((file, st))) = open_same_size(dir, name, f.size) else {
+        return false;
+    };
+    let digest = digests
+        .by_file
+        .entry((st.st_dev, st.st_ino))
+        .or_insert_with(|| hash_file(file).ok());
+    *digest == Some(want)
 }
