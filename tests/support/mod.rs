@@ -217,12 +217,7 @@ impl Server {
 
     /// Sends a signal to the server.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success());
+        send_signal(self.pid(), signal);
     }
 
     /// Waits for the server to exit and returns its status.
@@ -293,6 +288,16 @@ pub fn ferry_command(state: &Path) -> Command {
         .env("XDG_STATE_HOME", state)
         .stdin(Stdio::null());
     cmd
+}
+
+/// Sends `signal` (`INT`, `TERM`, ...) to process `pid`, as `kill` does.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success());
 }
 
 /// Runs `ferry send --to addr` followed by `args`, with a state folder of

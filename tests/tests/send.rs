@@ -5,7 +5,10 @@ use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ferry_e2e::{Server, data, ferry_command, ferry_send, source_file, text, write_file};
+use ferry_e2e::{
+    Server, all_output, data, ferry_command, ferry_send, ferry_send_in, send_signal, source_file,
+    text, write_file,
+};
 
 #[test]
 fn sends_one_file_verified() {
@@ -104,6 +107,13 @@ fn skip_identical_sends_nothing_new_for_the_same_bytes() {
         text(&out.stdout)
     );
     assert_eq!(server.files(), ["same.bin"]);
+    // Asked first, and not sent again at all.
+    let received = server
+        .log()
+        .lines()
+        .filter(|l| l.contains("receiving") && l.contains("same.bin"))
+        .count();
+    assert_eq!(received, 1, "{}", server.log());
 }
 
 #[test]
@@ -111,14 +121,53 @@ fn an_unreachable_server_is_a_clear_failure() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     drop(listener); // nothing listens there now
-    let (_src, file) = source_file("a.txt", b"x");
-    let out = ferry_send(&addr, &[file.to_str().expect("utf8")]);
+    let src = tempfile::tempdir().expect("tempdir");
+    for i in 0..10 {
+        write_file(&src.path().join(format!("t/f{i}.txt")), b"x");
+    }
+    let out = ferry_send(&addr, &[src.path().join("t").to_str().expect("utf8")]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
+    // One reason for all: three files named, the rest counted.
     assert!(
-        err.contains("a.txt: not sent") && err.contains("connection refused"),
+        err.contains("t/f0.txt: not sent") && err.contains("connection refused"),
         "{err}"
     );
+    assert_eq!(err.matches("connection refused").count(), 4, "{err}");
+    assert!(err.contains("... and 7 more file(s) not sent"), "{err}");
+}
+
+/// Ctrl-C stops a transfer cleanly: a summary, exit status 130, and what
+/// was not sent remembered, so that --retry-failed sends just that.
+#[test]
+fn ctrl_c_stops_cleanly_and_remembers_what_was_not_sent() {
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let tree = src.path().join("t");
+    for i in 0..4 {
+        write_file(&tree.join(format!("f{i}.bin")), &data(1 << 20, i));
+    }
+    let state = tempfile::tempdir().expect("state dir");
+    let child = ferry_command(state.path())
+        .args(["send", "--to", &server.addr(), "--limit-rate", "1M"])
+        .arg(&tree)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ferry");
+    server.expect_log("t/f0.bin");
+    send_signal(child.id(), "INT");
+    let out = child.wait_with_output().expect("ferry ends");
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(err.contains("not sent: cancelled"), "{err}");
+
+    let again = ferry_send_in(state.path(), &server.addr(), &["--retry-failed"]);
+    assert!(again.status.success(), "{}", all_output(&again));
+    for i in 0..4 {
+        assert_eq!(server.read(&format!("t/f{i}.bin")), data(1 << 20, i));
+    }
 }
 
 #[test]

@@ -14,8 +14,8 @@ use ratatui::crossterm::event::KeyEvent;
 
 use ferry_proto::Verdict;
 
-use crate::app::Dispatch;
 use crate::browse::{Entry, SizeReport};
+use crate::transfer::Dispatch;
 use crate::transfer::{self, Plan, Report, Reporter};
 
 #[derive(Debug)]

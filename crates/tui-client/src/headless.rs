@@ -13,9 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ferry_proto::path::escape_for_display;
-use ferry_proto::{Clash, Verdict};
+use ferry_proto::{Clash, OnClash, Verdict};
 use humansize::{BINARY, format_size};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::flag;
 
 use crate::transfer::preflight::preflight;
 
@@ -23,7 +25,7 @@ use crate::transfer::preflight::preflight;
 /// announced.
 const CHECKING_NOTE_FROM: u64 = 1 << 30;
 use crate::transfer::progress::format_duration;
-use crate::transfer::{Event, ItemResult, Options, Plan, Report, retry, send};
+use crate::transfer::{Dispatch, Event, ItemResult, Options, Plan, Report, Reporter, retry, send};
 
 /// What `ferry send` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -36,10 +38,26 @@ pub struct Request {
     pub retry_failed: bool,
 }
 
-/// Carries out `request` and prints what happened. Returns whether
-/// everything picked was confirmed stored (or, for a dry run, would be
-/// accepted).
-pub fn run(request: &Request, options: &Options) -> bool {
+/// How `ferry send` ended, for its exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// Everything picked was confirmed stored (or, for a dry run, would be
+    /// accepted).
+    Done,
+    /// Something was not; what, is printed.
+    Failed,
+    /// Ctrl-C or a signal stopped it; what was not sent is remembered.
+    Interrupted,
+}
+
+impl Finish {
+    fn from_ok(ok: bool) -> Finish {
+        if ok { Finish::Done } else { Finish::Failed }
+    }
+}
+
+/// Carries out `request` and prints what happened.
+pub fn run(request: &Request, options: &Options) -> Finish {
     let plan = if request.retry_failed {
         match retry::load(&options.addr) {
             Ok(Some(record)) => retry::plan(&record),
@@ -48,11 +66,11 @@ pub fn run(request: &Request, options: &Options) -> bool {
                     "nothing to retry: the last transfer to {} sent everything",
                     options.addr
                 );
-                return true;
+                return Finish::Done;
             }
             Err(e) => {
                 eprintln!("ferry: {e}");
-                return false;
+                return Finish::Failed;
             }
         }
     } else {
@@ -60,7 +78,8 @@ pub fn run(request: &Request, options: &Options) -> bool {
     };
     if request.dry_run {
         report_skipped(&plan);
-        return dry_run(&plan, options) && plan.skipped.iter().all(|s| s.by_choice);
+        let ok = dry_run(&plan, options) && plan.skipped.iter().all(|s| s.by_choice);
+        return Finish::from_ok(ok);
     }
     send_plan(&plan, options)
 }
@@ -86,17 +105,18 @@ fn report_skipped(plan: &Plan) -> bool {
 }
 
 /// Sends a plan with a progress bar, then prints the outcome.
-fn send_plan(plan: &Plan, options: &Options) -> bool {
+fn send_plan(plan: &Plan, options: &Options) -> Finish {
     let ok = report_skipped(plan);
     if plan.items.is_empty() {
         eprintln!("ferry: nothing to send");
-        return ok;
+        return Finish::from_ok(ok);
     }
-
-    let bar = progress_bar(plan.total_bytes());
+    let dispatch = dispatch(plan, options);
+    let outgoing = dispatch.outgoing();
+    let bar = progress_bar(outgoing.iter().map(|i| i.size()).sum());
     let names: Vec<String> = plan.items.iter().map(|i| i.remote.clone()).collect();
     let files = plan.file_count();
-    let reporter = {
+    let reporter: Reporter = {
         let bar = bar.clone();
         // Sent is not stored: the bar moves with bytes sent, its message
         // counts the files the server has confirmed on disk.
@@ -147,14 +167,61 @@ fn send_plan(plan: &Plan, options: &Options) -> bool {
             Event::Started { .. } | Event::Connected { .. } | Event::Checking { .. } => {}
         })
     };
-    let report = send(&plan.items, options, &AtomicBool::new(false), reporter);
+    // Events come numbered by what goes out; the names are the plan's.
+    let renumbered: Reporter = {
+        let dispatch = dispatch.clone();
+        Arc::new(move |event: Event| reporter(dispatch.event(event)))
+    };
+    let cancel = interrupt_flag();
+    let sent = send(&outgoing, options, &cancel, renumbered);
+    let report = dispatch.report(sent);
     bar.finish_and_clear();
     if let Err(e) = retry::remember(&options.addr, &plan.items, &report) {
         eprintln!("ferry: cannot keep the list of failed files for --retry-failed: {e}");
     }
 
     print_outcomes(plan, &report);
-    ok && report.all_ok()
+    if report.cancelled {
+        eprintln!("ferry: interrupted (ferry send --retry-failed sends the rest)");
+        return Finish::Interrupted;
+    }
+    Finish::from_ok(ok && report.all_ok())
+}
+
+/// What goes out. With `skip-identical` the server is asked first which
+/// files it already has (each file is hashed here for that), so that those
+/// are not sent at all, and neither are files it would refuse; otherwise
+/// everything goes, and the server decides file by file.
+fn dispatch(plan: &Plan, options: &Options) -> Dispatch {
+    let everything = || Dispatch::leaving_out(plan.items.clone(), |_| None);
+    if options.on_clash != OnClash::SkipIdentical {
+        return everything();
+    }
+    match preflight(&plan.items, options, |_| true, true) {
+        Ok(verdicts) => Dispatch::leaving_out(plan.items.clone(), |index| {
+            verdicts.get(index).and_then(Option::as_ref)
+        }),
+        Err(e) => {
+            eprintln!("ferry: cannot ask the server which files it has ({e}); sending them all");
+            everything()
+        }
+    }
+}
+
+/// A flag that Ctrl-C (or SIGTERM, or the terminal closing) raises, so the
+/// transfer stops cleanly: what was not sent is reported and remembered for
+/// `--retry-failed`. A second Ctrl-C exits at once.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM, SIGHUP] {
+        // Registered first, so it sees the flag as it was before this signal.
+        let exits = flag::register_conditional_shutdown(signal, 130, Arc::clone(&flag));
+        let raises = flag::register(signal, Arc::clone(&flag));
+        if let Err(e) = exits.and(raises) {
+            eprintln!("ferry: cannot catch Ctrl-C ({e}): it will stop ferry without a summary");
+        }
+    }
+    flag
 }
 
 fn progress_bar(total: u64) -> ProgressBar {
@@ -178,6 +245,7 @@ fn progress_bar(total: u64) -> ProgressBar {
 fn print_outcomes(plan: &Plan, report: &Report) {
     let (mut stored, mut failed, mut bytes) = (0usize, 0usize, 0u64);
     let (mut replaced, mut identical) = (0usize, 0usize);
+    let mut problems = Problems::default();
     for (item, result) in plan.items.iter().zip(&report.results) {
         // Made only for the lines printed: most files print none.
         let name = || escape_for_display(&item.remote);
@@ -203,19 +271,15 @@ fn print_outcomes(plan: &Plan, report: &Report) {
             ItemResult::Folder { .. } => {}
             ItemResult::Failed { reason } => {
                 failed += 1;
-                // Reasons can come from the server: print them inert.
-                eprintln!("ferry: {}: FAILED: {}", name(), escape_for_display(reason));
+                problems.add("FAILED", reason, &item.remote);
             }
             ItemResult::NotSent { reason } => {
                 failed += 1;
-                eprintln!(
-                    "ferry: {}: not sent: {}",
-                    name(),
-                    escape_for_display(reason)
-                );
+                problems.add("not sent", reason, &item.remote);
             }
         }
     }
+    problems.print();
     let secs = report.elapsed.as_secs_f64().max(1e-6);
     let rate = format_size((report.bytes_sent as f64 / secs) as u64, BINARY);
     let files = plan.file_count();
@@ -247,6 +311,43 @@ fn print_outcomes(plan: &Plan, report: &Report) {
             "{stored} of {files} file(s) stored and verified{notes}; {failed} not, see above \
              (ferry send --retry-failed sends those again)"
         );
+    }
+}
+
+/// Files that failed or were not sent, grouped by what happened to them: a
+/// server that cannot be reached should cost one line, not one per file.
+#[derive(Debug, Default)]
+struct Problems {
+    /// (what, reason) in the order first seen, with the files it hit.
+    groups: Vec<((&'static str, String), Vec<String>)>,
+}
+
+impl Problems {
+    /// Files named one by one for each reason before the rest are counted.
+    const NAMED: usize = 3;
+
+    fn add(&mut self, what: &'static str, reason: &str, file: &str) {
+        let key = (what, reason.to_string());
+        match self.groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, files)) => files.push(file.to_string()),
+            None => self.groups.push((key, vec![file.to_string()])),
+        }
+    }
+
+    fn print(&self) {
+        for ((what, reason), files) in &self.groups {
+            // Names and reasons (which can come from the server) print inert.
+            let reason = escape_for_display(reason);
+            for file in files.iter().take(Self::NAMED) {
+                eprintln!("ferry: {}: {what}: {reason}", escape_for_display(file));
+            }
+            if files.len() > Self::NAMED {
+                eprintln!(
+                    "ferry: ... and {} more file(s) {what}: {reason}",
+                    files.len() - Self::NAMED
+                );
+            }
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use ferry_client::headless::Finish;
 use ferry_client::transfer::pace::parse_rate;
 use ferry_client::transfer::{Options, Trust};
 use ferry_proto::OnClash;
@@ -152,10 +153,11 @@ fn main() -> ExitCode {
                 dry_run,
                 retry_failed,
             };
-            if ferry_client::headless::run(&request, &options) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
+            match ferry_client::headless::run(&request, &options) {
+                Finish::Done => ExitCode::SUCCESS,
+                Finish::Failed => ExitCode::FAILURE,
+                // As a shell reports a command stopped by Ctrl-C.
+                Finish::Interrupted => ExitCode::from(130),
             }
         }
         None => {

@@ -21,9 +21,10 @@ use ratatui::DefaultTerminal;
 use ratatui::crossterm::event::{self as term, Event as TermEvent};
 use ratatui::layout::Rect;
 
-use crate::app::{Action, App, Dispatch};
+use crate::app::{Action, App};
 use crate::browse::{Sizer, describe_error, read_entries};
 use crate::event::{Message, TransferMsg, reporter};
+use crate::transfer::Dispatch;
 use crate::transfer::preflight::preflight;
 use crate::transfer::retry::{self, Record};
 use crate::transfer::{Options, Plan, probe, send};

@@ -19,12 +19,12 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::browse::{Entry, FolderSizes, Listing, Marks, SizeReport};
 use crate::event::TransferMsg;
-use crate::transfer::Event;
 use crate::transfer::retry::Record;
+use crate::transfer::{Dispatch, Event};
 
 mod transfer_view;
 
-pub use transfer_view::{Counts, Dispatch, Meter, Phase, PlanCounts, TransferView};
+pub use transfer_view::{Counts, Meter, Phase, PlanCounts, TransferView};
 
 /// A side effect the event loop performs for the [`App`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,88 +10,7 @@ use ferry_proto::{Clash, Verdict};
 
 use crate::transfer::progress::Progress;
 use crate::transfer::retry::{Failed, Record};
-use crate::transfer::{Event, Item, ItemKind, ItemResult, Plan, Report, Skipped};
-
-/// What goes out after the plan was confirmed, and what was settled by the
-/// plan alone (refused files, identical ones).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dispatch {
-    /// The whole plan, in order.
-    pub items: Vec<Item>,
-    /// Indices into `items` of what is sent, in order.
-    pub send: Vec<usize>,
-    /// One per item: its result when the plan already decided it.
-    pub decided: Vec<Option<ItemResult>>,
-}
-
-impl Dispatch {
-    /// The items to hand to the sender.
-    pub fn outgoing(&self) -> Vec<Item> {
-        self.send
-            .iter()
-            .filter_map(|&i| self.items.get(i).cloned())
-            .collect()
-    }
-
-    /// Where item `index` of [`Dispatch::outgoing`] is in the whole plan.
-    fn whole(&self, index: usize) -> usize {
-        self.send.get(index).copied().unwrap_or(usize::MAX)
-    }
-
-    /// A sender event about the outgoing items, renumbered for the plan.
-    pub fn event(&self, event: Event) -> Event {
-        match event {
-            Event::Connected { server } => Event::Connected { server },
-            Event::Started { index } => Event::Started {
-                index: self.whole(index),
-            },
-            Event::Resumed { index, offset } => Event::Resumed {
-                index: self.whole(index),
-                offset,
-            },
-            Event::Checking { index, offset } => Event::Checking {
-                index: self.whole(index),
-                offset,
-            },
-            Event::Progress {
-                index,
-                item_sent,
-                total_sent,
-            } => Event::Progress {
-                index: self.whole(index),
-                item_sent,
-                total_sent,
-            },
-            Event::Finished { index, result } => Event::Finished {
-                index: self.whole(index),
-                result,
-            },
-        }
-    }
-
-    /// The sender's report on the outgoing items, as a report on the whole
-    /// plan: one result per item, in plan order.
-    pub fn report(&self, sent: Report) -> Report {
-        let mut results = self.decided.clone();
-        results.resize(self.items.len(), None);
-        for (index, result) in sent.results.into_iter().enumerate() {
-            if let Some(slot) = results.get_mut(self.whole(index)) {
-                *slot = Some(result);
-            }
-        }
-        Report {
-            results: results
-                .into_iter()
-                .map(|r| {
-                    r.unwrap_or_else(|| ItemResult::NotSent {
-                        reason: "not sent".into(),
-                    })
-                })
-                .collect(),
-            ..sent
-        }
-    }
-}
+use crate::transfer::{Dispatch, Event, Item, ItemKind, ItemResult, Plan, Report, Skipped};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -346,30 +265,7 @@ impl TransferView {
     /// What Enter on the plan screen sends: everything but what the server
     /// refused or already has.
     pub(super) fn dispatch(&self) -> Dispatch {
-        let mut send = Vec::new();
-        let mut decided = vec![None; self.items.len()];
-        for (index, item) in self.items.iter().enumerate() {
-            match self.verdict(index) {
-                Some(Verdict::Refused { message, .. }) => {
-                    decided[index] = Some(ItemResult::Failed {
-                        reason: message.clone(),
-                    });
-                }
-                Some(Verdict::Identical) => {
-                    decided[index] = Some(ItemResult::Stored {
-                        stored_as: item.remote.clone(),
-                        clash: Clash::Identical,
-                        bytes: 0,
-                    });
-                }
-                _ => send.push(index),
-            }
-        }
-        Dispatch {
-            items: self.items.clone(),
-            send,
-            decided,
-        }
+        Dispatch::leaving_out(self.items.clone(), |index| self.verdict(index))
     }
 
     pub(super) fn start_sending(&mut self, dispatch: &Dispatch) {
