@@ -66,12 +66,21 @@ fn a_token_is_required_and_checked() {
             ..
         })
     ));
-    server.expect_log("refused: missing or wrong token");
+    server.expect_log("refused: this server needs a token, and none was given");
+    server.expect_log("refused: the token given is wrong");
 
     let out = send_file(&server.addr(), Some("guess"));
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("needs a token"),
+        String::from_utf8_lossy(&out.stderr).contains("the server refused the token given"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = send_file(&server.addr(), None);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("the server needs a token (--token-file or FERRY_TOKEN)"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -110,6 +119,37 @@ fn repeated_wrong_tokens_from_one_address_are_slowed_down() {
         hello(&server.addr(), Some(TOKEN)),
         Some(ServerMsg::Welcome { .. })
     ));
+}
+
+/// A client that gives no token guesses nothing: it is told at once, as
+/// often as it asks, and that does not slow down the next wrong guess.
+#[test]
+fn a_missing_token_is_answered_at_once_and_not_counted_as_a_guess() {
+    let (server, _secrets) = server_with_token(&[]);
+    let started = Instant::now();
+    for _ in 0..6 {
+        assert!(matches!(
+            hello(&server.addr(), None),
+            Some(ServerMsg::Error {
+                code: ErrorCode::Unauthorized,
+                ..
+            })
+        ));
+    }
+    // Counted as guesses, these six would have waited 15.75 s in all.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    hello(&server.addr(), Some("nope"));
+    // The first wrong guess waits 250 ms, not the 8 s of a seventh.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]

@@ -48,14 +48,18 @@ impl Auth {
         self.token.is_none() || self.allow_legacy
     }
 
-    /// Checks the token a client gave. A wrong or missing one is answered
-    /// only after a delay that grows with the address's recent failures.
+    /// Checks the token a client gave. A wrong one is answered only after
+    /// a delay that grows with the address's recent failures. A missing
+    /// one is answered at once: it guesses nothing, and a client that
+    /// simply forgot its token should hear so, not time out.
     pub fn check(&self, from: IpAddr, given: Option<&str>) -> bool {
         let Some(want) = &self.token else {
             return true;
         };
-        let given = given.map(|g| blake3::hash(g.as_bytes()));
-        if given.as_ref() == Some(want) {
+        let Some(given) = given else {
+            return false;
+        };
+        if blake3::hash(given.as_bytes()) == *want {
             return true;
         }
         std::thread::sleep(self.note_failure(from));

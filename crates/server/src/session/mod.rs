@@ -81,8 +81,8 @@ pub enum SessionError {
     Refused { name: String, reason: StoreError },
     #[error("unsupported protocol version {0}")]
     Version(u32),
-    #[error("refused: missing or wrong token")]
-    Unauthorized,
+    #[error("refused: {0}")]
+    Unauthorized(&'static str),
     #[error("refused: a plain (unencrypted) v1 connection from another machine")]
     PlainFromAfar,
     #[error(
@@ -273,13 +273,17 @@ impl<'a> Session<'a> {
                     } =>
             {
                 self.answered = true;
+                let why = if token.is_some() {
+                    "the token given is wrong"
+                } else {
+                    "this server needs a token, and none was given"
+                };
                 self.send(ServerMsg::Error {
                     code: ErrorCode::Unauthorized,
-                    message: "this server needs a token, and the one given is missing or wrong"
-                        .into(),
+                    message: why.into(),
                 })?;
                 self.queue(Job::Flush)?;
-                Err(SessionError::Unauthorized)
+                Err(SessionError::Unauthorized(why))
             }
             Opening::Hello {
                 version, client, ..

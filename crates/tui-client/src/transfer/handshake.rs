@@ -4,7 +4,9 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;
 
-use ferry_proto::{ClientMsg, PROTOCOL_VERSION, ServerMsg, read_frame, to_body, write_frame};
+use ferry_proto::{
+    ClientMsg, ErrorCode, PROTOCOL_VERSION, ServerMsg, read_frame, to_body, write_frame,
+};
 
 use super::link::{Link, LinkWriter, Trust};
 
@@ -64,6 +66,18 @@ pub(crate) fn handshake(
         Some(ServerMsg::Welcome { version, .. }) => Err(format!(
             "the server answered with protocol version {version}"
         )),
+        // Said plainly, with the way out: the picker's header has room for
+        // little more.
+        Some(ServerMsg::Error {
+            code: ErrorCode::Unauthorized,
+            ..
+        }) if token.is_none() => {
+            Err("the server needs a token (--token-file or FERRY_TOKEN)".into())
+        }
+        Some(ServerMsg::Error {
+            code: ErrorCode::Unauthorized,
+            ..
+        }) => Err("the server refused the token given".into()),
         Some(ServerMsg::Error { message, .. }) => Err(format!("the server refused: {message}")),
         Some(ServerMsg::Ack(_) | ServerMsg::Plan { .. }) => {
             Err("the server answered out of turn".into())
