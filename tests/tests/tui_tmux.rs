@@ -335,3 +335,25 @@ fn tab_browses_the_list_while_a_transfer_goes_on() {
     tmux.press(&["q"]);
     tmux.wait_for(&["ferry exited with 0"]);
 }
+
+/// `-L` works in the picker as in `ferry send`: a symlink is sent as what
+/// it points to, where without it the plan lists it as skipped.
+#[test]
+fn the_picker_follows_symlinks_with_dash_l() {
+    let Some((server, home, root)) = scene(&[]) else {
+        return;
+    };
+    let outside = home.path().join("outside.txt");
+    fs::write(&outside, b"pointed at").expect("write");
+    std::os::unix::fs::symlink(&outside, root.join("link.txt")).expect("symlink");
+
+    let tmux = picker_with(&server, home.path(), &root, "-L");
+    tmux.wait_for(&["link.txt", "● connected"]);
+    tmux.press(&["a", "s"]);
+    tmux.wait_for(&["1 new · 0 identical", "Enter: send 1 file"]);
+    tmux.press(&["Enter"]);
+    tmux.wait_for(&["Finished"]);
+    assert_eq!(server.read("link.txt"), b"pointed at");
+    tmux.press(&["q"]);
+    tmux.wait_for(&["ferry exited with 0"]);
+}

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ferry_client::headless::Finish;
+use ferry_client::transfer::link::with_default_port;
 use ferry_client::transfer::pace::parse_rate;
 use ferry_client::transfer::{Options, Trust};
 use ferry_proto::OnClash;
@@ -17,12 +18,13 @@ use ferry_proto::OnClash;
 #[derive(Debug, Parser)]
 #[command(name = "ferry", version, args_conflicts_with_subcommands = true)]
 struct Cli {
-    /// Server address, HOST:PORT.
+    /// Server address, HOST:PORT (the port is 8090 when left out).
     #[arg(
         long,
         global = true,
         env = "FERRY_SERVER",
-        default_value = "127.0.0.1:8090"
+        default_value = "127.0.0.1:8090",
+        value_parser = |s: &str| Ok::<_, String>(with_default_port(s))
     )]
     to: String,
     /// Cap the sending rate, like curl: 500K, 20M, 1G (bytes per second).
@@ -56,6 +58,9 @@ struct Cli {
     /// of them from an interrupted transfer.
     #[arg(long, global = true)]
     no_resume: bool,
+    /// Follow symlinks and send what they point to.
+    #[arg(short = 'L', long, global = true)]
+    follow_links: bool,
     /// Folder to browse.
     #[arg(default_value = ".")]
     dir: PathBuf,
@@ -75,15 +80,13 @@ enum Command {
         /// Files and folders to send.
         #[arg(required_unless_present = "retry_failed")]
         paths: Vec<PathBuf>,
-        /// Follow symlinks and send what they point to.
-        #[arg(short = 'L', long)]
-        follow_links: bool,
         /// Send nothing: ask the server what it would do with each file
         /// (new, identical, name clash, resume, refused and why).
         #[arg(long)]
         dry_run: bool,
         /// Send again the files the last transfer could not (they are
-        /// remembered in ~/.local/state/ferry/failed.json).
+        /// remembered in $XDG_STATE_HOME/ferry/failed.json, else
+        /// ~/.local/state/ferry/failed.json).
         #[arg(long, conflicts_with = "paths")]
         retry_failed: bool,
     },
@@ -143,13 +146,12 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Send {
             paths,
-            follow_links,
             dry_run,
             retry_failed,
         }) => {
             let request = ferry_client::headless::Request {
                 paths,
-                follow_links,
+                follow_links: cli.follow_links,
                 dry_run,
                 retry_failed,
             };
@@ -164,7 +166,7 @@ fn main() -> ExitCode {
             let config = ferry_client::tui::Config {
                 dir: cli.dir,
                 options,
-                follow_links: false,
+                follow_links: cli.follow_links,
             };
             match ferry_client::tui::run(config) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -196,6 +196,23 @@ fn keep_alive(stream: &TcpStream) {
     let _ = sockopt::set_tcp_keepcnt(stream, 6);
 }
 
+/// The port a server listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 8090;
+
+/// `addr` with [`DEFAULT_PORT`] added when it names only a host:
+/// `example.org`, `10.0.0.5`, `::1` and `[::1]` all get one.
+pub fn with_default_port(addr: &str) -> String {
+    let addr = addr.trim();
+    match addr.matches(':').count() {
+        0 => format!("{addr}:{DEFAULT_PORT}"),
+        1 => addr.to_string(),
+        // IPv6: a port only ever follows the bracketed address.
+        _ if addr.starts_with('[') && !addr.contains("]:") => format!("{addr}:{DEFAULT_PORT}"),
+        _ if addr.starts_with('[') => addr.to_string(),
+        _ => format!("[{addr}]:{DEFAULT_PORT}"),
+    }
+}
+
 /// `host` of `host:port` or `[v6]:port`.
 fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
@@ -338,6 +355,17 @@ fn remember_fingerprint(addr: &str, fp: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_without_a_port_gets_the_default_one() {
+        assert_eq!(with_default_port("localhost"), "localhost:8090");
+        assert_eq!(with_default_port("10.0.0.5"), "10.0.0.5:8090");
+        assert_eq!(with_default_port("example.org:9000"), "example.org:9000");
+        assert_eq!(with_default_port("::1"), "[::1]:8090");
+        assert_eq!(with_default_port("[::1]"), "[::1]:8090");
+        assert_eq!(with_default_port("[::1]:9000"), "[::1]:9000");
+        assert_eq!(with_default_port(" host:1 "), "host:1");
+    }
 
     #[test]
     fn hosts_come_out_of_addresses() {
