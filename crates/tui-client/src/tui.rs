@@ -149,8 +149,9 @@ impl Session {
     fn event_loop(&mut self, terminal: &mut DefaultTerminal) -> anyhow::Result<()> {
         loop {
             let size = terminal.size().context("cannot read the terminal size")?;
-            self.app
-                .set_list_rows(ui::list_rows(Rect::new(0, 0, size.width, size.height)));
+            let screen = Rect::new(0, 0, size.width, size.height);
+            self.app.set_list_rows(ui::list_rows(screen));
+            self.app.set_scroll_rows(ui::scroll_rows(screen));
             terminal
                 .draw(|frame| ui::draw(frame, &self.app, Instant::now()))
                 .context("cannot draw")?;

@@ -105,6 +105,8 @@ pub struct App {
     /// Paths marked while a transfer ran behind the list: its end leaves
     /// them marked even if it sent them (they are for the next send).
     marked_meanwhile: HashSet<PathBuf>,
+    /// How many rows the plan and the summary show, for scrolling.
+    scroll_rows: ScrollRows,
 }
 
 impl App {
@@ -122,6 +124,7 @@ impl App {
             status: None,
             opening: Some(dir.clone()),
             marked_meanwhile: HashSet::new(),
+            scroll_rows: ScrollRows::default(),
         };
         (app, Action::Open { dir, select: None })
     }
@@ -143,6 +146,12 @@ impl App {
     /// How many rows the list gets on screen (for paging and scrolling).
     pub fn set_list_rows(&mut self, rows: usize) {
         self.listing.set_rows(rows);
+    }
+
+    /// How many rows the plan and the summary get on screen (for paging and
+    /// for how far they scroll).
+    pub fn set_scroll_rows(&mut self, rows: ScrollRows) {
+        self.scroll_rows = rows;
     }
 
     pub fn handle_key(&mut self, key: KeyEvent) -> Option<Action> {
@@ -234,6 +243,15 @@ impl App {
         };
         match (view.phase, key.code) {
             (Phase::Ended { .. }, KeyCode::Char('q')) => Some(Action::Quit),
+            (Phase::Ended { .. } | Phase::Review, code) if is_scroll_key(code) => {
+                let rows = if view.phase == Phase::Review {
+                    self.scroll_rows.plan
+                } else {
+                    self.scroll_rows.results
+                };
+                view.scroll_with(code, rows);
+                None
+            }
             (Phase::Ended { .. }, KeyCode::Char('r')) if view.can_retry() => {
                 let record = view.retry_record(&self.addr);
                 let roots = view.roots_to_retry();
@@ -260,17 +278,7 @@ impl App {
                 view.start_sending(&dispatch);
                 Some(Action::Go(dispatch))
             }
-            (Phase::Review, code) => {
-                match code {
-                    KeyCode::Char('j') | KeyCode::Down => view.scroll_by(1),
-                    KeyCode::Char('k') | KeyCode::Up => view.scroll_by(-1),
-                    KeyCode::PageDown => view.scroll_by(10),
-                    KeyCode::PageUp => view.scroll_by(-10),
-                    KeyCode::Char('g') | KeyCode::Home => view.scroll = 0,
-                    _ => {}
-                }
-                None
-            }
+
             (Phase::Sending, KeyCode::Esc) => {
                 view.phase = Phase::Cancelling;
                 Some(Action::CancelTransfer)
@@ -520,6 +528,36 @@ impl App {
             }
         }
     }
+}
+
+/// Rows the plan's list and the summary's results get on screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScrollRows {
+    pub plan: usize,
+    pub results: usize,
+}
+
+impl Default for ScrollRows {
+    fn default() -> Self {
+        ScrollRows {
+            plan: 10,
+            results: 10,
+        }
+    }
+}
+
+/// Keys that move through the plan or the summary.
+fn is_scroll_key(code: KeyCode) -> bool {
+    matches!(
+        code,
+        KeyCode::Char('j' | 'k' | 'g' | 'G')
+            | KeyCode::Down
+            | KeyCode::Up
+            | KeyCode::PageDown
+            | KeyCode::PageUp
+            | KeyCode::Home
+            | KeyCode::End
+    )
 }
 
 #[cfg(test)]

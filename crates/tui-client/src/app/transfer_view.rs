@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ferry_proto::{Clash, Verdict};
+use ratatui::crossterm::event::KeyCode;
 
 use crate::transfer::progress::Progress;
 use crate::transfer::retry::{Failed, Record};
@@ -257,8 +258,21 @@ impl TransferView {
         counts
     }
 
-    pub(super) fn scroll_by(&mut self, delta: isize) {
-        let last = self.items.len().saturating_sub(1);
+    /// Moves the first row shown of the plan or the summary by a scroll
+    /// key, for a list `rows` high: a page is a screenful less one row,
+    /// and the last screenful is as far as it goes.
+    pub(super) fn scroll_with(&mut self, code: KeyCode, rows: usize) {
+        let page = rows.saturating_sub(1).max(1) as isize;
+        let delta = match code {
+            KeyCode::Char('j') | KeyCode::Down => 1,
+            KeyCode::Char('k') | KeyCode::Up => -1,
+            KeyCode::PageDown => page,
+            KeyCode::PageUp => -page,
+            KeyCode::Char('g') | KeyCode::Home => isize::MIN,
+            KeyCode::Char('G') | KeyCode::End => isize::MAX,
+            _ => 0,
+        };
+        let last = (self.items.len() + self.skipped.len()).saturating_sub(rows);
         self.scroll = self.scroll.saturating_add_signed(delta).min(last);
     }
 

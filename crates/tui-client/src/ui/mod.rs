@@ -18,7 +18,7 @@ use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use crate::app::{App, Input, Phase, Screen, ServerState};
+use crate::app::{App, Input, Phase, Screen, ScrollRows, ServerState};
 
 pub fn draw(frame: &mut Frame, app: &App, now: Instant) {
     let areas = Areas::of(frame.area());
@@ -39,6 +39,15 @@ pub fn draw(frame: &mut Frame, app: &App, now: Instant) {
 /// by what is actually visible.
 pub fn list_rows(screen: Rect) -> usize {
     browser::rows_inside(Areas::of(screen).body)
+}
+
+/// How many rows the plan and the summary show on a screen of this size.
+pub fn scroll_rows(screen: Rect) -> ScrollRows {
+    let body = Areas::of(screen).body;
+    ScrollRows {
+        plan: plan::list_rows(body),
+        results: transfer::results_rows(body),
+    }
 }
 
 struct Areas {
@@ -190,10 +199,15 @@ fn keys_line(app: &App, width: u16) -> Line<'static> {
         (Screen::Transfer(view), Input::Normal) => match view.phase {
             Phase::Ended { .. } if view.can_retry() => vec![
                 ("r", "retry failed"),
-                ("any key", "back to the list"),
+                ("j/k", "scroll"),
+                ("other keys", "back to the list"),
                 ("q", "quit"),
             ],
-            Phase::Ended { .. } => vec![("any key", "back to the list"), ("q", "quit")],
+            Phase::Ended { .. } => vec![
+                ("j/k", "scroll"),
+                ("other keys", "back to the list"),
+                ("q", "quit"),
+            ],
             Phase::Planning | Phase::Asking => vec![("Esc", "cancel"), ("q", "quit")],
             Phase::Review if view.preflight_error().is_some() => vec![
                 ("Enter", "send anyway"),
@@ -884,6 +898,97 @@ mod tests {
         assert!(total.contains("80%"), "{total}");
         // 28 MiB moved in 2 s: the resumed part is not speed.
         assert!(line_with(&lines, "sent 40 MiB").contains("14 MiB/s"));
+    }
+
+    /// The plan lists what cannot be sent first, then clashes and resumes,
+    /// then new files, whatever the order of the files.
+    #[test]
+    fn the_plan_puts_refusals_first_then_clashes() {
+        let mut app = asked_to_send();
+        let t0 = Instant::now();
+        let plan = plan_of(vec![file("a.txt", 1), file("b.txt", 1), file("c.txt", 1)]);
+        app.transfer(TransferMsg::Planned(plan), t0);
+        app.transfer(
+            TransferMsg::Checked(Ok(vec![
+                Some(Verdict::New),
+                Some(Verdict::Clash {
+                    result: Clash::Renamed,
+                    stored_as: "b (1).txt".into(),
+                }),
+                Some(Verdict::Refused {
+                    code: ErrorCode::TooLarge,
+                    message: "over the limit".into(),
+                }),
+            ])),
+            t0,
+        );
+        let lines = screen(&app, t0, 80, 24);
+        let at = |name: &str| {
+            lines
+                .iter()
+                .position(|l| l.contains(name))
+                .unwrap_or_else(|| panic!("no {name}:\n{}", lines.join("\n")))
+        };
+        assert!(at("c.txt") < at("b.txt"), "{}", lines.join("\n"));
+        assert!(at("b.txt") < at("a.txt"), "{}", lines.join("\n"));
+    }
+
+    /// A long summary puts what failed first, and scrolls: with 40 files
+    /// and two failures near the end, the failures are on the first screen,
+    /// and G shows the last stored file.
+    #[test]
+    fn a_long_summary_shows_failures_first_and_scrolls() {
+        let mut app = asked_to_send();
+        let t0 = Instant::now();
+        let names: Vec<String> = (0..40).map(|i| format!("f{i:02}.txt")).collect();
+        let items = names.iter().map(|n| file(n, 1)).collect();
+        confirm(&mut app, plan_of(items), t0);
+        let results = names
+            .iter()
+            .map(|n| match n.as_str() {
+                "f35.txt" | "f37.txt" => ItemResult::Failed {
+                    reason: "the disk is full".into(),
+                },
+                _ => stored(n, 1),
+            })
+            .collect();
+        app.transfer(
+            TransferMsg::Done(Report {
+                results,
+                bytes_sent: 40,
+                bytes_resumed: 0,
+                elapsed: Duration::from_secs(1),
+                cancelled: false,
+            }),
+            t0,
+        );
+        app.set_scroll_rows(scroll_rows(Rect::new(0, 0, 80, 24)));
+        let lines = screen(&app, t0, 80, 24);
+        let body = lines.join("\n");
+        let first_row = lines
+            .iter()
+            .position(|l| l.contains("Results, problems first"))
+            .expect("the results box")
+            + 1;
+        assert!(lines[first_row].contains("✗ f35.txt"), "{body}");
+        assert!(lines[first_row + 1].contains("✗ f37.txt"), "{body}");
+        assert!(!body.contains("f39.txt"), "{body}");
+        assert!(body.contains("j/k scroll"), "{body}");
+
+        app.handle_key(KeyEvent::from(KeyCode::Char('G')));
+        let lines = screen(&app, t0, 80, 24);
+        let body = lines.join("\n");
+        assert!(body.contains("✓ f39.txt"), "{body}");
+        assert!(!body.contains("✗ f35.txt"), "{body}");
+        app.handle_key(KeyEvent::from(KeyCode::Char('g')));
+        let body = screen(&app, t0, 80, 24).join("\n");
+        assert!(
+            body.contains("✗ f35.txt"),
+            "scrolling keeps the summary: {body}"
+        );
+        // Any other key still goes back to the list.
+        app.handle_key(KeyEvent::from(KeyCode::Char('x')));
+        assert!(matches!(app.screen, Screen::Browse));
     }
 
     #[test]

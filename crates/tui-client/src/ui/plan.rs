@@ -15,13 +15,7 @@ use crate::app::{App, Phase, PlanCounts, TransferView};
 use crate::transfer::{Item, ItemKind};
 
 pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, view: &TransferView) {
-    let [headline, totals, list, prompt] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Length(1),
-        Constraint::Fill(1),
-        Constraint::Length(1),
-    ])
-    .areas(area);
+    let [headline, totals, list, prompt] = areas(area);
     let counts = view.plan_counts();
     frame.render_widget(Paragraph::new(headline_text(app, view)), headline);
     if view.phase == Phase::Review && view.preflight_error().is_none() {
@@ -152,20 +146,36 @@ fn draw_rows(frame: &mut Frame, area: Rect, view: &TransferView) {
         .max()
         .unwrap_or(0)
         .min(width / 2);
-    let mut lines: Vec<Line> = view
-        .items
+    // What needs a look comes first: what cannot be sent, then clashes and
+    // resumes, then the plain new files; each group in the plan's order.
+    let mut ranked: Vec<(u8, Line)> = view
+        .skipped
         .iter()
-        .zip(names)
-        .enumerate()
-        .map(|(index, (item, name))| row(view, index, item, name, name_width))
+        .map(|s| {
+            let line = Line::from(vec![
+                Span::styled("– ", Style::new().dark_gray()),
+                Span::raw(escape_for_display(&s.local.to_string_lossy())),
+                Span::styled(format!("  skipped: {}", s.reason), Style::new().dark_gray()),
+            ]);
+            (0, line)
+        })
         .collect();
-    lines.extend(view.skipped.iter().map(|s| {
-        Line::from(vec![
-            Span::styled("– ", Style::new().dark_gray()),
-            Span::raw(escape_for_display(&s.local.to_string_lossy())),
-            Span::styled(format!("  skipped: {}", s.reason), Style::new().dark_gray()),
-        ])
-    }));
+    ranked.extend(
+        view.items
+            .iter()
+            .zip(names)
+            .enumerate()
+            .map(|(index, (item, name))| {
+                let rank = match view.verdict(index) {
+                    Some(Verdict::Refused { .. }) => 0,
+                    Some(Verdict::Clash { .. } | Verdict::Resume { .. }) => 1,
+                    _ => 2,
+                };
+                (rank, row(view, index, item, name, name_width))
+            }),
+    );
+    ranked.sort_by_key(|(rank, _)| *rank);
+    let lines: Vec<Line> = ranked.into_iter().map(|(_, line)| line).collect();
     let room = usize::from(area.height.saturating_sub(2));
     let first = view.scroll.min(lines.len().saturating_sub(room));
     let title = if lines.len() > room && room > 0 {
@@ -238,4 +248,20 @@ pub(super) fn verdict_words(verdict: &Verdict) -> (&'static str, Color, String) 
             format!("refused: {}", escape_for_display(message)),
         ),
     }
+}
+
+/// Headline, counts, the list and the prompt, top to bottom.
+fn areas(body: Rect) -> [Rect; 4] {
+    Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Fill(1),
+        Constraint::Length(1),
+    ])
+    .areas(body)
+}
+
+/// Rows of the plan's list that fit inside its box.
+pub(super) fn list_rows(body: Rect) -> usize {
+    usize::from(areas(body)[2].height.saturating_sub(2))
 }

@@ -21,13 +21,7 @@ use crate::transfer::progress::format_duration;
 use crate::transfer::{ItemKind, ItemResult};
 
 pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, view: &TransferView, now: Instant) {
-    let [headline, total, file, finished] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Length(3),
-        Constraint::Length(3),
-        Constraint::Fill(1),
-    ])
-    .areas(area);
+    let [headline, total, file, finished] = areas(area);
     frame.render_widget(Paragraph::new(headline_text(app, view)), headline);
     draw_total(frame, total, view, now);
     draw_file(frame, file, view, now);
@@ -261,15 +255,20 @@ fn gauge(ratio: f64, label: String, color: Color) -> Gauge<'static> {
 }
 
 fn draw_finished(frame: &mut Frame, area: Rect, view: &TransferView) {
-    let mut lines: Vec<Line> = view
+    let ended = view.is_ended();
+    // Once it has ended, what went wrong comes first (then renamed files,
+    // then the rest), and the list scrolls; while it runs, the newest is
+    // at the bottom and the oldest scroll off the top.
+    let mut ranked: Vec<(u8, Line)> = view
         .skipped
         .iter()
         .map(|s| {
-            Line::from(vec![
+            let line = Line::from(vec![
                 Span::styled("– ", Style::new().dark_gray()),
                 Span::raw(s.local.display().to_string()),
                 Span::styled(format!("  skipped: {}", s.reason), Style::new().dark_gray()),
-            ])
+            ]);
+            (0, line)
         })
         .collect();
     for &index in &view.finished {
@@ -279,16 +278,59 @@ fn draw_finished(frame: &mut Frame, area: Rect, view: &TransferView) {
         };
         let by_plan = matches!(view.verdict(index), Some(Verdict::Identical));
         let resumed = view.resumed.get(index).copied().flatten();
-        lines.push(outcome_line(&item.remote, result, by_plan, resumed));
+        let rank = match result {
+            ItemResult::Failed { .. } | ItemResult::NotSent { .. } => 0,
+            ItemResult::Stored {
+                clash: Clash::Renamed,
+                ..
+            } => 1,
+            _ => 2,
+        };
+        ranked.push((rank, outcome_line(&item.remote, result, by_plan, resumed)));
     }
-    let title = format!(" Finished {} of {} ", view.finished.len(), view.items.len());
-    let block = Block::bordered().title(title);
-    // Newest at the bottom; when the list outgrows the box, the oldest
-    // scroll off the top.
+    if ended {
+        ranked.sort_by_key(|(rank, _)| *rank);
+    }
+    let lines: Vec<Line> = ranked.into_iter().map(|(_, line)| line).collect();
     let room = usize::from(area.height.saturating_sub(2));
-    let skip = lines.len().saturating_sub(room);
-    let shown: Vec<Line> = lines.into_iter().skip(skip).collect();
-    frame.render_widget(Paragraph::new(shown).block(block), area);
+    let first = if ended {
+        view.scroll.min(lines.len().saturating_sub(room))
+    } else {
+        lines.len().saturating_sub(room)
+    };
+    let title = if ended && lines.len() > room && room > 0 {
+        format!(
+            " Results, problems first ({}–{} of {}) ",
+            first + 1,
+            (first + room).min(lines.len()),
+            lines.len()
+        )
+    } else if ended {
+        " Results ".to_string()
+    } else {
+        format!(" Done {} of {} ", view.finished.len(), view.items.len())
+    };
+    let shown: Vec<Line> = lines.into_iter().skip(first).collect();
+    frame.render_widget(
+        Paragraph::new(shown).block(Block::bordered().title(title)),
+        area,
+    );
+}
+
+/// Headline, total gauge, file gauge and results, top to bottom.
+fn areas(body: Rect) -> [Rect; 4] {
+    Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(3),
+        Constraint::Length(3),
+        Constraint::Fill(1),
+    ])
+    .areas(body)
+}
+
+/// Rows of results that fit inside their box.
+pub(super) fn results_rows(body: Rect) -> usize {
+    usize::from(areas(body)[3].height.saturating_sub(2))
 }
 
 /// One finished file. `by_plan`: left out because the plan found it
