@@ -377,3 +377,40 @@ fn a_file_that_changed_size_since_planning_is_never_stored() {
     assert_eq!(server.files(), ["as-planned.bin"]);
     assert!(server.staging_is_empty());
 }
+
+/// A path that cannot be sent at all (here: missing) fails the send, and
+/// the summary says so rather than "all verified"; the dry run counts it.
+#[test]
+fn a_missing_path_is_counted_in_the_summary_not_hidden() {
+    let server = Server::start();
+    let (src, file) = source_file("good.txt", b"good");
+    let missing = src.path().join("missing.txt");
+    let args = [
+        file.to_str().expect("utf8"),
+        missing.to_str().expect("utf8"),
+    ];
+    let out = ferry_send(&server.addr(), &args);
+    assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
+    let said = text(&out.stdout);
+    assert!(!said.contains("all verified"), "{said}");
+    assert!(
+        said.contains("1 path(s) could not be sent, see above"),
+        "{said}"
+    );
+    assert!(
+        text(&out.stderr).contains("missing.txt: cannot read"),
+        "{}",
+        all_output(&out)
+    );
+    assert_eq!(server.read("good.txt"), b"good");
+
+    let mut dry = vec!["--dry-run"];
+    dry.extend(args);
+    let out = ferry_send(&server.addr(), &dry);
+    assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
+    assert!(
+        text(&out.stdout).contains("1 path(s) that cannot be sent (see above)"),
+        "{}",
+        all_output(&out)
+    );
+}

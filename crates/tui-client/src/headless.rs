@@ -301,9 +301,22 @@ fn print_outcomes(plan: &Plan, report: &Report) {
     if identical > 0 {
         notes.push_str(&format!("; {identical} already there, identical"));
     }
-    if failed == 0 {
+    // Paths that could not even be planned (missing, unreadable) were
+    // named above; the summary must not read as if all went well.
+    let unsendable = plan.skipped.iter().filter(|s| !s.by_choice).count();
+    if unsendable > 0 {
+        notes.push_str(&format!(
+            "; {unsendable} path(s) could not be sent, see above"
+        ));
+    }
+    if failed == 0 && unsendable == 0 {
         println!(
             "sent {stored} file(s), {} in {took} ({rate}/s), all verified{notes}",
+            format_size(bytes, BINARY)
+        );
+    } else if failed == 0 {
+        println!(
+            "sent {stored} file(s), {} in {took} ({rate}/s), verified{notes}",
             format_size(bytes, BINARY)
         );
     } else {
@@ -397,9 +410,15 @@ fn dry_run(plan: &Plan, options: &Options) -> bool {
         println!("{line}");
     }
     let [new, identical, clash, resume, refused, _] = counts;
+    let unsendable = plan.skipped.iter().filter(|s| !s.by_choice).count();
+    let cannot = if unsendable > 0 {
+        format!(", {unsendable} path(s) that cannot be sent (see above)")
+    } else {
+        String::new()
+    };
     println!(
         "plan: {new} new, {identical} identical, {clash} name clash(es), {resume} to resume, \
-         {refused} refused; nothing was sent"
+         {refused} refused{cannot}; nothing was sent"
     );
     refused == 0
 }

@@ -104,14 +104,10 @@ impl Plan {
                 Ok(e) => e,
                 Err(e) => {
                     let at = e.path().unwrap_or(root).to_path_buf();
-                    self.skip(
-                        &at,
-                        format!(
-                            "cannot read: {}",
-                            e.io_error()
-                                .map_or_else(|| e.to_string(), ToString::to_string)
-                        ),
-                    );
+                    let why = e
+                        .io_error()
+                        .map_or_else(|| e.to_string(), ToString::to_string);
+                    self.unreadable(&at, format!("cannot read: {why}"));
                     continue;
                 }
             };
@@ -216,6 +212,16 @@ impl Plan {
             .retain(|i| i.kind != ItemKind::Folder || !ancestors.contains(&i.remote));
     }
 
+    /// `path` could not be read. A folder among those walked so far is
+    /// then taken out again: it was listed before its contents were tried,
+    /// and sending it would make an empty folder of what is really a
+    /// folder nobody could read.
+    fn unreadable(&mut self, path: &Path, reason: String) {
+        self.items
+            .retain(|i| !(i.kind == ItemKind::Folder && i.local == path));
+        self.skip(path, reason);
+    }
+
     fn skip(&mut self, local: &Path, reason: String) {
         self.skipped.push(Skipped {
             local: local.to_path_buf(),
@@ -286,6 +292,24 @@ fn remote_name(base: &str, root: &Path, path: &Path) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folder_that_cannot_be_read_is_skipped_not_sent_empty() {
+        let folder = |local: &str, remote: &str| Item {
+            local: PathBuf::from(local),
+            remote: remote.into(),
+            kind: ItemKind::Folder,
+        };
+        // As the walk leaves it when t/locked was listed but cannot be read.
+        let mut plan = Plan {
+            items: vec![folder("/x/t", "t"), folder("/x/t/locked", "t/locked")],
+            skipped: Vec::new(),
+        };
+        plan.unreadable(Path::new("/x/t/locked"), "cannot read: denied".into());
+        assert_eq!(plan.items, vec![folder("/x/t", "t")]);
+        assert_eq!(plan.skipped.len(), 1);
+        assert!(!plan.skipped[0].by_choice);
+    }
 
     fn tree() -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
