@@ -406,10 +406,7 @@ impl App {
     fn start_send(&mut self, paths: Vec<PathBuf>) -> Option<Action> {
         // One transfer at a time: the sender owns the connection.
         if self.transfer_running() {
-            self.set_status(
-                "A transfer is still running (Tab shows it): send more once it ends.",
-                false,
-            );
+            self.set_status(STILL_RUNNING, false);
             return None;
         }
         // One that ended behind the list is replaced by the new one.
@@ -514,6 +511,15 @@ impl App {
             ),
             TransferMsg::Done(report) => {
                 view.finish(report);
+                // The notice is out of date now; the status line shows how
+                // the transfer ended instead.
+                if self
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.text == STILL_RUNNING)
+                {
+                    self.status = None;
+                }
                 // "Quit and cancel the transfer?" has no transfer left to
                 // cancel.
                 if self.input == Input::ConfirmQuit {
@@ -529,6 +535,9 @@ impl App {
         }
     }
 }
+
+/// Said when a send is asked for while one runs behind the list.
+const STILL_RUNNING: &str = "A transfer is still running (Tab shows it): send more once it ends.";
 
 /// Rows the plan's list and the summary's results get on screen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -513,6 +513,21 @@ fn a_transfer_that_ends_behind_the_list_keeps_its_summary_for_tab() {
     assert!(!app.transfer_running());
     // Nothing is left to cancel: the question goes away.
     assert_eq!(app.input, Input::Normal);
+    // A "still running" notice goes too, for the line saying how it ended.
+    let mut app = running_transfer(dir.path());
+    press(&mut app, KeyCode::Tab);
+    press(&mut app, KeyCode::Enter);
+    let notice = app
+        .status
+        .as_ref()
+        .map(|s| s.text.clone())
+        .unwrap_or_default();
+    assert!(notice.contains("still running"), "{notice}");
+    zeta_sent(&mut app);
+    assert_eq!(app.status, None);
+    let mut app = running_transfer(dir.path());
+    press(&mut app, KeyCode::Tab);
+    zeta_sent(&mut app);
     // Tab shows the summary; any key then goes back to the list.
     press(&mut app, KeyCode::Tab);
     assert_eq!(view(&app).phase, Phase::Ended { cancelled: false });
