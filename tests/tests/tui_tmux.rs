@@ -72,6 +72,23 @@ impl Tmux {
         );
     }
 
+    /// The pid of the `ferry` the pane's shell runs.
+    fn ferry_pid(&self) -> u32 {
+        let out = self.run(&["display-message", "-p", "-t", "ferry", "#{pane_pid}"]);
+        let shell = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        // /proc/PID/stat: "pid (comm) state ppid ..."
+        fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|e| fs::read_to_string(e.ok()?.path().join("stat")).ok())
+            .find_map(|stat| {
+                let (pid, rest) = stat.split_once(" (")?;
+                let (comm, rest) = rest.rsplit_once(") ")?;
+                let ppid = rest.split_whitespace().nth(1)?;
+                (comm == "ferry" && ppid == shell).then(|| pid.parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("no ferry under the pane's shell {shell}"))
+    }
+
     fn screen(&self) -> String {
         String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "ferry"]).stdout)
             .into_owned()
@@ -356,4 +373,27 @@ fn the_picker_follows_symlinks_with_dash_l() {
     assert_eq!(server.read("link.txt"), b"pointed at");
     tmux.press(&["q"]);
     tmux.wait_for(&["ferry exited with 0"]);
+}
+
+/// Closing the terminal mid-transfer (SIGHUP) stops the transfer as Ctrl-C
+/// would: what was not sent is remembered for `ferry send --retry-failed`.
+#[test]
+fn closing_the_terminal_mid_transfer_remembers_what_was_not_sent() {
+    let Some((server, home, root)) = scene(&[]) else {
+        return;
+    };
+    write(root.join("slow.bin"), &data(4 << 20, 9));
+    let tmux = picker_with(&server, home.path(), &root, "--limit-rate 512K");
+    tmux.wait_for(&["slow.bin", "● connected"]);
+    tmux.press(&["a", "s"]);
+    tmux.wait_for(&["Enter: send 1 file"]);
+    tmux.press(&["Enter"]);
+    tmux.wait_for(&["Done 0 of 1"]);
+    server.expect_log("slow.bin");
+    ferry_e2e::send_signal(tmux.ferry_pid(), "HUP");
+    tmux.wait_for(&["ferry exited with"]);
+    let record = fs::read_to_string(home.path().join("state/ferry/failed.json"))
+        .expect("the file not sent is remembered");
+    assert!(record.contains("slow.bin"), "{record}");
+    assert!(!server.dir().join("slow.bin").exists());
 }

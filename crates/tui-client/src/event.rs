@@ -27,6 +27,9 @@ pub enum Message {
     Tick,
     /// The terminal stopped giving input; nothing more can be done.
     InputClosed(String),
+    /// A signal asked Ferry to stop (the terminal was closed, or `kill`):
+    /// it quits as after Ctrl-C, cancelling a running transfer cleanly.
+    Stop(&'static str),
     /// A folder was read (or could not be).
     Listed {
         dir: PathBuf,

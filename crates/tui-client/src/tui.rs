@@ -20,6 +20,8 @@ use anyhow::{Context, bail};
 use ratatui::DefaultTerminal;
 use ratatui::crossterm::event::{self as term, Event as TermEvent};
 use ratatui::layout::Rect;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use crate::app::{Action, App};
 use crate::browse::{Sizer, describe_error, read_entries};
@@ -108,6 +110,7 @@ impl Session {
         let quitting = Arc::new(AtomicBool::new(false));
         let sending = Arc::new(AtomicBool::new(false));
         spawn_input(tx.clone(), Arc::clone(&quitting));
+        spawn_signals(tx.clone());
         spawn_ticks(tx.clone(), Arc::clone(&quitting));
         spawn_probe(
             tx.clone(),
@@ -179,6 +182,9 @@ impl Session {
             Message::Key(key) => self.app.handle_key(key),
             Message::Resize | Message::Tick => None,
             Message::InputClosed(why) => bail!("the terminal stopped sending input: {why}"),
+            // Leaving the loop shuts down, cancelling a transfer cleanly, so
+            // what it did not send is still remembered for a retry.
+            Message::Stop(why) => bail!("stopped by {why}"),
             Message::Listed {
                 dir,
                 select,
@@ -314,6 +320,29 @@ impl Session {
             }
         }
     }
+}
+
+/// Turns SIGHUP (the terminal closed), SIGTERM and SIGINT (from `kill`;
+/// Ctrl-C in the picker is a key) into a [`Message::Stop`], instead of
+/// dying on the spot with a transfer's retry list unwritten.
+fn spawn_signals(tx: Sender<Message>) {
+    let mut signals = match Signals::new([SIGHUP, SIGTERM, SIGINT]) {
+        Ok(s) => s,
+        // Without the handlers the signals keep their default: quit at once.
+        Err(_) => return,
+    };
+    thread::spawn(move || {
+        for signal in signals.forever() {
+            let why = match signal {
+                SIGHUP => "the terminal closing (SIGHUP)",
+                SIGTERM => "SIGTERM",
+                _ => "SIGINT",
+            };
+            if tx.send(Message::Stop(why)).is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// Reads the terminal. Polls rather than blocks so that it notices when
