@@ -16,7 +16,12 @@ use ferry_proto::OnClash;
 /// With no subcommand, opens a terminal file picker on DIR: mark files and
 /// folders, send them, and watch the progress.
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "ferry",
+    version,
+    subcommand_negates_reqs = true,
+    override_usage = "ferry [OPTIONS] [DIR]\n       ferry [OPTIONS] send [OPTIONS] <PATHS>..."
+)]
 struct Cli {
     /// Server address, HOST:PORT (the port is 8090 when left out).
     #[arg(

@@ -41,3 +41,21 @@ fn send_needs_at_least_one_path() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("PATHS"));
 }
+
+#[test]
+fn options_may_come_before_the_send_command() {
+    // Nothing listens on port 1: the send fails for that reason, which
+    // shows the command line itself was understood.
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = ferry()
+        .args(["--to", "127.0.0.1:1", "send", "/nonexistent-ferry-path"])
+        .env("XDG_STATE_HOME", state.path())
+        .output()
+        .expect("run");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("nonexistent-ferry-path: cannot read"),
+        "{said}"
+    );
+}
