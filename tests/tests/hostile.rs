@@ -227,6 +227,39 @@ fn malformed_frames_drop_the_connection_with_a_reason() {
     }
 }
 
+/// A v1 client whose frame is broken, or who goes silent inside a header,
+/// is told why before the connection closes.
+#[test]
+fn a_v1_client_dropped_for_a_broken_frame_or_a_stalled_header_is_told_why() {
+    let server = Server::start_with(&["--header-timeout", "1"]);
+    let mut c = V1::connect(&server.addr());
+    c.stream
+        .write_all(&raw_frame(b"{\"type\":\"file\",\"id\":"))
+        .expect("send");
+    assert!(
+        matches!(
+            c.recv(),
+            Some(ServerMsg::Error {
+                code: ErrorCode::Protocol,
+                ..
+            })
+        ),
+        "a broken message is explained"
+    );
+
+    let mut c = V1::connect(&server.addr());
+    // Four bytes of length, then nothing of the frame they announce.
+    c.stream.write_all(&100u32.to_le_bytes()).expect("send");
+    match c.recv() {
+        Some(ServerMsg::Error {
+            code: ErrorCode::Timeout,
+            message,
+        }) => assert!(message.contains("inside a header frame"), "{message}"),
+        other => panic!("expected a timeout error, got {other:?}"),
+    }
+    assert_nothing_stored(&server);
+}
+
 #[test]
 fn unknown_protocol_versions_are_told_and_dropped() {
     let server = Server::start();

@@ -406,6 +406,14 @@ fn a_body_trickling_below_the_minimum_rate_is_dropped() {
     }
     server.expect_log("sending slower than the minimum rate");
     assert!(server.files().is_empty());
+    // A v1 client is told why, before the connection closes.
+    match c.recv() {
+        Some(ServerMsg::Error {
+            code: ErrorCode::Timeout,
+            message,
+        }) => assert!(message.contains("minimum rate"), "{message}"),
+        other => panic!("expected a timeout error, got {other:?}"),
+    }
     // A client at a normal pace is untouched by the rule.
     let mut ok = V1::connect(&server.addr());
     ok.upload(1, "brisk.bin", &data(2 << 20, 1), OnClash::Rename);

@@ -187,6 +187,9 @@ pub enum ErrorCode {
     Unauthorized,
     /// A limit of the server's was reached (files per connection, say).
     LimitReached,
+    /// The client missed a deadline: silent too long, a header not
+    /// finished in time, or a body arriving slower than the minimum rate.
+    Timeout,
     /// A code from a newer peer; read `message`.
     #[serde(other)]
     Unknown,

@@ -121,6 +121,9 @@ pub(crate) struct Session<'a> {
     folders: FolderCache,
     /// Files this connection has announced.
     files_seen: u64,
+    /// Whether the client has been sent an `error` frame: it then knows
+    /// why the connection ends.
+    told: bool,
 }
 
 /// How long, and how much, a refused v1 client is read after the refusal.
@@ -191,8 +194,12 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
             encrypted,
             folders: FolderCache::default(),
             files_seen: 0,
+            told: false,
         };
         let served = session.serve();
+        if let Err(e) = &served {
+            session.explain(e);
+        }
         // Files received whole and verified are kept however the session
         // ends: hand over what is batched, then hang up so the committer
         // finishes.
@@ -325,7 +332,28 @@ impl<'a> Session<'a> {
 
     /// Queues a message for the client, after everything queued before.
     fn send(&mut self, msg: ServerMsg) -> Result<(), SessionError> {
+        self.told |= matches!(msg, ServerMsg::Error { .. });
         self.queue(Job::Send(msg))
+    }
+
+    /// Tells a v1 client why its connection is being dropped, when nothing
+    /// on the wire has said so yet: a broken frame or message, or a
+    /// deadline missed. Best effort: the client may not be reading.
+    fn explain(&mut self, e: &SessionError) {
+        if !self.answered || self.told {
+            return;
+        }
+        let code = match e {
+            SessionError::Frame(_) | SessionError::Proto(_) | SessionError::NoTrailer(_) => {
+                ErrorCode::Protocol
+            }
+            SessionError::Timeout(_) => ErrorCode::Timeout,
+            _ => return,
+        };
+        let message = e.to_string();
+        if self.send(ServerMsg::Error { code, message }).is_ok() {
+            let _ = self.queue(Job::Flush);
+        }
     }
 
     /// Queues a job; the batch goes to the committer when it is full or
