@@ -1,5 +1,6 @@
 //! The folder list: one row per entry with its mark, name and size.
 
+use ferry_proto::path::escape_for_display;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
@@ -75,13 +76,13 @@ fn row<'a>(app: &App, entry: &'a Entry) -> Row<'a> {
     } else {
         Span::raw(" ")
     };
+    // Control characters in a name would act on the terminal, or vanish:
+    // they are shown escaped, as everywhere else.
+    let shown = escape_for_display(&entry.name);
     let mut name = vec![match entry.kind {
-        EntryKind::Folder => Span::styled(
-            format!("{}/", entry.name),
-            Style::new().fg(Color::Blue).bold(),
-        ),
-        EntryKind::File => Span::raw(entry.name.as_str()),
-        EntryKind::Other => Span::styled(entry.name.as_str(), Style::new().dark_gray()),
+        EntryKind::Folder => Span::styled(format!("{shown}/"), Style::new().fg(Color::Blue).bold()),
+        EntryKind::File => Span::raw(shown),
+        EntryKind::Other => Span::styled(shown, Style::new().dark_gray()),
     }];
     if entry.is_link {
         name.push(Span::raw(" (link)").dark_gray());

@@ -900,6 +900,43 @@ mod tests {
         assert!(line_with(&lines, "sent 40 MiB").contains("14 MiB/s"));
     }
 
+    /// A control character in a name is shown escaped in the list, not
+    /// dropped (which would show another name) nor sent to the terminal.
+    #[test]
+    fn control_characters_in_names_are_shown_escaped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ctrl\u{1}char.txt"), b"x").expect("write");
+        let app = browsing(dir.path());
+        let lines = screen(&app, Instant::now(), 80, 10);
+        assert!(
+            lines.iter().any(|l| l.contains("ctrl\\u{1}char.txt")),
+            "{}",
+            lines.join("\n")
+        );
+    }
+
+    /// Wide (CJK) names take two columns a character: the sizes after them
+    /// still line up.
+    #[test]
+    fn plan_sizes_line_up_after_wide_names() {
+        let mut app = asked_to_send();
+        let t0 = Instant::now();
+        let plan = plan_of(vec![file("漢字.txt", 1), file("abcdefgh.txt", 1)]);
+        app.transfer(TransferMsg::Planned(plan), t0);
+        app.transfer(
+            TransferMsg::Checked(Ok(vec![Some(Verdict::New), Some(Verdict::New)])),
+            t0,
+        );
+        let lines = screen(&app, t0, 80, 24);
+        // One string character per cell: a wide character's second cell
+        // reads as a space, so character positions are columns.
+        let size_at = |needle: &str| {
+            let line = line_with(&lines, needle);
+            line[..line.find("1 B").expect("a size")].chars().count()
+        };
+        assert_eq!(size_at("漢"), size_at("abcdefgh.txt"), "{}", lines.join("\n"));
+    }
+
     /// The plan lists what cannot be sent first, then clashes and resumes,
     /// then new files, whatever the order of the files.
     #[test]

@@ -142,7 +142,7 @@ fn draw_rows(frame: &mut Frame, area: Rect, view: &TransferView) {
     let width = usize::from(area.width.saturating_sub(2));
     let name_width = names
         .iter()
-        .map(|n| n.chars().count())
+        .map(|n| display_width(n))
         .max()
         .unwrap_or(0)
         .min(width / 2);
@@ -214,7 +214,7 @@ fn row(
         }
         (_, None) => ("…", Color::DarkGray, "asking the server…".to_string()),
     };
-    let pad = name_width.saturating_sub(name.chars().count());
+    let pad = name_width.saturating_sub(display_width(&name));
     Line::from(vec![
         Span::styled(format!("{mark} "), Style::new().fg(color).bold()),
         Span::raw(format!("{name}{} ", " ".repeat(pad))),
@@ -264,4 +264,10 @@ fn areas(body: Rect) -> [Rect; 4] {
 /// Rows of the plan's list that fit inside its box.
 pub(super) fn list_rows(body: Rect) -> usize {
     usize::from(areas(body)[2].height.saturating_sub(2))
+}
+
+/// Columns `text` takes on screen: two for most CJK characters, so that
+/// the sizes after the names line up.
+fn display_width(text: &str) -> usize {
+    Span::raw(text).width()
 }
