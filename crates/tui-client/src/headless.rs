@@ -121,17 +121,15 @@ fn send_plan(plan: &Plan, options: &Options) -> Finish {
         // Sent is not stored: the bar moves with bytes sent, its message
         // counts the files the server has confirmed on disk.
         let stored = AtomicUsize::new(0);
+        // The file going out now, for the message to name.
+        let current = AtomicUsize::new(usize::MAX);
         Arc::new(move |event: Event| match event {
             // Only a bar that shows needs its message: formatting one per
             // file costs a stream of small files a few percent.
             Event::Started { index } if !bar.is_hidden() => {
-                if let Some(name) = names.get(index) {
-                    let done = stored.load(Ordering::Relaxed);
-                    bar.set_message(format!(
-                        "{done}/{files} stored · {}",
-                        escape_for_display(name)
-                    ));
-                }
+                current.store(index, Ordering::Relaxed);
+                let done = stored.load(Ordering::Relaxed);
+                show_stored(&bar, done, files, names.get(index));
             }
             Event::Resumed { index, offset } => {
                 if let Some(name) = names.get(index) {
@@ -161,7 +159,17 @@ fn send_plan(plan: &Plan, options: &Options) -> Finish {
             Event::Progress { total_sent, .. } => bar.set_position(total_sent),
             Event::Finished { result, .. } => {
                 if matches!(result, ItemResult::Stored { .. }) {
-                    stored.fetch_add(1, Ordering::Relaxed);
+                    // Acks come after the files they confirm: the count
+                    // moves with them, not only when the next file starts.
+                    let done = stored.fetch_add(1, Ordering::Relaxed) + 1;
+                    if !bar.is_hidden() {
+                        show_stored(
+                            &bar,
+                            done,
+                            files,
+                            names.get(current.load(Ordering::Relaxed)),
+                        );
+                    }
                 }
             }
             Event::Started { .. } | Event::Connected { .. } | Event::Checking { .. } => {}
@@ -421,6 +429,16 @@ fn dry_run(plan: &Plan, options: &Options) -> bool {
          {refused} refused{cannot}; nothing was sent"
     );
     refused == 0
+}
+
+/// The bar's message: files confirmed so far, and the one going out.
+fn show_stored(bar: &ProgressBar, done: usize, files: usize, sending: Option<&String>) {
+    if let Some(name) = sending {
+        bar.set_message(format!(
+            "{done}/{files} stored · {}",
+            escape_for_display(name)
+        ));
+    }
 }
 
 /// Prints a line above the progress bar, or on its own when the bar is

@@ -57,8 +57,14 @@ impl Plan {
     pub fn build(paths: &[PathBuf], follow_links: bool) -> Plan {
         let mut plan = Plan::default();
         let mut files = Vec::new();
+        // The same path given twice (as `a.txt` and `./a.txt`, say) is sent
+        // once, not a second time under a new name.
+        let mut seen = HashSet::new();
         for path in paths {
-            plan.add_root(path, follow_links, &mut files);
+            let same = fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+            if seen.insert(same) {
+                plan.add_root(path, follow_links, &mut files);
+            }
         }
         plan.measure(&files, follow_links);
         plan.keep_only_empty_folders();
@@ -292,6 +298,17 @@ fn remote_name(base: &str, root: &Path, path: &Path) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_same_path_given_twice_is_planned_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("report.pdf");
+        fs::write(&file, b"pdf").expect("write");
+        let again = dir.path().join(".").join("report.pdf");
+        let plan = Plan::build(&[file.clone(), again, file], false);
+        assert_eq!(plan.items.len(), 1, "{plan:?}");
+        assert_eq!(plan.items[0].remote, "report.pdf");
+    }
 
     #[test]
     fn a_folder_that_cannot_be_read_is_skipped_not_sent_empty() {

@@ -934,7 +934,12 @@ mod tests {
             let line = line_with(&lines, needle);
             line[..line.find("1 B").expect("a size")].chars().count()
         };
-        assert_eq!(size_at("漢"), size_at("abcdefgh.txt"), "{}", lines.join("\n"));
+        assert_eq!(
+            size_at("漢"),
+            size_at("abcdefgh.txt"),
+            "{}",
+            lines.join("\n")
+        );
     }
 
     /// The plan lists what cannot be sent first, then clashes and resumes,
