@@ -141,7 +141,7 @@ fn a_killed_client_resumes_where_the_server_stopped_and_sends_less() {
     // do not cross the wire again.
     let out = resend_resumes_at(&server, &file, kept, &data(24 << 20, 1));
     assert!(
-        text(&out.stdout).contains("resumed, not sent again"),
+        text(&out.stdout).contains("(resumed), not sent again"),
         "{}",
         text(&out.stdout)
     );
@@ -346,7 +346,7 @@ fn retry_failed_sends_again_only_what_failed() {
     let out = ferry_send_in(state.path(), &server.addr(), &["--retry-failed"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("sent 1 file(s)"),
+        text(&out.stdout).contains("stored 1 file(s)"),
         "{}",
         text(&out.stdout)
     );

@@ -17,7 +17,7 @@ fn sends_one_file_verified() {
     let out = ferry_send(&server.addr(), &[file.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("sent 1 file(s), 5 MiB"),
+        text(&out.stdout).contains("stored 1 file(s), 5 MiB"),
         "{}",
         text(&out.stdout)
     );

@@ -226,7 +226,7 @@ fn pick_files_in_a_subfolder_send_them_and_quit() {
         server.files()
     );
     tmux.press(&["Enter"]);
-    let summary = tmux.wait_for(&["Finished: 2 sent", "Total", "100%"]);
+    let summary = tmux.wait_for(&["Finished: 2 stored", "Total", "100%"]);
     assert!(summary.contains("alpha.bin  stored"), "{summary}");
     assert!(summary.contains("beta.txt  stored"), "{summary}");
     assert!(!summary.contains("gamma.txt"), "{summary}");
@@ -343,9 +343,9 @@ fn tab_browses_the_list_while_a_transfer_goes_on() {
     );
 
     // It ends behind the list; Tab shows its summary.
-    tmux.wait_for(&["Finished: 1 sent · Tab shows it"]);
+    tmux.wait_for(&["Finished: 1 stored · Tab shows it"]);
     tmux.press(&["Tab"]);
-    tmux.wait_for(&["Finished: 1 sent", "big.bin  stored"]);
+    tmux.wait_for(&["Finished: 1 stored", "big.bin  stored"]);
     let stored = fs::read(server.dir().join("big.bin")).expect("big.bin is on the server");
     assert!(stored == big.1, "big.bin differs on the server");
 

@@ -299,7 +299,7 @@ fn print_outcomes(plan: &Plan, report: &Report) {
     let mut notes = String::new();
     if report.bytes_resumed > 0 {
         notes.push_str(&format!(
-            "; {} resumed, not sent again",
+            "; {} of that was already there (resumed), not sent again",
             format_size(report.bytes_resumed, BINARY)
         ));
     }
@@ -319,12 +319,12 @@ fn print_outcomes(plan: &Plan, report: &Report) {
     }
     if failed == 0 && unsendable == 0 {
         println!(
-            "sent {stored} file(s), {} in {took} ({rate}/s), all verified{notes}",
+            "stored {stored} file(s), {} in {took} ({rate}/s sent), all verified{notes}",
             format_size(bytes, BINARY)
         );
     } else if failed == 0 {
         println!(
-            "sent {stored} file(s), {} in {took} ({rate}/s), verified{notes}",
+            "stored {stored} file(s), {} in {took} ({rate}/s sent), verified{notes}",
             format_size(bytes, BINARY)
         );
     } else {

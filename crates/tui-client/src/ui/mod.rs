@@ -579,7 +579,7 @@ mod tests {
         let lines = screen(&app, at, 100, 12);
         let footer = line_with(&lines, "Finished");
         assert!(
-            footer.contains("Finished with problems: 1 sent, 1 failed · Tab shows it"),
+            footer.contains("Finished with problems: 1 stored, 1 failed · Tab shows it"),
             "{footer}"
         );
         // Sending works again, and the keys say so.
@@ -615,7 +615,7 @@ mod tests {
             t0 + Duration::from_secs(1),
         );
         let lines = screen(&app, t0 + Duration::from_secs(1), 100, 24);
-        assert!(line_with(&lines, "Cancelled").contains("1 sent, 2 not sent"));
+        assert!(line_with(&lines, "Cancelled").contains("1 stored, 2 not sent"));
         assert!(line_with(&lines, "b.txt").contains("not sent: cancelled"));
         assert!(lines[lines.len() - 1].contains("back to the list"));
     }
@@ -642,7 +642,7 @@ mod tests {
         let lines = screen(&app, t0, 120, 24);
         let headline = line_with(&lines, "Stopped");
         assert!(headline.contains("connection refused"), "{headline}");
-        assert!(headline.contains("0 sent, 1 not sent"), "{headline}");
+        assert!(headline.contains("0 stored, 1 not sent"), "{headline}");
     }
 
     #[test]
@@ -1068,6 +1068,11 @@ mod tests {
         assert!(line_with(&lines, "✗ b.txt").contains("failed: no room left on the server"));
         assert!(line_with(&lines, "Total").contains("Total"));
         assert!(line_with(&lines, "nothing was sent").contains("nothing was sent"));
+        // What the server already had is not counted as stored now.
+        assert!(
+            line_with(&lines, "Finished").contains("0 stored, 1 already there, 1 failed"),
+            "{lines:#?}"
+        );
         assert!(
             lines[lines.len() - 1].contains("r retry failed"),
             "{lines:#?}"

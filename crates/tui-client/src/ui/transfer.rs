@@ -121,12 +121,22 @@ pub(super) fn behind_line(view: &TransferView, now: Instant) -> Line<'static> {
     Line::styled(format!("{text} · Tab shows it"), Style::new().fg(color))
 }
 
+/// Files (and folders) the server now holds because of this transfer:
+/// identical files it already had are counted apart, as "already there".
+fn stored_now(counts: &Counts) -> usize {
+    counts.sent() - counts.identical
+}
+
 fn sent_and_unsent(counts: &Counts) -> String {
-    format!("{} sent, {} not sent", counts.sent(), counts.unsent())
+    format!(
+        "{} stored, {} not sent",
+        stored_now(counts),
+        counts.unsent()
+    )
 }
 
 fn finished_counts(counts: &Counts) -> String {
-    let mut parts = vec![format!("{} sent", counts.sent())];
+    let mut parts = vec![format!("{} stored", stored_now(counts))];
     if counts.renamed > 0 {
         parts.push(format!("{} renamed", counts.renamed));
     }
