@@ -17,6 +17,10 @@ use super::upload::{Temp, Upload};
 use super::{PARTIAL_PREFIX, STAGING_DIR, Store, StoreError};
 use crate::trailing_hash::TrailingHash;
 
+/// How many times (10 ms apart) a resume tries for its partial's lock
+/// before taking it as held by another upload.
+const PARTIAL_LOCK_TRIES: u32 = 50;
+
 impl Store {
     /// Removes the temporary files in the staging folder, and partials of
     /// interrupted uploads last written longer ago than the partial TTL.
@@ -30,12 +34,12 @@ impl Store {
                 .to_string_lossy()
                 .starts_with(PARTIAL_PREFIX);
             if is_partial {
-                let age = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok());
-                if age.is_some_and(|a| a < self.partial_ttl) {
+                let st = rustix::fs::statat(
+                    &self.staging,
+                    entry.file_name().as_os_str(),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                );
+                if st.is_ok_and(|st| self.idle_for(&st) < self.partial_ttl) {
                     continue;
                 }
             }
@@ -70,35 +74,56 @@ impl Store {
 
     /// Removes partial `name` if it is unused and older than the TTL.
     fn expire(&self, name: &str) -> bool {
-        let Ok(fd) = rustix::fs::openat(
+        // Young partials are passed over before being opened, so that the
+        // sweep's lock never stands in the way of a resume.
+        let old = |st: &rustix::fs::Stat| self.idle_for(st) >= self.partial_ttl;
+        match rustix::fs::statat(&self.staging, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if old(&st) => {}
+            _ => return false,
+        }
+        self.remove_partial(name, old).is_some()
+    }
+
+    /// How long ago a partial was last written to. Its status-change time,
+    /// not its modification time: the latter is the sender's, set on the
+    /// file before it is committed, and may lie far in the past or future.
+    fn idle_for(&self, st: &rustix::fs::Stat) -> Duration {
+        let changed = Duration::new(
+            u64::try_from(st.st_ctime).unwrap_or(0),
+            u32::try_from(st.st_ctime_nsec).unwrap_or(0),
+        );
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(Duration::ZERO, |now| now.saturating_sub(changed))
+    }
+
+    /// Removes partial `name` if no upload holds it and `wanted` says so of
+    /// what is there, and gives its room back. Returns the bytes it held.
+    fn remove_partial(
+        &self,
+        name: &str,
+        wanted: impl Fn(&rustix::fs::Stat) -> bool,
+    ) -> Option<u64> {
+        let fd = rustix::fs::openat(
             &self.staging,
             name,
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
-        ) else {
-            return false;
-        };
-        if rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
-            return false;
-        }
-        // Looked at under the lock: no upload can be writing it now.
-        let Ok(ours) = rustix::fs::fstat(&fd) else {
-            return false;
-        };
-        let file = File::from(fd);
-        let old = file
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age >= self.partial_ttl);
+        )
+        .ok()?;
+        rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).ok()?;
+        // Looked at again under the lock: no upload can be writing it now,
+        // and the name must still be this file's.
+        let ours = rustix::fs::fstat(&fd).ok()?;
         let same = rustix::fs::statat(&self.staging, name, AtFlags::SYMLINK_NOFOLLOW)
             .is_ok_and(|now| now.st_ino == ours.st_ino && now.st_dev == ours.st_dev);
-        if !(old && same) || rustix::fs::unlinkat(&self.staging, name, AtFlags::empty()).is_err() {
-            return false;
+        if !same || !wanted(&ours) {
+            return None;
         }
-        self.give_back(ours.st_size as u64);
-        true
+        rustix::fs::unlinkat(&self.staging, name, AtFlags::empty()).ok()?;
+        let bytes = ours.st_size as u64;
+        self.give_back(bytes);
+        Some(bytes)
     }
 
     /// How long partials are kept (see [`Store::expire_partials`]).
@@ -134,7 +159,7 @@ impl Store {
             // A partial lives in the staging folder, on the folder's own
             // file system, and could not be moved into place from there.
             // One kept from before the mount would only be offered again.
-            let _ = rustix::fs::unlinkat(&self.staging, name.as_str(), AtFlags::empty());
+            let _ = self.remove_partial(&name, |_| true);
             return Err(StoreError::Unresumable(names::escape_for_display(
                 &parts.join("/"),
             )));
@@ -147,11 +172,20 @@ impl Store {
         )
         .map_err(|e| StoreError::from_io(e.into()))?;
         // Two uploads of the same file at once must not write into one
-        // partial: the second one is told, and goes without resuming.
-        match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(Errno::WOULDBLOCK) => return Err(StoreError::PartialBusy),
-            Err(e) => return Err(StoreError::Io(e.into())),
+        // partial: the second one is told, and goes without resuming. A
+        // holder that is about to let go (the check of an upload that just
+        // ended, which still reads the file) is waited for, briefly.
+        let mut tries = 0;
+        loop {
+            match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(Errno::WOULDBLOCK) if tries < PARTIAL_LOCK_TRIES => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(Errno::WOULDBLOCK) => return Err(StoreError::PartialBusy),
+                Err(e) => return Err(StoreError::Io(e.into())),
+            }
         }
         // The holder may have thrown the partial away between our open and
         // our lock: then ours is an orphan and the name may be someone

@@ -1,6 +1,7 @@
 //! Tests of the store on real folders (and, as root, real mounts).
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ferry_proto::{PlanEntry, Verdict};
 use rustix::fs::{AtFlags, StatxFlags};
@@ -394,4 +395,107 @@ fn numbered_names() {
     assert_eq!(numbered("report.pdf", 1), "report (1).pdf");
     assert_eq!(numbered(".bashrc", 2), ".bashrc (2)");
     assert_eq!(numbered("noext", 3), "noext (3)");
+}
+
+/// Keeps a partial of `path` holding `len` bytes, as an interrupted
+/// resumable upload leaves it; returns the store's count of used bytes.
+fn keep_partial(s: &Store, path: &str, key: &str, len: usize) {
+    let parts = s.check_path(path).expect("path");
+    let mut folders = FolderCache::default();
+    let (mut up, _) = s
+        .begin_resumable(&parts, &mut folders, key, 4 << 20, 0)
+        .expect("begin");
+    up.write_all(&vec![3u8; len]).expect("write");
+}
+
+fn partials(s: &Store) -> usize {
+    fs::read_dir(s.path().join(STAGING_DIR))
+        .expect("staging")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(PARTIAL_PREFIX))
+        })
+        .count()
+}
+
+/// The sweep never locks a partial that is not due, so a resume running
+/// beside it is never told the partial is busy.
+#[test]
+fn the_expiry_sweep_never_stands_in_the_way_of_a_resume() {
+    let (_t, s) = store();
+    keep_partial(&s, "big.bin", "k", 2 << 20);
+    let parts = ["big.bin"];
+    let stop = AtomicBool::new(false);
+    let busy = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                s.expire_partials();
+            }
+        });
+        let mut busy = 0;
+        for _ in 0..500 {
+            let mut folders = FolderCache::default();
+            match s.begin_resumable(&parts, &mut folders, "k", 4 << 20, 2 << 20) {
+                Ok((up, hash)) => drop((up, hash)),
+                Err(StoreError::PartialBusy) => busy += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        busy
+    });
+    assert_eq!(busy, 0, "resumes refused as busy");
+}
+
+/// A partial's age is how long ago it was written, not the time its sender
+/// gave the file (set on it before the commit that never came).
+#[test]
+fn a_partial_stamped_with_an_old_time_is_not_expired_early() {
+    let (_t, s) = store();
+    let parts = ["old.bin"];
+    let (mut up, _) = s
+        .begin_resumable(&parts, &mut FolderCache::default(), "k", 4 << 20, 0)
+        .expect("begin");
+    up.write_all(&[1u8; 1 << 20]).expect("write");
+    up.set_mtime(1_500_000_000, 0).expect("2017");
+    drop(up);
+    assert_eq!(s.expire_partials(), 0);
+    assert_eq!(partials(&s), 1);
+}
+
+/// An interrupted resumable upload that never got a byte leaves nothing.
+#[test]
+fn a_resumable_upload_dropped_before_its_first_byte_leaves_no_partial() {
+    let (_t, s) = store();
+    let (up, _) = s
+        .begin_resumable(&["empty.bin"], &mut FolderCache::default(), "k", 4 << 20, 0)
+        .expect("begin");
+    drop(up);
+    assert_eq!(partials(&s), 0);
+    assert!(staging_is_empty(&s));
+}
+
+/// A partial dropped because its folder is now on a file system mounted
+/// inside gives its room back to the quota.
+#[test]
+fn a_partial_dropped_for_a_mount_gives_its_room_back() {
+    let (_t, mut s) = store();
+    fs::create_dir(s.path().join("sub")).expect("mkdir");
+    s.set_quota(64 << 20).expect("quota");
+    keep_partial(&s, "sub/big.bin", "k", 1 << 20);
+    assert_eq!(s.used.load(Ordering::Relaxed), 1 << 20);
+    let Some(_mnt) = Mounted::at(&s.path().join("sub")) else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let resumed = s.begin_resumable(
+        &["sub", "big.bin"],
+        &mut FolderCache::default(),
+        "k",
+        4 << 20,
+        1 << 20,
+    );
+    assert!(matches!(resumed, Err(StoreError::Unresumable(_))));
+    assert_eq!(partials(&s), 0);
+    assert_eq!(s.used.load(Ordering::Relaxed), 0);
 }

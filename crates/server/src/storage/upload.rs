@@ -322,6 +322,11 @@ impl Drop for Upload<'_> {
     fn drop(&mut self) {
         self.store.open_uploads.fetch_sub(1, Ordering::Relaxed);
         self.store.release_space(self.space);
+        if self.keep_on_drop && self.written == 0 {
+            // Nothing arrived, ever: nothing worth keeping, and a crowd of
+            // such uploads would otherwise leave an empty file each.
+            self.keep_on_drop = false;
+        }
         if self.keep_on_drop {
             // A kept partial takes the room of what arrived; what was
             // counted for the rest of the file, which never came, is given
