@@ -153,16 +153,49 @@ pub fn is_invisible(c: char) -> bool {
 }
 
 /// Whether `c`, coming after `prev`, hides in a name. A variation selector
-/// picks how the character before it is drawn (an emoji's colour form, as
-/// in `❤️`, or a CJK or Mongolian variant) and is part of the name after
-/// such a character; after ASCII, at the start, or after another invisible
-/// character it only hides.
+/// picks how the character before it is drawn, and is part of the name
+/// only where it does: after an emoji (its colour form, as in `❤️`), a CJK
+/// ideograph (a glyph variant) or, for the Mongolian selectors, a Mongolian
+/// letter. Anywhere else (`café` plus a selector looks just like `café`) it
+/// only hides.
 fn hides(prev: Option<char>, c: char) -> bool {
-    let selector = matches!(c,
-        '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}'
-        | '\u{180B}'..='\u{180D}' | '\u{180F}');
-    let selects = prev.is_some_and(|p| !p.is_ascii() && !is_invisible(p));
-    is_invisible(c) && !(selector && selects)
+    if !is_invisible(c) {
+        return false;
+    }
+    let Some(prev) = prev else {
+        return true;
+    };
+    let drawn = match c {
+        '\u{FE00}'..='\u{FE0F}' => is_emoji(prev) || is_cjk(prev),
+        '\u{E0100}'..='\u{E01EF}' => is_cjk(prev),
+        '\u{180B}'..='\u{180D}' | '\u{180F}' => matches!(prev, '\u{1800}'..='\u{18AF}'),
+        _ => false,
+    };
+    !drawn
+}
+
+/// Characters drawn as emoji when a selector asks (the blocks of symbols,
+/// dingbats and pictographs that hold them).
+fn is_emoji(c: char) -> bool {
+    matches!(c,
+        '\u{00A9}' | '\u{00AE}' | '\u{203C}' | '\u{2049}' | '\u{2122}' | '\u{2139}'
+        | '\u{2194}'..='\u{21FF}'
+        | '\u{2300}'..='\u{23FF}'
+        | '\u{24C2}'
+        | '\u{25A0}'..='\u{27BF}'
+        | '\u{2900}'..='\u{297F}'
+        | '\u{2B00}'..='\u{2BFF}'
+        | '\u{3030}' | '\u{303D}' | '\u{3297}' | '\u{3299}'
+        | '\u{1F000}'..='\u{1FAFF}')
+}
+
+/// CJK ideographs, which have glyph variants.
+fn is_cjk(c: char) -> bool {
+    matches!(c,
+        '\u{3400}'..='\u{4DBF}'
+        | '\u{4E00}'..='\u{9FFF}'
+        | '\u{F900}'..='\u{FAFF}'
+        | '\u{20000}'..='\u{3FFFF}')
 }
 
 /// Writes `text` so that it is safe to print in a log line or a terminal:
@@ -244,7 +277,12 @@ mod tests {
     #[test]
     fn variation_selectors_stay_where_they_draw_something() {
         // Emoji in their colour form, and a CJK variant: real names.
-        for name in ["\u{2764}\u{FE0F} notes.txt", "\u{845B}\u{E0100}.txt"] {
+        for name in [
+            "\u{2764}\u{FE0F} notes.txt",
+            "\u{1F600}\u{FE0F}.png",
+            "\u{845B}\u{E0100}.txt",
+            "\u{1820}\u{180B}.txt",
+        ] {
             assert_eq!(components(name), Ok(vec![name]), "{name:?}");
             assert_eq!(escape_for_display(name), name);
         }
@@ -252,6 +290,15 @@ mod tests {
             escape_for_display("invoice\u{FE0F}.pdf"),
             "invoice\\u{fe0f}.pdf"
         );
+        // After a letter that is not ASCII it still only hides.
+        for name in [
+            "caf\u{E9}\u{FE0F}.pdf",
+            "r\u{E9}sum\u{E9}\u{E0100}.pdf",
+            "\u{430}\u{FE0F}",
+            "\u{845B}\u{180B}",
+        ] {
+            assert_eq!(components(name), Err(NameError::Invisible), "{name:?}");
+        }
     }
 
     #[test]

@@ -111,6 +111,9 @@ fn send_plan(plan: &Plan, options: &Options) -> Finish {
         eprintln!("ferry: nothing to send");
         return Finish::from_ok(ok);
     }
+    // First, so that Ctrl-C while files are hashed for the plan stops as
+    // cleanly as during the send.
+    let cancel = interrupt_flag();
     let dispatch = dispatch(plan, options);
     let outgoing = dispatch.outgoing();
     let bar = progress_bar(outgoing.iter().map(|i| i.size()).sum());
@@ -180,7 +183,6 @@ fn send_plan(plan: &Plan, options: &Options) -> Finish {
         let dispatch = dispatch.clone();
         Arc::new(move |event: Event| reporter(dispatch.event(event)))
     };
-    let cancel = interrupt_flag();
     let sent = send(&outgoing, options, &cancel, renumbered);
     let report = dispatch.report(sent);
     bar.finish_and_clear();

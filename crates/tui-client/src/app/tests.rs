@@ -1015,3 +1015,33 @@ fn quitting_before_anything_moves_needs_no_confirmation() {
     let mut app = reviewing(dir.path());
     assert_eq!(press(&mut app, KeyCode::Char('q')), Some(Action::Quit));
 }
+
+/// Scrolled to the end of a long plan and confirmed, a transfer's summary
+/// still opens at its top, where its failures are.
+#[test]
+fn the_summary_starts_at_its_top_whatever_the_plan_scroll() {
+    let dir = fixture();
+    let mut app = planning(dir.path());
+    let now = Instant::now();
+    let names: Vec<String> = (0..40).map(|i| format!("f{i:02}")).collect();
+    let plan = Plan {
+        items: names
+            .iter()
+            .map(|n| Item {
+                local: dir.path().join(n),
+                remote: n.clone(),
+                kind: ItemKind::File { size: 1 },
+            })
+            .collect(),
+        skipped: Vec::new(),
+    };
+    app.transfer(TransferMsg::Planned(plan), now);
+    app.transfer(TransferMsg::Checked(Ok(vec![Some(Verdict::New); 40])), now);
+    press(&mut app, KeyCode::Char('G'));
+    assert!(view(&app).scroll > 0);
+    assert!(matches!(
+        press(&mut app, KeyCode::Enter),
+        Some(Action::Go(_))
+    ));
+    assert_eq!(view(&app).scroll, 0);
+}

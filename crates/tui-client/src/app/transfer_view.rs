@@ -272,7 +272,13 @@ impl TransferView {
             KeyCode::Char('G') | KeyCode::End => isize::MAX,
             _ => 0,
         };
-        let last = (self.items.len() + self.skipped.len()).saturating_sub(rows);
+        // The plan shows every item, the summary those with a result.
+        let shown = if self.phase == Phase::Review {
+            self.items.len()
+        } else {
+            self.finished.len()
+        };
+        let last = (shown + self.skipped.len()).saturating_sub(rows);
         self.scroll = self.scroll.saturating_add_signed(delta).min(last);
     }
 
@@ -284,6 +290,9 @@ impl TransferView {
 
     pub(super) fn start_sending(&mut self, dispatch: &Dispatch) {
         self.phase = Phase::Sending;
+        // The summary, later, starts at its top (its failures), not where
+        // the plan was left.
+        self.scroll = 0;
         self.outgoing = dispatch.send.clone();
         for (index, result) in dispatch.decided.iter().enumerate() {
             if let Some(result) = result {
