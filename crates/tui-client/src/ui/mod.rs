@@ -12,6 +12,7 @@ mod transfer;
 
 use std::time::Instant;
 
+use ferry_proto::path::escape_for_display;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
@@ -85,18 +86,40 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
     // The path matters most while browsing; the server state gets what is
     // left, up to three fifths of the line.
     let server_width = (server.width() as u16).min(area.width * 3 / 5);
-    let [left, right] =
-        Layout::horizontal([Constraint::Fill(1), Constraint::Length(server_width)]).areas(area);
+    let [left, right] = Layout::horizontal([Constraint::Fill(1), Constraint::Length(server_width)])
+        .spacing(1)
+        .areas(area);
+    // On a narrow screen the end of the path (where one is) is kept.
+    let room = usize::from(left.width).saturating_sub(" ferry  ".len());
+    let dir = escape_for_display(&app.listing.dir().display().to_string());
     let path = Line::from(vec![
         Span::styled(
             " ferry ",
             Style::new().add_modifier(Modifier::BOLD).reversed(),
         ),
         Span::raw(" "),
-        Span::styled(app.listing.dir().display().to_string(), Style::new().bold()),
+        Span::styled(keep_end(&dir, room), Style::new().bold()),
     ]);
     frame.render_widget(Paragraph::new(path), left);
     frame.render_widget(Paragraph::new(server).right_aligned(), right);
+}
+
+/// `text` cut to its last `room` columns, after a `…`, when it is longer.
+fn keep_end(text: &str, room: usize) -> String {
+    if Span::raw(text).width() <= room {
+        return text.to_string();
+    }
+    let mut kept: Vec<char> = Vec::new();
+    let mut width = 1; // the ellipsis
+    for c in text.chars().rev() {
+        let w = Span::raw(c.to_string()).width();
+        if width + w > room {
+            break;
+        }
+        width += w;
+        kept.push(c);
+    }
+    std::iter::once('…').chain(kept.into_iter().rev()).collect()
 }
 
 fn draw_footer(frame: &mut Frame, area: Rect, app: &App, now: Instant) {
@@ -898,6 +921,21 @@ mod tests {
         assert!(total.contains("80%"), "{total}");
         // 28 MiB moved in 2 s: the resumed part is not speed.
         assert!(line_with(&lines, "sent 40 MiB").contains("14 MiB/s"));
+    }
+
+    /// On a narrow screen the header keeps the end of the path, and a gap
+    /// before the server's address.
+    #[test]
+    fn a_narrow_header_keeps_the_end_of_the_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let deep = dir.path().join("a-long-folder-name").join("photos");
+        std::fs::create_dir_all(&deep).expect("mkdir");
+        let app = browsing(&deep);
+        let header = screen(&app, Instant::now(), 40, 10)[0].clone();
+        assert!(header.contains("…"), "{header}");
+        assert!(header.contains("photos "), "{header}");
+        assert_eq!(keep_end("abcdef", 4), "…def");
+        assert_eq!(keep_end("abc", 4), "abc");
     }
 
     /// A control character in a name is shown escaped in the list, not
