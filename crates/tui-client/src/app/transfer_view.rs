@@ -350,8 +350,14 @@ impl TransferView {
             return;
         }
         self.checking = None;
-        let total = self.outgoing_bytes();
-        let meter = self.total.get_or_insert_with(|| Meter::new(total, now));
+        // Summed once, with the first event: every event summing it again
+        // made a send of n files cost n² (seconds for 10,000 small files).
+        if self.total.is_none() {
+            self.total = Some(Meter::new(self.outgoing_bytes(), now));
+        }
+        let Some(meter) = self.total.as_mut() else {
+            return;
+        };
         match event {
             Event::Connected { .. } | Event::Checking { .. } => {}
             Event::Started { index } => {
