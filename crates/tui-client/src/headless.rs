@@ -21,6 +21,23 @@ use signal_hook::flag;
 
 use crate::transfer::preflight::preflight;
 
+/// Prints a line on stdout. Output into a closed pipe (`| head -1`) is
+/// not an error worth a panic: what is left is simply not shown.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// [`out!`] for stderr.
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 /// Kept parts from this size on take long enough to read that the wait is
 /// announced.
 const CHECKING_NOTE_FROM: u64 = 1 << 30;
@@ -62,14 +79,14 @@ pub fn run(request: &Request, options: &Options) -> Finish {
         match retry::load(&options.addr) {
             Ok(Some(record)) => retry::plan(&record),
             Ok(None) => {
-                println!(
+                out!(
                     "nothing to retry: the last transfer to {} sent everything",
                     options.addr
                 );
                 return Finish::Done;
             }
             Err(e) => {
-                eprintln!("ferry: {e}");
+                err!("ferry: {e}");
                 return Finish::Failed;
             }
         }
@@ -94,7 +111,7 @@ fn report_skipped(plan: &Plan) -> bool {
         } else {
             "cannot send"
         };
-        eprintln!(
+        err!(
             "ferry: {what} {}: {}",
             escape_for_display(&skipped.local.to_string_lossy()),
             skipped.reason
@@ -108,8 +125,10 @@ fn report_skipped(plan: &Plan) -> bool {
 fn send_plan(plan: &Plan, options: &Options) -> Finish {
     let ok = report_skipped(plan);
     if plan.items.is_empty() {
-        eprintln!("ferry: nothing to send");
-        return Finish::from_ok(ok);
+        // Everything picked was left out (a symlink not followed, say): a
+        // script that sent nothing must not read it as success.
+        err!("ferry: nothing to send");
+        return Finish::Failed;
     }
     // First, so that Ctrl-C while files are hashed for the plan stops as
     // cleanly as during the send.
@@ -187,12 +206,12 @@ fn send_plan(plan: &Plan, options: &Options) -> Finish {
     let report = dispatch.report(sent);
     bar.finish_and_clear();
     if let Err(e) = retry::remember(&options.addr, &plan.items, &report) {
-        eprintln!("ferry: cannot keep the list of failed files for --retry-failed: {e}");
+        err!("ferry: cannot keep the list of failed files for --retry-failed: {e}");
     }
 
     print_outcomes(plan, &report);
     if report.cancelled {
-        eprintln!("ferry: interrupted (ferry send --retry-failed sends the rest)");
+        err!("ferry: interrupted (ferry send --retry-failed sends the rest)");
         return Finish::Interrupted;
     }
     Finish::from_ok(ok && report.all_ok())
@@ -212,7 +231,7 @@ fn dispatch(plan: &Plan, options: &Options) -> Dispatch {
             verdicts.get(index).and_then(Option::as_ref)
         }),
         Err(e) => {
-            eprintln!("ferry: cannot ask the server which files it has ({e}); sending them all");
+            err!("ferry: cannot ask the server which files it has ({e}); sending them all");
             everything()
         }
     }
@@ -228,7 +247,7 @@ fn interrupt_flag() -> Arc<AtomicBool> {
         let exits = flag::register_conditional_shutdown(signal, 130, Arc::clone(&flag));
         let raises = flag::register(signal, Arc::clone(&flag));
         if let Err(e) = exits.and(raises) {
-            eprintln!("ferry: cannot catch Ctrl-C ({e}): it will stop ferry without a summary");
+            err!("ferry: cannot catch Ctrl-C ({e}): it will stop ferry without a summary");
         }
     }
     flag
@@ -256,6 +275,7 @@ fn print_outcomes(plan: &Plan, report: &Report) {
     let (mut stored, mut failed, mut bytes) = (0usize, 0usize, 0u64);
     let (mut replaced, mut identical) = (0usize, 0usize);
     let mut problems = Problems::default();
+    let mut renamed: Vec<(String, String)> = Vec::new();
     for (item, result) in plan.items.iter().zip(&report.results) {
         // Made only for the lines printed: most files print none.
         let name = || escape_for_display(&item.remote);
@@ -269,11 +289,7 @@ fn print_outcomes(plan: &Plan, report: &Report) {
                 bytes += n;
                 match clash {
                     Clash::None => {}
-                    Clash::Renamed => eprintln!(
-                        "ferry: {}: name taken, stored as {}",
-                        name(),
-                        escape_for_display(stored_as)
-                    ),
+                    Clash::Renamed => renamed.push((name(), escape_for_display(stored_as))),
                     Clash::Overwritten => replaced += 1,
                     Clash::Identical => identical += 1,
                 }
@@ -288,6 +304,17 @@ fn print_outcomes(plan: &Plan, report: &Report) {
                 problems.add("not sent", reason, &item.remote);
             }
         }
+    }
+    // A few renames are worth a line each; a whole folder sent again is
+    // worth one.
+    for (name, stored_as) in renamed.iter().take(Problems::NAMED) {
+        err!("ferry: {name}: name taken, stored as {stored_as}");
+    }
+    if renamed.len() > Problems::NAMED {
+        err!(
+            "ferry: ... and {} more file(s) whose name was taken, stored under a numbered name",
+            renamed.len() - Problems::NAMED
+        );
     }
     problems.print();
     let secs = report.elapsed.as_secs_f64().max(1e-6);
@@ -320,17 +347,17 @@ fn print_outcomes(plan: &Plan, report: &Report) {
         ));
     }
     if failed == 0 && unsendable == 0 {
-        println!(
+        out!(
             "stored {stored} file(s), {} in {took} ({rate}/s sent), all verified{notes}",
             format_size(bytes, BINARY)
         );
     } else if failed == 0 {
-        println!(
+        out!(
             "stored {stored} file(s), {} in {took} ({rate}/s sent), verified{notes}",
             format_size(bytes, BINARY)
         );
     } else {
-        println!(
+        out!(
             "{stored} of {files} file(s) stored and verified{notes}; {failed} not, see above \
              (ferry send --retry-failed sends those again)"
         );
@@ -362,10 +389,10 @@ impl Problems {
             // Names and reasons (which can come from the server) print inert.
             let reason = escape_for_display(reason);
             for file in files.iter().take(Self::NAMED) {
-                eprintln!("ferry: {}: {what}: {reason}", escape_for_display(file));
+                err!("ferry: {}: {what}: {reason}", escape_for_display(file));
             }
             if files.len() > Self::NAMED {
-                eprintln!(
+                err!(
                     "ferry: ... and {} more file(s) {what}: {reason}",
                     files.len() - Self::NAMED
                 );
@@ -380,7 +407,7 @@ fn dry_run(plan: &Plan, options: &Options) -> bool {
     let verdicts = match preflight(&plan.items, options, |_| true, true) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("ferry: {e}");
+            err!("ferry: {e}");
             return false;
         }
     };
@@ -417,7 +444,7 @@ fn dry_run(plan: &Plan, options: &Options) -> bool {
                 format!("REFUSED    {name}: {}", escape_for_display(message))
             }
         };
-        println!("{line}");
+        out!("{line}");
     }
     let [new, identical, clash, resume, refused, _] = counts;
     let unsendable = plan.skipped.iter().filter(|s| !s.by_choice).count();
@@ -426,7 +453,7 @@ fn dry_run(plan: &Plan, options: &Options) -> bool {
     } else {
         String::new()
     };
-    println!(
+    out!(
         "plan: {new} new, {identical} identical, {clash} name clash(es), {resume} to resume, \
          {refused} refused{cannot}; nothing was sent"
     );
@@ -447,7 +474,7 @@ fn show_stored(bar: &ProgressBar, done: usize, files: usize, sending: Option<&St
 /// hidden (which would swallow it).
 fn note(bar: &ProgressBar, line: String) {
     if bar.is_hidden() {
-        eprintln!("{line}");
+        err!("{line}");
     } else {
         bar.println(line);
     }

@@ -5,7 +5,7 @@
 //! sent (a socket, an unreadable folder, a name the protocol refuses) is
 //! listed as skipped with its reason rather than silently dropped.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -60,10 +60,14 @@ impl Plan {
         // The same path given twice (as `a.txt` and `./a.txt`, say) is sent
         // once, not a second time under a new name.
         let mut seen = HashSet::new();
+        // Where each file will land on the server: two files headed for one
+        // name (`a/x.txt` and `b/x.txt` given as `a/x.txt`, or two folders
+        // of the same name) would race, the second overwriting the first.
+        let mut landing = HashMap::new();
         for path in paths {
             let same = fs::canonicalize(path).unwrap_or_else(|_| path.clone());
             if seen.insert(same) {
-                plan.add_root(path, follow_links, &mut files);
+                plan.add_root(path, follow_links, &mut files, &mut landing);
             }
         }
         plan.measure(&files, follow_links);
@@ -86,7 +90,13 @@ impl Plan {
 
     /// Adds what is under `root`; files get their size later, from
     /// [`Plan::measure`], and their indices go to `files`.
-    fn add_root(&mut self, root: &Path, follow_links: bool, files: &mut Vec<usize>) {
+    fn add_root(
+        &mut self,
+        root: &Path,
+        follow_links: bool,
+        files: &mut Vec<usize>,
+        landing: &mut HashMap<String, PathBuf>,
+    ) {
         let meta = match fs::symlink_metadata(root) {
             Ok(m) => m,
             Err(e) => return self.skip(root, format!("cannot read: {e}")),
@@ -133,6 +143,15 @@ impl Plan {
                     kind: ItemKind::Folder,
                 });
             } else if file_type.is_file() {
+                if let Some(first) = landing.get(&remote) {
+                    let reason = format!(
+                        "would be stored as {remote}, as {} is",
+                        names::escape_for_display(&first.to_string_lossy())
+                    );
+                    self.skip(path, reason);
+                    continue;
+                }
+                landing.insert(remote.clone(), path.to_path_buf());
                 files.push(self.items.len());
                 self.items.push(Item {
                     local: path.to_path_buf(),
@@ -298,6 +317,31 @@ fn remote_name(base: &str, root: &Path, path: &Path) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_files_headed_for_one_name_are_not_both_sent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for side in ["x1", "x2"] {
+            let folder = dir.path().join(side).join("zz");
+            fs::create_dir_all(&folder).expect("mkdir");
+            fs::write(folder.join("a.txt"), side).expect("write");
+        }
+        let plan = Plan::build(&[dir.path().join("x1/zz"), dir.path().join("x2/zz")], false);
+        let files: Vec<_> = plan
+            .items
+            .iter()
+            .filter(|i| i.remote == "zz/a.txt")
+            .collect();
+        assert_eq!(files.len(), 1, "{plan:?}");
+        assert!(files[0].local.starts_with(dir.path().join("x1")));
+        assert_eq!(plan.skipped.len(), 1, "{plan:?}");
+        assert!(
+            plan.skipped[0]
+                .reason
+                .contains("would be stored as zz/a.txt")
+        );
+        assert!(!plan.skipped[0].by_choice);
+    }
 
     #[test]
     fn the_same_path_given_twice_is_planned_once() {

@@ -69,7 +69,8 @@ pub fn remember(server: &str, items: &[Item], report: &Report) -> Result<(), Str
                 )
         })
         .map(|(item, _)| Failed {
-            local: item.local.clone(),
+            // Absolute, so that a retry from another folder finds it.
+            local: std::path::absolute(&item.local).unwrap_or_else(|_| item.local.clone()),
             remote: item.remote.clone(),
         })
         .collect();
