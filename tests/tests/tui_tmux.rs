@@ -391,9 +391,31 @@ fn closing_the_terminal_mid_transfer_remembers_what_was_not_sent() {
     tmux.wait_for(&["Done 0 of 1"]);
     server.expect_log("slow.bin");
     ferry_e2e::send_signal(tmux.ferry_pid(), "HUP");
-    tmux.wait_for(&["ferry exited with"]);
+    // 128 + SIGHUP's number, as a shell reports it, and what was left.
+    tmux.wait_for(&["ferry exited with 129", "1 file(s) not sent"]);
     let record = fs::read_to_string(home.path().join("state/ferry/failed.json"))
         .expect("the file not sent is remembered");
     assert!(record.contains("slow.bin"), "{record}");
     assert!(!server.dir().join("slow.bin").exists());
+}
+
+/// Ctrl-C in the middle of a transfer quits at once, and says, once the
+/// screen is back, what was left unsent and how to send it.
+#[test]
+fn ctrl_c_mid_transfer_says_what_was_not_sent() {
+    let Some((server, home, root)) = scene(&[]) else {
+        return;
+    };
+    write(root.join("slow.bin"), &data(4 << 20, 10));
+    let tmux = picker_with(&server, home.path(), &root, "--limit-rate 512K");
+    tmux.wait_for(&["slow.bin", "● connected"]);
+    tmux.press(&["a", "s"]);
+    tmux.wait_for(&["Enter: send 1 file"]);
+    tmux.press(&["Enter"]);
+    tmux.wait_for(&["Done 0 of 1"]);
+    tmux.press(&["C-c"]);
+    tmux.wait_for(&[
+        "1 file(s) not sent (ferry send --retry-failed sends them)",
+        "ferry exited with 130",
+    ]);
 }

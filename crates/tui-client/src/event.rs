@@ -29,7 +29,7 @@ pub enum Message {
     InputClosed(String),
     /// A signal asked Ferry to stop (the terminal was closed, or `kill`):
     /// it quits as after Ctrl-C, cancelling a running transfer cleanly.
-    Stop(&'static str),
+    Stop(i32),
     /// A folder was read (or could not be).
     Listed {
         dir: PathBuf,

@@ -174,12 +174,32 @@ fn main() -> ExitCode {
                 follow_links: cli.follow_links,
             };
             match ferry_client::tui::run(config) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(ending) => report_ending(&ending),
                 Err(e) => {
                     eprintln!("ferry: {e:#}");
                     ExitCode::FAILURE
                 }
             }
         }
+    }
+}
+
+/// Says, once the screen is back, what quitting left undone, and picks the
+/// exit status: 128 plus the signal's number after a signal (as a shell
+/// reports it), 130 (Ctrl-C's) when quitting cancelled a transfer.
+fn report_ending(ending: &ferry_client::tui::Ending) -> ExitCode {
+    if let Some(n) = ending.unsent.filter(|n| *n > 0) {
+        eprintln!(
+            "ferry: the transfer was cancelled: {n} file(s) not sent \
+             (ferry send --retry-failed sends them)"
+        );
+    }
+    match (ending.signal, ending.unsent) {
+        (Some(signal), _) => {
+            eprintln!("ferry: stopped by signal {signal}");
+            ExitCode::from(128u8.saturating_add(u8::try_from(signal).unwrap_or(0)))
+        }
+        (None, Some(n)) if n > 0 => ExitCode::from(130),
+        _ => ExitCode::SUCCESS,
     }
 }

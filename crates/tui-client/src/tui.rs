@@ -52,8 +52,19 @@ pub struct Config {
     pub follow_links: bool,
 }
 
+/// How the picker ended, for what to say after the screen is restored and
+/// for the exit status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ending {
+    /// A transfer was cancelled by quitting: how many of its files were
+    /// not sent (they are remembered for `ferry send --retry-failed`).
+    pub unsent: Option<usize>,
+    /// The signal that ended the picker, if one did (its number).
+    pub signal: Option<i32>,
+}
+
 /// Runs the picker until the user quits.
-pub fn run(config: Config) -> anyhow::Result<()> {
+pub fn run(config: Config) -> anyhow::Result<Ending> {
     // Checked before the terminal changes, so the error is printed plainly.
     let dir = fs::canonicalize(&config.dir)
         .with_context(|| format!("cannot open {}", config.dir.display()))?;
@@ -102,6 +113,8 @@ struct Session {
     quitting: Arc<AtomicBool>,
     /// Pauses probing while a transfer holds a connection of its own.
     sending: Arc<AtomicBool>,
+    /// What to say once the screen is restored.
+    ending: Ending,
 }
 
 impl Session {
@@ -137,16 +150,18 @@ impl Session {
             job: 0,
             quitting,
             sending,
+            ending: Ending::default(),
         }
     }
 
-    fn run(mut self, terminal: &mut DefaultTerminal) -> anyhow::Result<()> {
+    fn run(mut self, terminal: &mut DefaultTerminal) -> anyhow::Result<Ending> {
         if let Some(action) = self.first_action.take() {
             self.perform(action);
         }
         let outcome = self.event_loop(terminal);
         self.shut_down();
-        outcome
+        outcome?;
+        Ok(self.ending.clone())
     }
 
     fn event_loop(&mut self, terminal: &mut DefaultTerminal) -> anyhow::Result<()> {
@@ -184,7 +199,10 @@ impl Session {
             Message::InputClosed(why) => bail!("the terminal stopped sending input: {why}"),
             // Leaving the loop shuts down, cancelling a transfer cleanly, so
             // what it did not send is still remembered for a retry.
-            Message::Stop(why) => bail!("stopped by {why}"),
+            Message::Stop(why) => {
+                self.ending.signal = Some(why);
+                return Ok(Some(Action::Quit));
+            }
             Message::Listed {
                 dir,
                 select,
@@ -309,9 +327,11 @@ impl Session {
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.rx.recv_timeout(left) {
                 Ok(Message::Transfer {
-                    msg: TransferMsg::Done(_),
+                    msg: TransferMsg::Done(report),
                     ..
                 }) => {
+                    let unsent = report.results.iter().filter(|r| !r.is_ok()).count();
+                    self.ending.unsent = Some(unsent);
                     self.transfer_ended();
                     return;
                 }
@@ -333,12 +353,7 @@ fn spawn_signals(tx: Sender<Message>) {
     };
     thread::spawn(move || {
         for signal in signals.forever() {
-            let why = match signal {
-                SIGHUP => "the terminal closing (SIGHUP)",
-                SIGTERM => "SIGTERM",
-                _ => "SIGINT",
-            };
-            if tx.send(Message::Stop(why)).is_err() {
+            if tx.send(Message::Stop(signal)).is_err() {
                 return;
             }
         }
