@@ -507,3 +507,43 @@ fn a_retry_from_another_folder_finds_the_files() {
     assert!(said.contains("over the server's limit"), "{said}");
     assert!(!said.contains("No such file"), "{said}");
 }
+
+/// Under a rate cap, small files leave as they are paced out, not in one
+/// burst at the end: the server holds some while the sender still runs.
+#[test]
+fn paced_small_files_arrive_while_the_send_goes_on() {
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    for i in 0..40 {
+        write_file(&src.path().join(format!("t/f{i:02}.txt")), &data(1024, i));
+    }
+    let state = tempfile::tempdir().expect("state dir");
+    // 40 KiB at 8 KiB/s: about five seconds.
+    let mut child = ferry_command(state.path())
+        .args(["send", "--to", &server.addr(), "--limit-rate", "8K"])
+        .arg(src.path().join("t"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ferry");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stored_while_running = loop {
+        let stored = server.files().iter().any(|f| f.ends_with(".txt"));
+        let running = child.try_wait().expect("wait").is_none();
+        if stored || !running || Instant::now() > deadline {
+            break stored && running;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let status = child.wait().expect("ferry ends");
+    assert!(status.success());
+    assert!(stored_while_running, "every file arrived only at the end");
+    assert_eq!(
+        server
+            .files()
+            .iter()
+            .filter(|f| f.ends_with(".txt"))
+            .count(),
+        40
+    );
+}

@@ -364,7 +364,14 @@ impl Connection<'_> {
         refused: &AtomicBool,
         results: &mut [Option<ItemResult>],
     ) -> Option<String> {
-        let mut out = BufWriter::with_capacity(WRITE_BUFFER, &mut *link);
+        // Under a rate cap the buffer holds about an eighth of a second of
+        // sending, so what is paced out leaves when the pacer says, not when
+        // 256 KiB of small files have piled up (at 10K/s, 25 s later, and
+        // past the server's patience at slower rates).
+        let capacity = self.options.limit_rate.map_or(WRITE_BUFFER, |rate| {
+            usize::try_from(rate / 8).map_or(WRITE_BUFFER, |b| b.clamp(4096, WRITE_BUFFER))
+        });
+        let mut out = BufWriter::with_capacity(capacity, &mut *link);
         let mut pacer = Pacer::new(self.options.limit_rate);
         let mut buf = vec![0u8; CHUNK];
         let mut outcome = None;
