@@ -102,7 +102,8 @@ fn skip_identical_sends_nothing_new_for_the_same_bytes() {
     let out = ferry_send(&server.addr(), &["--on-clash", "skip-identical", path]);
     assert!(out.status.success());
     assert!(
-        text(&out.stdout).contains("; 1 already there, identical"),
+        text(&out.stdout).contains("stored 0 file(s)")
+            && text(&out.stdout).contains("; 1 already there, identical"),
         "{}",
         text(&out.stdout)
     );

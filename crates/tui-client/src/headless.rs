@@ -346,14 +346,17 @@ fn print_outcomes(plan: &Plan, report: &Report) {
             "; {unsendable} path(s) could not be sent, see above"
         ));
     }
+    // Identical files the server already had are counted in the notes,
+    // not as stored by this send.
+    let stored_now = stored - identical;
     if failed == 0 && unsendable == 0 {
         out!(
-            "stored {stored} file(s), {} in {took} ({rate}/s sent), all verified{notes}",
+            "stored {stored_now} file(s), {} in {took} ({rate}/s sent), all verified{notes}",
             format_size(bytes, BINARY)
         );
     } else if failed == 0 {
         out!(
-            "stored {stored} file(s), {} in {took} ({rate}/s sent), verified{notes}",
+            "stored {stored_now} file(s), {} in {took} ({rate}/s sent), verified{notes}",
             format_size(bytes, BINARY)
         );
     } else {

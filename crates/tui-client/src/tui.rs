@@ -9,6 +9,7 @@
 //! way out: normal return, error, and panic (ratatui's panic hook).
 
 use std::fs;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,6 +71,10 @@ pub fn run(config: Config) -> anyhow::Result<Ending> {
         .with_context(|| format!("cannot open {}", config.dir.display()))?;
     if !dir.is_dir() {
         bail!("{} is not a folder", config.dir.display());
+    }
+    // Without a terminal (a script, a pipe) there is nothing to draw on.
+    if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+        bail!("the picker needs a terminal; from scripts, use `ferry send PATH...`");
     }
     let mut terminal = match ratatui::try_init() {
         Ok(terminal) => terminal,

@@ -59,3 +59,17 @@ fn options_may_come_before_the_send_command() {
         "{said}"
     );
 }
+
+#[test]
+fn the_picker_without_a_terminal_points_to_ferry_send() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = ferry()
+        .arg(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use `ferry send PATH...`"));
+    // Nothing meant for a terminal leaks into the output.
+    assert!(!out.stdout.contains(&0x1b), "{:?}", out.stdout);
+}

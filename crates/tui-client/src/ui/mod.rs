@@ -938,6 +938,54 @@ mod tests {
         assert_eq!(keep_end("abc", 4), "abc");
     }
 
+    /// While sending, the results box counts files, as the headline does:
+    /// an empty folder made on the way is not one.
+    #[test]
+    fn the_results_box_counts_files_not_folders() {
+        let mut app = asked_to_send();
+        let t0 = Instant::now();
+        let empty = Item {
+            local: PathBuf::from("/here/empty"),
+            remote: "empty".into(),
+            kind: ItemKind::Folder,
+        };
+        confirm(
+            &mut app,
+            plan_of(vec![empty, file("a", 1), file("b", 1)]),
+            t0,
+        );
+        let lines = screen(&app, t0, 80, 24);
+        assert!(line_with(&lines, "Sending 2 files").contains("2 files"));
+        assert!(
+            line_with(&lines, " Done ").contains("Done 0 of 2"),
+            "{lines:#?}"
+        );
+    }
+
+    /// Names on the summary are escaped as on the plan.
+    #[test]
+    fn summary_names_show_control_characters_escaped() {
+        let mut app = asked_to_send();
+        let t0 = Instant::now();
+        confirm(&mut app, plan_of(vec![file("nl\nname.txt", 1)]), t0);
+        app.transfer(
+            TransferMsg::Done(Report {
+                results: vec![stored("nl\nname.txt", 1)],
+                bytes_sent: 1,
+                bytes_resumed: 0,
+                elapsed: Duration::from_secs(1),
+                cancelled: false,
+            }),
+            t0,
+        );
+        let lines = screen(&app, t0, 80, 24);
+        assert!(
+            lines.iter().any(|l| l.contains("nl\\nname.txt")),
+            "{}",
+            lines.join("\n")
+        );
+    }
+
     /// A control character in a name is shown escaped in the list, not
     /// dropped (which would show another name) nor sent to the terminal.
     #[test]
@@ -1103,6 +1151,11 @@ mod tests {
         app.transfer(TransferMsg::Done(report), t0);
         let lines = screen(&app, t0, 100, 24);
         assert!(line_with(&lines, "= a.txt").contains("identical, skipped"));
+        // The box counts files done out of files.
+        assert!(
+            line_with(&lines, "Results").contains("Results"),
+            "{lines:#?}"
+        );
         assert!(line_with(&lines, "✗ b.txt").contains("failed: no room left on the server"));
         assert!(line_with(&lines, "Total").contains("Total"));
         assert!(line_with(&lines, "nothing was sent").contains("nothing was sent"));

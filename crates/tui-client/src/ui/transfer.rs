@@ -8,6 +8,7 @@
 
 use std::time::Instant;
 
+use ferry_proto::path::escape_for_display;
 use ferry_proto::{Clash, Verdict};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -275,7 +276,7 @@ fn draw_finished(frame: &mut Frame, area: Rect, view: &TransferView) {
         .map(|s| {
             let line = Line::from(vec![
                 Span::styled("– ", Style::new().dark_gray()),
-                Span::raw(s.local.display().to_string()),
+                Span::raw(escape_for_display(&s.local.to_string_lossy())),
                 Span::styled(format!("  skipped: {}", s.reason), Style::new().dark_gray()),
             ]);
             (0, line)
@@ -318,7 +319,15 @@ fn draw_finished(frame: &mut Frame, area: Rect, view: &TransferView) {
     } else if ended {
         " Results ".to_string()
     } else {
-        format!(" Done {} of {} ", view.finished.len(), view.items.len())
+        // Files, as the headline counts them; folders are made on the way.
+        let is_file = |i: &usize| {
+            view.items
+                .get(*i)
+                .is_some_and(|item| matches!(item.kind, ItemKind::File { .. }))
+        };
+        let done = view.finished.iter().filter(|i| is_file(i)).count();
+        let files = (0..view.items.len()).filter(|i| is_file(i)).count();
+        format!(" Done {done} of {files} ")
     };
     let shown: Vec<Line> = lines.into_iter().skip(first).collect();
     frame.render_widget(
@@ -373,7 +382,7 @@ fn outcome_line(
     }
     Line::from(vec![
         Span::styled(format!("{mark} "), Style::new().fg(color).bold()),
-        Span::raw(remote.to_string()),
+        Span::raw(escape_for_display(remote)),
         Span::styled(format!("  {what}"), Style::new().fg(color)),
     ])
 }
