@@ -548,3 +548,47 @@ fn paced_small_files_arrive_while_the_send_goes_on() {
         40
     );
 }
+
+/// Ctrl-C while files are still being read for a skip-identical plan stops
+/// at once, as during the send: reading a 64 GiB file (holes) would take
+/// far longer than the wait here.
+#[test]
+fn ctrl_c_while_hashing_for_skip_identical_stops_at_once() {
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let big = src.path().join("huge.bin");
+    fs::File::create(&big)
+        .and_then(|f| f.set_len(64 << 30))
+        .expect("a sparse file");
+    let state = tempfile::tempdir().expect("state dir");
+    let log = src.path().join("stderr.txt");
+    let child = ferry_command(state.path())
+        .args(["send", "--to", &server.addr(), "--on-clash", "skip-identical"])
+        .arg(&big)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn ferry");
+    let until = Instant::now() + Duration::from_secs(20);
+    while !fs::read_to_string(&log).is_ok_and(|l| l.contains("reading 1 file(s)")) {
+        assert!(Instant::now() < until, "never started reading");
+        thread::sleep(Duration::from_millis(20));
+    }
+    send_signal(child.id(), "INT");
+    let stopped = Instant::now();
+    let mut child = child;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if stopped.elapsed() > Duration::from_secs(5) {
+            let _ = child.kill();
+            panic!("still reading 5 s after Ctrl-C");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
+    let said = fs::read_to_string(&log).expect("log");
+    assert!(said.contains("interrupted"), "{said}");
+    assert!(!said.contains("cannot ask the server"), "{said}");
+}

@@ -133,7 +133,7 @@ fn send_plan(plan: &Plan, options: &Options) -> Finish {
     // First, so that Ctrl-C while files are hashed for the plan stops as
     // cleanly as during the send.
     let cancel = interrupt_flag();
-    let dispatch = dispatch(plan, options);
+    let dispatch = dispatch(plan, options, &cancel);
     let outgoing = dispatch.outgoing();
     let bar = progress_bar(outgoing.iter().map(|i| i.size()).sum());
     let names: Vec<String> = plan.items.iter().map(|i| i.remote.clone()).collect();
@@ -221,15 +221,23 @@ fn send_plan(plan: &Plan, options: &Options) -> Finish {
 /// files it already has (each file is hashed here for that), so that those
 /// are not sent at all, and neither are files it would refuse; otherwise
 /// everything goes, and the server decides file by file.
-fn dispatch(plan: &Plan, options: &Options) -> Dispatch {
+fn dispatch(plan: &Plan, options: &Options, cancel: &AtomicBool) -> Dispatch {
     let everything = || Dispatch::leaving_out(plan.items.clone(), |_| None);
     if options.on_clash != OnClash::SkipIdentical {
         return everything();
     }
-    match preflight(&plan.items, options, |_| true, true) {
+    // Reading every file first can take a while: say what the wait is.
+    err!(
+        "ferry: reading {} file(s), {}, to find those the server already has...",
+        plan.file_count(),
+        format_size(plan.total_bytes(), BINARY)
+    );
+    match preflight(&plan.items, options, |_| true, true, cancel) {
         Ok(verdicts) => Dispatch::leaving_out(plan.items.clone(), |index| {
             verdicts.get(index).and_then(Option::as_ref)
         }),
+        // Interrupted: the send that follows stops at once and says so.
+        Err(_) if cancel.load(Ordering::Relaxed) => everything(),
         Err(e) => {
             err!("ferry: cannot ask the server which files it has ({e}); sending them all");
             everything()
@@ -407,7 +415,13 @@ impl Problems {
 /// Asks the server about every file and prints its verdicts. Returns
 /// whether every file would be accepted.
 fn dry_run(plan: &Plan, options: &Options) -> bool {
-    let verdicts = match preflight(&plan.items, options, |_| true, true) {
+    let verdicts = match preflight(
+        &plan.items,
+        options,
+        |_| true,
+        true,
+        &AtomicBool::new(false),
+    ) {
         Ok(v) => v,
         Err(e) => {
             err!("ferry: {e}");

@@ -282,7 +282,13 @@ impl Session {
             if tx.send(Message::Transfer { job, msg }).is_err() {
                 return;
             }
-            let msg = TransferMsg::Checked(preflight(&items, &options, |_| true, true));
+            let msg = TransferMsg::Checked(preflight(
+                &items,
+                &options,
+                |_| true,
+                true,
+                &AtomicBool::new(false),
+            ));
             let _ = tx.send(Message::Transfer { job, msg });
         });
     }

@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ferry_proto::{ClientMsg, OnClash, PlanEntry, ServerMsg, Verdict, to_body};
 
@@ -25,12 +26,14 @@ const BYTES_PER_MESSAGE: usize = 24 * 1024;
 
 /// The server's verdict on each item for which `ask` is true (`None` for
 /// the others and for folders). `with_digests` hashes each file first, so
-/// that identical files can be recognised (for `skip-identical`).
+/// that identical files can be recognised (for `skip-identical`); raising
+/// `stop` ends that hashing, which can take long, with an error.
 pub fn preflight(
     items: &[Item],
     options: &Options,
     ask: impl Fn(&Item) -> bool,
     with_digests: bool,
+    stop: &AtomicBool,
 ) -> Result<Vec<Option<Verdict>>, String> {
     let mut messages: Vec<Vec<PlanEntry>> = vec![Vec::new()];
     let mut bytes = 0;
@@ -42,7 +45,7 @@ pub fn preflight(
             continue;
         }
         let blake3 = if with_digests && options.on_clash == OnClash::SkipIdentical {
-            Some(hash_file(item).map_err(|e| {
+            Some(hash_file(item, stop).map_err(|e| {
                 format!("cannot read {}: {}", item.local.display(), describe_io(&e))
             })?)
         } else {
@@ -128,11 +131,14 @@ pub fn preflight(
     Ok(verdicts)
 }
 
-fn hash_file(item: &Item) -> io::Result<String> {
+fn hash_file(item: &Item, stop: &AtomicBool) -> io::Result<String> {
     let mut file = File::open(&item.local)?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
+        }
         match file.read(&mut buf) {
             Ok(0) => return Ok(hasher.finalize().to_hex().to_string()),
             Ok(n) => {

@@ -43,7 +43,9 @@ pub(super) fn resume_offsets(items: &[Item], options: &Options) -> Vec<u64> {
     if !items.iter().any(wanted) {
         return offsets;
     }
-    if let Ok(verdicts) = super::preflight::preflight(items, options, wanted, false) {
+    if let Ok(verdicts) =
+        super::preflight::preflight(items, options, wanted, false, &AtomicBool::new(false))
+    {
         for (offset, verdict) in offsets.iter_mut().zip(verdicts) {
             if let Some(Verdict::Resume { offset: at }) = verdict {
                 *offset = at;
