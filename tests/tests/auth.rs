@@ -80,7 +80,7 @@ fn a_token_is_required_and_checked() {
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains("the server needs a token (--token-file or FERRY_TOKEN)"),
+            .contains("the server refused: it needs a token (--token-file or FERRY_TOKEN)"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

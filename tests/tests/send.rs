@@ -563,7 +563,13 @@ fn ctrl_c_while_hashing_for_skip_identical_stops_at_once() {
     let state = tempfile::tempdir().expect("state dir");
     let log = src.path().join("stderr.txt");
     let child = ferry_command(state.path())
-        .args(["send", "--to", &server.addr(), "--on-clash", "skip-identical"])
+        .args([
+            "send",
+            "--to",
+            &server.addr(),
+            "--on-clash",
+            "skip-identical",
+        ])
         .arg(&big)
         .stdout(Stdio::null())
         .stderr(fs::File::create(&log).expect("log file"))

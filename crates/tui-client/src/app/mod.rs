@@ -19,6 +19,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::browse::{Entry, FolderSizes, Listing, Marks, SizeReport};
 use crate::event::TransferMsg;
+use crate::transfer::handshake::is_refusal;
 use crate::transfer::retry::Record;
 use crate::transfer::{Dispatch, Event};
 
@@ -59,6 +60,8 @@ pub enum ServerState {
     Checking,
     Connected(String),
     Unreachable(String),
+    /// It answered, and said no (a token missing or wrong, say).
+    Refused(String),
 }
 
 /// A one-line message for the user.
@@ -487,6 +490,7 @@ impl App {
     pub fn probed(&mut self, result: Result<String, String>) {
         self.server = match result {
             Ok(name) => ServerState::Connected(name),
+            Err(reason) if is_refusal(&reason) => ServerState::Refused(reason),
             Err(reason) => ServerState::Unreachable(reason),
         };
     }

@@ -17,6 +17,16 @@ pub(crate) fn send_frame(out: &mut impl Write, msg: &ClientMsg) -> io::Result<()
     })
 }
 
+/// How every handshake error that the server answered (rather than a
+/// network failure) begins.
+const REFUSED: &str = "the server refused";
+
+/// Whether a handshake error means the server answered and said no, as
+/// opposed to not being reached at all.
+pub fn is_refusal(error: &str) -> bool {
+    error.starts_with(REFUSED)
+}
+
 /// Says hello and returns the server's name and file size limit.
 pub(crate) fn handshake(
     link: &mut Link,
@@ -71,14 +81,14 @@ pub(crate) fn handshake(
         Some(ServerMsg::Error {
             code: ErrorCode::Unauthorized,
             ..
-        }) if token.is_none() => {
-            Err("the server needs a token (--token-file or FERRY_TOKEN)".into())
-        }
+        }) if token.is_none() => Err(format!(
+            "{REFUSED}: it needs a token (--token-file or FERRY_TOKEN)"
+        )),
         Some(ServerMsg::Error {
             code: ErrorCode::Unauthorized,
             ..
-        }) => Err("the server refused the token given".into()),
-        Some(ServerMsg::Error { message, .. }) => Err(format!("the server refused: {message}")),
+        }) => Err(format!("{REFUSED} the token given")),
+        Some(ServerMsg::Error { message, .. }) => Err(format!("{REFUSED}: {message}")),
         Some(ServerMsg::Ack(_) | ServerMsg::Plan { .. }) => {
             Err("the server answered out of turn".into())
         }

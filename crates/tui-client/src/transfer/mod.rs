@@ -10,7 +10,7 @@
 
 mod acks;
 pub mod dispatch;
-mod handshake;
+pub mod handshake;
 pub mod link;
 pub mod pace;
 pub mod plan;

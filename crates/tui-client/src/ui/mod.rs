@@ -78,6 +78,7 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
         ServerState::Checking => ("…", "checking".to_string(), Color::Yellow),
         ServerState::Connected(name) => ("●", format!("connected: {name}"), Color::Green),
         ServerState::Unreachable(reason) => ("○", format!("unreachable: {reason}"), Color::Red),
+        ServerState::Refused(reason) => ("○", reason.clone(), Color::Red),
     };
     let server = Line::from(vec![
         Span::raw(format!("{} ", app.addr)),
@@ -960,6 +961,25 @@ mod tests {
             line_with(&lines, " Done ").contains("Done 0 of 2"),
             "{lines:#?}"
         );
+    }
+
+    /// A server that answers "no" is not shown as unreachable.
+    #[test]
+    fn a_refusing_server_is_shown_as_refused_not_unreachable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut app = browsing(dir.path());
+        app.probed(Err(
+            "the server refused: it needs a token (--token-file or FERRY_TOKEN)".into(),
+        ));
+        let header = screen(&app, Instant::now(), 120, 10)[0].clone();
+        assert!(
+            header.contains("○ the server refused: it needs a token"),
+            "{header}"
+        );
+        assert!(!header.contains("unreachable"), "{header}");
+        app.probed(Err("cannot reach 127.0.0.1:1: connection refused".into()));
+        let header = screen(&app, Instant::now(), 120, 10)[0].clone();
+        assert!(header.contains("unreachable: cannot reach"), "{header}");
     }
 
     /// Names on the summary are escaped as on the plan.
