@@ -982,6 +982,33 @@ mod tests {
         assert!(header.contains("unreachable: cannot reach"), "{header}");
     }
 
+    /// Once the transfer has ended the empty file gauge gives its rows to
+    /// the results: at 40x10 some results still show.
+    #[test]
+    fn a_small_summary_gives_the_results_the_file_gauges_room() {
+        let mut app = asked_to_send();
+        let t0 = Instant::now();
+        confirm(
+            &mut app,
+            plan_of(vec![file("a.txt", 1), file("b.txt", 1)]),
+            t0,
+        );
+        app.transfer(
+            TransferMsg::Done(Report {
+                results: vec![stored("a.txt", 1), stored("b.txt", 1)],
+                bytes_sent: 2,
+                bytes_resumed: 0,
+                elapsed: Duration::from_secs(1),
+                cancelled: false,
+            }),
+            t0,
+        );
+        let lines = screen(&app, t0, 40, 10);
+        let body = lines.join("\n");
+        assert!(!body.contains("┌ File"), "{body}");
+        assert!(body.contains("✓ a.txt"), "{body}");
+    }
+
     /// Names on the summary are escaped as on the plan.
     #[test]
     fn summary_names_show_control_characters_escaped() {

@@ -22,7 +22,7 @@ use crate::transfer::progress::format_duration;
 use crate::transfer::{ItemKind, ItemResult};
 
 pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, view: &TransferView, now: Instant) {
-    let [headline, total, file, finished] = areas(area);
+    let [headline, total, file, finished] = areas(area, view.is_ended());
     frame.render_widget(Paragraph::new(headline_text(app, view)), headline);
     draw_total(frame, total, view, now);
     draw_file(frame, file, view, now);
@@ -336,20 +336,22 @@ fn draw_finished(frame: &mut Frame, area: Rect, view: &TransferView) {
     );
 }
 
-/// Headline, total gauge, file gauge and results, top to bottom.
-fn areas(body: Rect) -> [Rect; 4] {
+/// Headline, total gauge, file gauge and results, top to bottom. Once the
+/// transfer has ended no file is moving, and the results take its room.
+fn areas(body: Rect, ended: bool) -> [Rect; 4] {
+    let file = if ended { 0 } else { 3 };
     Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(3),
-        Constraint::Length(3),
+        Constraint::Length(file),
         Constraint::Fill(1),
     ])
     .areas(body)
 }
 
-/// Rows of results that fit inside their box.
+/// Rows of the summary's results that fit inside their box.
 pub(super) fn results_rows(body: Rect) -> usize {
-    usize::from(areas(body)[3].height.saturating_sub(2))
+    usize::from(areas(body, true)[3].height.saturating_sub(2))
 }
 
 /// One finished file. `by_plan`: left out because the plan found it
