@@ -97,6 +97,29 @@ fn an_idle_crowd_cannot_lock_out_an_honest_client() {
     drop(idle);
 }
 
+/// A crowd that sends a byte of a frame and never the rest is as
+/// evictable as a silent one: it cannot hold every connection for the
+/// header timeout.
+#[test]
+fn a_crowd_of_unfinished_frames_cannot_lock_out_an_honest_client() {
+    let server = Server::start_with(&["--max-connections", "8", "--header-timeout", "30"]);
+    let crowd: Vec<TcpStream> = (0..8)
+        .map(|i| {
+            let mut s = connect(&server.addr());
+            // The first byte of a frame (or of a TLS record), then nothing.
+            s.write_all(&[if i % 2 == 0 { b'A' } else { 0x16 }])
+                .expect("a byte");
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(3000));
+    let mut c = V1::connect(&server.addr());
+    c.upload(1, "honest.txt", b"made it", OnClash::Rename);
+    assert_eq!(c.expect_stored(), "honest.txt");
+    server.expect_log("connection limit (8) reached: closed idle connection");
+    drop(crowd);
+}
+
 #[test]
 fn when_everyone_is_busy_newcomers_are_refused_with_a_log_line() {
     let server = Server::start_with(&["--max-connections", "2"]);

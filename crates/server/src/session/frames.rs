@@ -64,8 +64,13 @@ impl<'a> Session<'a> {
         if available == 0 {
             return Ok(None);
         }
+        // Busy (not to be evicted for a newcomer) only once a whole frame
+        // is in: a peer holding a connection with a byte or two of a frame
+        // it never finishes stays as evictable as a silent one. Honest
+        // frames arrive whole, in one segment.
+        let frame = self.read_started_frame()?;
         self.slot.set_busy();
-        self.read_started_frame()
+        Ok(frame)
     }
 
     /// Reads the frame that must follow a body. Unlike [`Self::next_frame`]
