@@ -35,6 +35,14 @@ impl Upload<'_> {
         };
         match (policy, existing) {
             (OnClash::Overwrite, Some(FileType::RegularFile) | None) => {
+                // The old file's size is looked up and it is replaced as
+                // one step among overwrites: two racing for one name would
+                // otherwise both take the same old file off the quota.
+                let _one_at_a_time = self
+                    .store
+                    .overwriting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
                 let old = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
                     .map_or(0, |st| st.st_size as u64);
                 self.replace(dir, name)?;

@@ -28,6 +28,7 @@ use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -166,6 +167,8 @@ pub struct Store {
     new_folders: NewFolders,
     /// Uploads open now (each holds an open file until committed).
     open_uploads: AtomicUsize,
+    /// Held while an overwrite looks up the old file and replaces it.
+    overwriting: Mutex<()>,
 }
 
 /// See [`Store::sync_handle`].
@@ -230,6 +233,7 @@ impl Store {
             root_mount,
             new_folders: NewFolders::new(root_dev),
             open_uploads: AtomicUsize::new(0),
+            overwriting: Mutex::new(()),
         };
         let cleaned = store.clean_staging()?;
         Ok((store, cleaned))

@@ -198,18 +198,30 @@ impl Room {
 }
 
 /// Bytes of the regular files under `root`, kept partials included.
+/// A folder that cannot be read (someone else's, say) is passed over with a
+/// warning rather than keeping the server from starting; only the target
+/// folder itself must be readable. A file gone meanwhile counts nothing.
 fn folder_bytes(root: &Path) -> io::Result<u64> {
     let mut total = 0;
     let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
-        for entry in fs::read_dir(&dir)? {
-            let entry = entry?;
-            let kind = entry.file_type()?;
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if dir != root => {
+                tracing::warn!("quota: cannot count what {} holds: {e}", dir.display());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for entry in entries.map_while(Result::ok) {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
             if kind.is_dir() {
                 // Staging counts too: kept partials take room.
                 pending.push(entry.path());
             } else if kind.is_file() {
-                total += entry.metadata()?.len();
+                total += entry.metadata().map_or(0, |m| m.len());
             }
         }
     }

@@ -499,3 +499,25 @@ fn a_partial_dropped_for_a_mount_gives_its_room_back() {
     assert_eq!(partials(&s), 0);
     assert_eq!(s.used.load(Ordering::Relaxed), 0);
 }
+
+/// Overwrites racing for one name take the old file off the quota once,
+/// not once each: the count keeps matching what is on disk.
+#[test]
+fn racing_overwrites_keep_the_quota_count_true() {
+    let (_t, mut s) = store();
+    s.set_quota(64 << 20).expect("quota");
+    put(&s, "y.bin", &[7u8; 1000], OnClash::Rename).expect("y");
+    for _ in 0..20 {
+        put(&s, "x.bin", &[1u8; 30_000], OnClash::Overwrite).expect("x grows");
+        std::thread::scope(|scope| {
+            for _ in 0..6 {
+                scope.spawn(|| put(&s, "x.bin", b"z", OnClash::Overwrite).expect("overwrite"));
+            }
+        });
+    }
+    let on_disk: u64 = ["x.bin", "y.bin"]
+        .iter()
+        .map(|n| fs::metadata(s.path().join(n)).expect("there").len())
+        .sum();
+    assert_eq!(s.used.load(Ordering::Relaxed), on_disk);
+}
