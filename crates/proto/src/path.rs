@@ -83,13 +83,14 @@ pub fn check_component(name: &str) -> Result<(), NameError> {
         return Err(NameError::ComponentTooLong(name.len()));
     }
     let mut prev = None;
-    for c in name.chars() {
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
         match c {
             '/' => return Err(NameError::EmptyComponent),
             '\\' => return Err(NameError::Backslash),
             ':' => return Err(NameError::Colon),
             c if c.is_control() => return Err(NameError::Control),
-            c if hides(prev, c) => return Err(NameError::Invisible),
+            c if hides(prev, c, chars.peek().copied()) => return Err(NameError::Invisible),
             _ => {}
         }
         prev = Some(c);
@@ -152,23 +153,39 @@ pub fn is_invisible(c: char) -> bool {
         | '\u{E0000}'..='\u{E0FFF}')
 }
 
-/// Whether `c`, coming after `prev`, hides in a name. A variation selector
-/// picks how the character before it is drawn, and is part of the name
-/// only where it does: after an emoji (its colour form, as in `❤️`), a CJK
-/// ideograph (a glyph variant) or, for the Mongolian selectors, a Mongolian
-/// letter. Anywhere else (`café` plus a selector looks just like `café`) it
-/// only hides.
-fn hides(prev: Option<char>, c: char) -> bool {
+/// Whether `c`, between `prev` and `next`, hides in a name. Some
+/// invisible characters are part of how a name is written, and pass where
+/// they do that:
+/// - a variation selector after an emoji (its colour form, as in `❤️`), a
+///   CJK ideograph (a glyph variant) or, for the Mongolian selectors, a
+///   Mongolian letter; and U+FE0F in a keycap (`1️⃣`);
+/// - a zero-width joiner or non-joiner between two letters or emoji of
+///   scripts that use them (Persian `کتاب‌ها`, Sinhala `ශ්‍රී`, the emoji
+///   `👨‍👩‍👧`);
+/// - tag characters in a flag that starts with U+1F3F4.
+///
+/// Anywhere else (after ASCII, at the start or end, after another
+/// invisible character) they only hide: `café` plus a selector looks just
+/// like `café`.
+fn hides(prev: Option<char>, c: char, next: Option<char>) -> bool {
     if !is_invisible(c) {
         return false;
     }
     let Some(prev) = prev else {
         return true;
     };
+    // Written, not ASCII, not itself hidden: where joining means something.
+    let joins = |x: char| !x.is_ascii() && !is_invisible(x);
     let drawn = match c {
+        '\u{FE0F}' if matches!(prev, '0'..='9' | '#' | '*') => next == Some('\u{20E3}'),
         '\u{FE00}'..='\u{FE0F}' => is_emoji(prev) || is_cjk(prev),
         '\u{E0100}'..='\u{E01EF}' => is_cjk(prev),
         '\u{180B}'..='\u{180D}' | '\u{180F}' => matches!(prev, '\u{1800}'..='\u{18AF}'),
+        // A joiner may follow an emoji's selector (`❤️‍🔥`).
+        '\u{200C}' | '\u{200D}' => (joins(prev) || prev == '\u{FE0F}') && next.is_some_and(joins),
+        '\u{E0020}'..='\u{E007F}' => {
+            prev == '\u{1F3F4}' || matches!(prev, '\u{E0020}'..='\u{E007F}')
+        }
         _ => false,
     };
     !drawn
@@ -204,8 +221,9 @@ fn is_cjk(c: char) -> bool {
 pub fn escape_for_display(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut prev = None;
-    for c in text.chars() {
-        if c.is_control() || hides(prev, c) {
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_control() || hides(prev, c, chars.peek().copied()) {
             out.extend(c.escape_debug());
         } else {
             out.push(c);
@@ -282,6 +300,14 @@ mod tests {
             "\u{1F600}\u{FE0F}.png",
             "\u{845B}\u{E0100}.txt",
             "\u{1820}\u{180B}.txt",
+            // Persian with a non-joiner, Sinhala with a joiner.
+            "\u{6A9}\u{62A}\u{627}\u{628}\u{200C}\u{647}\u{627}.docx",
+            "\u{DC1}\u{DCA}\u{200D}\u{DBB}\u{DD3}",
+            // A family, a rainbow flag, a keycap, a flag with tags.
+            "\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}.jpg",
+            "\u{1F3F3}\u{FE0F}\u{200D}\u{1F308}",
+            "1\u{FE0F}\u{20E3} first",
+            "\u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}",
         ] {
             assert_eq!(components(name), Ok(vec![name]), "{name:?}");
             assert_eq!(escape_for_display(name), name);
@@ -296,6 +322,14 @@ mod tests {
             "r\u{E9}sum\u{E9}\u{E0100}.pdf",
             "\u{430}\u{FE0F}",
             "\u{845B}\u{180B}",
+            // Joiners where nothing is joined, a lone keycap selector,
+            // tags outside a flag.
+            "invoice\u{200D}.pdf",
+            "\u{6A9}\u{200C}",
+            "\u{200D}\u{6A9}",
+            "a\u{200C}b",
+            "1\u{FE0F}x",
+            "tag\u{E0067}",
         ] {
             assert_eq!(components(name), Err(NameError::Invisible), "{name:?}");
         }
