@@ -38,6 +38,7 @@ use rustix::io::Errno;
 use thiserror::Error;
 
 use self::folders::{mount_id, open_dir_nofollow};
+use self::verdicts::KnownDigests;
 use crate::new_folders::NewFolders;
 
 mod clash;
@@ -169,6 +170,8 @@ pub struct Store {
     open_uploads: AtomicUsize,
     /// Held while an overwrite looks up the old file and replaces it.
     overwriting: Mutex<()>,
+    /// Digests of existing files that plans compared, while unchanged.
+    known_digests: KnownDigests,
 }
 
 /// See [`Store::sync_handle`].
@@ -234,6 +237,7 @@ impl Store {
             new_folders: NewFolders::new(root_dev),
             open_uploads: AtomicUsize::new(0),
             overwriting: Mutex::new(()),
+            known_digests: KnownDigests::default(),
         };
         let cleaned = store.clean_staging()?;
         Ok((store, cleaned))

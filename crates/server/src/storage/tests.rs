@@ -261,6 +261,17 @@ fn a_plan_reads_each_existing_file_once() {
             ..
         }
     ));
+    // The same plan again reads nothing: the file has not changed.
+    let mut digests = Digests::default();
+    let again = s.verdicts_with(&files, &mut digests);
+    assert_eq!(digests.files_read(), 0);
+    assert_eq!(again, verdicts);
+    // Changed in place (same size), it is read again, and no longer matches.
+    fs::write(s.path().join("big.bin"), vec![8u8; 1 << 20]).expect("rewrite");
+    let mut digests = Digests::default();
+    let changed = s.verdicts_with(&files, &mut digests);
+    assert_eq!(digests.files_read(), 1);
+    assert!(matches!(changed[0].verdict, Verdict::Clash { .. }));
 }
 
 #[test]

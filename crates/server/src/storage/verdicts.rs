@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
+use std::sync::Mutex;
 
 use ferry_proto::{Clash, OnClash, PlanEntry, PlanVerdict, Verdict, path as names};
 use rustix::fs::{AtFlags, FileType};
@@ -100,7 +101,7 @@ impl Store {
             }
             (None, None, _) => Verdict::New,
             (None, Some(FileType::RegularFile), OnClash::SkipIdentical)
-                if same_as(dir.as_ref(), name, f, digests) =>
+                if same_as(self, dir.as_ref(), name, f, digests) =>
             {
                 needed = 0;
                 Verdict::Identical
@@ -152,17 +153,56 @@ impl Store {
 #[derive(Debug, Default)]
 pub(super) struct Digests {
     by_file: HashMap<(u64, u64), Option<blake3::Hash>>,
+    /// How many of them were read (rather than known from an earlier plan).
+    read: usize,
 }
 
 impl Digests {
     /// How many files were read.
     pub(super) fn files_read(&self) -> usize {
-        self.by_file.len()
+        self.read
+    }
+}
+
+/// Digests of existing files from earlier plans, so that asking about the
+/// same unchanged file again (the same plan sent over and over) reads it
+/// no more. A file is known by its identity and its size, modification and
+/// status-change times: any write to it changes the last.
+#[derive(Debug, Default)]
+pub(super) struct KnownDigests(Mutex<HashMap<FileVersion, blake3::Hash>>);
+
+/// (device, inode, size, mtime s, mtime ns, ctime s, ctime ns)
+type FileVersion = (u64, u64, i64, i64, i64, i64, i64);
+
+/// Files remembered at most; past that the memory starts afresh.
+const KNOWN_DIGESTS: usize = 4096;
+
+impl KnownDigests {
+    fn get(&self, version: &FileVersion) -> Option<blake3::Hash> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(version)
+            .copied()
+    }
+
+    fn put(&self, version: FileVersion, digest: blake3::Hash) {
+        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= KNOWN_DIGESTS {
+            known.clear();
+        }
+        known.insert(version, digest);
     }
 }
 
 /// Whether regular file `name` in `dir` holds exactly what `f` says.
-fn same_as(dir: Option<&OwnedFd>, name: &str, f: &PlanEntry, digests: &mut Digests) -> bool {
+fn same_as(
+    store: &Store,
+    dir: Option<&OwnedFd>,
+    name: &str,
+    f: &PlanEntry,
+    digests: &mut Digests,
+) -> bool {
     let (Some(dir), Some(want)) = (dir, f.blake3.as_deref()) else {
         return false;
     };
@@ -175,6 +215,23 @@ fn same_as(dir: Option<&OwnedFd>, name: &str, f: &PlanEntry, digests: &mut Diges
     let digest = digests
         .by_file
         .entry((st.st_dev, st.st_ino))
-        .or_insert_with(|| hash_file(file).ok());
+        .or_insert_with(|| {
+            let version = (
+                st.st_dev,
+                st.st_ino,
+                st.st_size,
+                st.st_mtime,
+                st.st_mtime_nsec as i64,
+                st.st_ctime,
+                st.st_ctime_nsec as i64,
+            );
+            if let Some(known) = store.known_digests.get(&version) {
+                return Some(known);
+            }
+            digests.read += 1;
+            let digest = hash_file(file).ok()?;
+            store.known_digests.put(version, digest);
+            Some(digest)
+        });
     *digest == Some(want)
 }
