@@ -185,6 +185,17 @@ fn a_tampered_partial_is_never_trusted() {
         "the whole file, sent again"
     );
     assert!(partials(server.dir()).is_empty());
+    // The sender says so, and does not count the kept part as saved.
+    assert!(
+        text(&out.stderr).contains("big.bin: the server could not use what it kept"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !text(&out.stdout).contains("(resumed)"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]

@@ -165,6 +165,17 @@ fn send_plan(plan: &Plan, options: &Options) -> Finish {
                     );
                 }
             }
+            Event::NotResumed { index, .. } => {
+                if let Some(name) = names.get(index) {
+                    note(
+                        &bar,
+                        format!(
+                            "ferry: {}: the server could not use what it kept; sending it whole",
+                            escape_for_display(name)
+                        ),
+                    );
+                }
+            }
             // Reading a big kept part takes a while before anything moves.
             Event::Checking { index, offset } if offset >= CHECKING_NOTE_FROM => {
                 if let Some(name) = names.get(index) {

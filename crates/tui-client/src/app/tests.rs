@@ -1045,3 +1045,29 @@ fn the_summary_starts_at_its_top_whatever_the_plan_scroll() {
     ));
     assert_eq!(view(&app).scroll, 0);
 }
+
+/// A resume the server refused is taken back: the file is not shown as
+/// resumed, and the total no longer counts its kept part as done.
+#[test]
+fn a_resume_taken_back_is_not_counted() {
+    let dir = fixture();
+    let mut app = running_transfer(dir.path());
+    let now = Instant::now();
+    for event in [
+        connected(),
+        Event::Started { index: 0 },
+        Event::Resumed {
+            index: 0,
+            offset: 4,
+        },
+        Event::NotResumed {
+            index: 0,
+            offset: 4,
+        },
+    ] {
+        app.transfer(TransferMsg::Progress(event), now);
+    }
+    let v = view(&app);
+    assert_eq!(v.resumed[0], None);
+    assert_eq!(v.total.as_ref().map(Meter::resumed), Some(0));
+}

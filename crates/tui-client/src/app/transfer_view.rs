@@ -54,6 +54,11 @@ impl Meter {
         self.resumed += offset;
     }
 
+    /// `offset` bytes counted by [`Meter::resume`] were not there after all.
+    fn unresume(&mut self, offset: u64) {
+        self.resumed = self.resumed.saturating_sub(offset);
+    }
+
     /// `done` bytes are done, resumed ones included.
     fn set_done(&mut self, done: u64, now: Instant) {
         self.moved.set_done(done.saturating_sub(self.resumed), now);
@@ -372,6 +377,12 @@ impl TransferView {
                 }
                 if let Some(file) = self.file.as_mut().filter(|_| self.current == Some(index)) {
                     file.resume(offset);
+                }
+            }
+            Event::NotResumed { index, offset } => {
+                meter.unresume(offset);
+                if let Some(slot) = self.resumed.get_mut(index) {
+                    *slot = None;
                 }
             }
             Event::Progress {

@@ -78,6 +78,10 @@ impl Dispatch {
                 index: self.whole(index),
                 offset,
             },
+            Event::NotResumed { index, offset } => Event::NotResumed {
+                index: self.whole(index),
+                offset,
+            },
             Event::Checking { index, offset } => Event::Checking {
                 index: self.whole(index),
                 offset,

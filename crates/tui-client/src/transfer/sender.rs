@@ -109,6 +109,9 @@ pub enum Event {
     /// Item `index` continues an interrupted upload: the server already had
     /// its first `offset` bytes, which are not sent again.
     Resumed { index: usize, offset: u64 },
+    /// Item `index`, announced as resumed at `offset`, could not be: the
+    /// server refused its kept part, and the whole file goes again.
+    NotResumed { index: usize, offset: u64 },
     /// Bytes written so far: of item `index`, and of the whole transfer.
     Progress {
         index: usize,
@@ -181,6 +184,12 @@ pub fn send(items: &[Item], options: &Options, cancel: &AtomicBool, report: Repo
                 let mut again = false;
                 for index in restart {
                     if restarted.insert(index) {
+                        // What was counted as already there was not.
+                        let offset = offsets[index];
+                        if offset > 0 {
+                            skipped = skipped.saturating_sub(offset);
+                            report(Event::NotResumed { index, offset });
+                        }
                         offsets[index] = 0;
                         results[index] = None;
                         again = true;
