@@ -116,7 +116,7 @@ impl Store {
                     names::escape_for_display(&path)
                 )));
             }
-            (None, Some(_), _) => match dir.as_ref().and_then(|d| free_name(d, name)) {
+            (None, Some(_), _) => match dir.as_ref().and_then(|d| digests.free_name(d, name)) {
                 Some(free) => Verdict::Clash {
                     result: Clash::Renamed,
                     stored_as: format!("{prefix}{free}"),
@@ -155,9 +155,23 @@ pub(super) struct Digests {
     by_file: HashMap<(u64, u64), Option<blake3::Hash>>,
     /// How many of them were read (rather than known from an earlier plan).
     read: usize,
+    /// The free numbered name found for a taken one, by folder and name:
+    /// finding it can take thousands of look-ups, once per plan is enough.
+    free_names: HashMap<(u64, u64, String), Option<String>>,
 }
 
 impl Digests {
+    /// The first `name (n)` free in `dir`, looked for once per plan.
+    fn free_name(&mut self, dir: &OwnedFd, name: &str) -> Option<String> {
+        let Ok(st) = rustix::fs::fstat(dir) else {
+            return free_name(dir, name);
+        };
+        self.free_names
+            .entry((st.st_dev, st.st_ino, name.to_string()))
+            .or_insert_with(|| free_name(dir, name))
+            .clone()
+    }
+
     /// How many files were read.
     pub(super) fn files_read(&self) -> usize {
         self.read
