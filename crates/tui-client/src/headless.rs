@@ -9,7 +9,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ferry_proto::path::escape_for_display;
@@ -145,6 +145,14 @@ fn send_plan(plan: &Plan, options: &Options) -> Finish {
         let stored = AtomicUsize::new(0);
         // The file going out now, for the message to name.
         let current = AtomicUsize::new(usize::MAX);
+        // Bytes the server already had: the bar counts only what moves, so
+        // a resume does not look like a burst of speed.
+        let resumed = AtomicU64::new(0);
+        let shrink = |bar: &ProgressBar, by: i64| {
+            if let Some(len) = bar.length() {
+                bar.set_length(len.saturating_add_signed(-by));
+            }
+        };
         Arc::new(move |event: Event| match event {
             // Only a bar that shows needs its message: formatting one per
             // file costs a stream of small files a few percent.
@@ -154,6 +162,8 @@ fn send_plan(plan: &Plan, options: &Options) -> Finish {
                 show_stored(&bar, done, files, names.get(index));
             }
             Event::Resumed { index, offset } => {
+                resumed.fetch_add(offset, Ordering::Relaxed);
+                shrink(&bar, i64::try_from(offset).unwrap_or(i64::MAX));
                 if let Some(name) = names.get(index) {
                     note(
                         &bar,
@@ -165,7 +175,9 @@ fn send_plan(plan: &Plan, options: &Options) -> Finish {
                     );
                 }
             }
-            Event::NotResumed { index, .. } => {
+            Event::NotResumed { index, offset } => {
+                resumed.fetch_sub(offset.min(resumed.load(Ordering::Relaxed)), Ordering::Relaxed);
+                shrink(&bar, -i64::try_from(offset).unwrap_or(i64::MAX));
                 if let Some(name) = names.get(index) {
                     note(
                         &bar,
@@ -189,7 +201,9 @@ fn send_plan(plan: &Plan, options: &Options) -> Finish {
                     );
                 }
             }
-            Event::Progress { total_sent, .. } => bar.set_position(total_sent),
+            Event::Progress { total_sent, .. } => {
+                bar.set_position(total_sent.saturating_sub(resumed.load(Ordering::Relaxed)))
+            }
             Event::Finished { result, .. } => {
                 if matches!(result, ItemResult::Stored { .. }) {
                     // Acks come after the files they confirm: the count
