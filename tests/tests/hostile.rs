@@ -392,17 +392,19 @@ fn a_plan_whose_answer_would_not_fit_is_refused_with_a_reason() {
     let server = Server::start();
     let long = ["a", "b", "c"].map(|c| c.repeat(199)).join("/");
     write_file(&server.dir().join(&long), b"there");
-    let files: Vec<PlanEntry> = (0..100)
-        .map(|id| PlanEntry {
-            id,
-            path: long.clone(),
-            size: 5,
-            on_clash: OnClash::Rename,
-            blake3: None,
-            resume_key: None,
-        })
-        .collect();
-    let question = ClientMsg::Plan { files };
+    let asking = |n: u64| ClientMsg::Plan {
+        files: (0..n)
+            .map(|id| PlanEntry {
+                id,
+                path: long.clone(),
+                size: 5,
+                on_clash: OnClash::Rename,
+                blake3: None,
+                resume_key: None,
+            })
+            .collect(),
+    };
+    let question = asking(100);
     assert!(to_body(&question).len() <= MAX_FRAME_LEN);
     let mut c = V1::connect(&server.addr());
     c.send(&question);
@@ -416,18 +418,7 @@ fn a_plan_whose_answer_would_not_fit_is_refused_with_a_reason() {
     server.expect_log("would not fit in one frame");
     // Asked in smaller pieces, the same question is answered.
     let mut c = V1::connect(&server.addr());
-    c.send(&ClientMsg::Plan {
-        files: (0..10)
-            .map(|id| PlanEntry {
-                id,
-                path: long.clone(),
-                size: 5,
-                on_clash: OnClash::Rename,
-                blake3: None,
-                resume_key: None,
-            })
-            .collect(),
-    });
+    c.send(&asking(10));
     assert!(matches!(c.recv(), Some(ServerMsg::Plan { verdicts }) if verdicts.len() == 10));
 }
 

@@ -375,13 +375,10 @@ fn the_picker_follows_symlinks_with_dash_l() {
     tmux.wait_for(&["ferry exited with 0"]);
 }
 
-/// Closing the terminal mid-transfer (SIGHUP) stops the transfer as Ctrl-C
-/// would: what was not sent is remembered for `ferry send --retry-failed`.
-#[test]
-fn closing_the_terminal_mid_transfer_remembers_what_was_not_sent() {
-    let Some((server, home, root)) = scene(&[]) else {
-        return;
-    };
+/// The picker sending slow.bin (4 MiB at 512 KiB/s), for a test to
+/// interrupt; `None`, and the test is skipped, without tmux.
+fn sending_slowly() -> Option<(Server, tempfile::TempDir, Tmux)> {
+    let (server, home, root) = scene(&[])?;
     write(root.join("slow.bin"), &data(4 << 20, 9));
     let tmux = picker_with(&server, home.path(), &root, "--limit-rate 512K");
     tmux.wait_for(&["slow.bin", "● connected"]);
@@ -389,6 +386,16 @@ fn closing_the_terminal_mid_transfer_remembers_what_was_not_sent() {
     tmux.wait_for(&["Enter: send 1 file"]);
     tmux.press(&["Enter"]);
     tmux.wait_for(&["Done 0 of 1"]);
+    Some((server, home, tmux))
+}
+
+/// Closing the terminal mid-transfer (SIGHUP) stops the transfer as Ctrl-C
+/// would: what was not sent is remembered for `ferry send --retry-failed`.
+#[test]
+fn closing_the_terminal_mid_transfer_remembers_what_was_not_sent() {
+    let Some((server, home, tmux)) = sending_slowly() else {
+        return;
+    };
     server.expect_log("slow.bin");
     ferry_e2e::send_signal(tmux.ferry_pid(), "HUP");
     // 128 + SIGHUP's number, as a shell reports it, and what was left.
@@ -403,16 +410,9 @@ fn closing_the_terminal_mid_transfer_remembers_what_was_not_sent() {
 /// screen is back, what was left unsent and how to send it.
 #[test]
 fn ctrl_c_mid_transfer_says_what_was_not_sent() {
-    let Some((server, home, root)) = scene(&[]) else {
+    let Some((_server, _home, tmux)) = sending_slowly() else {
         return;
     };
-    write(root.join("slow.bin"), &data(4 << 20, 10));
-    let tmux = picker_with(&server, home.path(), &root, "--limit-rate 512K");
-    tmux.wait_for(&["slow.bin", "● connected"]);
-    tmux.press(&["a", "s"]);
-    tmux.wait_for(&["Enter: send 1 file"]);
-    tmux.press(&["Enter"]);
-    tmux.wait_for(&["Done 0 of 1"]);
     tmux.press(&["C-c"]);
     tmux.wait_for(&[
         "1 file(s) not sent (ferry send --retry-failed sends them)",

@@ -176,7 +176,10 @@ fn send_plan(plan: &Plan, options: &Options) -> Finish {
                 }
             }
             Event::NotResumed { index, offset } => {
-                resumed.fetch_sub(offset.min(resumed.load(Ordering::Relaxed)), Ordering::Relaxed);
+                resumed.fetch_sub(
+                    offset.min(resumed.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
                 shrink(&bar, -i64::try_from(offset).unwrap_or(i64::MAX));
                 if let Some(name) = names.get(index) {
                     note(

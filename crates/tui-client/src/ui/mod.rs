@@ -20,6 +20,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use crate::app::{App, Input, Phase, Screen, ScrollRows, ServerState};
+use crate::transfer::Skipped;
 
 pub fn draw(frame: &mut Frame, app: &App, now: Instant) {
     let areas = Areas::of(frame.area());
@@ -103,6 +104,15 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
     ]);
     frame.render_widget(Paragraph::new(path), left);
     frame.render_widget(Paragraph::new(server).right_aligned(), right);
+}
+
+/// A path left out of a send, and why, as the plan and the summary list it.
+fn skipped_line(s: &Skipped) -> Line<'static> {
+    Line::from(vec![
+        Span::styled("– ", Style::new().dark_gray()),
+        Span::raw(escape_for_display(&s.local.to_string_lossy())),
+        Span::styled(format!("  skipped: {}", s.reason), Style::new().dark_gray()),
+    ])
 }
 
 /// `text` cut to its last `room` columns, after a `…`, when it is longer.

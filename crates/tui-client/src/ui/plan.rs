@@ -10,6 +10,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 
 use super::bytes;
+use super::skipped_line;
 use super::transfer::plural;
 use crate::app::{App, Phase, PlanCounts, TransferView};
 use crate::transfer::{Item, ItemKind};
@@ -148,18 +149,7 @@ fn draw_rows(frame: &mut Frame, area: Rect, view: &TransferView) {
         .min(width / 2);
     // What needs a look comes first: what cannot be sent, then clashes and
     // resumes, then the plain new files; each group in the plan's order.
-    let mut ranked: Vec<(u8, Line)> = view
-        .skipped
-        .iter()
-        .map(|s| {
-            let line = Line::from(vec![
-                Span::styled("– ", Style::new().dark_gray()),
-                Span::raw(escape_for_display(&s.local.to_string_lossy())),
-                Span::styled(format!("  skipped: {}", s.reason), Style::new().dark_gray()),
-            ]);
-            (0, line)
-        })
-        .collect();
+    let mut ranked: Vec<(u8, Line)> = view.skipped.iter().map(|s| (0, skipped_line(s))).collect();
     ranked.extend(
         view.items
             .iter()

@@ -17,6 +17,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Gauge, Paragraph};
 
 use super::bytes;
+use super::skipped_line;
 use crate::app::{App, Counts, Meter, Phase, TransferView};
 use crate::transfer::progress::format_duration;
 use crate::transfer::{ItemKind, ItemResult};
@@ -270,18 +271,7 @@ fn draw_finished(frame: &mut Frame, area: Rect, view: &TransferView) {
     // Once it has ended, what went wrong comes first (then renamed files,
     // then the rest), and the list scrolls; while it runs, the newest is
     // at the bottom and the oldest scroll off the top.
-    let mut ranked: Vec<(u8, Line)> = view
-        .skipped
-        .iter()
-        .map(|s| {
-            let line = Line::from(vec![
-                Span::styled("– ", Style::new().dark_gray()),
-                Span::raw(escape_for_display(&s.local.to_string_lossy())),
-                Span::styled(format!("  skipped: {}", s.reason), Style::new().dark_gray()),
-            ]);
-            (0, line)
-        })
-        .collect();
+    let mut ranked: Vec<(u8, Line)> = view.skipped.iter().map(|s| (0, skipped_line(s))).collect();
     for &index in &view.finished {
         let (Some(item), Some(Some(result))) = (view.items.get(index), view.results.get(index))
         else {
