@@ -159,10 +159,12 @@ pub fn is_invisible(c: char) -> bool {
 /// - a variation selector after an emoji (its colour form, as in `❤️`), a
 ///   CJK ideograph (a glyph variant) or, for the Mongolian selectors, a
 ///   Mongolian letter; and U+FE0F in a keycap (`1️⃣`);
-/// - a zero-width joiner or non-joiner between two letters or emoji of
-///   scripts that use them (Persian `کتاب‌ها`, Sinhala `ශ්‍රී`, the emoji
-///   `👨‍👩‍👧`);
-/// - tag characters in a flag that starts with U+1F3F4.
+/// - a zero-width joiner or non-joiner between two letters of the scripts
+///   that write with them (Arabic and Persian, the Indic scripts: `کتاب‌ها`,
+///   `ශ්‍රී`), or between emoji (`👨‍👩‍👧`).
+///
+/// Tag characters (subdivision flags) are always refused: they can carry
+/// hidden text.
 ///
 /// Anywhere else (after ASCII, at the start or end, after another
 /// invisible character) they only hide: `café` plus a selector looks just
@@ -174,8 +176,8 @@ fn hides(prev: Option<char>, c: char, next: Option<char>) -> bool {
     let Some(prev) = prev else {
         return true;
     };
-    // Written, not ASCII, not itself hidden: where joining means something.
-    let joins = |x: char| !x.is_ascii() && !is_invisible(x);
+    // Letters of the scripts that write with joiners, and emoji.
+    let joins = |x: char| uses_joiners(x) || is_emoji(x);
     let drawn = match c {
         '\u{FE0F}' if matches!(prev, '0'..='9' | '#' | '*') => next == Some('\u{20E3}'),
         '\u{FE00}'..='\u{FE0F}' => is_emoji(prev) || is_cjk(prev),
@@ -183,9 +185,6 @@ fn hides(prev: Option<char>, c: char, next: Option<char>) -> bool {
         '\u{180B}'..='\u{180D}' | '\u{180F}' => matches!(prev, '\u{1800}'..='\u{18AF}'),
         // A joiner may follow an emoji's selector (`❤️‍🔥`).
         '\u{200C}' | '\u{200D}' => (joins(prev) || prev == '\u{FE0F}') && next.is_some_and(joins),
-        '\u{E0020}'..='\u{E007F}' => {
-            prev == '\u{1F3F4}' || matches!(prev, '\u{E0020}'..='\u{E007F}')
-        }
         _ => false,
     };
     !drawn
@@ -204,6 +203,19 @@ fn is_emoji(c: char) -> bool {
         | '\u{2B00}'..='\u{2BFF}'
         | '\u{3030}' | '\u{303D}' | '\u{3297}' | '\u{3299}'
         | '\u{1F000}'..='\u{1FAFF}')
+}
+
+/// Letters of scripts in which a zero-width joiner or non-joiner changes
+/// how a word is written: Arabic (and Persian, Urdu) and the Indic scripts
+/// from Devanagari to Sinhala.
+fn uses_joiners(c: char) -> bool {
+    matches!(c,
+        '\u{0600}'..='\u{06FF}'
+        | '\u{0750}'..='\u{077F}'
+        | '\u{08A0}'..='\u{08FF}'
+        | '\u{FB50}'..='\u{FDFF}'
+        | '\u{FE70}'..='\u{FEFF}'
+        | '\u{0900}'..='\u{0DFF}')
 }
 
 /// CJK ideographs, which have glyph variants.
@@ -307,7 +319,6 @@ mod tests {
             "\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}.jpg",
             "\u{1F3F3}\u{FE0F}\u{200D}\u{1F308}",
             "1\u{FE0F}\u{20E3} first",
-            "\u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}",
         ] {
             assert_eq!(components(name), Ok(vec![name]), "{name:?}");
             assert_eq!(escape_for_display(name), name);
@@ -330,6 +341,13 @@ mod tests {
             "a\u{200C}b",
             "1\u{FE0F}x",
             "tag\u{E0067}",
+            // Joiners in scripts that do not use them: look-alikes.
+            "\u{41E}\u{442}\u{200D}\u{447}\u{451}\u{442}.pdf",
+            "\u{5831}\u{544A}\u{200C}\u{66F8}.pdf",
+            "caf\u{E9}\u{200D}\u{E9}",
+            // Tags, even in a flag.
+            "\u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}",
+            "\u{1F3F4}\u{E0041}.txt",
         ] {
             assert_eq!(components(name), Err(NameError::Invisible), "{name:?}");
         }

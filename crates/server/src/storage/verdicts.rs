@@ -178,10 +178,10 @@ impl Digests {
     }
 }
 
-/// Digests of existing files from earlier plans, so that asking about the
-/// same unchanged file again (the same plan sent over and over) reads it
-/// no more. A file is known by its identity and its size, modification and
-/// status-change times: any write to it changes the last.
+/// Digests of existing files from earlier plans, so that asking again
+/// whether an unchanged file holds something it does not (the same plan
+/// sent over and over) reads it no more. A file is known by its identity
+/// and its size, modification and status-change times.
 #[derive(Debug, Default)]
 pub(super) struct KnownDigests(Mutex<HashMap<FileVersion, blake3::Hash>>);
 
@@ -226,22 +226,30 @@ fn same_as(
     let Ok(Some((file, st))) = open_same_size(dir, name, f.size) else {
         return false;
     };
+    let version = (
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime,
+        st.st_mtime_nsec as i64,
+        st.st_ctime,
+        st.st_ctime_nsec as i64,
+    );
+    // Remembered from an earlier plan, a digest may only say "different":
+    // some writes (through a shared mapping, say) change neither time, so
+    // a remembered match is checked by reading the file again. A wrong
+    // "different" costs no more than a file sent under a new name.
+    if store
+        .known_digests
+        .get(&version)
+        .is_some_and(|known| known != want)
+    {
+        return false;
+    }
     let digest = digests
         .by_file
         .entry((st.st_dev, st.st_ino))
         .or_insert_with(|| {
-            let version = (
-                st.st_dev,
-                st.st_ino,
-                st.st_size,
-                st.st_mtime,
-                st.st_mtime_nsec as i64,
-                st.st_ctime,
-                st.st_ctime_nsec as i64,
-            );
-            if let Some(known) = store.known_digests.get(&version) {
-                return Some(known);
-            }
             digests.read += 1;
             let digest = hash_file(file).ok()?;
             store.known_digests.put(version, digest);
