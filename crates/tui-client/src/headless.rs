@@ -93,6 +93,10 @@ pub fn run(request: &Request, options: &Options) -> Finish {
     } else {
         Plan::build(&request.paths, request.follow_links)
     };
+    let mut plan = plan;
+    if options.on_clash == OnClash::Overwrite {
+        plan.keep_one_file_per_name();
+    }
     if request.dry_run {
         report_skipped(&plan);
         let ok = dry_run(&plan, options) && plan.skipped.iter().all(|s| s.by_choice);

@@ -1,6 +1,7 @@
 //! `ferry`: browse and send files to a Ferry server, or `ferry send` them
 //! without the picker.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -176,7 +177,7 @@ fn main() -> ExitCode {
             match ferry_client::tui::run(config) {
                 Ok(ending) => report_ending(&ending),
                 Err(e) => {
-                    eprintln!("ferry: {e:#}");
+                    let _ = writeln!(std::io::stderr(), "ferry: {e:#}");
                     ExitCode::FAILURE
                 }
             }
@@ -188,18 +189,28 @@ fn main() -> ExitCode {
 /// exit status: 128 plus the signal's number after a signal (as a shell
 /// reports it), 130 (Ctrl-C's) when quitting cancelled a transfer.
 fn report_ending(ending: &ferry_client::tui::Ending) -> ExitCode {
-    if let Some(n) = ending.unsent.filter(|n| *n > 0) {
-        eprintln!(
+    // The terminal may be gone (it was closed): saying so must not fail.
+    let say = |line: String| {
+        let _ = writeln!(std::io::stderr(), "{line}");
+    };
+    match (ending.cancelled, ending.unsent) {
+        (true, Some(0)) | (false, _) => {}
+        (true, Some(n)) => say(format!(
             "ferry: the transfer was cancelled: {n} file(s) not sent \
              (ferry send --retry-failed sends them)"
-        );
+        )),
+        (true, None) => say(
+            "ferry: the transfer was cancelled before it could say what it sent; \
+             ferry send --retry-failed sends what it recorded"
+                .into(),
+        ),
     }
-    match (ending.signal, ending.unsent) {
-        (Some(signal), _) => {
-            eprintln!("ferry: stopped by signal {signal}");
+    match ending.signal {
+        Some(signal) => {
+            say(format!("ferry: stopped by signal {signal}"));
             ExitCode::from(128u8.saturating_add(u8::try_from(signal).unwrap_or(0)))
         }
-        (None, Some(n)) if n > 0 => ExitCode::from(130),
-        _ => ExitCode::SUCCESS,
+        None if ending.cancelled && ending.unsent != Some(0) => ExitCode::from(130),
+        None => ExitCode::SUCCESS,
     }
 }

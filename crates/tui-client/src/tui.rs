@@ -18,6 +18,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use ferry_proto::OnClash;
 use ratatui::DefaultTerminal;
 use ratatui::crossterm::event::{self as term, Event as TermEvent};
 use ratatui::layout::Rect;
@@ -57,8 +58,10 @@ pub struct Config {
 /// for the exit status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ending {
-    /// A transfer was cancelled by quitting: how many of its files were
-    /// not sent (they are remembered for `ferry send --retry-failed`).
+    /// Quitting cancelled a running transfer.
+    pub cancelled: bool,
+    /// How many of its files were not sent (they are remembered for
+    /// `ferry send --retry-failed`), if it said so in time.
     pub unsent: Option<usize>,
     /// The signal that ended the picker, if one did (its number).
     pub signal: Option<i32>,
@@ -175,9 +178,15 @@ impl Session {
             let screen = Rect::new(0, 0, size.width, size.height);
             self.app.set_list_rows(ui::list_rows(screen));
             self.app.set_scroll_rows(ui::scroll_rows(screen));
-            terminal
-                .draw(|frame| ui::draw(frame, &self.app, Instant::now()))
-                .context("cannot draw")?;
+            if let Err(e) = terminal.draw(|frame| ui::draw(frame, &self.app, Instant::now())) {
+                // A terminal that was closed fails to draw just as its
+                // SIGHUP arrives: that ending is the signal's, not an error.
+                if let Some(signal) = self.signal_arriving() {
+                    self.ending.signal = Some(signal);
+                    return Ok(());
+                }
+                return Err(e).context("cannot draw");
+            }
             // The session holds a sender itself, so the channel cannot close.
             let Ok(first) = self.rx.recv() else {
                 return Ok(());
@@ -252,6 +261,7 @@ impl Session {
             Action::CancelTransfer => {
                 if let Some(running) = &self.transfer {
                     running.cancel.store(true, Ordering::Relaxed);
+                    self.ending.cancelled = true;
                 }
             }
             Action::SizeNow(paths) => {
@@ -273,10 +283,13 @@ impl Session {
         let options = self.options.clone();
         let follow_links = self.follow_links;
         thread::spawn(move || {
-            let plan = match source {
+            let mut plan = match source {
                 Source::Paths(paths) => Plan::build(&paths, follow_links),
                 Source::Retry(record) => retry::plan(&record),
             };
+            if options.on_clash == OnClash::Overwrite {
+                plan.keep_one_file_per_name();
+            }
             let items = plan.items.clone();
             let msg = TransferMsg::Planned(plan);
             if tx.send(Message::Transfer { job, msg }).is_err() {
@@ -318,6 +331,29 @@ impl Session {
         self.transfer = Some(Running { cancel, thread });
     }
 
+    /// A stop signal among the messages arriving in the next moment. The
+    /// others are put back, in order, for shutting down to see (a transfer's
+    /// last message among them).
+    fn signal_arriving(&self) -> Option<i32> {
+        let until = Instant::now() + Duration::from_millis(200);
+        let mut others = Vec::new();
+        let mut signal = None;
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            match self.rx.recv_timeout(left) {
+                Ok(Message::Stop(s)) => {
+                    signal = Some(s);
+                    break;
+                }
+                Ok(other) => others.push(other),
+                Err(_) => break,
+            }
+        }
+        for message in others {
+            let _ = self.tx.send(message);
+        }
+        signal
+    }
+
     fn transfer_ended(&mut self) {
         if let Some(running) = self.transfer.take() {
             // Done is the thread's last message, so this returns at once.
@@ -334,6 +370,7 @@ impl Session {
             return;
         };
         running.cancel.store(true, Ordering::Relaxed);
+        self.ending.cancelled = true;
         let deadline = Instant::now() + QUIT_GRACE;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.rx.recv_timeout(left) {

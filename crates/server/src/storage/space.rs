@@ -213,7 +213,7 @@ fn folder_bytes(root: &Path) -> io::Result<u64> {
             }
             Err(e) => return Err(e),
         };
-        for entry in entries.map_while(Result::ok) {
+        for entry in entries.flatten() {
             let Ok(kind) = entry.file_type() else {
                 continue;
             };

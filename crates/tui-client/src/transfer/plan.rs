@@ -60,19 +60,41 @@ impl Plan {
         // The same path given twice (as `a.txt` and `./a.txt`, say) is sent
         // once, not a second time under a new name.
         let mut seen = HashSet::new();
-        // Where each file will land on the server: two files headed for one
-        // name (`a/x.txt` and `b/x.txt` given as `a/x.txt`, or two folders
-        // of the same name) would race, the second overwriting the first.
-        let mut landing = HashMap::new();
         for path in paths {
             let same = fs::canonicalize(path).unwrap_or_else(|_| path.clone());
             if seen.insert(same) {
-                plan.add_root(path, follow_links, &mut files, &mut landing);
+                plan.add_root(path, follow_links, &mut files);
             }
         }
         plan.measure(&files, follow_links);
         plan.keep_only_empty_folders();
         plan
+    }
+
+    /// Leaves out (as skipped) every file after the first headed for the
+    /// same name on the server (`a/x.txt` and `b/x.txt` both sent as
+    /// `x.txt`, or two folders of one name). Under `--on-clash overwrite`
+    /// the second would replace the first; under the other policies both
+    /// are kept, one under a numbered name, so this is not needed there.
+    pub fn keep_one_file_per_name(&mut self) {
+        let mut landing: HashMap<String, PathBuf> = HashMap::new();
+        let mut kept = Vec::with_capacity(self.items.len());
+        for item in std::mem::take(&mut self.items) {
+            if matches!(item.kind, ItemKind::File { .. }) {
+                if let Some(first) = landing.get(&item.remote) {
+                    let reason = format!(
+                        "would be stored as {}, as {} is",
+                        item.remote,
+                        names::escape_for_display(&first.to_string_lossy())
+                    );
+                    self.skip(&item.local, reason);
+                    continue;
+                }
+                landing.insert(item.remote.clone(), item.local.clone());
+            }
+            kept.push(item);
+        }
+        self.items = kept;
     }
 
     /// Number of files (folders not counted).
@@ -90,13 +112,7 @@ impl Plan {
 
     /// Adds what is under `root`; files get their size later, from
     /// [`Plan::measure`], and their indices go to `files`.
-    fn add_root(
-        &mut self,
-        root: &Path,
-        follow_links: bool,
-        files: &mut Vec<usize>,
-        landing: &mut HashMap<String, PathBuf>,
-    ) {
+    fn add_root(&mut self, root: &Path, follow_links: bool, files: &mut Vec<usize>) {
         let meta = match fs::symlink_metadata(root) {
             Ok(m) => m,
             Err(e) => return self.skip(root, format!("cannot read: {e}")),
@@ -143,15 +159,6 @@ impl Plan {
                     kind: ItemKind::Folder,
                 });
             } else if file_type.is_file() {
-                if let Some(first) = landing.get(&remote) {
-                    let reason = format!(
-                        "would be stored as {remote}, as {} is",
-                        names::escape_for_display(&first.to_string_lossy())
-                    );
-                    self.skip(path, reason);
-                    continue;
-                }
-                landing.insert(remote.clone(), path.to_path_buf());
                 files.push(self.items.len());
                 self.items.push(Item {
                     local: path.to_path_buf(),
@@ -326,7 +333,16 @@ mod tests {
             fs::create_dir_all(&folder).expect("mkdir");
             fs::write(folder.join("a.txt"), side).expect("write");
         }
-        let plan = Plan::build(&[dir.path().join("x1/zz"), dir.path().join("x2/zz")], false);
+        let roots = [dir.path().join("x1/zz"), dir.path().join("x2/zz")];
+        // Under a policy that keeps both, both go.
+        let both = Plan::build(&roots, false);
+        assert_eq!(
+            both.items.iter().filter(|i| i.remote == "zz/a.txt").count(),
+            2
+        );
+        // Under overwrite, only the first.
+        let mut plan = Plan::build(&roots, false);
+        plan.keep_one_file_per_name();
         let files: Vec<_> = plan
             .items
             .iter()
