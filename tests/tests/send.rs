@@ -598,3 +598,33 @@ fn ctrl_c_while_hashing_for_skip_identical_stops_at_once() {
     assert!(said.contains("interrupted"), "{said}");
     assert!(!said.contains("cannot ask the server"), "{said}");
 }
+
+/// Two files headed for one name: with --on-clash overwrite the second is
+/// left out (it would silently replace the first); with the default
+/// policy both are kept.
+#[test]
+fn two_files_for_one_name_never_replace_each_other() {
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    for side in ["x1", "x2"] {
+        write_file(&src.path().join(side).join("zz/a.txt"), side.as_bytes());
+    }
+    let roots = [src.path().join("x1/zz"), src.path().join("x2/zz")];
+    let roots: Vec<&str> = roots.iter().map(|p| p.to_str().expect("utf8")).collect();
+    let mut args = vec!["--on-clash", "overwrite"];
+    args.extend(&roots);
+    let out = ferry_send(&server.addr(), &args);
+    assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
+    assert!(
+        all_output(&out).contains("would be stored as zz/a.txt"),
+        "{}",
+        all_output(&out)
+    );
+    assert_eq!(server.read("zz/a.txt"), b"x1");
+
+    let server = Server::start();
+    let out = ferry_send(&server.addr(), &roots);
+    assert!(out.status.success(), "{}", all_output(&out));
+    assert_eq!(server.read("zz/a.txt"), b"x1");
+    assert_eq!(server.read("zz/a (1).txt"), b"x2");
+}
