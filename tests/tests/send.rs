@@ -562,7 +562,7 @@ fn ctrl_c_while_hashing_for_skip_identical_stops_at_once() {
         .expect("a sparse file");
     let state = tempfile::tempdir().expect("state dir");
     let log = src.path().join("stderr.txt");
-    let child = ferry_command(state.path())
+    let mut child = ferry_command(state.path())
         .args([
             "send",
             "--to",
@@ -582,7 +582,6 @@ fn ctrl_c_while_hashing_for_skip_identical_stops_at_once() {
     }
     send_signal(child.id(), "INT");
     let stopped = Instant::now();
-    let mut child = child;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
             break status;

@@ -75,7 +75,7 @@ impl Finish {
 
 /// Carries out `request` and prints what happened.
 pub fn run(request: &Request, options: &Options) -> Finish {
-    let plan = if request.retry_failed {
+    let mut plan = if request.retry_failed {
         match retry::load(&options.addr) {
             Ok(Some(record)) => retry::plan(&record),
             Ok(None) => {
@@ -93,7 +93,6 @@ pub fn run(request: &Request, options: &Options) -> Finish {
     } else {
         Plan::build(&request.paths, request.follow_links)
     };
-    let mut plan = plan;
     if options.on_clash == OnClash::Overwrite {
         plan.keep_one_file_per_name();
     }
