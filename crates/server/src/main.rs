@@ -346,14 +346,19 @@ fn parse_mode(text: &str) -> Result<u32, String> {
     Ok(mode)
 }
 
-/// Parses `1024`, `500K`, `20M`, `2G`, `1T` (binary units) into bytes.
-fn parse_size(text: &str) -> Result<u64, String> {
+/// `500M` as (500, "M"): the leading digits and what follows them, after
+/// trimming. `None` when there are no digits or too many.
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size (try 500M or 20G)"))?;
+    Some((digits.parse().ok()?, unit))
+}
+
+/// Parses `1024`, `500K`, `20M`, `2G`, `1T` (binary units) into bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (n, unit) =
+        number_and_unit(text).ok_or_else(|| format!("`{text}` is not a size (try 500M or 20G)"))?;
     let scale: u64 = match unit.to_ascii_uppercase().as_str() {
         "" | "B" => 1,
         "K" | "KB" | "KIB" => 1 << 10,
@@ -368,12 +373,8 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 /// `24` (hours, as the flag always took), `90s`, `30m`, `2h` or `7d`.
 fn parse_ttl(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a time (try 24, 30m or 7d)"))?;
+    let (n, unit) = number_and_unit(text)
+        .ok_or_else(|| format!("`{text}` is not a time (try 24, 30m or 7d)"))?;
     let scale: u64 = match unit {
         "s" => 1,
         "m" => 60,
