@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ProtoError;
 
+mod fields;
+
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -112,8 +114,13 @@ pub struct PlanVerdict {
 }
 
 /// Messages a v1 client sends.
+// Read through `fields`, in one pass (see there).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    try_from = "fields::ClientFields"
+)]
 pub enum ClientMsg {
     /// First message of a v1 connection. `token` is required by servers
     /// that are started with one.
@@ -196,8 +203,13 @@ pub enum ErrorCode {
 }
 
 /// The result of one file or folder request.
+// Read through `fields`, in one pass (see there).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
+#[serde(
+    tag = "status",
+    rename_all = "snake_case",
+    try_from = "fields::OutcomeFields"
+)]
 pub enum Outcome {
     /// The file is durably stored under `stored_as` (relative, `/`-separated).
     Stored {
@@ -223,8 +235,13 @@ pub struct Ack {
 }
 
 /// Messages a server sends to v1 clients (never to legacy ones).
+// Read through `fields`, in one pass (see there).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    try_from = "fields::ServerFields"
+)]
 pub enum ServerMsg {
     /// Accepts a [`ClientMsg::Hello`].
     Welcome {
