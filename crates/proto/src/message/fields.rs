@@ -198,6 +198,7 @@ mod tests {
     //! kept here as the reference: they must agree on what is a message
     //! and on what it says.
 
+    use serde::de::DeserializeOwned;
     use serde::{Deserialize, Serialize};
     use serde_json::Value;
 
@@ -275,26 +276,20 @@ mod tests {
         },
     }
 
-    /// Both readings of `json`, each written back out as JSON, so they can
-    /// be compared whatever types they were read into (`None`: refused).
+    /// `json` read as `T`, written back out as JSON so that two readings
+    /// can be compared whatever types they were read into (`None`: refused).
+    fn read_as<T: DeserializeOwned + Serialize>(json: &str) -> Option<Value> {
+        serde_json::from_str::<T>(json)
+            .ok()
+            .map(|m| serde_json::to_value(m).expect("writes"))
+    }
+
     fn client_both(json: &str) -> (Option<Value>, Option<Value>) {
-        let fast = serde_json::from_str::<ClientMsg>(json)
-            .ok()
-            .map(|m| serde_json::to_value(m).expect("writes"));
-        let reference = serde_json::from_str::<ReferenceClient>(json)
-            .ok()
-            .map(|m| serde_json::to_value(m).expect("writes"));
-        (fast, reference)
+        (read_as::<ClientMsg>(json), read_as::<ReferenceClient>(json))
     }
 
     fn server_both(json: &str) -> (Option<Value>, Option<Value>) {
-        let fast = serde_json::from_str::<ServerMsg>(json)
-            .ok()
-            .map(|m| serde_json::to_value(m).expect("writes"));
-        let reference = serde_json::from_str::<ReferenceServer>(json)
-            .ok()
-            .map(|m| serde_json::to_value(m).expect("writes"));
-        (fast, reference)
+        (read_as::<ServerMsg>(json), read_as::<ReferenceServer>(json))
     }
 
     const CLIENT_FRAMES: &[&str] = &[
