@@ -331,23 +331,52 @@ fn a_v1_body_longer_than_declared_is_not_stored() {
     assert_still_serving(&server, "long");
 }
 
+/// Small files are held in memory until the committer writes them out,
+/// bigger ones go straight to a file: both kinds are checked the same way.
+const BODY_SIZES: [usize; 2] = [4, 200 * 1024];
+
 #[test]
 fn a_wrong_digest_is_refused_and_the_connection_goes_on() {
-    let server = Server::start();
-    let mut c = V1::connect(&server.addr());
-    c.start_file(1, "tampered.bin", 4);
-    c.stream.write_all(b"evil").expect("body");
-    c.send(&ClientMsg::Done {
-        id: 1,
-        blake3: blake3::hash(b"good").to_hex().to_string(),
-    });
-    c.expect_failed(ErrorCode::DigestMismatch);
-    server.expect_log("digest mismatch");
-    assert_nothing_stored(&server);
-    // Same connection, next file: fine.
-    c.upload(2, "honest.bin", b"good", OnClash::Rename);
-    c.expect_stored();
-    assert_eq!(server.read("honest.bin"), b"good");
+    for size in BODY_SIZES {
+        let server = Server::start();
+        let body = data(size, 5);
+        let mut c = V1::connect(&server.addr());
+        c.start_file(1, "tampered.bin", size as u64);
+        c.stream.write_all(&body).expect("body");
+        c.send(&ClientMsg::Done {
+            id: 1,
+            blake3: blake3::hash(b"something else").to_hex().to_string(),
+        });
+        c.expect_failed(ErrorCode::DigestMismatch);
+        server.expect_log("digest mismatch");
+        assert_nothing_stored(&server);
+        // Same connection, next file: fine.
+        c.upload(2, "honest.bin", &body, OnClash::Rename);
+        c.expect_stored();
+        assert_eq!(server.read("honest.bin"), body, "{size} bytes");
+    }
+}
+
+#[test]
+fn a_file_its_sender_aborts_is_not_stored_and_the_connection_goes_on() {
+    for size in BODY_SIZES {
+        let server = Server::start();
+        let body = data(size, 6);
+        let mut c = V1::connect(&server.addr());
+        c.start_file(1, "changed.bin", size as u64);
+        c.stream.write_all(&body).expect("body");
+        c.send(&ClientMsg::Abort {
+            id: 1,
+            reason: "the file changed while it was sent".into(),
+        });
+        let ack = c.expect_failed(ErrorCode::Aborted);
+        assert_eq!(ack.id, 1);
+        server.expect_log("sender aborted the file");
+        assert_nothing_stored(&server);
+        c.upload(2, "next.bin", &body, OnClash::Rename);
+        c.expect_stored();
+        assert_eq!(server.read("next.bin"), body, "{size} bytes");
+    }
 }
 
 #[test]

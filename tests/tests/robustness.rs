@@ -353,6 +353,44 @@ fn a_full_disk_mid_big_upload_is_reported_and_leaves_nothing() {
     full_disk_mid_upload(20 << 20);
 }
 
+/// Small files are held in memory and written out after their trailer:
+/// a disk that is full by then fails the first of them, and ends the
+/// session like a refusal, with nothing of any of them left behind.
+#[test]
+fn small_files_that_no_longer_fit_are_refused_and_leave_nothing() {
+    let Some(disk) = TestMount::new() else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let server = Server::start_in(scratch(), disk.at.join("uploads"), &[]);
+    let filler = disk.at.join("filler");
+    let mut f = std::fs::File::create(&filler).expect("filler");
+    while f.write_all(&[0u8; 64 * 1024]).is_ok() {}
+    while f.write_all(&[0u8; 512]).is_ok() {}
+    drop(f);
+    let mut c = V1::connect(&server.addr());
+    // Sent back to back, as a client streaming a folder does.
+    for id in 1..=3 {
+        c.upload(
+            id,
+            &format!("small-{id}.bin"),
+            &data(8 * 1024, id as u8),
+            OnClash::Rename,
+        );
+    }
+    let ack = c.expect_failed(ErrorCode::NoSpace);
+    assert_eq!(ack.id, 1);
+    // The session ends there: the other two are for the client to resend.
+    assert_eq!(c.recv(), None);
+    server.expect_log("not enough space");
+    assert!(server.files().is_empty(), "{:?}", server.files());
+    assert!(server.staging_is_empty());
+    std::fs::remove_file(&filler).expect("rm filler");
+    let mut c = V1::connect(&server.addr());
+    c.upload(1, "fits.bin", b"small", OnClash::Rename);
+    assert_eq!(c.expect_stored(), "fits.bin");
+}
+
 #[test]
 fn big_uploads_arrive_intact_and_a_big_one_cut_short_leaves_nothing() {
     let server = Server::start();

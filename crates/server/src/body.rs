@@ -95,8 +95,10 @@ pub(crate) fn receive(
     match digest {
         // Hashing is already off this thread: no writer needed.
         Digest::Trailing(trailing) => {
-            copy_inline(reader, upload, name, size, &mut pace, |bytes| {
+            copy_inline(reader, name, size, &mut pace, |bytes| {
+                upload.write_all(bytes).map_err(BodyError::Store)?;
                 trailing.wrote(bytes.len());
+                Ok(())
             })?;
             Ok(Received::Trailing(trailing))
         }
@@ -106,14 +108,34 @@ pub(crate) fn receive(
                 Some(_slot) => receive_with_writer(reader, upload, name, size, hasher, &mut pace)
                     .map(Received::Known),
                 None => {
-                    copy_inline(reader, upload, name, size, &mut pace, |bytes| {
+                    copy_inline(reader, name, size, &mut pace, |bytes| {
+                        upload.write_all(bytes).map_err(BodyError::Store)?;
                         hasher.update(bytes);
+                        Ok(())
                     })?;
                     Ok(Received::Known(hasher.finalize()))
                 }
             }
         }
     }
+}
+
+/// Receives a small body of `size` bytes into memory, and its digest; the
+/// session hands such files to its committer to be written out.
+pub(crate) fn receive_to_memory(
+    reader: &mut BufReader<Incoming>,
+    name: &str,
+    size: usize,
+    min_rate: MinRate,
+) -> Result<(Vec<u8>, blake3::Hash), BodyError> {
+    let mut pace = min_rate.start();
+    let mut body = Vec::with_capacity(size);
+    copy_inline(reader, name, size as u64, &mut pace, |bytes| {
+        body.extend_from_slice(bytes);
+        Ok(())
+    })?;
+    let digest = blake3::hash(&body);
+    Ok((body, digest))
 }
 
 /// The slowest a body may arrive: at least `bytes_per_sec` on average over
@@ -162,15 +184,14 @@ impl Pace {
     }
 }
 
-/// Copies `size` bytes into `upload` on this thread, showing each piece to
-/// `written` once it is in the file.
+/// Reads `size` bytes on this thread, handing each piece to `sink` as it
+/// comes out of the socket buffer.
 fn copy_inline(
     reader: &mut BufReader<Incoming>,
-    upload: &mut Upload<'_>,
     name: &str,
     size: u64,
     pace: &mut Pace,
-    mut written: impl FnMut(&[u8]),
+    mut sink: impl FnMut(&[u8]) -> Result<(), BodyError>,
 ) -> Result<(), BodyError> {
     let mut left = size;
     while left > 0 {
@@ -183,8 +204,7 @@ fn copy_inline(
             },
         };
         let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        upload.write_all(&chunk[..n]).map_err(BodyError::Store)?;
-        written(&chunk[..n]);
+        sink(&chunk[..n])?;
         reader.consume(n);
         left -= n as u64;
         pace.note(n)?;

@@ -6,6 +6,11 @@
 //! is sent. Splitting the work lets the next files arrive while earlier ones
 //! are linked and synced, on the other core, and with one thread owning the
 //! socket's write side, acks and other messages can never cross.
+//!
+//! Small files come to the committer still in memory ([`Unwritten`]) and it
+//! writes them out too: creating a file is most of what a small file costs,
+//! and left on the session thread it made that thread the one limit on a
+//! stream of them while the committer sat mostly idle.
 
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
@@ -14,12 +19,14 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use ferry_proto::path::escape_for_display;
-use ferry_proto::{Ack, ErrorCode, Outcome, ServerMsg, to_body, write_frame};
+use ferry_proto::{Ack, ErrorCode, Mtime, OnClash, Outcome, ServerMsg, to_body, write_frame};
 use tracing::{info, warn};
 
 use crate::Shared;
 use crate::session::SessionError;
-use crate::storage::{Finished, Store, StoreError, Stored, SyncHandle};
+use crate::storage::{
+    Destination, Finished, Reservation, Store, StoreError, Stored, SyncHandle, Upload,
+};
 use crate::trailing_hash::TrailingHash;
 use crate::transport::Outgoing;
 
@@ -116,10 +123,75 @@ pub(crate) struct Receipt {
     pub digest: blake3::Hash,
 }
 
+/// A small file received whole and verified, its bytes still in memory:
+/// the committer writes it out before committing it. That takes opening,
+/// writing and closing a file off the session thread, which is the one
+/// that keeps a stream of small files moving.
+pub(crate) struct Unwritten<'s> {
+    pub receipt: Receipt,
+    pub destination: Destination,
+    /// The space and quota it was given when announced.
+    pub reservation: Reservation<'s>,
+    pub parts: Vec<String>,
+    pub policy: OnClash,
+    pub body: Held<'s>,
+    pub mtime: Option<Mtime>,
+}
+
+/// Bytes of [`Unwritten`] files a session holds in memory. Past
+/// [`InMemory::LIMIT`] the session thread writes files itself: memory stays
+/// bounded however far the committer lags (it may be waiting for a sync),
+/// and the two threads share the work by how busy each is.
+#[derive(Debug, Default)]
+pub(crate) struct InMemory(AtomicUsize);
+
+impl InMemory {
+    /// At most this much per session.
+    pub const LIMIT: usize = 1 << 20;
+
+    /// Whether any body is held.
+    pub fn is_holding(&self) -> bool {
+        self.0.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether a body of `len` bytes fits under the limit. Only the
+    /// session thread adds, so room found stays there until it does.
+    pub fn has_room(&self, len: u64) -> bool {
+        let held = self.0.load(Ordering::Acquire) as u64;
+        held.saturating_add(len) <= Self::LIMIT as u64
+    }
+
+    /// Counts `body` as held until the returned [`Held`] is dropped.
+    pub fn hold(&self, body: Vec<u8>) -> Held<'_> {
+        self.0.fetch_add(body.len(), Ordering::AcqRel);
+        Held { body, count: self }
+    }
+}
+
+/// A body counted in [`InMemory`] until dropped.
+pub(crate) struct Held<'c> {
+    body: Vec<u8>,
+    count: &'c InMemory,
+}
+
+impl Held<'_> {
+    pub fn bytes(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.count.0.fetch_sub(self.body.len(), Ordering::AcqRel);
+    }
+}
+
 /// What the session thread asks of the committer, in order.
 pub(crate) enum Job<'s> {
     /// Commit this file (soon), then ack it.
     File(Pending<'s>),
+    /// Write this file out, then do as for `File`.
+    Unwritten(Box<Unwritten<'s>>),
     /// Write this message once everything queued before it is done.
     Send(ServerMsg),
     /// The session thread is about to wait for the client: commit what is
@@ -171,6 +243,7 @@ pub(crate) fn run(
         for job in batch {
             match job {
                 Job::File(file) => committer.hold(file),
+                Job::Unwritten(file) => committer.write_out(*file),
                 Job::Send(msg) => {
                     committer.settle();
                     committer.write(&msg);
@@ -245,6 +318,51 @@ impl<'s> Committer<'s, '_> {
         if alone || old || self.pending.len() >= room.max(1) {
             self.advance();
         }
+    }
+
+    /// Writes a file received into memory out to a nameless file, and
+    /// queues it like one the session wrote.
+    fn write_out(&mut self, file: Unwritten<'s>) {
+        if self.failure.is_some() {
+            return;
+        }
+        let Unwritten {
+            receipt,
+            destination,
+            reservation,
+            parts,
+            policy,
+            body,
+            mtime,
+        } = file;
+        let written = self
+            .store
+            .open_upload(&destination, &parts, reservation)
+            .and_then(|mut upload| {
+                upload.write_all(body.bytes())?;
+                Ok(upload)
+            });
+        match written {
+            Ok(mut upload) => {
+                finish_metadata(&mut upload, self.shared.file_mode, mtime, self.peer);
+                let digest = receipt.digest;
+                self.hold(Pending {
+                    receipt,
+                    finished: Finished {
+                        upload,
+                        parts,
+                        policy,
+                        digest,
+                    },
+                    check: None,
+                });
+            }
+            // Ends the session, as a refusal at header time would. The
+            // body is let go only after the failure is raised: the session
+            // thread looks for it until no body is held (see `next_frame`).
+            Err(reason) => self.answer(receipt, Err(reason)),
+        }
+        drop(body);
     }
 
     /// Waits for a resumed file's hash and compares it with the sender's
@@ -484,6 +602,24 @@ impl<'s> Committer<'s, '_> {
     }
 }
 
+/// Applies the server's permission bits and the sender's modification
+/// time. A file that cannot get its time is still stored.
+pub(crate) fn finish_metadata(
+    upload: &mut Upload<'_>,
+    file_mode: u32,
+    mtime: Option<Mtime>,
+    peer: SocketAddr,
+) {
+    if let Err(e) = upload.set_mode(file_mode) {
+        warn!(%peer, "cannot set a stored file's mode: {e}");
+    }
+    if let Some(m) = mtime {
+        if let Err(e) = upload.set_mtime(m.secs, m.nanos) {
+            warn!(%peer, "cannot set a stored file's time: {e}");
+        }
+    }
+}
+
 /// The same failure, for each file it fails.
 fn copy_error(e: &StoreError) -> StoreError {
     match e {
@@ -492,5 +628,26 @@ fn copy_error(e: &StoreError) -> StoreError {
             available: *available,
         },
         other => StoreError::Io(io::Error::other(other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InMemory;
+
+    #[test]
+    fn bodies_held_in_memory_are_bounded_and_counted_until_dropped() {
+        let count = InMemory::default();
+        assert!(!count.is_holding());
+        assert!(count.has_room(InMemory::LIMIT as u64));
+        assert!(!count.has_room(InMemory::LIMIT as u64 + 1));
+        let first = count.hold(vec![1; InMemory::LIMIT - 10]);
+        assert!(count.is_holding());
+        assert!(count.has_room(10));
+        assert!(!count.has_room(11));
+        assert_eq!(first.bytes().len(), InMemory::LIMIT - 10);
+        drop(first);
+        assert!(!count.is_holding());
+        assert!(count.has_room(InMemory::LIMIT as u64));
     }
 }

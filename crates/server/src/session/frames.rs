@@ -15,6 +15,9 @@ use crate::transport::Incoming;
 /// How often a session waiting for its client looks again whether one of
 /// its resumed files is still being checked.
 const CHECK_POLL: Duration = Duration::from_secs(1);
+/// How often it looks whether the committer failed a file it held in
+/// memory (the committer writes such files within a sync or two).
+const WRITE_POLL: Duration = Duration::from_millis(20);
 
 impl<'a> Session<'a> {
     /// Waits for the next frame. `Ok(None)` is a clean close between frames,
@@ -40,8 +43,18 @@ impl<'a> Session<'a> {
         let mut idle = false;
         let available = loop {
             if self.reader.buffer().is_empty() {
+                // The committer lets go of a body it failed only after
+                // raising the failure: once none is held, any is seen here.
+                if self.failed.load(Ordering::SeqCst) {
+                    return Err(SessionError::CommitFailed);
+                }
                 let wait = if self.checks.busy() {
                     CHECK_POLL
+                } else if self.in_memory.is_holding() {
+                    // Files the committer has yet to write out may still
+                    // fail, which ends the session: a client waiting for
+                    // their acks must not wait for the idle timeout too.
+                    WRITE_POLL
                 } else {
                     if !idle {
                         self.slot.set_idle();

@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 use crate::Shared;
 use crate::accept::Slot;
 use crate::body::{self, BodyError, Digest, Received};
-use crate::commit::{self, Checks, Job};
+use crate::commit::{self, Checks, InMemory, Job};
 use crate::storage::{FolderCache, StoreError, Upload};
 use crate::transport::{self, Incoming};
 
@@ -111,6 +111,8 @@ pub(crate) struct Session<'a> {
     failed: &'a AtomicBool,
     /// Resumed files the committer is still checking.
     checks: &'a Checks,
+    /// Small files received into memory that the committer is to write.
+    in_memory: &'a InMemory,
     shared: &'a Shared,
     slot: &'a Slot,
     /// Whether this is a v1 client, which reads what the server writes.
@@ -160,6 +162,7 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
     };
     let failed = AtomicBool::new(false);
     let checks = Checks::default();
+    let in_memory = InMemory::default();
     thread::scope(|scope| {
         // Every queued file is open: the queue gets a quarter of this
         // session's share, the committer's group another (see `make_room`).
@@ -188,6 +191,7 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
             batch: Vec::with_capacity(BATCH),
             failed: &failed,
             checks: &checks,
+            in_memory: &in_memory,
             shared,
             slot,
             answered: false,
@@ -206,7 +210,12 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
         let handed = session.hand_over();
         session.jobs = None;
         let committed = committer.join().unwrap_or(Err(SessionError::CommitterGone));
-        match served.and(handed).and(committed) {
+        // A session the committer stopped ends for the committer's reason.
+        let ended = match (served, committed) {
+            (Err(SessionError::CommitFailed), Err(why)) => Err(why),
+            (served, committed) => served.and(handed).and(committed),
+        };
+        match ended {
             Ok(()) => debug!(%peer, "connection closed"),
             Err(e) => {
                 warn!(%peer, "connection dropped: {e}");
@@ -316,14 +325,7 @@ impl<'a> Session<'a> {
     /// Applies the server's permission bits and the sender's modification
     /// time. A file that cannot get its time is still stored.
     fn finish_metadata(&self, upload: &mut Upload<'_>, mtime: Option<Mtime>) {
-        if let Err(e) = upload.set_mode(self.shared.file_mode) {
-            warn!(peer = %self.peer, "cannot set a stored file's mode: {e}");
-        }
-        if let Some(m) = mtime {
-            if let Err(e) = upload.set_mtime(m.secs, m.nanos) {
-                warn!(peer = %self.peer, "cannot set a stored file's time: {e}");
-            }
-        }
+        commit::finish_metadata(upload, self.shared.file_mode, mtime, self.peer);
     }
 
     fn ack(&mut self, id: u64, outcome: Outcome) -> Result<(), SessionError> {
@@ -359,7 +361,7 @@ impl<'a> Session<'a> {
     /// Queues a job; the batch goes to the committer when it is full or
     /// when the job asks for something to reach the client.
     fn queue(&mut self, job: Job<'a>) -> Result<(), SessionError> {
-        let urgent = !matches!(job, Job::File(_));
+        let urgent = !matches!(job, Job::File(_) | Job::Unwritten(_));
         self.batch.push(job);
         if urgent || self.batch.len() >= BATCH {
             self.hand_over()?;
@@ -424,6 +426,40 @@ impl<'a> Session<'a> {
         size: u64,
         digest: Digest,
     ) -> Result<Received, BodyError> {
+        self.before_body(size)?;
+        let min_rate = self.min_rate();
+        body::receive(
+            &mut self.reader,
+            upload,
+            name,
+            size,
+            &self.shared.writer_slots,
+            digest,
+            min_rate,
+        )
+    }
+
+    /// Reads a small body of exactly `size` bytes into memory, with the
+    /// body timeout in force; returns it and its digest.
+    fn receive_body_to_memory(
+        &mut self,
+        name: &str,
+        size: usize,
+    ) -> Result<(Vec<u8>, blake3::Hash), BodyError> {
+        self.before_body(size as u64)?;
+        let min_rate = self.min_rate();
+        body::receive_to_memory(&mut self.reader, name, size, min_rate)
+    }
+
+    fn min_rate(&self) -> body::MinRate {
+        body::MinRate {
+            bytes_per_sec: self.shared.limits.min_rate,
+            window: self.shared.limits.body_timeout,
+        }
+    }
+
+    /// Gets ready to read a body of `size` bytes.
+    fn before_body(&mut self, size: u64) -> Result<(), BodyError> {
         let to_read = size.saturating_sub(self.reader.buffer().len() as u64);
         if to_read >= ACK_BEFORE_BODY_BYTES {
             // This body will take a while: get earlier files committed and
@@ -440,17 +476,6 @@ impl<'a> Session<'a> {
                 .set_read_timeout(Some(self.shared.limits.body_timeout))
                 .map_err(|e| BodyError::Wire(e.into()))?;
         }
-        body::receive(
-            &mut self.reader,
-            upload,
-            name,
-            size,
-            &self.shared.writer_slots,
-            digest,
-            body::MinRate {
-                bytes_per_sec: self.shared.limits.min_rate,
-                window: self.shared.limits.body_timeout,
-            },
-        )
+        Ok(())
     }
 }

@@ -14,12 +14,25 @@ use tracing::{debug, info, warn};
 
 use super::{Session, SessionError, folders_of};
 use crate::body::{BodyError, Digest, Received};
-use crate::commit::{self, Job, Pending, Receipt, ResumeCheck};
+use crate::commit::{self, Job, Pending, Receipt, ResumeCheck, Unwritten};
 use crate::storage::{self, Finished, StoreError, Upload};
 
 /// Most files one plan message may ask about: the answer must fit in a
 /// frame, and stored-as names can be long.
 const MAX_PLAN_FILES: usize = 256;
+
+/// Files at most this big are received into memory and written out by the
+/// committer, while the session holds few enough bytes (see
+/// [`InMemory`](crate::commit::InMemory)).
+const IN_MEMORY_MAX: u64 = 64 * 1024;
+
+/// What the sender said after a file's body.
+enum Trailer {
+    /// Its digest.
+    Done(String),
+    /// That it gave up, and why.
+    Aborted(String),
+}
 
 impl<'a> Session<'a> {
     /// Ferry v1: handshake, then acked files and folders.
@@ -120,6 +133,12 @@ impl<'a> Session<'a> {
                 )),
             );
         }
+        if header.offset == 0
+            && header.size <= IN_MEMORY_MAX
+            && self.in_memory.has_room(header.size)
+        {
+            return self.receive_to_memory(header, started);
+        }
         if header.offset > 0 {
             self.wait_for_checks()?;
         }
@@ -133,11 +152,8 @@ impl<'a> Session<'a> {
             Err(BodyError::Store(e)) => return self.refuse(header, e),
             Err(BodyError::Wire(e)) => return Err(e),
         };
-        let trailer = self
-            .read_trailer()?
-            .ok_or_else(|| SessionError::NoTrailer(escape_for_display(&header.path)))?;
-        match ClientMsg::parse(&trailer)? {
-            ClientMsg::Done { id, blake3 } if id == header.id => {
+        match self.read_done(header)? {
+            Trailer::Done(blake3) => {
                 // A resumed file's hash is still being made from the file:
                 // the committer compares it with the sender's before
                 // committing, and the session reads on meanwhile.
@@ -151,10 +167,14 @@ impl<'a> Session<'a> {
                                 counted: self.checks.ticket(),
                             })),
                         ),
-                        Err(_) => return self.mismatch(header, upload, &blake3, None),
+                        Err(_) => {
+                            upload.discard();
+                            return self.mismatch(header, &blake3, None);
+                        }
                     },
                     Received::Known(digest) => {
-                        return self.mismatch(header, upload, &blake3, Some(digest));
+                        upload.discard();
+                        return self.mismatch(header, &blake3, Some(digest));
                     }
                 };
                 self.finish_metadata(&mut upload, header.mtime);
@@ -175,16 +195,72 @@ impl<'a> Session<'a> {
                     check,
                 }))
             }
-            ClientMsg::Abort { id, reason } if id == header.id => {
-                info!(peer = %self.peer, name = ?&header.path,
-                    "sender aborted the file: {}", escape_for_display(&reason));
+            Trailer::Aborted(reason) => {
                 upload.discard();
-                self.ack_failed(
-                    header.id,
-                    ErrorCode::Aborted,
-                    format!("aborted by the sender: {reason}"),
-                )
+                self.aborted(header, &reason)
             }
+        }
+    }
+
+    /// A small file: its body is read into memory, checked, and handed to
+    /// the committer to write out (see [`Unwritten`]), so that this thread
+    /// goes straight on to the next file.
+    fn receive_to_memory(
+        &mut self,
+        header: &FileHeader,
+        started: Instant,
+    ) -> Result<(), SessionError> {
+        let store = &self.shared.store;
+        let headed = store.check_path(&header.path).and_then(|parts| {
+            store.check_size(folders_of(&parts), header.size)?;
+            let destination = store.destination(&parts, &mut self.folders)?;
+            let reservation = store.reserve(&destination, header.size)?;
+            let parts = parts.iter().map(|p| p.to_string()).collect();
+            Ok((parts, destination, reservation))
+        });
+        let (parts, destination, reservation) = match headed {
+            Ok(headed) => headed,
+            Err(e) => return self.refuse(header, e),
+        };
+        debug!(peer = %self.peer, path = ?header.path, size = header.size, "receiving");
+        let size = usize::try_from(header.size).unwrap_or(usize::MAX);
+        let (body, digest) = match self.receive_body_to_memory(&header.path, size) {
+            Ok(received) => received,
+            Err(BodyError::Store(e)) => return self.refuse(header, e),
+            Err(BodyError::Wire(e)) => return Err(e),
+        };
+        match self.read_done(header)? {
+            Trailer::Done(blake3) if blake3 == digest.to_hex().as_str() => {
+                let job = Unwritten {
+                    receipt: Receipt {
+                        id: Some(header.id),
+                        path: header.path.clone(),
+                        size: header.size,
+                        took: started.elapsed(),
+                        digest,
+                    },
+                    destination,
+                    reservation,
+                    parts,
+                    policy: header.on_clash,
+                    body: self.in_memory.hold(body),
+                    mtime: header.mtime,
+                };
+                self.queue(Job::Unwritten(Box::new(job)))
+            }
+            Trailer::Done(blake3) => self.mismatch(header, &blake3, Some(digest)),
+            Trailer::Aborted(reason) => self.aborted(header, &reason),
+        }
+    }
+
+    /// Reads the trailer that must follow a file's body.
+    fn read_done(&mut self, header: &FileHeader) -> Result<Trailer, SessionError> {
+        let trailer = self
+            .read_trailer()?
+            .ok_or_else(|| SessionError::NoTrailer(escape_for_display(&header.path)))?;
+        match ClientMsg::parse(&trailer)? {
+            ClientMsg::Done { id, blake3 } if id == header.id => Ok(Trailer::Done(blake3)),
+            ClientMsg::Abort { id, reason } if id == header.id => Ok(Trailer::Aborted(reason)),
             other => {
                 let got = match &other {
                     ClientMsg::Done { id, .. } | ClientMsg::Abort { id, .. } => {
@@ -192,9 +268,23 @@ impl<'a> Session<'a> {
                     }
                     _ => format!("`{}`", other.kind()),
                 };
-                self.protocol_error(format!("expected `done` for file {}, got {got}", header.id))
+                let message = format!("expected `done` for file {}, got {got}", header.id);
+                // Always an error: the session ends.
+                self.protocol_error(message)
+                    .map(|()| Trailer::Aborted(String::new()))
             }
         }
+    }
+
+    /// The sender gave up on a file after its body: nothing of it is kept.
+    fn aborted(&mut self, header: &FileHeader, reason: &str) -> Result<(), SessionError> {
+        info!(peer = %self.peer, name = ?&header.path,
+            "sender aborted the file: {}", escape_for_display(reason));
+        self.ack_failed(
+            header.id,
+            ErrorCode::Aborted,
+            format!("aborted by the sender: {reason}"),
+        )
     }
 
     /// Opens a v1 upload: a plain one, or one kept under a name so it can
@@ -280,12 +370,11 @@ impl<'a> Session<'a> {
     }
 
     /// The file does not hash to what its sender announced: nothing of it
-    /// is kept (a kept partial that led here included), and the client is
-    /// told; the connection goes on.
+    /// is kept (the caller has discarded it, and any kept partial that led
+    /// here), and the client is told; the connection goes on.
     fn mismatch(
         &mut self,
         header: &FileHeader,
-        upload: Upload<'a>,
         announced: &str,
         received: Option<blake3::Hash>,
     ) -> Result<(), SessionError> {
@@ -293,7 +382,6 @@ impl<'a> Session<'a> {
         warn!(peer = %self.peer, name = ?&header.path,
             "digest mismatch: received bytes hash to {received}, sender announced {}",
             escape_for_display(announced));
-        upload.discard();
         let (code, message) = commit::mismatch_outcome(header.offset > 0);
         self.ack_failed(header.id, code, message.into())
     }

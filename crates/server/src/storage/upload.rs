@@ -28,10 +28,64 @@ impl Store {
         size: u64,
         folders_seen: &mut FolderCache,
     ) -> Result<Upload<'_>, StoreError> {
+        let destination = self.destination(parts, folders_seen)?;
+        let reservation = self.reserve(&destination, size)?;
+        self.open_upload(&destination, parts, reservation)
+    }
+
+    /// The first step of [`Store::begin`]: walks to the folder an upload
+    /// headed for `parts` goes to, creating folders as needed.
+    pub fn destination(
+        &self,
+        parts: &[&str],
+        folders_seen: &mut FolderCache,
+    ) -> Result<Destination, StoreError> {
         let (_, folders) = parts
             .split_last()
             .ok_or_else(|| StoreError::BadName("empty".into()))?;
-        let Folder { dir, place } = folders_seen.open(self, folders)?;
+        folders_seen.open(self, folders).map(Destination)
+    }
+
+    /// The second step: holds disk space and quota for `size` bytes headed
+    /// for `destination`, so that uploads running side by side cannot both
+    /// pass a limit only one fits under. What lands on a file system
+    /// mounted inside is checked against that one and promises nothing of
+    /// the target's (a bind mount is the target's).
+    pub fn reserve(
+        &self,
+        destination: &Destination,
+        size: u64,
+    ) -> Result<Reservation<'_>, StoreError> {
+        let Folder { dir, place } = &destination.0;
+        let space = if *place == Place::OtherDisk {
+            if size >= SPACE_CHECK_MIN || self.min_free > 0 {
+                self.check_room_on(dir, size)?;
+            }
+            0
+        } else {
+            self.hold_space(size)?
+        };
+        // Held from here on, so a refusal below gives the space back.
+        let mut reservation = Reservation {
+            store: self,
+            space,
+            quota: 0,
+        };
+        reservation.quota = self.take_quota(size)?;
+        Ok(reservation)
+    }
+
+    /// The last step: opens a nameless file in `destination` (found for
+    /// `parts`), which takes over `reservation`. This step and the ones
+    /// before need not run on the same thread.
+    pub fn open_upload<S: AsRef<str>>(
+        &self,
+        destination: &Destination,
+        parts: &[S],
+        mut reservation: Reservation<'_>,
+    ) -> Result<Upload<'_>, StoreError> {
+        let Folder { dir, place } = destination.0.clone();
+        let folders = parts.split_last().map_or(&[][..], |(_, folders)| folders);
         let beyond_root = place != Place::Root;
         // The mode is what the file keeps once in place (less the umask).
         let mode = Mode::from_raw_mode(0o644);
@@ -51,10 +105,11 @@ impl Store {
             // staging folder is on another one, and a file there could not
             // be moved into place.
             Err(Errno::OPNOTSUPP) | Err(Errno::ISDIR) | Err(Errno::INVAL) if beyond_root => {
+                let shown: Vec<&str> = folders.iter().map(AsRef::as_ref).collect();
                 return Err(StoreError::Unsupported(format!(
                     "`{}` is on a file system mounted inside the upload folder that cannot \
                      hold nameless files (O_TMPFILE)",
-                    names::escape_for_display(&folders.join("/"))
+                    names::escape_for_display(&shown.join("/"))
                 )));
             }
             // No O_TMPFILE here: a named file in the private staging folder.
@@ -76,26 +131,9 @@ impl Store {
             }
             Err(e) => return Err(StoreError::from_io(e.into())),
         };
-        // Counted once the file exists, so a failure above leaks nothing;
-        // a refusal here drops the file, which had no name yet. What lands
-        // on a file system mounted inside is checked against that one and
-        // promises nothing of the target's (a bind mount is the target's).
-        let space = if place == Place::OtherDisk {
-            if size >= SPACE_CHECK_MIN || self.min_free > 0 {
-                self.check_room_on(&dir, size)?;
-            }
-            0
-        } else {
-            self.hold_space(size)?
-        };
-        let reserved = match self.take_quota(size) {
-            Ok(r) => r,
-            Err(e) => {
-                self.release_space(space);
-                return Err(e);
-            }
-        };
         self.open_uploads.fetch_add(1, Ordering::Relaxed);
+        // The upload gives back what it holds when dropped.
+        let (space, reserved) = reservation.hand_over();
         Ok(Upload {
             store: self,
             file: File::from(fd),
@@ -111,6 +149,38 @@ impl Store {
             space,
             mode: 0o644 & !self.umask,
         })
+    }
+}
+
+/// The folder an upload goes to, walked to (and created) but not yet
+/// written in: see [`Store::destination`].
+#[derive(Debug, Clone)]
+pub struct Destination(Folder);
+
+/// Disk space and quota held for an upload not yet opened; given back when
+/// dropped (see [`Store::reserve`]).
+#[derive(Debug)]
+pub struct Reservation<'s> {
+    store: &'s Store,
+    space: u64,
+    quota: u64,
+}
+
+impl Reservation<'_> {
+    /// What is held, for an upload to take over: nothing is left to give
+    /// back on drop.
+    fn hand_over(&mut self) -> (u64, u64) {
+        (
+            std::mem::take(&mut self.space),
+            std::mem::take(&mut self.quota),
+        )
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.store.release_space(self.space);
+        self.store.give_back(self.quota);
     }
 }
 
