@@ -351,6 +351,26 @@ pub fn tutorial_send(addr: &str, name: &str, data: &[u8]) {
 }
 
 /// A raw length-prefixed frame around `body`.
+/// One whole v1 file as it goes on the wire: header, body, and a trailer
+/// with the right digest. Several in one write arrive together.
+pub fn upload_bytes(id: u64, path: &str, data: &[u8], on_clash: OnClash) -> Vec<u8> {
+    let header = ClientMsg::File(FileHeader {
+        id,
+        path: path.into(),
+        size: data.len() as u64,
+        on_clash,
+        ..Default::default()
+    });
+    let trailer = ClientMsg::Done {
+        id,
+        blake3: blake3::hash(data).to_hex().to_string(),
+    };
+    let mut out = raw_frame(&to_body(&header));
+    out.extend_from_slice(data);
+    out.extend_from_slice(&raw_frame(&to_body(&trailer)));
+    out
+}
+
 pub fn raw_frame(body: &[u8]) -> Vec<u8> {
     let mut out = (body.len() as u32).to_le_bytes().to_vec();
     out.extend_from_slice(body);
@@ -415,15 +435,8 @@ impl V1 {
 
     /// Sends one whole file: header, body, trailer with the right digest.
     pub fn upload(&mut self, id: u64, path: &str, data: &[u8], on_clash: OnClash) {
-        self.send(&ClientMsg::File(FileHeader {
-            id,
-            path: path.into(),
-            size: data.len() as u64,
-            on_clash,
-            ..Default::default()
-        }));
-        self.stream.write_all(data).expect("body");
-        self.finish(id, data);
+        let bytes = upload_bytes(id, path, data, on_clash);
+        self.stream.write_all(&bytes).expect("upload");
     }
 
     /// Announces a file of `size` bytes (renamed on a clash) and sends no

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ferry_e2e::{
     Server, V1, all_output, connect, data, ferry_send, raw_frame, read_to_close, tutorial_upload,
-    write_file,
+    upload_bytes, write_file,
 };
 use ferry_proto::{ErrorCode, OnClash, ServerMsg};
 
@@ -389,6 +389,43 @@ fn small_files_that_no_longer_fit_are_refused_and_leave_nothing() {
     let mut c = V1::connect(&server.addr());
     c.upload(1, "fits.bin", b"small", OnClash::Rename);
     assert_eq!(c.expect_stored(), "fits.bin");
+}
+
+/// As above, with room for the first file: it is stored and acked before
+/// the refusal of the next, as it would be if that one were refused at its
+/// header.
+#[test]
+fn files_before_a_small_file_that_no_longer_fits_are_stored_and_acked_first() {
+    let Some(disk) = TestMount::new() else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let server = Server::start_in(scratch(), disk.at.join("uploads"), &[]);
+    // The disk is filled but for 16 KiB.
+    let gap = disk.at.join("gap");
+    std::fs::write(&gap, [0u8; 16 * 1024]).expect("gap");
+    let filler = disk.at.join("filler");
+    let mut f = std::fs::File::create(&filler).expect("filler");
+    while f.write_all(&[0u8; 64 * 1024]).is_ok() {}
+    while f.write_all(&[0u8; 512]).is_ok() {}
+    drop(f);
+    std::fs::remove_file(&gap).expect("rm gap");
+    let mut c = V1::connect(&server.addr());
+    // In one write, so that they reach the committer together.
+    let mut stream = upload_bytes(1, "fits.bin", &data(4 * 1024, 1), OnClash::Rename);
+    for id in 2..=4 {
+        let name = format!("too-much-{id}.bin");
+        let body = data(60 * 1024, id as u8);
+        stream.extend(upload_bytes(id, &name, &body, OnClash::Rename));
+    }
+    c.stream.write_all(&stream).expect("send");
+    assert_eq!(c.expect_stored(), "fits.bin");
+    assert_eq!(c.expect_failed(ErrorCode::NoSpace).id, 2);
+    assert_eq!(c.recv(), None);
+    server.expect_log("not enough space");
+    assert_eq!(server.files(), ["fits.bin"]);
+    assert_eq!(server.read("fits.bin"), data(4 * 1024, 1));
+    assert!(server.staging_is_empty());
 }
 
 #[test]

@@ -357,10 +357,15 @@ impl<'s> Committer<'s, '_> {
                     check: None,
                 });
             }
-            // Ends the session, as a refusal at header time would. The
-            // body is let go only after the failure is raised: the session
-            // thread looks for it until no body is held (see `next_frame`).
-            Err(reason) => self.answer(receipt, Err(reason)),
+            // Ends the session, as a refusal at header time would, and
+            // likewise after the files before it are committed and acked.
+            // The body is let go only after the failure is raised: the
+            // session thread looks for it until no body is held (see
+            // `next_frame`).
+            Err(reason) => {
+                self.settle();
+                self.answer(receipt, Err(reason));
+            }
         }
         drop(body);
     }

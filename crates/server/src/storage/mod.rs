@@ -77,7 +77,9 @@ pub enum StoreError {
     BadName(String),
     #[error("declared size {size} is over the limit of {limit} bytes")]
     TooLarge { size: u64, limit: u64 },
-    #[error("not enough space: {needed} bytes needed, {available} available")]
+    /// `needed` is 0 when the disk filled up under a write (nothing was
+    /// known to be short beforehand).
+    #[error("{}", no_space(*needed, *available))]
     NoSpace { needed: u64, available: u64 },
     #[error("{0}")]
     Exists(String),
@@ -99,6 +101,14 @@ pub enum StoreError {
     Unsupported(String),
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+fn no_space(needed: u64, available: u64) -> String {
+    if needed == 0 {
+        "not enough space: the disk filled up".to_string()
+    } else {
+        format!("not enough space: {needed} bytes needed, {available} available")
+    }
 }
 
 impl StoreError {
