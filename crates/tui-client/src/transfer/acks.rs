@@ -30,37 +30,52 @@ pub(super) const QUIET_AFTER_SENDING: Duration = Duration::from_secs(600);
 /// stopped reading: the writer waits on it after a resumed file.
 #[derive(Debug, Default)]
 pub(super) struct AckCount {
-    /// (acks read, reader stopped)
-    state: Mutex<(usize, bool)>,
+    state: Mutex<AckState>,
     changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct AckState {
+    read: usize,
+    stopped: bool,
+    /// Whether the writer is waiting: only then is it woken. A wake-up is a
+    /// system call whether anyone waits or not, and acks come one per file.
+    waiting: bool,
 }
 
 impl AckCount {
     pub(super) fn add(&self) {
-        self.update(|state| state.0 += 1);
+        self.update(|state| state.read += 1);
     }
 
     pub(super) fn end(&self) {
-        self.update(|state| state.1 = true);
+        self.update(|state| state.stopped = true);
     }
 
-    fn update(&self, change: impl FnOnce(&mut (usize, bool))) {
-        change(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()));
-        self.changed.notify_all();
+    fn update(&self, change: impl FnOnce(&mut AckState)) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        change(&mut state);
+        let wake = state.waiting;
+        drop(state);
+        if wake {
+            self.changed.notify_all();
+        }
     }
 
     /// Waits until `n` acks are in, the reader has stopped, or `give_up`;
     /// `false` if the reader has stopped.
     pub(super) fn wait_for(&self, n: usize, give_up: impl Fn() -> bool) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while state.0 < n && !state.1 && !give_up() {
+        while state.read < n && !state.stopped && !give_up() {
+            state.waiting = true;
             state = self
                 .changed
                 .wait_timeout(state, Duration::from_millis(100))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        !state.1
+        state.waiting = false;
+        !state.stopped
     }
 }
 
@@ -234,6 +249,29 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
     use std::thread;
     use std::time::Instant;
+
+    #[test]
+    fn a_writer_waiting_for_acks_sees_them_arrive_and_the_reader_stop() {
+        let count = Arc::new(AckCount::default());
+        let reader = {
+            let count = Arc::clone(&count);
+            thread::spawn(move || {
+                for _ in 0..3 {
+                    thread::sleep(Duration::from_millis(5));
+                    count.add();
+                }
+                thread::sleep(Duration::from_millis(5));
+                count.end();
+            })
+        };
+        assert!(count.wait_for(3, || false), "three acks, reader still on");
+        assert!(!count.wait_for(4, || false), "the fourth never comes");
+        reader.join().expect("reader");
+        // Acks counted while nobody waited are still seen.
+        let count = AckCount::default();
+        count.add();
+        assert!(count.wait_for(1, || false));
+    }
 
     #[test]
     fn the_ack_reader_waits_while_sending_then_gives_up_after_a_while() {
