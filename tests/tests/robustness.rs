@@ -11,7 +11,7 @@ use ferry_e2e::{
     Server, V1, all_output, connect, data, ferry_send, raw_frame, read_to_close, tutorial_upload,
     upload_bytes, write_file,
 };
-use ferry_proto::{ErrorCode, OnClash, ServerMsg};
+use ferry_proto::{ClientMsg, ErrorCode, OnClash, ServerMsg, to_body};
 
 #[test]
 fn a_client_that_dies_mid_upload_leaves_nothing() {
@@ -292,6 +292,24 @@ impl TestMount {
             _home: None,
         })
     }
+
+    /// Fills the file system but for about `room` bytes, with a file whose
+    /// path is returned.
+    fn fill_but(&self, room: usize) -> std::path::PathBuf {
+        let gap = self.at.join("gap");
+        if room > 0 {
+            std::fs::write(&gap, vec![0u8; room]).expect("gap");
+        }
+        let filler = self.at.join("filler");
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        while f.write_all(&[0u8; 64 * 1024]).is_ok() {}
+        while f.write_all(&[0u8; 512]).is_ok() {}
+        drop(f);
+        if room > 0 {
+            std::fs::remove_file(&gap).expect("rm gap");
+        }
+        filler
+    }
 }
 
 impl Drop for TestMount {
@@ -325,10 +343,7 @@ fn full_disk_mid_upload(size: usize) {
     c.stream.write_all(&body[..1 << 20]).expect("first part");
     thread::sleep(Duration::from_millis(200));
     // Someone else fills the disk meanwhile.
-    let filler = disk.at.join("filler");
-    let mut f = std::fs::File::create(&filler).expect("filler");
-    while f.write_all(&[0u8; 64 * 1024]).is_ok() {}
-    drop(f);
+    let filler = disk.fill_but(0);
     let _ = c.stream.write_all(&body[1 << 20..]);
     c.expect_failed(ErrorCode::NoSpace);
     server.expect_log("not enough space");
@@ -363,11 +378,7 @@ fn small_files_that_no_longer_fit_are_refused_and_leave_nothing() {
         return;
     };
     let server = Server::start_in(scratch(), disk.at.join("uploads"), &[]);
-    let filler = disk.at.join("filler");
-    let mut f = std::fs::File::create(&filler).expect("filler");
-    while f.write_all(&[0u8; 64 * 1024]).is_ok() {}
-    while f.write_all(&[0u8; 512]).is_ok() {}
-    drop(f);
+    let filler = disk.fill_but(0);
     let mut c = V1::connect(&server.addr());
     // Sent back to back, as a client streaming a folder does.
     for id in 1..=3 {
@@ -401,15 +412,7 @@ fn files_before_a_small_file_that_no_longer_fits_are_stored_and_acked_first() {
         return;
     };
     let server = Server::start_in(scratch(), disk.at.join("uploads"), &[]);
-    // The disk is filled but for 16 KiB.
-    let gap = disk.at.join("gap");
-    std::fs::write(&gap, [0u8; 16 * 1024]).expect("gap");
-    let filler = disk.at.join("filler");
-    let mut f = std::fs::File::create(&filler).expect("filler");
-    while f.write_all(&[0u8; 64 * 1024]).is_ok() {}
-    while f.write_all(&[0u8; 512]).is_ok() {}
-    drop(f);
-    std::fs::remove_file(&gap).expect("rm gap");
+    disk.fill_but(16 * 1024);
     let mut c = V1::connect(&server.addr());
     // In one write, so that they reach the committer together.
     let mut stream = upload_bytes(1, "fits.bin", &data(4 * 1024, 1), OnClash::Rename);
@@ -426,6 +429,45 @@ fn files_before_a_small_file_that_no_longer_fits_are_stored_and_acked_first() {
     assert_eq!(server.files(), ["fits.bin"]);
     assert_eq!(server.read("fits.bin"), data(4 * 1024, 1));
     assert!(server.staging_is_empty());
+}
+
+/// A file can fail after its body, when it is put in place: the client
+/// hears so at once, and the connection ends, even if the client sends
+/// nothing more and only waits for answers.
+#[test]
+fn a_file_that_cannot_be_put_in_place_is_answered_at_once_and_ends_the_session() {
+    for size in [4, 200 * 1024] {
+        let server = Server::start();
+        std::fs::create_dir(server.dir().join("taken")).expect("a folder in the way");
+        let mut c = V1::connect(&server.addr());
+        c.stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let started = Instant::now();
+        // A folder sent right behind it gets no answer: it came after the
+        // failure, and the client sends it again.
+        let mut stream = upload_bytes(1, "taken", &data(size, 7), OnClash::Overwrite);
+        let mkdir = ClientMsg::Mkdir {
+            id: 2,
+            path: "later".into(),
+        };
+        stream.extend(raw_frame(&to_body(&mkdir)));
+        c.stream.write_all(&stream).expect("send");
+        let ack = c.expect_failed(ErrorCode::Exists);
+        assert_eq!(ack.id, 1);
+        // The end of the stream, not the read timeout (nor the server's
+        // idle timeout of minutes).
+        assert_eq!(c.recv(), None);
+        assert!(started.elapsed() < Duration::from_secs(10), "{size} bytes");
+        server.expect_log("exists and is not a regular file");
+        // The folder may have been made before the session ended.
+        let files = server.files();
+        assert!(files.contains(&"taken/".to_string()), "{files:?}");
+        assert!(
+            files.iter().all(|f| f == "taken/" || f == "later/"),
+            "{files:?}"
+        );
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The committer: a session's second thread.
 //!
-//! The session thread reads frames, receives bodies into nameless files and
-//! checks digests; the committer makes the finished files durable and
+//! The session thread reads frames, receives bodies (into nameless files,
+//! or into memory for small ones) and checks digests; the committer makes the finished files durable and
 //! visible, in the order they arrived, and writes every message the client
 //! is sent. Splitting the work lets the next files arrive while earlier ones
 //! are linked and synced, on the other core, and with one thread owning the
@@ -149,11 +149,6 @@ impl InMemory {
     /// At most this much per session.
     pub const LIMIT: usize = 1 << 20;
 
-    /// Whether any body is held.
-    pub fn is_holding(&self) -> bool {
-        self.0.load(Ordering::Acquire) > 0
-    }
-
     /// Whether a body of `len` bytes fits under the limit. Only the
     /// session thread adds, so room found stays there until it does.
     pub fn has_room(&self, len: u64) -> bool {
@@ -246,7 +241,12 @@ pub(crate) fn run(
                 Job::Unwritten(file) => committer.write_out(*file),
                 Job::Send(msg) => {
                     committer.settle();
-                    committer.write(&msg);
+                    // After a file could not be stored, the files sent after
+                    // it get no answer (the client sends them again).
+                    let answers = matches!(msg, ServerMsg::Ack(_) | ServerMsg::Plan { .. });
+                    if committer.failure.is_none() || !answers {
+                        committer.write(&msg);
+                    }
                 }
                 Job::Flush => {
                     committer.settle();
@@ -359,15 +359,11 @@ impl<'s> Committer<'s, '_> {
             }
             // Ends the session, as a refusal at header time would, and
             // likewise after the files before it are committed and acked.
-            // The body is let go only after the failure is raised: the
-            // session thread looks for it until no body is held (see
-            // `next_frame`).
             Err(reason) => {
                 self.settle();
                 self.answer(receipt, Err(reason));
             }
         }
-        drop(body);
     }
 
     /// Waits for a resumed file's hash and compares it with the sender's
@@ -541,8 +537,14 @@ impl<'s> Committer<'s, '_> {
                 outcome
             }
         };
+        let failed = matches!(outcome, Outcome::Failed { .. });
         if let Some(id) = id {
             self.write(&ServerMsg::Ack(Ack { id, outcome }));
+        }
+        if failed {
+            // The session is ending: the client should know why now, not
+            // once the session thread next waits for it.
+            self.flush();
         }
     }
 
@@ -578,9 +580,8 @@ impl<'s> Committer<'s, '_> {
 
     /// The client no longer takes acks (gone, or stalled past the write
     /// timeout). Files it sent after this would be stored but never
-    /// confirmed, and sent again: end the session instead.
-    /// The client cannot be written to (it stopped reading, or left): the
-    /// session ends, and why is logged here, once.
+    /// confirmed, and sent again: the session ends instead, and why is
+    /// logged here, once.
     fn lost_reader(&mut self, why: &str) {
         warn!(peer = %self.peer, "cannot write to the client: {why}");
         self.writable = false;
@@ -643,16 +644,13 @@ mod tests {
     #[test]
     fn bodies_held_in_memory_are_bounded_and_counted_until_dropped() {
         let count = InMemory::default();
-        assert!(!count.is_holding());
         assert!(count.has_room(InMemory::LIMIT as u64));
         assert!(!count.has_room(InMemory::LIMIT as u64 + 1));
         let first = count.hold(vec![1; InMemory::LIMIT - 10]);
-        assert!(count.is_holding());
         assert!(count.has_room(10));
         assert!(!count.has_room(11));
         assert_eq!(first.bytes().len(), InMemory::LIMIT - 10);
         drop(first);
-        assert!(!count.is_holding());
         assert!(count.has_room(InMemory::LIMIT as u64));
     }
 }

@@ -15,9 +15,10 @@ use crate::transport::Incoming;
 /// How often a session waiting for its client looks again whether one of
 /// its resumed files is still being checked.
 const CHECK_POLL: Duration = Duration::from_secs(1);
-/// How often it looks whether the committer failed a file it held in
-/// memory (the committer writes such files within a sync or two).
-const WRITE_POLL: Duration = Duration::from_millis(20);
+/// How often a session waiting for its client looks whether the committer
+/// failed a file, which ends the session: the client may be waiting for
+/// acks, and should not wait out the idle timeout too.
+const FAILURE_POLL: Duration = Duration::from_millis(50);
 
 impl<'a> Session<'a> {
     /// Waits for the next frame. `Ok(None)` is a clean close between frames,
@@ -40,37 +41,36 @@ impl<'a> Session<'a> {
         // client waits for its ack: that silence is ours, not the client's,
         // so the connection is neither idle (to be evicted) nor timed out.
         // It is looked at again every CHECK_POLL until the check is done.
-        let mut idle = false;
+        let mut idle_since: Option<Instant> = None;
         let available = loop {
             if self.reader.buffer().is_empty() {
-                // The committer lets go of a body it failed only after
-                // raising the failure: once none is held, any is seen here.
                 if self.failed.load(Ordering::SeqCst) {
                     return Err(SessionError::CommitFailed);
                 }
                 let wait = if self.checks.busy() {
                     CHECK_POLL
-                } else if self.in_memory.is_holding() {
-                    // Files the committer has yet to write out may still
-                    // fail, which ends the session: a client waiting for
-                    // their acks must not wait for the idle timeout too.
-                    WRITE_POLL
                 } else {
-                    if !idle {
+                    let since = *idle_since.get_or_insert_with(|| {
                         self.slot.set_idle();
-                        idle = true;
+                        Instant::now()
+                    });
+                    let left = self
+                        .shared
+                        .limits
+                        .idle_timeout
+                        .saturating_sub(since.elapsed());
+                    if left.is_zero() {
+                        return Err(SessionError::Timeout("idle, waiting for a frame"));
                     }
-                    self.shared.limits.idle_timeout
+                    left.min(FAILURE_POLL)
                 };
                 self.stream.set_read_timeout(Some(wait))?;
             }
             match self.reader.fill_buf() {
                 Ok(bytes) => break bytes.len(),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if body::is_timeout(&e) && !idle => continue,
-                Err(e) if body::is_timeout(&e) => {
-                    return Err(SessionError::Timeout("idle, waiting for a frame"));
-                }
+                // Looked at again above: a failure, the idle deadline.
+                Err(e) if body::is_timeout(&e) => continue,
                 Err(e) => return Err(e.into()),
             }
         };

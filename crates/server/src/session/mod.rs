@@ -210,9 +210,15 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
         let handed = session.hand_over();
         session.jobs = None;
         let committed = committer.join().unwrap_or(Err(SessionError::CommitterGone));
-        // A session the committer stopped ends for the committer's reason.
+        // A session the committer stopped ends for the committer's reason;
+        // one that ended for its own keeps it, and the committer's is
+        // logged too (it is logged nowhere else).
         let ended = match (served, committed) {
             (Err(SessionError::CommitFailed), Err(why)) => Err(why),
+            (Err(own), Err(why)) => {
+                warn!(%peer, "a file could not be stored: {why}");
+                Err(own)
+            }
             (served, committed) => served.and(handed).and(committed),
         };
         match ended {

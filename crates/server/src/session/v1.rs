@@ -34,6 +34,17 @@ enum Trailer {
     Aborted(String),
 }
 
+/// What the ack and the log line of a received v1 file are made from.
+fn receipt(header: &FileHeader, started: Instant, digest: blake3::Hash) -> Receipt {
+    Receipt {
+        id: Some(header.id),
+        path: header.path.clone(),
+        size: header.size,
+        took: started.elapsed(),
+        digest,
+    }
+}
+
 impl<'a> Session<'a> {
     /// Ferry v1: handshake, then acked files and folders.
     pub(super) fn v1(&mut self, version: u32, client: &str) -> Result<(), SessionError> {
@@ -99,12 +110,21 @@ impl<'a> Session<'a> {
     }
 
     fn protocol_error(&mut self, message: String) -> Result<(), SessionError> {
-        self.send(ServerMsg::Error {
-            code: ErrorCode::Protocol,
-            message: message.clone(),
-        })?;
-        self.queue(Job::Flush)?;
-        Err(ProtoError::Unexpected(message).into())
+        Err(self.protocol_failure(message))
+    }
+
+    /// Tells the client what it got wrong; returns why the session ends.
+    fn protocol_failure(&mut self, message: String) -> SessionError {
+        let told = self
+            .send(ServerMsg::Error {
+                code: ErrorCode::Protocol,
+                message: message.clone(),
+            })
+            .and_then(|()| self.queue(Job::Flush));
+        match told {
+            Ok(()) => ProtoError::Unexpected(message).into(),
+            Err(e) => e,
+        }
     }
 
     fn receive_v1(&mut self, header: &FileHeader) -> Result<(), SessionError> {
@@ -179,13 +199,7 @@ impl<'a> Session<'a> {
                 };
                 self.finish_metadata(&mut upload, header.mtime);
                 self.queue(Job::File(Pending {
-                    receipt: Receipt {
-                        id: Some(header.id),
-                        path: header.path.clone(),
-                        size: header.size,
-                        took: started.elapsed(),
-                        digest,
-                    },
+                    receipt: receipt(header, started, digest),
                     finished: Finished {
                         upload,
                         parts,
@@ -232,13 +246,7 @@ impl<'a> Session<'a> {
         match self.read_done(header)? {
             Trailer::Done(blake3) if blake3 == digest.to_hex().as_str() => {
                 let job = Unwritten {
-                    receipt: Receipt {
-                        id: Some(header.id),
-                        path: header.path.clone(),
-                        size: header.size,
-                        took: started.elapsed(),
-                        digest,
-                    },
+                    receipt: receipt(header, started, digest),
                     destination,
                     reservation,
                     parts,
@@ -269,9 +277,7 @@ impl<'a> Session<'a> {
                     _ => format!("`{}`", other.kind()),
                 };
                 let message = format!("expected `done` for file {}, got {got}", header.id);
-                // Always an error: the session ends.
-                self.protocol_error(message)
-                    .map(|()| Trailer::Aborted(String::new()))
+                Err(self.protocol_failure(message))
             }
         }
     }
