@@ -146,8 +146,10 @@ pub(crate) struct Unwritten<'s> {
 pub(crate) struct InMemory(AtomicUsize);
 
 impl InMemory {
-    /// At most this much per session.
-    pub const LIMIT: usize = 1 << 20;
+    /// At most this much per session: 72 sessions of small files then hold
+    /// 18 MiB at most. (10,000 files of 4 KiB went as fast with 256 KiB as
+    /// with 1 or 4 MiB.)
+    pub const LIMIT: usize = 256 * 1024;
 
     /// Whether a body of `len` bytes fits under the limit. Only the
     /// session thread adds, so room found stays there until it does.
