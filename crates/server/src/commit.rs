@@ -1,9 +1,9 @@
 //! The committer: a session's second thread.
 //!
 //! The session thread reads frames, receives bodies (into nameless files,
-//! or into memory for small ones) and checks digests; the committer makes the finished files durable and
-//! visible, in the order they arrived, and writes every message the client
-//! is sent. Splitting the work lets the next files arrive while earlier ones
+//! or into memory for small ones) and checks digests; the committer makes
+//! the finished files durable and visible, in the order they arrived, and
+//! writes every message the client is sent. Splitting the work lets the next files arrive while earlier ones
 //! are linked and synced, on the other core, and with one thread owning the
 //! socket's write side, acks and other messages can never cross.
 //!

@@ -30,7 +30,7 @@ use crate::Shared;
 use crate::accept::Slot;
 use crate::body::{self, BodyError, Digest, Received};
 use crate::commit::{self, Checks, InMemory, Job};
-use crate::storage::{FolderCache, StoreError, Upload};
+use crate::storage::{Destination, FolderCache, Reservation, StoreError, Upload};
 use crate::transport::{self, Incoming};
 
 mod frames;
@@ -320,12 +320,32 @@ impl<'a> Session<'a> {
         path: &str,
         size: u64,
     ) -> Result<(Vec<String>, Upload<'a>), StoreError> {
+        let (parts, destination, reservation) = self.announce(path, size)?;
+        let upload = self
+            .shared
+            .store
+            .open_upload(&destination, &parts, reservation)?;
+        debug!(peer = %self.peer, path = ?path, size, "receiving");
+        Ok((parts, upload))
+    }
+
+    /// [`Session::start_file`] short of opening the file: checks the name
+    /// and size, walks to (and makes) its folder and reserves room for it.
+    fn announce(
+        &mut self,
+        path: &str,
+        size: u64,
+    ) -> Result<(Vec<String>, Destination, Reservation<'a>), StoreError> {
         let store = &self.shared.store;
         let parts = store.check_path(path)?;
         store.check_size(folders_of(&parts), size)?;
-        let upload = store.begin(&parts, size, &mut self.folders)?;
-        debug!(peer = %self.peer, path = ?path, size, "receiving");
-        Ok((parts.iter().map(|p| p.to_string()).collect(), upload))
+        let destination = store.destination(&parts, &mut self.folders)?;
+        let reservation = store.reserve(&destination, size)?;
+        Ok((
+            parts.iter().map(|p| p.to_string()).collect(),
+            destination,
+            reservation,
+        ))
     }
 
     /// Applies the server's permission bits and the sender's modification

@@ -224,16 +224,8 @@ impl<'a> Session<'a> {
         header: &FileHeader,
         started: Instant,
     ) -> Result<(), SessionError> {
-        let store = &self.shared.store;
-        let headed = store.check_path(&header.path).and_then(|parts| {
-            store.check_size(folders_of(&parts), header.size)?;
-            let destination = store.destination(&parts, &mut self.folders)?;
-            let reservation = store.reserve(&destination, header.size)?;
-            let parts = parts.iter().map(|p| p.to_string()).collect();
-            Ok((parts, destination, reservation))
-        });
-        let (parts, destination, reservation) = match headed {
-            Ok(headed) => headed,
+        let (parts, destination, reservation) = match self.announce(&header.path, header.size) {
+            Ok(announced) => announced,
             Err(e) => return self.refuse(header, e),
         };
         debug!(peer = %self.peer, path = ?header.path, size = header.size, "receiving");
