@@ -17,8 +17,13 @@ use ferry_e2e::{
 use ferry_proto::{ClientMsg, ErrorCode, FileHeader, OnClash};
 
 /// Starts a slow `ferry send` of `file` (state folder `state`) and returns
-/// once the server holds part of it, for the test to kill one side.
+/// once the server holds part of big.bin, for the test to kill one side.
 fn partly_sent(server: &Server, file: &Path, state: &Path) -> Child {
+    partly_sent_as(server, file, state, "big.bin")
+}
+
+/// [`partly_sent`], for a big file the server stores as `remote`.
+fn partly_sent_as(server: &Server, file: &Path, state: &Path, remote: &str) -> Child {
     let child = ferry_command(state)
         .args(["send", "--to", &server.addr(), "--limit-rate", "4M"])
         .arg(file)
@@ -26,7 +31,7 @@ fn partly_sent(server: &Server, file: &Path, state: &Path) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn ferry");
-    server.expect_log("path=\"big.bin\"");
+    server.expect_log(&format!("path=\"{remote}\""));
     wait_for_partial(server.dir());
     child
 }
@@ -145,6 +150,47 @@ fn a_killed_client_resumes_where_the_server_stopped_and_sends_less() {
         "{}",
         text(&out.stdout)
     );
+}
+
+#[test]
+fn a_big_file_after_small_ones_in_a_tree_still_resumes() {
+    // The send starts with the small files while the tree is still being
+    // walked, before the server was asked about resumes: it must ask once
+    // it comes to the big file, and take it up where it broke off.
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let tree = src.path().join("tree");
+    for i in 0..40 {
+        write_file(&tree.join(format!("a-{i:03}.txt")), &data(3000, i));
+    }
+    write_file(&tree.join("big.bin"), &data(24 << 20, 9));
+    let state = tempfile::tempdir().expect("state dir");
+    let mut child = partly_sent_as(&server, &tree, state.path(), "tree/big.bin");
+    child.kill().expect("SIGKILL the client");
+    let _ = child.wait();
+    server.expect_log("client left after");
+    let kept = partials(server.dir());
+    assert_eq!(kept.len(), 1, "one partial kept: {kept:?}");
+
+    let out = ferry_send(&server.addr(), &[tree.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("tree/big.bin: resumed at"),
+        "{}",
+        text(&out.stderr)
+    );
+    server.expect_log(&format!("offset={}", kept[0].1));
+    assert_eq!(server.read("tree/big.bin"), data(24 << 20, 9));
+    assert!(partials(server.dir()).is_empty());
+    // The small files were stored by both sends, the second time under
+    // numbered names.
+    assert_eq!(server.read("tree/a-007.txt"), data(3000, 7));
+    let texts = server
+        .files()
+        .iter()
+        .filter(|f| f.ends_with(".txt"))
+        .count();
+    assert_eq!(texts, 80, "{:?}", server.files());
 }
 
 #[test]

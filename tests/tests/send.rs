@@ -379,6 +379,72 @@ fn a_file_that_changed_size_since_planning_is_never_stored() {
     assert!(server.staging_is_empty());
 }
 
+/// A send starts before the walk that feeds it is over, and when the walk
+/// falls behind for long, the connection is ended (rather than left silent
+/// for the server to give up on) and a new one carries on.
+#[test]
+fn a_send_fed_by_a_slow_walk_starts_at_once_and_carries_on_over_a_new_connection() {
+    use ferry_client::transfer::{Feed, Item, ItemKind, ItemResult, Options, send_feed};
+    use std::collections::HashSet;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let item = |name: &str, seed: u8| {
+        let local = src.path().join(name);
+        write_file(&local, &data(10_000, seed));
+        Item {
+            local,
+            remote: name.to_string(),
+            kind: ItemKind::File { size: 10_000 },
+        }
+    };
+    let (feed, writer) = Feed::open();
+    writer.push(item("first.bin", 1));
+    writer.push(item("second.bin", 2));
+    let sender = {
+        let feed = Arc::clone(&feed);
+        let addr = server.addr();
+        thread::spawn(move || {
+            send_feed(
+                &feed,
+                &Options::new(addr),
+                &AtomicBool::new(false),
+                Arc::new(|_| {}),
+            )
+        })
+    };
+    // What was handed on goes out while the sender waits for more.
+    let until = Instant::now() + Duration::from_secs(1);
+    while server.files().len() < 2 && Instant::now() < until {
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        server.files(),
+        ["first.bin", "second.bin"],
+        "stored while the walk goes on"
+    );
+    // Longer, in all, than the sender waits with a connection open.
+    thread::sleep(Duration::from_millis(2500));
+    writer.push(item("third.bin", 3));
+    writer.push(item("fourth.bin", 4));
+    drop(writer);
+    let report = sender.join().expect("sender");
+    assert_eq!(report.results.len(), 4);
+    for result in &report.results {
+        assert!(matches!(result, ItemResult::Stored { .. }), "{result:?}");
+    }
+    assert_eq!(server.read("fourth.bin"), data(10_000, 4));
+    let log = server.log();
+    let connections: HashSet<&str> = log
+        .lines()
+        .filter(|line| line.contains(" stored "))
+        .filter_map(|line| line.split("peer=").nth(1)?.split(' ').next())
+        .collect();
+    assert_eq!(connections.len(), 2, "{log}");
+}
+
 /// A path that cannot be sent at all (here: missing) fails the send, and
 /// the summary says so rather than "all verified"; the dry run counts it.
 #[test]

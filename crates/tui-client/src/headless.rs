@@ -10,6 +10,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread;
 use std::time::Duration;
 
 use ferry_proto::path::escape_for_display;
@@ -41,8 +42,12 @@ macro_rules! err {
 /// Kept parts from this size on take long enough to read that the wait is
 /// announced.
 const CHECKING_NOTE_FROM: u64 = 1 << 30;
+use crate::transfer::plan::{self, Planned};
 use crate::transfer::progress::format_duration;
-use crate::transfer::{Dispatch, Event, ItemResult, Options, Plan, Report, Reporter, retry, send};
+use crate::transfer::{
+    Dispatch, Event, Feed, ItemKind, ItemResult, Options, Plan, Report, Reporter, Skipped, retry,
+    send, send_feed,
+};
 
 /// What `ferry send` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -75,6 +80,12 @@ impl Finish {
 
 /// Carries out `request` and prints what happened.
 pub fn run(request: &Request, options: &Options) -> Finish {
+    // Only a plain send can start before the walk is over: the others need
+    // the whole plan first (to ask the server about every file, or to read
+    // the last transfer's record).
+    if !request.retry_failed && !request.dry_run && options.on_clash != OnClash::SkipIdentical {
+        return stream_send(request, options);
+    }
     let mut plan = if request.retry_failed {
         match retry::load(&options.addr) {
             Ok(Some(record)) => retry::plan(&record),
@@ -107,21 +118,92 @@ pub fn run(request: &Request, options: &Options) -> Finish {
 /// Prints what cannot be sent; returns whether all of it was left out by
 /// choice (symlinks) rather than by a problem.
 fn report_skipped(plan: &Plan) -> bool {
-    let mut ok = true;
     for skipped in &plan.skipped {
-        let what = if skipped.by_choice {
-            "skipped"
-        } else {
-            "cannot send"
-        };
-        err!(
-            "ferry: {what} {}: {}",
-            escape_for_display(&skipped.local.to_string_lossy()),
-            skipped.reason
-        );
-        ok &= skipped.by_choice;
+        err!("{}", skipped_line(skipped));
     }
-    ok
+    plan.skipped.iter().all(|s| s.by_choice)
+}
+
+fn skipped_line(skipped: &Skipped) -> String {
+    let what = if skipped.by_choice {
+        "skipped"
+    } else {
+        "cannot send"
+    };
+    format!(
+        "ferry: {what} {}: {}",
+        escape_for_display(&skipped.local.to_string_lossy()),
+        skipped.reason
+    )
+}
+
+/// Sends while the paths are still being walked: the first files are on
+/// their way (and the server storing them) before the last are found. The
+/// bar's total grows as the walk goes; paths that cannot be sent are
+/// named as they are met.
+fn stream_send(request: &Request, options: &Options) -> Finish {
+    let cancel = interrupt_flag();
+    let bar = progress_bar(0);
+    let files = Arc::new(AtomicUsize::new(0));
+    let (feed, writer) = Feed::open();
+    let walker = {
+        let paths = request.paths.clone();
+        let follow_links = request.follow_links;
+        // Two files for one name must not both go when the second would
+        // replace the first.
+        let one_per_name = options.on_clash == OnClash::Overwrite;
+        let bar = bar.clone();
+        let files = Arc::clone(&files);
+        thread::spawn(move || {
+            let mut skipped = Vec::new();
+            plan::stream(
+                &paths,
+                follow_links,
+                one_per_name,
+                |planned| match planned {
+                    Planned::Item(item) => {
+                        if matches!(item.kind, ItemKind::File { .. }) {
+                            files.fetch_add(1, Ordering::Relaxed);
+                            bar.inc_length(item.size());
+                        }
+                        writer.push(item);
+                    }
+                    Planned::Skipped(s) => {
+                        note(&bar, skipped_line(&s));
+                        skipped.push(s);
+                    }
+                },
+            );
+            skipped
+        })
+    };
+    let reporter = {
+        let feed = Arc::clone(&feed);
+        bar_reporter(
+            &bar,
+            move |index| feed.peek(index, |item| item.remote.clone()),
+            move || files.load(Ordering::Relaxed),
+        )
+    };
+    let report = send_feed(&feed, options, &cancel, reporter);
+    let skipped = walker.join().unwrap_or_else(|_| {
+        vec![Skipped {
+            local: request.paths.first().cloned().unwrap_or_default(),
+            reason: "the walk through the folders failed".into(),
+            by_choice: false,
+        }]
+    });
+    bar.finish_and_clear();
+    let plan = Plan {
+        items: feed.whole(),
+        skipped,
+    };
+    if plan.items.is_empty() {
+        err!("ferry: nothing to send");
+        return Finish::Failed;
+    }
+    let ok = plan.skipped.iter().all(|s| s.by_choice);
+    conclude(&plan, options, &report, ok)
 }
 
 /// Sends a plan with a progress bar, then prints the outcome.
@@ -141,93 +223,7 @@ fn send_plan(plan: &Plan, options: &Options) -> Finish {
     let bar = progress_bar(outgoing.iter().map(|i| i.size()).sum());
     let names: Vec<String> = plan.items.iter().map(|i| i.remote.clone()).collect();
     let files = plan.file_count();
-    let reporter: Reporter = {
-        let bar = bar.clone();
-        // Sent is not stored: the bar moves with bytes sent, its message
-        // counts the files the server has confirmed on disk.
-        let stored = AtomicUsize::new(0);
-        // The file going out now, for the message to name.
-        let current = AtomicUsize::new(usize::MAX);
-        // Bytes the server already had: the bar counts only what moves, so
-        // a resume does not look like a burst of speed.
-        let resumed = AtomicU64::new(0);
-        let shrink = |bar: &ProgressBar, by: i64| {
-            if let Some(len) = bar.length() {
-                bar.set_length(len.saturating_add_signed(-by));
-            }
-        };
-        Arc::new(move |event: Event| match event {
-            // Only a bar that shows needs its message: formatting one per
-            // file costs a stream of small files a few percent.
-            Event::Started { index } if !bar.is_hidden() => {
-                current.store(index, Ordering::Relaxed);
-                let done = stored.load(Ordering::Relaxed);
-                show_stored(&bar, done, files, names.get(index));
-            }
-            Event::Resumed { index, offset } => {
-                resumed.fetch_add(offset, Ordering::Relaxed);
-                shrink(&bar, i64::try_from(offset).unwrap_or(i64::MAX));
-                if let Some(name) = names.get(index) {
-                    note(
-                        &bar,
-                        format!(
-                            "ferry: {}: resumed at {}",
-                            escape_for_display(name),
-                            format_size(offset, BINARY)
-                        ),
-                    );
-                }
-            }
-            Event::NotResumed { index, offset } => {
-                resumed.fetch_sub(
-                    offset.min(resumed.load(Ordering::Relaxed)),
-                    Ordering::Relaxed,
-                );
-                shrink(&bar, -i64::try_from(offset).unwrap_or(i64::MAX));
-                if let Some(name) = names.get(index) {
-                    note(
-                        &bar,
-                        format!(
-                            "ferry: {}: the server could not use what it kept; sending it whole",
-                            escape_for_display(name)
-                        ),
-                    );
-                }
-            }
-            // Reading a big kept part takes a while before anything moves.
-            Event::Checking { index, offset } if offset >= CHECKING_NOTE_FROM => {
-                if let Some(name) = names.get(index) {
-                    note(
-                        &bar,
-                        format!(
-                            "ferry: {}: reading the {} the server already has, to check it…",
-                            escape_for_display(name),
-                            format_size(offset, BINARY)
-                        ),
-                    );
-                }
-            }
-            Event::Progress { total_sent, .. } => {
-                bar.set_position(total_sent.saturating_sub(resumed.load(Ordering::Relaxed)))
-            }
-            Event::Finished { result, .. } => {
-                if matches!(result, ItemResult::Stored { .. }) {
-                    // Acks come after the files they confirm: the count
-                    // moves with them, not only when the next file starts.
-                    let done = stored.fetch_add(1, Ordering::Relaxed) + 1;
-                    if !bar.is_hidden() {
-                        show_stored(
-                            &bar,
-                            done,
-                            files,
-                            names.get(current.load(Ordering::Relaxed)),
-                        );
-                    }
-                }
-            }
-            Event::Started { .. } | Event::Connected { .. } | Event::Checking { .. } => {}
-        })
-    };
+    let reporter = bar_reporter(&bar, move |index| names.get(index).cloned(), move || files);
     // Events come numbered by what goes out; the names are the plan's.
     let renumbered: Reporter = {
         let dispatch = dispatch.clone();
@@ -236,16 +232,117 @@ fn send_plan(plan: &Plan, options: &Options) -> Finish {
     let sent = send(&outgoing, options, &cancel, renumbered);
     let report = dispatch.report(sent);
     bar.finish_and_clear();
-    if let Err(e) = retry::remember(&options.addr, &plan.items, &report) {
+    conclude(plan, options, &report, ok)
+}
+
+/// After a send: remembers what to retry, prints the outcome, and says how
+/// `ferry send` ends. `ok`: nothing was left out by a problem.
+fn conclude(plan: &Plan, options: &Options, report: &Report, ok: bool) -> Finish {
+    if let Err(e) = retry::remember(&options.addr, &plan.items, report) {
         err!("ferry: cannot keep the list of failed files for --retry-failed: {e}");
     }
 
-    print_outcomes(plan, &report);
+    print_outcomes(plan, report);
     if report.cancelled {
         err!("ferry: interrupted (ferry send --retry-failed sends the rest)");
         return Finish::Interrupted;
     }
     Finish::from_ok(ok && report.all_ok())
+}
+
+/// Moves `bar` with the sender's events. `name_of` names an item by its
+/// index, and `files` counts the files to send (so far, while a walk goes
+/// on).
+fn bar_reporter(
+    bar: &ProgressBar,
+    name_of: impl Fn(usize) -> Option<String> + Send + Sync + 'static,
+    files: impl Fn() -> usize + Send + Sync + 'static,
+) -> Reporter {
+    let bar = bar.clone();
+    // Sent is not stored: the bar moves with bytes sent, its message
+    // counts the files the server has confirmed on disk.
+    let stored = AtomicUsize::new(0);
+    // The file going out now, for the message to name.
+    let current = AtomicUsize::new(usize::MAX);
+    // Bytes the server already had: the bar counts only what moves, so
+    // a resume does not look like a burst of speed.
+    let resumed = AtomicU64::new(0);
+    let shrink = |bar: &ProgressBar, by: i64| {
+        if let Some(len) = bar.length() {
+            bar.set_length(len.saturating_add_signed(-by));
+        }
+    };
+    Arc::new(move |event: Event| match event {
+        // Only a bar that shows needs its message: formatting one per
+        // file costs a stream of small files a few percent.
+        Event::Started { index } if !bar.is_hidden() => {
+            current.store(index, Ordering::Relaxed);
+            let done = stored.load(Ordering::Relaxed);
+            show_stored(&bar, done, files(), name_of(index).as_ref());
+        }
+        Event::Resumed { index, offset } => {
+            resumed.fetch_add(offset, Ordering::Relaxed);
+            shrink(&bar, i64::try_from(offset).unwrap_or(i64::MAX));
+            if let Some(name) = name_of(index) {
+                note(
+                    &bar,
+                    format!(
+                        "ferry: {}: resumed at {}",
+                        escape_for_display(&name),
+                        format_size(offset, BINARY)
+                    ),
+                );
+            }
+        }
+        Event::NotResumed { index, offset } => {
+            resumed.fetch_sub(
+                offset.min(resumed.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+            shrink(&bar, -i64::try_from(offset).unwrap_or(i64::MAX));
+            if let Some(name) = name_of(index) {
+                note(
+                    &bar,
+                    format!(
+                        "ferry: {}: the server could not use what it kept; sending it whole",
+                        escape_for_display(&name)
+                    ),
+                );
+            }
+        }
+        // Reading a big kept part takes a while before anything moves.
+        Event::Checking { index, offset } if offset >= CHECKING_NOTE_FROM => {
+            if let Some(name) = name_of(index) {
+                note(
+                    &bar,
+                    format!(
+                        "ferry: {}: reading the {} the server already has, to check it…",
+                        escape_for_display(&name),
+                        format_size(offset, BINARY)
+                    ),
+                );
+            }
+        }
+        Event::Progress { total_sent, .. } => {
+            bar.set_position(total_sent.saturating_sub(resumed.load(Ordering::Relaxed)))
+        }
+        Event::Finished { result, .. } => {
+            if matches!(result, ItemResult::Stored { .. }) {
+                // Acks come after the files they confirm: the count
+                // moves with them, not only when the next file starts.
+                let done = stored.fetch_add(1, Ordering::Relaxed) + 1;
+                if !bar.is_hidden() {
+                    show_stored(
+                        &bar,
+                        done,
+                        files(),
+                        name_of(current.load(Ordering::Relaxed)).as_ref(),
+                    );
+                }
+            }
+        }
+        Event::Started { .. } | Event::Connected { .. } | Event::Checking { .. } => {}
+    })
 }
 
 /// What goes out. With `skip-identical` the server is asked first which

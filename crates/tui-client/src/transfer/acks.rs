@@ -16,10 +16,22 @@ use super::handshake::read_server_msg;
 use super::link::LinkReader;
 use super::sender::{Event, ItemResult, Reporter};
 
-/// The ack reader wakes up this often to ask whether to keep waiting.
-/// Digests of what was sent, by item index, for the ack reader to check.
-pub(super) type SentDigests = Arc<Mutex<HashMap<usize, String>>>;
+/// What the writer announced on a connection, by item index, for the ack
+/// reader to check each answer against.
+pub(super) type Announced = Arc<Mutex<HashMap<usize, Sent>>>;
 
+/// One thing announced on a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Sent {
+    Folder,
+    /// A file of `size` bytes; its digest once the whole body went out.
+    File {
+        size: u64,
+        blake3: Option<String>,
+    },
+}
+
+/// The ack reader wakes up this often to ask whether to keep waiting.
 pub(crate) const ACK_POLL: Duration = Duration::from_secs(30);
 
 /// Silence allowed once everything is sent: the server may still be
@@ -136,8 +148,7 @@ pub(super) struct AckStream {
 /// Reads acks until the server closes, turning each into a result.
 pub(super) fn read_acks(
     stream: Patient,
-    sizes: &[u64],
-    digests: &SentDigests,
+    announced: &Announced,
     refused: &AtomicBool,
     report: &Reporter,
     seen: &AckCount,
@@ -176,7 +187,11 @@ pub(super) fn read_acks(
                 break;
             }
         };
-        let Some(index) = usize::try_from(ack.id).ok().filter(|i| *i < sizes.len()) else {
+        let sent = usize::try_from(ack.id).ok().and_then(|index| {
+            let announced = announced.lock().unwrap_or_else(|p| p.into_inner());
+            Some((index, announced.get(&index)?.clone()))
+        });
+        let Some((index, sent)) = sent else {
             acks.closing = Some(format!(
                 "the server answered for unknown file id {}",
                 ack.id
@@ -190,8 +205,14 @@ pub(super) fn read_acks(
                 blake3,
                 clash,
             } => {
-                let ours = digests.lock().ok().and_then(|m| m.get(&index).cloned());
-                if ours.as_deref() != Some(blake3.as_str()) || bytes != sizes[index] {
+                let matches = match &sent {
+                    Sent::File {
+                        size,
+                        blake3: Some(ours),
+                    } => *ours == blake3 && *size == bytes,
+                    Sent::File { blake3: None, .. } | Sent::Folder => false,
+                };
+                if !matches {
                     ItemResult::Failed {
                         reason: "the server's digest does not match what was sent".into(),
                     }

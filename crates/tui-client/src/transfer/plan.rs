@@ -57,15 +57,16 @@ impl Plan {
     pub fn build(paths: &[PathBuf], follow_links: bool) -> Plan {
         let mut plan = Plan::default();
         let mut files = Vec::new();
-        // The same path given twice (as `a.txt` and `./a.txt`, say) is sent
-        // once, not a second time under a new name.
-        let mut seen = HashSet::new();
-        for path in paths {
-            let same = fs::canonicalize(path).unwrap_or_else(|_| path.clone());
-            if seen.insert(same) {
-                plan.add_root(path, follow_links, &mut files);
+        walk(paths, follow_links, |found| match found {
+            Found::Item(item) => {
+                if matches!(item.kind, ItemKind::File { .. }) {
+                    files.push(plan.items.len());
+                }
+                plan.items.push(item);
             }
-        }
+            Found::Skipped(skipped) => plan.skipped.push(skipped),
+            Found::Unreadable(skipped) => plan.unreadable(skipped),
+        });
         plan.measure(&files, follow_links);
         plan.keep_only_empty_folders();
         plan
@@ -77,22 +78,13 @@ impl Plan {
     /// the second would replace the first; under the other policies both
     /// are kept, one under a numbered name, so this is not needed there.
     pub fn keep_one_file_per_name(&mut self) {
-        let mut landing: HashMap<String, PathBuf> = HashMap::new();
+        let mut landing = Landing::default();
         let mut kept = Vec::with_capacity(self.items.len());
         for item in std::mem::take(&mut self.items) {
-            if matches!(item.kind, ItemKind::File { .. }) {
-                if let Some(first) = landing.get(&item.remote) {
-                    let reason = format!(
-                        "would be stored as {}, as {} is",
-                        item.remote,
-                        names::escape_for_display(&first.to_string_lossy())
-                    );
-                    self.skip(&item.local, reason);
-                    continue;
-                }
-                landing.insert(item.remote.clone(), item.local.clone());
+            match landing.claim(&item) {
+                Ok(()) => kept.push(item),
+                Err(reason) => self.skip(&item.local, reason),
             }
-            kept.push(item);
         }
         self.items = kept;
     }
@@ -108,74 +100,6 @@ impl Plan {
     /// Total bytes of all files.
     pub fn total_bytes(&self) -> u64 {
         self.items.iter().map(Item::size).sum()
-    }
-
-    /// Adds what is under `root`; files get their size later, from
-    /// [`Plan::measure`], and their indices go to `files`.
-    fn add_root(&mut self, root: &Path, follow_links: bool, files: &mut Vec<usize>) {
-        let meta = match fs::symlink_metadata(root) {
-            Ok(m) => m,
-            Err(e) => return self.skip(root, format!("cannot read: {e}")),
-        };
-        if meta.file_type().is_symlink() && !follow_links {
-            return self.skip_by_choice(
-                root,
-                "is a symlink (use --follow-links to send its target)".into(),
-            );
-        }
-        // The name the root gets on the server: its own last component.
-        let base = match root_name(root) {
-            Ok(b) => b,
-            Err(reason) => return self.skip(root, reason),
-        };
-        // By name within each folder. Siblings' paths are their folder's
-        // path joined with their names, so comparing whole paths compares
-        // names; it is a plain byte comparison, where `sort_by_file_name`
-        // takes each path apart again at every comparison (nearly a third
-        // of the instructions of walking a tree of small files).
-        let walk = WalkDir::new(root)
-            .follow_links(follow_links)
-            .sort_by(|a, b| a.path().as_os_str().cmp(b.path().as_os_str()));
-        for entry in walk {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    let at = e.path().unwrap_or(root).to_path_buf();
-                    let why = e
-                        .io_error()
-                        .map_or_else(|| e.to_string(), ToString::to_string);
-                    self.unreadable(&at, format!("cannot read: {why}"));
-                    continue;
-                }
-            };
-            let path = entry.path();
-            let remote = match remote_name(&base, root, path) {
-                Ok(r) => r,
-                Err(reason) => {
-                    self.skip(path, reason);
-                    continue;
-                }
-            };
-            let file_type = entry.file_type();
-            if file_type.is_dir() {
-                self.items.push(Item {
-                    local: path.to_path_buf(),
-                    remote,
-                    kind: ItemKind::Folder,
-                });
-            } else if file_type.is_file() {
-                files.push(self.items.len());
-                self.items.push(Item {
-                    local: path.to_path_buf(),
-                    remote,
-                    kind: ItemKind::File { size: 0 },
-                });
-            } else if file_type.is_symlink() {
-                self.skip_by_choice(path, "is a symlink (not followed)".into());
-            } else {
-                self.skip(path, "is not a regular file or folder".into());
-            }
-        }
     }
 
     /// Sizes the file items at `files`, dropping (as skipped) those that
@@ -253,26 +177,32 @@ impl Plan {
     /// then taken out again: it was listed before its contents were tried,
     /// and sending it would make an empty folder of what is really a
     /// folder nobody could read.
-    fn unreadable(&mut self, path: &Path, reason: String) {
+    fn unreadable(&mut self, skipped: Skipped) {
         self.items
-            .retain(|i| !(i.kind == ItemKind::Folder && i.local == path));
-        self.skip(path, reason);
+            .retain(|i| !(i.kind == ItemKind::Folder && i.local == skipped.local));
+        self.skipped.push(skipped);
     }
 
     fn skip(&mut self, local: &Path, reason: String) {
-        self.skipped.push(Skipped {
+        self.skipped.push(Skipped::problem(local, reason));
+    }
+}
+
+impl Skipped {
+    fn problem(local: &Path, reason: String) -> Skipped {
+        Skipped {
             local: local.to_path_buf(),
             reason,
             by_choice: false,
-        });
+        }
     }
 
-    fn skip_by_choice(&mut self, local: &Path, reason: String) {
-        self.skipped.push(Skipped {
+    fn by_choice(local: &Path, reason: String) -> Skipped {
+        Skipped {
             local: local.to_path_buf(),
             reason,
             by_choice: true,
-        });
+        }
     }
 }
 
@@ -282,6 +212,256 @@ impl Item {
         match self.kind {
             ItemKind::File { size } => size,
             ItemKind::Folder => 0,
+        }
+    }
+}
+
+/// What the walk finds, in the order the files will go out.
+enum Found {
+    /// A folder (before what is in it), or a file not yet measured.
+    Item(Item),
+    /// Something that will not be sent, and why.
+    Skipped(Skipped),
+    /// A folder listed earlier could not be read after all: it must not be
+    /// sent as if it were empty.
+    Unreadable(Skipped),
+}
+
+/// Walks `paths` (files or folders), each real path once: the same path
+/// given twice (as `a.txt` and `./a.txt`, say) is sent once, not a second
+/// time under a new name.
+fn walk(paths: &[PathBuf], follow_links: bool, mut found: impl FnMut(Found)) {
+    let mut seen = HashSet::new();
+    for path in paths {
+        let same = fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+        if seen.insert(same) {
+            walk_root(path, follow_links, &mut found);
+        }
+    }
+}
+
+/// Reports what is under `root`.
+fn walk_root(root: &Path, follow_links: bool, found: &mut impl FnMut(Found)) {
+    let meta = match fs::symlink_metadata(root) {
+        Ok(m) => m,
+        Err(e) => {
+            return found(Found::Skipped(Skipped::problem(
+                root,
+                format!("cannot read: {e}"),
+            )));
+        }
+    };
+    if meta.file_type().is_symlink() && !follow_links {
+        return found(Found::Skipped(Skipped::by_choice(
+            root,
+            "is a symlink (use --follow-links to send its target)".into(),
+        )));
+    }
+    // The name the root gets on the server: its own last component.
+    let base = match root_name(root) {
+        Ok(b) => b,
+        Err(reason) => return found(Found::Skipped(Skipped::problem(root, reason))),
+    };
+    // By name within each folder. Siblings' paths are their folder's path
+    // joined with their names, so comparing whole paths compares names; it
+    // is a plain byte comparison, where `sort_by_file_name` takes each path
+    // apart again at every comparison (nearly a third of the instructions of
+    // walking a tree of small files).
+    let walk = WalkDir::new(root)
+        .follow_links(follow_links)
+        .sort_by(|a, b| a.path().as_os_str().cmp(b.path().as_os_str()));
+    for entry in walk {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let at = e.path().unwrap_or(root);
+                let why = e
+                    .io_error()
+                    .map_or_else(|| e.to_string(), ToString::to_string);
+                found(Found::Unreadable(Skipped::problem(
+                    at,
+                    format!("cannot read: {why}"),
+                )));
+                continue;
+            }
+        };
+        let path = entry.path();
+        let remote = match remote_name(&base, root, path) {
+            Ok(r) => r,
+            Err(reason) => {
+                found(Found::Skipped(Skipped::problem(path, reason)));
+                continue;
+            }
+        };
+        let file_type = entry.file_type();
+        let kind = if file_type.is_dir() {
+            ItemKind::Folder
+        } else if file_type.is_file() {
+            ItemKind::File { size: 0 }
+        } else if file_type.is_symlink() {
+            found(Found::Skipped(Skipped::by_choice(
+                path,
+                "is a symlink (not followed)".into(),
+            )));
+            continue;
+        } else {
+            found(Found::Skipped(Skipped::problem(
+                path,
+                "is not a regular file or folder".into(),
+            )));
+            continue;
+        };
+        found(Found::Item(Item {
+            local: path.to_path_buf(),
+            remote,
+            kind,
+        }));
+    }
+}
+
+/// Which file has claimed each name on the server, for
+/// [`Plan::keep_one_file_per_name`].
+#[derive(Default)]
+struct Landing(HashMap<String, PathBuf>);
+
+impl Landing {
+    /// Claims `item`'s name if it is a file and the name is free; otherwise
+    /// says why it cannot be sent.
+    fn claim(&mut self, item: &Item) -> Result<(), String> {
+        if item.kind == ItemKind::Folder {
+            return Ok(());
+        }
+        if let Some(first) = self.0.get(&item.remote) {
+            return Err(format!(
+                "would be stored as {}, as {} is",
+                item.remote,
+                names::escape_for_display(&first.to_string_lossy())
+            ));
+        }
+        self.0.insert(item.remote.clone(), item.local.clone());
+        Ok(())
+    }
+}
+
+/// What [`stream`] hands on, as soon as it is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Planned {
+    /// The next item to send, measured.
+    Item(Item),
+    Skipped(Skipped),
+}
+
+/// The plan [`Plan::build`] makes, handed on item by item while the walk
+/// goes on, so that sending can start at once instead of after the whole
+/// tree was walked: [`Plan::build`] followed, when `one_per_name`, by
+/// [`Plan::keep_one_file_per_name`], gives the same items in the same
+/// order. Skipped paths may come in another order, and when several of
+/// `paths` land in one folder on the server, a folder one of them has empty
+/// may be sent before a later one puts something in it (harmless: the
+/// server makes a folder that exists already, or fills it next).
+///
+/// A folder is only sent when nothing inside it is, so each one is held
+/// back until the walk has left it.
+pub fn stream(
+    paths: &[PathBuf],
+    follow_links: bool,
+    one_per_name: bool,
+    mut hand_on: impl FnMut(Planned),
+) {
+    let mut streamer = Streamer {
+        follow_links,
+        landing: one_per_name.then(Landing::default),
+        open: Vec::new(),
+    };
+    walk(paths, follow_links, |found| {
+        streamer.take(found, &mut hand_on)
+    });
+    streamer.leave(None, &mut hand_on);
+}
+
+/// The state of [`stream`] between two things the walk found.
+struct Streamer {
+    follow_links: bool,
+    /// Names taken, when only one file may go to each.
+    landing: Option<Landing>,
+    /// The folders the walk is in, outermost first, each with whether
+    /// anything inside it has been handed on (or would have been, for a
+    /// file left out for its name: the folder still comes with the file
+    /// that took the name).
+    open: Vec<(Item, bool)>,
+}
+
+impl Streamer {
+    fn take(&mut self, found: Found, hand_on: &mut impl FnMut(Planned)) {
+        match found {
+            Found::Item(mut item) => {
+                self.leave(Some(&item.remote), hand_on);
+                if item.kind == ItemKind::Folder {
+                    self.open.push((item, false));
+                    return;
+                }
+                let meta = if self.follow_links {
+                    fs::metadata(&item.local)
+                } else {
+                    fs::symlink_metadata(&item.local)
+                };
+                match meta {
+                    Ok(meta) => item.kind = ItemKind::File { size: meta.len() },
+                    Err(e) => {
+                        let reason = format!("cannot read: {e}");
+                        return hand_on(Planned::Skipped(Skipped::problem(&item.local, reason)));
+                    }
+                }
+                self.fill();
+                match self.landing.as_mut().map(|landing| landing.claim(&item)) {
+                    Some(Err(reason)) => {
+                        hand_on(Planned::Skipped(Skipped::problem(&item.local, reason)))
+                    }
+                    _ => hand_on(Planned::Item(item)),
+                }
+            }
+            Found::Skipped(skipped) => hand_on(Planned::Skipped(skipped)),
+            Found::Unreadable(skipped) => {
+                self.open
+                    .retain(|(folder, _)| folder.local != skipped.local);
+                hand_on(Planned::Skipped(skipped));
+            }
+        }
+    }
+
+    /// Hands on the open folders that `next` is not inside of (all of them
+    /// at the end of the walk): those with nothing in them are sent, which
+    /// gives their parents something in them.
+    fn leave(&mut self, next: Option<&str>, hand_on: &mut impl FnMut(Planned)) {
+        while let Some((folder, filled)) = self.open.last() {
+            // Inside as the server will see it: what matters is whether
+            // the folder ends up with something in it there.
+            let inside = |next: &str| {
+                next.strip_prefix(folder.remote.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+            };
+            if next.is_some_and(inside) {
+                break;
+            }
+            let filled = *filled;
+            let Some((folder, _)) = self.open.pop() else {
+                break;
+            };
+            if !filled {
+                self.fill();
+                hand_on(Planned::Item(folder));
+            }
+        }
+    }
+
+    /// Marks the open folders as having something in them.
+    fn fill(&mut self) {
+        // Innermost first: once one is marked, those around it already are.
+        for (_, filled) in self.open.iter_mut().rev() {
+            if *filled {
+                break;
+            }
+            *filled = true;
         }
     }
 }
@@ -387,10 +567,31 @@ mod tests {
             items: vec![folder("/x/t", "t"), folder("/x/t/locked", "t/locked")],
             skipped: Vec::new(),
         };
-        plan.unreadable(Path::new("/x/t/locked"), "cannot read: denied".into());
+        let denied = || Skipped::problem(Path::new("/x/t/locked"), "cannot read: denied".into());
+        plan.unreadable(denied());
         assert_eq!(plan.items, vec![folder("/x/t", "t")]);
         assert_eq!(plan.skipped.len(), 1);
         assert!(!plan.skipped[0].by_choice);
+        // Streamed, the same: the folder is not sent; the one around it,
+        // now with nothing in it, is.
+        let mut streamer = Streamer {
+            follow_links: false,
+            landing: None,
+            open: Vec::new(),
+        };
+        let mut handed = Vec::new();
+        let mut hand_on = |planned| handed.push(planned);
+        streamer.take(Found::Item(folder("/x/t", "t")), &mut hand_on);
+        streamer.take(Found::Item(folder("/x/t/locked", "t/locked")), &mut hand_on);
+        streamer.take(Found::Unreadable(denied()), &mut hand_on);
+        streamer.leave(None, &mut hand_on);
+        assert_eq!(
+            handed,
+            [
+                Planned::Skipped(denied()),
+                Planned::Item(folder("/x/t", "t"))
+            ]
+        );
     }
 
     fn tree() -> tempfile::TempDir {
@@ -520,6 +721,57 @@ mod tests {
             .map(|i| (i.remote.clone(), i.size()))
             .collect();
         assert_eq!(got, expected);
+    }
+
+    /// What [`stream`] hands on, gathered into a plan.
+    fn streamed(paths: &[PathBuf], follow_links: bool, one_per_name: bool) -> Plan {
+        let mut plan = Plan::default();
+        stream(paths, follow_links, one_per_name, |planned| match planned {
+            Planned::Item(item) => plan.items.push(item),
+            Planned::Skipped(skipped) => plan.skipped.push(skipped),
+        });
+        plan
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_streamed_plan_has_the_items_of_a_built_one_in_the_same_order() {
+        let dir = tree();
+        let root = dir.path().join("photos");
+        fs::create_dir_all(root.join("2026/empty/deeper/deepest")).expect("mkdir");
+        fs::create_dir_all(root.join("2024/only-empty/a")).expect("mkdir");
+        fs::create_dir_all(root.join("zz-last-empty")).expect("mkdir");
+        std::os::unix::fs::symlink(root.join("top.txt"), root.join("link.txt")).expect("symlink");
+        fs::write(root.join("bad\\name"), b"x").expect("write");
+        let other = dir.path().join("more/photos");
+        fs::create_dir_all(other.join("2026")).expect("mkdir");
+        fs::write(other.join("2026/a.jpg"), b"again").expect("write");
+        fs::write(other.join("new.jpg"), b"new").expect("write");
+        let single = dir.path().join("photos/2025/b.jpg");
+        let cases: [&[PathBuf]; 4] = [
+            std::slice::from_ref(&root),
+            &[root.clone(), other.clone()],
+            &[single.clone(), root.clone(), single],
+            &[dir.path().join("nowhere"), other],
+        ];
+        for paths in cases {
+            for follow in [false, true] {
+                for one_per_name in [false, true] {
+                    let mut built = Plan::build(paths, follow);
+                    if one_per_name {
+                        built.keep_one_file_per_name();
+                    }
+                    let got = streamed(paths, follow, one_per_name);
+                    assert_eq!(got.items, built.items, "{paths:?} {follow} {one_per_name}");
+                    let mut skipped = got.skipped.clone();
+                    let mut expected = built.skipped.clone();
+                    for list in [&mut skipped, &mut expected] {
+                        list.sort_by(|a, b| a.local.cmp(&b.local).then(a.reason.cmp(&b.reason)));
+                    }
+                    assert_eq!(skipped, expected, "{paths:?} {follow} {one_per_name}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -7,23 +7,28 @@
 //!
 //! When the server refuses a file at header time it closes the connection
 //! (the announced body cannot be told apart from the next frame), so the
-//! sender reconnects and carries on after the refused file. Every item ends
-//! with exactly one [`ItemResult`].
+//! sender reconnects and carries on after the refused file. It also ends a
+//! connection itself, once everything on it is answered, in two cases: the
+//! first big file comes up and the server must be asked first whether it
+//! keeps part of it (when the plan was still growing at the start, see
+//! [`send_feed`]), or the walk feeding the plan falls behind for long.
+//! Every item ends with exactly one [`ItemResult`].
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ferry_proto::{Clash, ClientMsg, FileHeader, Mtime, OnClash};
 
 use super::acks::{
-    ACK_POLL, AckCount, AckStream, Patient, QUIET_AFTER_SENDING, SentDigests, read_acks,
+    ACK_POLL, AckCount, AckStream, Announced, Patient, QUIET_AFTER_SENDING, Sent, read_acks,
 };
+use super::feed::{Feed, Next};
 use super::handshake::{describe_io, handshake, send_frame};
 use super::link::{Link, LinkWriter, Trust};
 use super::pace::Pacer;
@@ -149,80 +154,102 @@ impl Report {
 /// stops at the next chunk: the file in flight is abandoned (the server keeps
 /// nothing of it) and what was not confirmed is reported as not sent.
 pub fn send(items: &[Item], options: &Options, cancel: &AtomicBool, report: Reporter) -> Report {
+    send_feed(&Feed::of(items.to_vec()), options, cancel, report)
+}
+
+/// [`send`], for items that may still be arriving: sending starts with the
+/// first one. The report has a result for every item the feed ends with.
+pub fn send_feed(feed: &Feed, options: &Options, cancel: &AtomicBool, report: Reporter) -> Report {
     let started = Instant::now();
-    let mut results: Vec<Option<ItemResult>> = vec![None; items.len()];
+    let mut results: Vec<Option<ItemResult>> = Vec::new();
     let mut bytes_sent = 0;
     let mut skipped = 0;
     let mut next = 0;
     let mut stop_reason = None;
-    let mut offsets = if options.resume {
-        resume_offsets(items, options)
-    } else {
-        vec![0; items.len()]
-    };
-    let kept = hash_kept_parts(items, &mut offsets, cancel, &report);
+    let mut resume = Resume::new(options.resume);
+    if options.resume && feed.is_complete() {
+        // All known already: ask before the first connection, rather than
+        // end one when the first big file comes up.
+        resume.ask(feed, options, cancel, &report);
+    }
     // Files whose resume failed are sent again from the start, once.
     let mut restarted = HashSet::new();
-    while next < items.len() && stop_reason.is_none() {
+    // Nothing is connected until there is something to send.
+    while let Some(item) = feed.get(next) {
         if cancel.load(Ordering::Relaxed) {
             stop_reason = Some("cancelled".to_string());
             break;
         }
+        if resume.must_ask(&item) {
+            resume.ask(feed, options, cancel, &report);
+        }
         let stored_before = results.iter().filter(|r| r.is_some()).count();
         let mut conn = Connection {
-            items,
+            feed,
             options,
             cancel,
             report: &report,
             bytes_sent: &mut bytes_sent,
             skipped: &mut skipped,
-            offsets: &offsets,
-            kept: &kept,
+            resume: &resume,
         };
-        match conn.run(next, &mut results) {
-            Ok((end, restart, resend)) => {
-                let mut again = false;
-                for index in restart {
-                    if restarted.insert(index) {
-                        // What was counted as already there was not.
-                        let offset = offsets[index];
-                        if offset > 0 {
-                            skipped = skipped.saturating_sub(offset);
-                            report(Event::NotResumed { index, offset });
-                        }
-                        offsets[index] = 0;
-                        results[index] = None;
-                        again = true;
-                    }
-                }
-                // Bounded, in case a server refuses even a connection's first
-                // file: each retry must come with something stored.
-                let stored_now = results.iter().filter(|r| r.is_some()).count();
-                for index in resend {
-                    if stored_now > stored_before {
-                        results[index] = None;
-                        again = true;
-                    }
-                }
-                let first_open = results.iter().position(Option::is_none);
-                match (end, first_open) {
-                    (_, None) => break,
-                    // A refusal closed the connection after some progress:
-                    // carry on with what is left on a fresh one.
-                    (End::Closed, Some(i)) if i > next || again => next = i,
-                    (End::Closed, Some(_)) => {
-                        stop_reason = Some("the server closed the connection".into())
-                    }
-                    (End::Lost(why), _) => stop_reason = Some(why),
-                }
+        let (end, restart, resend) = match conn.run(next, &mut results) {
+            Ok(ended) => ended,
+            Err(why) => {
+                stop_reason = Some(why);
+                break;
             }
-            Err(why) => stop_reason = Some(why),
+        };
+        let mut again = false;
+        for index in restart {
+            if restarted.insert(index) {
+                // What was counted as already there was not.
+                let offset = resume.forget(index);
+                if offset > 0 {
+                    skipped = skipped.saturating_sub(offset);
+                    report(Event::NotResumed { index, offset });
+                }
+                results[index] = None;
+                again = true;
+            }
+        }
+        // Bounded, in case a server refuses even a connection's first
+        // file: each retry must come with something stored.
+        let stored_now = results.iter().filter(|r| r.is_some()).count();
+        for index in resend {
+            if stored_now > stored_before {
+                results[index] = None;
+                again = true;
+            }
+        }
+        let first_open = results
+            .iter()
+            .position(Option::is_none)
+            .or_else(|| feed.get(results.len()).map(|_| results.len()));
+        match (end, first_open) {
+            (_, None) => break,
+            // This side ended the connection, to ask about resumes or
+            // because the walk fell behind: carry on on a fresh one.
+            (End::Paused, Some(i)) => next = i,
+            // A refusal closed the connection after some progress: carry
+            // on with what is left on a fresh one.
+            (End::Closed, Some(i)) if i > next || again => next = i,
+            (End::Closed, Some(_)) => {
+                stop_reason = Some("the server closed the connection".into());
+                break;
+            }
+            (End::Lost(why), _) => {
+                stop_reason = Some(why);
+                break;
+            }
         }
     }
     if cancel.load(Ordering::Relaxed) {
         stop_reason = Some("cancelled".into());
     }
     let reason = stop_reason.unwrap_or_else(|| "not sent".into());
+    // Items still arriving after a failure get their result too.
+    results.resize(feed.whole().len(), None);
     let results = results
         .into_iter()
         .enumerate()
@@ -248,6 +275,55 @@ pub fn send(items: &[Item], options: &Options, cancel: &AtomicBool, report: Repo
     }
 }
 
+/// Which big files the server holds part of, asked once, when the first
+/// big file is about to go out (on a growing feed, once the walk is over).
+struct Resume {
+    on: bool,
+    asked: bool,
+    /// Where each resumed file's body starts, by index.
+    offsets: HashMap<usize, u64>,
+    /// For each file resumed, its bytes before the offset, hashed.
+    kept: HashMap<usize, blake3::Hasher>,
+}
+
+impl Resume {
+    fn new(on: bool) -> Resume {
+        Resume {
+            on,
+            asked: false,
+            offsets: HashMap::new(),
+            kept: HashMap::new(),
+        }
+    }
+
+    /// Whether `item` may only go out once the server has been asked.
+    fn must_ask(&self, item: &Item) -> bool {
+        self.on && !self.asked && item.size() >= RESUMABLE_MIN
+    }
+
+    fn ask(&mut self, feed: &Feed, options: &Options, cancel: &AtomicBool, report: &Reporter) {
+        let items = feed.whole();
+        let mut offsets = resume_offsets(&items, options);
+        self.kept = hash_kept_parts(&items, &mut offsets, cancel, report);
+        self.offsets = offsets
+            .into_iter()
+            .enumerate()
+            .filter(|(_, offset)| *offset > 0)
+            .collect();
+        self.asked = true;
+    }
+
+    fn offset(&self, index: usize) -> u64 {
+        self.offsets.get(&index).copied().unwrap_or(0)
+    }
+
+    /// Takes back the offset of a file to send whole after all.
+    fn forget(&mut self, index: usize) -> u64 {
+        self.kept.remove(&index);
+        self.offsets.remove(&index).unwrap_or(0)
+    }
+}
+
 /// How a connection that got past the handshake ended.
 enum End {
     /// The server closed in an orderly way: everything written was
@@ -256,20 +332,27 @@ enum End {
     Closed,
     /// The connection broke; the reason in plain words.
     Lost(String),
+    /// This side stopped sending and everything it sent was answered: the
+    /// next file needs the server asked about resumes first, or the walk
+    /// feeding the send fell behind.
+    Paused,
 }
 
+/// How long a connection waits for the walk to hand on the next item
+/// before it is ended (and a new one opened once the item is there), well
+/// within the server's patience with a silent client.
+const FEED_PATIENCE: Duration = Duration::from_secs(2);
+
 struct Connection<'a> {
-    items: &'a [Item],
+    feed: &'a Feed,
     options: &'a Options,
     cancel: &'a AtomicBool,
     report: &'a Reporter,
     bytes_sent: &'a mut u64,
     /// Bytes not sent because the server already had them (resumed).
     skipped: &'a mut u64,
-    /// Where each file's body starts (non-zero to resume).
-    offsets: &'a [u64],
-    /// For each file resumed, by index, its bytes before the offset, hashed.
-    kept: &'a HashMap<usize, blake3::Hasher>,
+    /// Where resumed files' bodies start, and their kept parts' hashes.
+    resume: &'a Resume,
 }
 
 impl Connection<'_> {
@@ -278,7 +361,7 @@ impl Connection<'_> {
     fn run(
         &mut self,
         first: usize,
-        results: &mut [Option<ItemResult>],
+        results: &mut Vec<Option<ItemResult>>,
     ) -> Result<(End, Vec<usize>, Vec<usize>), String> {
         let mut link = Link::open(
             &self.options.addr,
@@ -289,7 +372,7 @@ impl Connection<'_> {
             .map_err(|e| format!("handshake with {} failed: {e}", self.options.addr))?;
         (self.report)(Event::Connected { server });
 
-        let digests: SentDigests = Arc::default();
+        let announced: Announced = Arc::default();
         // Set by the ack reader when the server refuses a file: the server
         // is about to close, so writing more of the body is wasted.
         let refused = Arc::new(AtomicBool::new(false));
@@ -305,11 +388,10 @@ impl Connection<'_> {
         } = link;
         let reader = {
             let stream = link_reader;
-            let digests = Arc::clone(&digests);
+            let announced = Arc::clone(&announced);
             let refused = Arc::clone(&refused);
             let report = Arc::clone(self.report);
             let acks_seen = Arc::clone(&acks_seen);
-            let sizes: Vec<u64> = self.items.iter().map(Item::size).collect();
             let patient = Patient {
                 stream,
                 sending: Arc::clone(&sending),
@@ -318,19 +400,19 @@ impl Connection<'_> {
                 quiet_limit: QUIET_AFTER_SENDING,
             };
             thread::spawn(move || {
-                let acks = read_acks(patient, &sizes, &digests, &refused, &report, &acks_seen);
+                let acks = read_acks(patient, &announced, &refused, &report, &acks_seen);
                 acks_seen.end();
                 acks
             })
         };
 
-        let write_error = self.write_items(
+        let (write_error, paused) = self.write_items(
             &mut link_writer,
             &socket,
             &acks_seen,
             first,
             max_file_size,
-            &digests,
+            &announced,
             &refused,
             results,
         );
@@ -355,11 +437,13 @@ impl Connection<'_> {
         if let Some(why) = acks.closing.or(write_error) {
             return Ok((End::Lost(why), restart, again));
         }
-        Ok((End::Closed, restart, again))
+        let end = if paused { End::Paused } else { End::Closed };
+        Ok((end, restart, again))
     }
 
     /// Writes items until done, cancelled or the socket fails; returns the
-    /// write error, if any. Results found here (unreadable files, files over
+    /// write error, if any, and whether it stopped early by choice (see
+    /// [`End::Paused`]). Results found here (unreadable files, files over
     /// the server's limit) go straight into `results`.
     #[allow(clippy::too_many_arguments)]
     fn write_items(
@@ -369,10 +453,10 @@ impl Connection<'_> {
         acks_seen: &AckCount,
         first: usize,
         max_file_size: Option<u64>,
-        digests: &SentDigests,
+        announced: &Announced,
         refused: &AtomicBool,
-        results: &mut [Option<ItemResult>],
-    ) -> Option<String> {
+        results: &mut Vec<Option<ItemResult>>,
+    ) -> (Option<String>, bool) {
         // Under a rate cap the buffer holds about an eighth of a second of
         // sending, so what is paced out leaves when the pacer says, not when
         // 256 KiB of small files have piled up (at 10K/s, 25 s later, and
@@ -384,14 +468,42 @@ impl Connection<'_> {
         let mut pacer = Pacer::new(self.options.limit_rate);
         let mut buf = vec![0u8; CHUNK];
         let mut outcome = None;
+        let mut paused = false;
         // Files and folders announced on this connection: each gets one ack.
         let mut frames = 0;
-        for (index, item) in self.items.iter().enumerate().skip(first) {
+        for index in first.. {
             if self.cancel.load(Ordering::Relaxed) || refused.load(Ordering::Relaxed) {
                 break;
             }
+            let item = match self.feed.get_within(index, Some(Duration::ZERO)) {
+                Next::Item(item) => item,
+                Next::End => break,
+                Next::NotYet => {
+                    // The walk is behind: what is buffered goes out while
+                    // it catches up, rather than wait with it.
+                    if let Err(e) = out.flush() {
+                        outcome = Some(describe_io(&e));
+                        break;
+                    }
+                    match self.feed.get_within(index, Some(FEED_PATIENCE)) {
+                        Next::Item(item) => item,
+                        Next::End => break,
+                        Next::NotYet => {
+                            paused = true;
+                            break;
+                        }
+                    }
+                }
+            };
+            if results.len() <= index {
+                results.resize(index + 1, None);
+            }
             if results[index].is_some() {
                 continue;
+            }
+            if self.resume.must_ask(&item) {
+                paused = true;
+                break;
             }
             let local_failure = match item.kind {
                 ItemKind::File { size } if max_file_size.is_some_and(|max| size > max) => {
@@ -410,6 +522,7 @@ impl Connection<'_> {
             let sent = match item.kind {
                 ItemKind::Folder => {
                     frames += 1;
+                    lock(announced).insert(index, Sent::Folder);
                     send_frame(
                         &mut out,
                         &ClientMsg::Mkdir {
@@ -423,7 +536,7 @@ impl Connection<'_> {
                     Ok(file) => {
                         frames += 1;
                         self.send_file(
-                            &mut out, &mut pacer, &mut buf, index, item, size, file, digests,
+                            &mut out, &mut pacer, &mut buf, index, &item, size, file, announced,
                             refused,
                         )
                     }
@@ -479,7 +592,7 @@ impl Connection<'_> {
             // acks still arrive on the read side.
             link.close();
         }
-        outcome
+        (outcome, paused)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -492,7 +605,7 @@ impl Connection<'_> {
         item: &Item,
         size: u64,
         mut file: File,
-        digests: &SentDigests,
+        announced: &Announced,
         refused: &AtomicBool,
     ) -> io::Result<bool> {
         let id = index as u64;
@@ -502,7 +615,7 @@ impl Connection<'_> {
             .then(|| resume_key(&item.local))
             .flatten();
         let offset = match resume_key {
-            Some(_) => self.offsets.get(index).copied().unwrap_or(0).min(size),
+            Some(_) => self.resume.offset(index).min(size),
             None => 0,
         };
         let mtime = self
@@ -511,6 +624,7 @@ impl Connection<'_> {
             .then(|| file.metadata().and_then(|m| m.modified()).ok())
             .flatten()
             .and_then(to_mtime);
+        lock(announced).insert(index, Sent::File { size, blake3: None });
         send_frame(
             out,
             &ClientMsg::File(FileHeader {
@@ -530,7 +644,7 @@ impl Connection<'_> {
         let mut sent = 0;
         if offset > 0 {
             match (
-                self.kept.get(&index).cloned(),
+                self.resume.kept.get(&index).cloned(),
                 file.seek(SeekFrom::Start(offset)),
             ) {
                 (Some(kept), Ok(_)) => {
@@ -620,8 +734,14 @@ impl Connection<'_> {
                 blake3: hasher.finalize().to_hex().to_string(),
             },
         };
-        if let (Ok(mut map), ClientMsg::Done { blake3, .. }) = (digests.lock(), &trailer) {
-            map.insert(index, blake3.clone());
+        if let ClientMsg::Done { blake3, .. } = &trailer {
+            lock(announced).insert(
+                index,
+                Sent::File {
+                    size,
+                    blake3: Some(blake3.clone()),
+                },
+            );
         }
         send_frame(out, &trailer)?;
         Ok(offset > 0)
@@ -635,6 +755,10 @@ impl Connection<'_> {
         });
         results[index] = Some(result);
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A file time as the protocol carries it.

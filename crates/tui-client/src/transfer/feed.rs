@@ -1,0 +1,233 @@
+//! The items a send goes through, which may still be arriving: `ferry send`
+//! starts sending while the walk of a big tree goes on, so that the server
+//! is busy storing the first files rather than waiting for the whole plan.
+//!
+//! One side adds items through a [`FeedWriter`] (ended when it is dropped,
+//! even by a panic); the sender reads them by index, waiting for those not
+//! yet known. A finished list is a feed too ([`Feed::of`]).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::plan::Item;
+
+/// Items in the order they go out; see the module doc.
+#[derive(Debug, Default)]
+pub struct Feed {
+    state: Mutex<State>,
+    grew: Condvar,
+    /// How many items are known, readable without the lock.
+    known: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    items: Vec<Item>,
+    complete: bool,
+    /// Whether a reader waits: only then is it woken. A wake-up is a system
+    /// call whether anyone waits or not, and items come one per file.
+    waiting: bool,
+}
+
+/// What a reader finds at an index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    Item(Item),
+    /// The feed is complete and has nothing there.
+    End,
+    /// Nothing there yet; the feed is still growing.
+    NotYet,
+}
+
+impl Feed {
+    /// An empty feed and the writer that fills it.
+    pub fn open() -> (Arc<Feed>, FeedWriter) {
+        let feed = Arc::new(Feed::default());
+        let writer = FeedWriter(Arc::clone(&feed));
+        (feed, writer)
+    }
+
+    /// A feed of `items`, complete.
+    pub fn of(items: Vec<Item>) -> Feed {
+        Feed {
+            known: AtomicUsize::new(items.len()),
+            state: Mutex::new(State {
+                items,
+                complete: true,
+                waiting: false,
+            }),
+            grew: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many items are known so far.
+    pub fn known(&self) -> usize {
+        self.known.load(Ordering::Acquire)
+    }
+
+    /// Whether every item is known.
+    pub fn is_complete(&self) -> bool {
+        self.lock().complete
+    }
+
+    /// Item `index`, waiting for it as long as the feed grows.
+    pub fn get(&self, index: usize) -> Option<Item> {
+        match self.get_within(index, None) {
+            Next::Item(item) => Some(item),
+            Next::End | Next::NotYet => None,
+        }
+    }
+
+    /// Item `index`, waiting for it at most `patience` (`None`: as long as
+    /// it takes).
+    pub fn get_within(&self, index: usize, patience: Option<Duration>) -> Next {
+        let deadline = patience.map(|p| Instant::now() + p);
+        let mut state = self.lock();
+        loop {
+            if let Some(item) = state.items.get(index) {
+                return Next::Item(item.clone());
+            }
+            if state.complete {
+                return Next::End;
+            }
+            state.waiting = true;
+            let wait = match deadline {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        state.waiting = false;
+                        return Next::NotYet;
+                    }
+                    left
+                }
+                None => Duration::from_secs(1),
+            };
+            state = self
+                .grew
+                .wait_timeout(state, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Item `index`, if it is known now.
+    pub fn peek<T>(&self, index: usize, look: impl FnOnce(&Item) -> T) -> Option<T> {
+        self.lock().items.get(index).map(look)
+    }
+
+    /// Waits until the feed is complete and returns all of it.
+    pub fn whole(&self) -> Vec<Item> {
+        let mut state = self.lock();
+        while !state.complete {
+            state.waiting = true;
+            state = self
+                .grew
+                .wait_timeout(state, Duration::from_secs(1))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        state.items.clone()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut State)) {
+        let mut state = self.lock();
+        change(&mut state);
+        self.known.store(state.items.len(), Ordering::Release);
+        let wake = std::mem::take(&mut state.waiting);
+        drop(state);
+        if wake {
+            self.grew.notify_all();
+        }
+    }
+}
+
+/// Adds to a [`Feed`]; the feed is complete once this is dropped.
+#[derive(Debug)]
+pub struct FeedWriter(Arc<Feed>);
+
+impl FeedWriter {
+    pub fn push(&self, item: Item) {
+        self.0.update(|state| state.items.push(item));
+    }
+}
+
+impl Drop for FeedWriter {
+    fn drop(&mut self) {
+        self.0.update(|state| state.complete = true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transfer::ItemKind;
+    use std::path::PathBuf;
+    use std::thread;
+
+    fn file(name: &str) -> Item {
+        Item {
+            local: PathBuf::from(name),
+            remote: name.into(),
+            kind: ItemKind::File { size: 1 },
+        }
+    }
+
+    #[test]
+    fn a_reader_waits_for_items_and_sees_the_end() {
+        let (feed, writer) = Feed::open();
+        let reader = {
+            let feed = Arc::clone(&feed);
+            thread::spawn(move || {
+                let mut got = Vec::new();
+                while let Some(item) = feed.get(got.len()) {
+                    got.push(item.remote);
+                }
+                got
+            })
+        };
+        for name in ["a", "b", "c"] {
+            thread::sleep(Duration::from_millis(5));
+            writer.push(file(name));
+        }
+        assert_eq!(feed.known(), 3);
+        drop(writer);
+        assert_eq!(reader.join().expect("reader"), ["a", "b", "c"]);
+        assert_eq!(feed.whole().len(), 3);
+    }
+
+    #[test]
+    fn patience_runs_out_while_the_feed_grows_but_not_once_it_is_complete() {
+        let (feed, writer) = Feed::open();
+        writer.push(file("a"));
+        assert_eq!(
+            feed.get_within(0, Some(Duration::ZERO)),
+            Next::Item(file("a"))
+        );
+        let started = Instant::now();
+        assert_eq!(
+            feed.get_within(1, Some(Duration::from_millis(30))),
+            Next::NotYet
+        );
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        drop(writer);
+        assert_eq!(feed.get_within(1, Some(Duration::ZERO)), Next::End);
+        assert_eq!(feed.peek(0, |i| i.remote.clone()), Some("a".to_string()));
+        assert_eq!(Feed::of(vec![file("x")]).get(1), None);
+    }
+
+    #[test]
+    fn a_writer_that_panics_still_completes_the_feed() {
+        let (feed, writer) = Feed::open();
+        let walker = thread::spawn(move || {
+            writer.push(file("a"));
+            panic!("the walk failed");
+        });
+        assert!(walker.join().is_err());
+        assert_eq!(feed.whole(), vec![file("a")]);
+    }
+}
