@@ -26,6 +26,30 @@ fn one_address_cannot_take_more_than_its_share_of_connections() {
     assert!(again.is_some());
 }
 
+/// Under a one-connection limit, the server may not have given back the
+/// place of a connection that just closed when the next one knocks: the
+/// last send's, or `ferry send`'s own first one (it opens a second for a
+/// big file after small ones, to ask about resuming first). The client
+/// tries again a moment later rather than fail.
+#[test]
+fn sends_in_a_row_fit_a_one_connection_limit() {
+    let server = Server::start_with(&["--max-per-address", "1"]);
+    let src = tempfile::tempdir().expect("tempdir");
+    let tree = src.path().join("tree");
+    for i in 0..20 {
+        write_file(&tree.join(format!("a-{i:02}.txt")), &data(2000, i));
+    }
+    write_file(&tree.join("big.bin"), &data(2 << 20, 7));
+    for round in 0..4 {
+        let out = ferry_send(
+            &server.addr(),
+            &["--on-clash", "overwrite", tree.to_str().expect("utf8")],
+        );
+        assert!(out.status.success(), "round {round}: {}", all_output(&out));
+    }
+    assert_eq!(server.read("tree/big.bin"), data(2 << 20, 7));
+}
+
 #[test]
 fn files_per_connection_are_capped_and_ferry_send_reconnects_for_more() {
     let server = Server::start_with(&["--max-files-per-connection", "3"]);

@@ -426,7 +426,7 @@ fn a_send_fed_by_a_slow_walk_starts_at_once_and_carries_on_over_a_new_connection
         "stored while the walk goes on"
     );
     // Longer, in all, than the sender waits with a connection open.
-    thread::sleep(Duration::from_millis(2500));
+    thread::sleep(Duration::from_millis(1500));
     writer.push(item("third.bin", 3));
     writer.push(item("fourth.bin", 4));
     drop(writer);

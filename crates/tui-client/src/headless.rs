@@ -146,37 +146,37 @@ fn stream_send(request: &Request, options: &Options) -> Finish {
     let bar = progress_bar(0);
     let files = Arc::new(AtomicUsize::new(0));
     let (feed, writer) = Feed::open();
-    let walker = {
-        let paths = request.paths.clone();
-        let follow_links = request.follow_links;
-        // Two files for one name must not both go when the second would
-        // replace the first.
-        let one_per_name = options.on_clash == OnClash::Overwrite;
-        let bar = bar.clone();
-        let files = Arc::clone(&files);
-        thread::spawn(move || {
-            let mut skipped = Vec::new();
-            plan::stream(
-                &paths,
-                follow_links,
-                one_per_name,
-                |planned| match planned {
-                    Planned::Item(item) => {
-                        if matches!(item.kind, ItemKind::File { .. }) {
-                            files.fetch_add(1, Ordering::Relaxed);
-                            bar.inc_length(item.size());
+    let walker =
+        {
+            let paths = request.paths.clone();
+            let follow_links = request.follow_links;
+            // Two files for one name must not both go when the second would
+            // replace the first.
+            let one_per_name = options.on_clash == OnClash::Overwrite;
+            let bar = bar.clone();
+            let files = Arc::clone(&files);
+            let cancel = Arc::clone(&cancel);
+            thread::spawn(move || {
+                let mut skipped = Vec::new();
+                let walked_all =
+                    plan::stream(&paths, follow_links, one_per_name, &cancel, |planned| {
+                        match planned {
+                            Planned::Item(item) => {
+                                if matches!(item.kind, ItemKind::File { .. }) {
+                                    files.fetch_add(1, Ordering::Relaxed);
+                                    bar.inc_length(item.size());
+                                }
+                                writer.push(item);
+                            }
+                            Planned::Skipped(s) => {
+                                note(&bar, skipped_line(&s));
+                                skipped.push(s);
+                            }
                         }
-                        writer.push(item);
-                    }
-                    Planned::Skipped(s) => {
-                        note(&bar, skipped_line(&s));
-                        skipped.push(s);
-                    }
-                },
-            );
-            skipped
-        })
-    };
+                    });
+                (skipped, walked_all)
+            })
+        };
     let reporter = {
         let feed = Arc::clone(&feed);
         bar_reporter(
@@ -185,24 +185,42 @@ fn stream_send(request: &Request, options: &Options) -> Finish {
             move || files.load(Ordering::Relaxed),
         )
     };
-    let report = send_feed(&feed, options, &cancel, reporter);
-    let skipped = walker.join().unwrap_or_else(|_| {
-        vec![Skipped {
+    let mut report = send_feed(&feed, options, &cancel, reporter);
+    let (skipped, walked_all) = walker.join().unwrap_or_else(|_| {
+        let failed = Skipped {
             local: request.paths.first().cloned().unwrap_or_default(),
             reason: "the walk through the folders failed".into(),
             by_choice: false,
-        }]
+        };
+        note(&bar, skipped_line(&failed));
+        (vec![failed], false)
     });
     bar.finish_and_clear();
     let plan = Plan {
         items: feed.whole(),
         skipped,
     };
-    if plan.items.is_empty() {
+    // Stopped early, the sender did not wait for what the walk still
+    // handed on as it stopped.
+    report.results.resize(
+        plan.items.len(),
+        ItemResult::NotSent {
+            reason: "cancelled".into(),
+        },
+    );
+    if plan.items.is_empty() && !report.cancelled {
         err!("ferry: nothing to send");
         return Finish::Failed;
     }
-    let ok = plan.skipped.iter().all(|s| s.by_choice);
+    if !walked_all {
+        // The retry list can only name files that were found.
+        err!(
+            "ferry: stopped before every file was found: those not found are not in the \
+             list for --retry-failed; sending the same paths again with \
+             --on-clash skip-identical sends only what is missing"
+        );
+    }
+    let ok = walked_all && plan.skipped.iter().all(|s| s.by_choice);
     conclude(&plan, options, &report, ok)
 }
 

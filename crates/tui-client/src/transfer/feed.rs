@@ -6,11 +6,14 @@
 //! even by a panic); the sender reads them by index, waiting for those not
 //! yet known. A finished list is a feed too ([`Feed::of`]).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::plan::Item;
+
+/// How often a reader waiting on the feed looks at its stop flag.
+const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// Items in the order they go out; see the module doc.
 #[derive(Debug, Default)]
@@ -113,6 +116,34 @@ impl Feed {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+    }
+
+    /// [`Feed::get`], giving up (`None`) once `stop` is set.
+    pub fn get_unless(&self, index: usize, stop: &AtomicBool) -> Option<Item> {
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            match self.get_within(index, Some(STOP_POLL)) {
+                Next::Item(item) => return Some(item),
+                Next::End => return None,
+                Next::NotYet => {}
+            }
+        }
+    }
+
+    /// [`Feed::whole`], or what is known once `stop` is set.
+    pub fn whole_unless(&self, stop: &AtomicBool) -> Vec<Item> {
+        let mut state = self.lock();
+        while !state.complete && !stop.load(Ordering::Relaxed) {
+            state.waiting = true;
+            state = self
+                .grew
+                .wait_timeout(state, STOP_POLL)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        state.items.clone()
     }
 
     /// Item `index`, if it is known now.
@@ -218,6 +249,23 @@ mod tests {
         assert_eq!(feed.get_within(1, Some(Duration::ZERO)), Next::End);
         assert_eq!(feed.peek(0, |i| i.remote.clone()), Some("a".to_string()));
         assert_eq!(Feed::of(vec![file("x")]).get(1), None);
+    }
+
+    #[test]
+    fn a_reader_told_to_stop_stops_waiting() {
+        let (feed, writer) = Feed::open();
+        writer.push(file("a"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (feed, stop) = (Arc::clone(&feed), Arc::clone(&stop));
+            thread::spawn(move || (feed.get_unless(1, &stop), feed.whole_unless(&stop)))
+        };
+        thread::sleep(Duration::from_millis(20));
+        stop.store(true, Ordering::Relaxed);
+        let (next, whole) = reader.join().expect("reader");
+        assert_eq!(next, None);
+        assert_eq!(whole, vec![file("a")], "what was known");
+        drop(writer);
     }
 
     #[test]

@@ -28,6 +28,11 @@ pub fn is_refusal(error: &str) -> bool {
 }
 
 /// Says hello and returns the server's name and file size limit.
+/// Why a handshake failed when the server let the connection in and then
+/// closed it unanswered: what a server at one of its connection limits does.
+pub(crate) const BUSY: &str =
+    "the server closed the connection without answering (busy, or not a Ferry server?)";
+
 pub(crate) fn handshake(
     link: &mut Link,
     token: Option<&str>,
@@ -47,8 +52,7 @@ pub(crate) fn handshake(
     };
     // A server at its connection limit closes a newcomer without reading
     // it, which reaches us as a reset, at the send or at the read.
-    let closed =
-        "the server closed the connection without answering (busy, or not a Ferry server?)";
+    let closed = BUSY;
     let dropped = |e: &io::Error| {
         if matches!(
             e.kind(),

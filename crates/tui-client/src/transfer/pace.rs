@@ -67,6 +67,13 @@ impl Pacer {
         }
     }
 
+    /// Starts counting afresh, after the sender had nothing to send for a
+    /// while: time spent idle is not credit to send faster afterwards.
+    pub fn rebase(&mut self) {
+        self.start = Instant::now();
+        self.sent = 0;
+    }
+
     /// How far ahead of the allowed rate the sender is at `now`.
     fn ahead_by(&self, now: Instant) -> Option<Duration> {
         let rate = self.rate?;

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 use ferry_proto::path as names;
@@ -57,16 +58,21 @@ impl Plan {
     pub fn build(paths: &[PathBuf], follow_links: bool) -> Plan {
         let mut plan = Plan::default();
         let mut files = Vec::new();
-        walk(paths, follow_links, |found| match found {
-            Found::Item(item) => {
-                if matches!(item.kind, ItemKind::File { .. }) {
-                    files.push(plan.items.len());
+        walk(
+            paths,
+            follow_links,
+            &AtomicBool::new(false),
+            |found| match found {
+                Found::Item(item) => {
+                    if matches!(item.kind, ItemKind::File { .. }) {
+                        files.push(plan.items.len());
+                    }
+                    plan.items.push(item);
                 }
-                plan.items.push(item);
-            }
-            Found::Skipped(skipped) => plan.skipped.push(skipped),
-            Found::Unreadable(skipped) => plan.unreadable(skipped),
-        });
+                Found::Skipped(skipped) => plan.skipped.push(skipped),
+                Found::Unreadable(skipped) => plan.unreadable(skipped),
+            },
+        );
         plan.measure(&files, follow_links);
         plan.keep_only_empty_folders();
         plan
@@ -229,38 +235,52 @@ enum Found {
 
 /// Walks `paths` (files or folders), each real path once: the same path
 /// given twice (as `a.txt` and `./a.txt`, say) is sent once, not a second
-/// time under a new name.
-fn walk(paths: &[PathBuf], follow_links: bool, mut found: impl FnMut(Found)) {
+/// time under a new name. Returns `false` if `stop` cut it short.
+fn walk(
+    paths: &[PathBuf],
+    follow_links: bool,
+    stop: &AtomicBool,
+    mut found: impl FnMut(Found),
+) -> bool {
     let mut seen = HashSet::new();
     for path in paths {
         let same = fs::canonicalize(path).unwrap_or_else(|_| path.clone());
-        if seen.insert(same) {
-            walk_root(path, follow_links, &mut found);
+        if seen.insert(same) && !walk_root(path, follow_links, stop, &mut found) {
+            return false;
         }
     }
+    true
 }
 
-/// Reports what is under `root`.
-fn walk_root(root: &Path, follow_links: bool, found: &mut impl FnMut(Found)) {
+/// Reports what is under `root`; `false` if `stop` cut it short.
+fn walk_root(
+    root: &Path,
+    follow_links: bool,
+    stop: &AtomicBool,
+    found: &mut impl FnMut(Found),
+) -> bool {
     let meta = match fs::symlink_metadata(root) {
         Ok(m) => m,
         Err(e) => {
-            return found(Found::Skipped(Skipped::problem(
-                root,
-                format!("cannot read: {e}"),
-            )));
+            let reason = format!("cannot read: {e}");
+            found(Found::Skipped(Skipped::problem(root, reason)));
+            return true;
         }
     };
     if meta.file_type().is_symlink() && !follow_links {
-        return found(Found::Skipped(Skipped::by_choice(
+        found(Found::Skipped(Skipped::by_choice(
             root,
             "is a symlink (use --follow-links to send its target)".into(),
         )));
+        return true;
     }
     // The name the root gets on the server: its own last component.
     let base = match root_name(root) {
         Ok(b) => b,
-        Err(reason) => return found(Found::Skipped(Skipped::problem(root, reason))),
+        Err(reason) => {
+            found(Found::Skipped(Skipped::problem(root, reason)));
+            return true;
+        }
     };
     // By name within each folder. Siblings' paths are their folder's path
     // joined with their names, so comparing whole paths compares names; it
@@ -271,6 +291,9 @@ fn walk_root(root: &Path, follow_links: bool, found: &mut impl FnMut(Found)) {
         .follow_links(follow_links)
         .sort_by(|a, b| a.path().as_os_str().cmp(b.path().as_os_str()));
     for entry in walk {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
@@ -317,6 +340,7 @@ fn walk_root(root: &Path, follow_links: bool, found: &mut impl FnMut(Found)) {
             kind,
         }));
     }
+    true
 }
 
 /// Which file has claimed each name on the server, for
@@ -362,21 +386,28 @@ pub enum Planned {
 ///
 /// A folder is only sent when nothing inside it is, so each one is held
 /// back until the walk has left it.
+///
+/// Setting `stop` ends the walk early (Ctrl-C): then `false` is returned,
+/// and what was not walked yet was never handed on.
 pub fn stream(
     paths: &[PathBuf],
     follow_links: bool,
     one_per_name: bool,
+    stop: &AtomicBool,
     mut hand_on: impl FnMut(Planned),
-) {
+) -> bool {
     let mut streamer = Streamer {
         follow_links,
         landing: one_per_name.then(Landing::default),
         open: Vec::new(),
     };
-    walk(paths, follow_links, |found| {
+    let complete = walk(paths, follow_links, stop, |found| {
         streamer.take(found, &mut hand_on)
     });
-    streamer.leave(None, &mut hand_on);
+    if complete {
+        streamer.leave(None, &mut hand_on);
+    }
+    complete
 }
 
 /// The state of [`stream`] between two things the walk found.
@@ -726,10 +757,17 @@ mod tests {
     /// What [`stream`] hands on, gathered into a plan.
     fn streamed(paths: &[PathBuf], follow_links: bool, one_per_name: bool) -> Plan {
         let mut plan = Plan::default();
-        stream(paths, follow_links, one_per_name, |planned| match planned {
-            Planned::Item(item) => plan.items.push(item),
-            Planned::Skipped(skipped) => plan.skipped.push(skipped),
-        });
+        let go_on = AtomicBool::new(false);
+        stream(
+            paths,
+            follow_links,
+            one_per_name,
+            &go_on,
+            |planned| match planned {
+                Planned::Item(item) => plan.items.push(item),
+                Planned::Skipped(skipped) => plan.skipped.push(skipped),
+            },
+        );
         plan
     }
 
@@ -772,6 +810,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_stopped_stream_says_so_and_hands_nothing_more_on() {
+        let dir = tree();
+        let stop = AtomicBool::new(true);
+        let mut handed = Vec::new();
+        let complete = stream(&[dir.path().join("photos")], false, false, &stop, |p| {
+            handed.push(p)
+        });
+        assert!(!complete);
+        assert!(handed.is_empty(), "{handed:?}");
     }
 
     #[test]

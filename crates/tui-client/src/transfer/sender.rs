@@ -29,7 +29,7 @@ use super::acks::{
     ACK_POLL, AckCount, AckStream, Announced, Patient, QUIET_AFTER_SENDING, Sent, read_acks,
 };
 use super::feed::{Feed, Next};
-use super::handshake::{describe_io, handshake, send_frame};
+use super::handshake::{BUSY, describe_io, handshake, send_frame};
 use super::link::{Link, LinkWriter, Trust};
 use super::pace::Pacer;
 use super::plan::{Item, ItemKind};
@@ -174,14 +174,15 @@ pub fn send_feed(feed: &Feed, options: &Options, cancel: &AtomicBool, report: Re
     }
     // Files whose resume failed are sent again from the start, once.
     let mut restarted = HashSet::new();
+    // Connections in a row that a busy server did not let in.
+    let mut busy_refusals = 0;
     // Nothing is connected until there is something to send.
-    while let Some(item) = feed.get(next) {
-        if cancel.load(Ordering::Relaxed) {
-            stop_reason = Some("cancelled".to_string());
-            break;
-        }
+    while let Some(item) = feed.get_unless(next, cancel) {
         if resume.must_ask(&item) {
             resume.ask(feed, options, cancel, &report);
+        }
+        if cancel.load(Ordering::Relaxed) {
+            break;
         }
         let stored_before = results.iter().filter(|r| r.is_some()).count();
         let mut conn = Connection {
@@ -195,11 +196,20 @@ pub fn send_feed(feed: &Feed, options: &Options, cancel: &AtomicBool, report: Re
         };
         let (end, restart, resend) = match conn.run(next, &mut results) {
             Ok(ended) => ended,
+            // A server at a connection limit may not have given back the
+            // place of a connection that just closed (this one's last, or
+            // another's): a connection refused now is let in a moment later.
+            Err(why) if why.contains(BUSY) && busy_refusals < RECONNECT_TRIES => {
+                busy_refusals += 1;
+                thread::sleep(RECONNECT_PAUSE * busy_refusals);
+                continue;
+            }
             Err(why) => {
                 stop_reason = Some(why);
                 break;
             }
         };
+        busy_refusals = 0;
         let mut again = false;
         for index in restart {
             if restarted.insert(index) {
@@ -222,19 +232,17 @@ pub fn send_feed(feed: &Feed, options: &Options, cancel: &AtomicBool, report: Re
                 again = true;
             }
         }
-        let first_open = results
-            .iter()
-            .position(Option::is_none)
-            .or_else(|| feed.get(results.len()).map(|_| results.len()));
+        let first_open = results.iter().position(Option::is_none).or_else(|| {
+            feed.get_unless(results.len(), cancel)
+                .map(|_| results.len())
+        });
         match (end, first_open) {
             (_, None) => break,
-            // This side ended the connection, to ask about resumes or
-            // because the walk fell behind: carry on on a fresh one.
-            (End::Paused, Some(i)) => next = i,
-            // A refusal closed the connection after some progress: carry
-            // on with what is left on a fresh one.
-            (End::Closed, Some(i)) if i > next || again => next = i,
-            (End::Closed, Some(_)) => {
+            // Either side ended the connection after some progress: this
+            // side to ask about resumes or because the walk fell behind,
+            // the server after a refusal. Carry on on a fresh one.
+            (End::Closed | End::Paused, Some(i)) if i > next || again => next = i,
+            (End::Closed | End::Paused, Some(_)) => {
                 stop_reason = Some("the server closed the connection".into());
                 break;
             }
@@ -248,8 +256,9 @@ pub fn send_feed(feed: &Feed, options: &Options, cancel: &AtomicBool, report: Re
         stop_reason = Some("cancelled".into());
     }
     let reason = stop_reason.unwrap_or_else(|| "not sent".into());
-    // Items still arriving after a failure get their result too.
-    results.resize(feed.whole().len(), None);
+    // Items still arriving after a failure get their result too; after a
+    // cancel, those known by now (the walk is stopping too).
+    results.resize(feed.whole_unless(cancel).len(), None);
     let results = results
         .into_iter()
         .enumerate()
@@ -302,7 +311,7 @@ impl Resume {
     }
 
     fn ask(&mut self, feed: &Feed, options: &Options, cancel: &AtomicBool, report: &Reporter) {
-        let items = feed.whole();
+        let items = feed.whole_unless(cancel);
         let mut offsets = resume_offsets(&items, options);
         self.kept = hash_kept_parts(&items, &mut offsets, cancel, report);
         self.offsets = offsets
@@ -338,10 +347,17 @@ enum End {
     Paused,
 }
 
+/// How often a connection is tried again when a busy server does not let it
+/// in, and how long the first pause between tries is (it grows by as much
+/// each time: 0.75 s in all).
+const RECONNECT_TRIES: u32 = 3;
+const RECONNECT_PAUSE: Duration = Duration::from_millis(125);
+
 /// How long a connection waits for the walk to hand on the next item
-/// before it is ended (and a new one opened once the item is there), well
-/// within the server's patience with a silent client.
-const FEED_PATIENCE: Duration = Duration::from_secs(2);
+/// before it is ended (and a new one opened once the item is there): less
+/// than a server at its connection limit lets a silent client keep its
+/// place (2 s).
+const FEED_PATIENCE: Duration = Duration::from_secs(1);
 
 struct Connection<'a> {
     feed: &'a Feed,
@@ -485,7 +501,10 @@ impl Connection<'_> {
                         outcome = Some(describe_io(&e));
                         break;
                     }
-                    match self.feed.get_within(index, Some(FEED_PATIENCE)) {
+                    // Idle time is no credit to go over the rate later.
+                    let waited = self.feed.get_within(index, Some(FEED_PATIENCE));
+                    pacer.rebase();
+                    match waited {
                         Next::Item(item) => item,
                         Next::End => break,
                         Next::NotYet => {
