@@ -330,6 +330,71 @@ fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
+/// The log is the one thing a server cannot report a failure to. With its
+/// stderr on a full disk, logging used to panic the thread that logged: the
+/// server could not start, or, once the disk filled up while it ran, the
+/// signal thread died at the first Ctrl-C or SIGTERM and the server could
+/// then only be stopped by SIGKILL.
+#[test]
+fn a_log_on_a_full_disk_neither_stops_the_server_nor_its_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let Some(disk) = TestMount::new() else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let root = scratch();
+    let log = std::fs::File::create(disk.at.join("server.log")).expect("log file");
+    disk.fill_but(0);
+    let mut child = Command::new(ferry_e2e::bin_path("ferry-server"))
+        .args(["--listen", "127.0.0.1:0", "--dir"])
+        .arg(root.path().join("uploads"))
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("spawn ferry-server");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("the listening line");
+    let addr = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("the server must start with its log on a full disk: {first:?}"))
+        .to_string();
+    for round in 0..3 {
+        let mut c = V1::connect(&addr);
+        c.upload(
+            round,
+            &format!("kept-{round}.txt"),
+            b"logged nowhere",
+            OnClash::Rename,
+        );
+        c.expect_stored();
+    }
+    ferry_e2e::send_signal(child.id(), "TERM");
+    let until = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the server must stop on SIGTERM: {status:?}"
+    );
+    let kept = std::fs::read(root.path().join("uploads/kept-2.txt")).expect("stored");
+    assert_eq!(kept, b"logged nowhere");
+}
+
 /// Fills the disk while a `size`-byte upload is under way.
 fn full_disk_mid_upload(size: usize) {
     let Some(disk) = TestMount::new() else {

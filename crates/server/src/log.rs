@@ -49,7 +49,11 @@ impl Write for Line {
             None => false,
         });
         if !held {
-            io::stderr().write_all(bytes)?;
+            // A line that cannot be written (stderr on a full disk, or
+            // closed) has nowhere else to go. Reporting the failure would
+            // be another write to the same place, which panics when it
+            // fails: the thread logging, whichever it is, would die.
+            let _ = io::stderr().write_all(bytes);
         }
         Ok(bytes.len())
     }

@@ -113,6 +113,10 @@ fn main() -> ExitCode {
         )
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
+        // Its report of a line it could not write is an `eprintln!`, which
+        // panics where stderr cannot be written: on a full disk, the
+        // signal thread (and with it Ctrl-C) or the accept loop would die.
+        .log_internal_errors(false)
         .init();
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
