@@ -153,16 +153,7 @@ impl Feed {
 
     /// Waits until the feed is complete and returns all of it.
     pub fn whole(&self) -> Vec<Item> {
-        let mut state = self.lock();
-        while !state.complete {
-            state.waiting = true;
-            state = self
-                .grew
-                .wait_timeout(state, Duration::from_secs(1))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        state.items.clone()
+        self.whole_unless(&AtomicBool::new(false))
     }
 
     fn update(&self, change: impl FnOnce(&mut State)) {
