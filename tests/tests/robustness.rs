@@ -356,10 +356,18 @@ fn a_log_on_a_full_disk_neither_stops_the_server_nor_its_ctrl_c() {
         .stderr(log)
         .spawn()
         .expect("spawn ferry-server");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("the listening line");
+    // Read aside, so that a server that hangs fails the test, not hangs it.
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut first = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut first);
+        let _ = tx.send(first);
+    });
+    let Ok(first) = rx.recv_timeout(Duration::from_secs(20)) else {
+        let _ = child.kill();
+        panic!("the server neither listened nor exited");
+    };
     let addr = first
         .trim()
         .strip_prefix("listening on ")

@@ -238,3 +238,36 @@ fn a_token_over_plain_tcp_to_another_machine_is_refused_before_it_leaves() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("without --tls"));
 }
+
+/// A server at its connection limit closes a newcomer unanswered; over TLS
+/// that reads as an unexpected end rather than a reset, and the client
+/// still tries again a moment later (as over plain TCP, see limits.rs).
+#[test]
+fn sends_in_a_row_fit_a_one_connection_limit_over_tls() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let state = tempfile::tempdir().expect("tempdir");
+    let tls_dir = keys.path().join("tls");
+    let server = Server::start_with(&[
+        "--tls",
+        "--tls-dir",
+        tls_dir.to_str().expect("utf8"),
+        "--max-per-address",
+        "1",
+    ]);
+    let src = tempfile::tempdir().expect("tempdir");
+    let tree = src.path().join("tree");
+    for i in 0..20 {
+        ferry_e2e::write_file(&tree.join(format!("a-{i:02}.txt")), &[i; 2000]);
+    }
+    ferry_e2e::write_file(&tree.join("big.bin"), &ferry_e2e::data(2 << 20, 7));
+    for round in 0..6 {
+        let out = send(
+            state.path(),
+            &server.addr(),
+            &["--tls", "--on-clash", "overwrite"],
+            &tree,
+        );
+        assert!(out.status.success(), "round {round}: {}", all_output(&out));
+    }
+    assert_eq!(server.read("tree/big.bin"), ferry_e2e::data(2 << 20, 7));
+}

@@ -212,16 +212,18 @@ fn stream_send(request: &Request, options: &Options) -> Finish {
         err!("ferry: nothing to send");
         return Finish::Failed;
     }
-    if !walked_all {
-        // The retry list can only name files that were found.
-        err!(
-            "ferry: stopped before every file was found: those not found are not in the \
-             list for --retry-failed; sending the same paths again with \
-             --on-clash skip-identical sends only what is missing"
-        );
+    // The retry list can only name files that were found.
+    let rest = if walked_all {
+        RETRY_SENDS_THE_REST
+    } else {
+        "files not found yet are not in the list for --retry-failed: sending the same \
+         paths again with --on-clash skip-identical sends only what is missing"
+    };
+    if !walked_all && !report.cancelled {
+        err!("ferry: the walk stopped before every file was found; {rest}");
     }
     let ok = walked_all && plan.skipped.iter().all(|s| s.by_choice);
-    conclude(&plan, options, &report, ok)
+    conclude(&plan, options, &report, ok, rest)
 }
 
 /// Sends a plan with a progress bar, then prints the outcome.
@@ -250,19 +252,22 @@ fn send_plan(plan: &Plan, options: &Options) -> Finish {
     let sent = send(&outgoing, options, &cancel, renumbered);
     let report = dispatch.report(sent);
     bar.finish_and_clear();
-    conclude(plan, options, &report, ok)
+    conclude(plan, options, &report, ok, RETRY_SENDS_THE_REST)
 }
+
+const RETRY_SENDS_THE_REST: &str = "ferry send --retry-failed sends the rest";
 
 /// After a send: remembers what to retry, prints the outcome, and says how
 /// `ferry send` ends. `ok`: nothing was left out by a problem.
-fn conclude(plan: &Plan, options: &Options, report: &Report, ok: bool) -> Finish {
+/// `rest` says how to send what an interruption left.
+fn conclude(plan: &Plan, options: &Options, report: &Report, ok: bool, rest: &str) -> Finish {
     if let Err(e) = retry::remember(&options.addr, &plan.items, report) {
         err!("ferry: cannot keep the list of failed files for --retry-failed: {e}");
     }
 
     print_outcomes(plan, report);
     if report.cancelled {
-        err!("ferry: interrupted (ferry send --retry-failed sends the rest)");
+        err!("ferry: interrupted ({rest})");
         return Finish::Interrupted;
     }
     Finish::from_ok(ok && report.all_ok())

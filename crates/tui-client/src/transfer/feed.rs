@@ -80,15 +80,20 @@ impl Feed {
 
     /// Item `index`, waiting for it as long as the feed grows.
     pub fn get(&self, index: usize) -> Option<Item> {
-        match self.get_within(index, None) {
+        self.get_unless(index, &AtomicBool::new(false))
+    }
+
+    /// [`Feed::get`], giving up (`None`) once `stop` is set.
+    pub fn get_unless(&self, index: usize, stop: &AtomicBool) -> Option<Item> {
+        match self.get_within(index, None, stop) {
             Next::Item(item) => Some(item),
             Next::End | Next::NotYet => None,
         }
     }
 
     /// Item `index`, waiting for it at most `patience` (`None`: as long as
-    /// it takes).
-    pub fn get_within(&self, index: usize, patience: Option<Duration>) -> Next {
+    /// it takes), and not once `stop` is set.
+    pub fn get_within(&self, index: usize, patience: Option<Duration>, stop: &AtomicBool) -> Next {
         let deadline = patience.map(|p| Instant::now() + p);
         let mut state = self.lock();
         loop {
@@ -98,37 +103,16 @@ impl Feed {
             if state.complete {
                 return Next::End;
             }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if stop.load(Ordering::Relaxed) || left.is_some_and(|left| left.is_zero()) {
+                return Next::NotYet;
+            }
             state.waiting = true;
-            let wait = match deadline {
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        state.waiting = false;
-                        return Next::NotYet;
-                    }
-                    left
-                }
-                None => Duration::from_secs(1),
-            };
             state = self
                 .grew
-                .wait_timeout(state, wait)
+                .wait_timeout(state, left.map_or(STOP_POLL, |left| left.min(STOP_POLL)))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
-        }
-    }
-
-    /// [`Feed::get`], giving up (`None`) once `stop` is set.
-    pub fn get_unless(&self, index: usize, stop: &AtomicBool) -> Option<Item> {
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                return None;
-            }
-            match self.get_within(index, Some(STOP_POLL)) {
-                Next::Item(item) => return Some(item),
-                Next::End => return None,
-                Next::NotYet => {}
-            }
         }
     }
 
@@ -226,18 +210,19 @@ mod tests {
     fn patience_runs_out_while_the_feed_grows_but_not_once_it_is_complete() {
         let (feed, writer) = Feed::open();
         writer.push(file("a"));
+        let go_on = AtomicBool::new(false);
         assert_eq!(
-            feed.get_within(0, Some(Duration::ZERO)),
+            feed.get_within(0, Some(Duration::ZERO), &go_on),
             Next::Item(file("a"))
         );
         let started = Instant::now();
         assert_eq!(
-            feed.get_within(1, Some(Duration::from_millis(30))),
+            feed.get_within(1, Some(Duration::from_millis(30)), &go_on),
             Next::NotYet
         );
         assert!(started.elapsed() >= Duration::from_millis(30));
         drop(writer);
-        assert_eq!(feed.get_within(1, Some(Duration::ZERO)), Next::End);
+        assert_eq!(feed.get_within(1, Some(Duration::ZERO), &go_on), Next::End);
         assert_eq!(feed.peek(0, |i| i.remote.clone()), Some("a".to_string()));
         assert_eq!(Feed::of(vec![file("x")]).get(1), None);
     }

@@ -9,6 +9,7 @@ use ferry_proto::{
 };
 
 use super::link::{Link, LinkWriter, Trust};
+use super::sender::Options;
 
 pub(crate) fn send_frame(out: &mut impl Write, msg: &ClientMsg) -> io::Result<()> {
     write_frame(out, &to_body(msg)).map_err(|e| match e {
@@ -33,6 +34,39 @@ pub fn is_refusal(error: &str) -> bool {
 pub(crate) const BUSY: &str =
     "the server closed the connection without answering (busy, or not a Ferry server?)";
 
+/// How often a connection is tried again when a busy server does not let it
+/// in, and how long the first pause between tries is (it grows by as much
+/// each time: 0.75 s in all).
+const BUSY_TRIES: u32 = 3;
+const BUSY_PAUSE: Duration = Duration::from_millis(125);
+
+/// A connection to `options.addr` past the handshake, with the server's
+/// name and file size limit.
+///
+/// A server at a connection limit may not yet have given back the place of
+/// a connection that just closed (this client's previous one, or anyone
+/// else's), and closes a newcomer unanswered: that is tried again a few
+/// times over a moment. Nothing else is: not a refused token, which would
+/// only lengthen the server's delay for this address.
+pub(crate) fn connect(options: &Options) -> Result<(Link, String, Option<u64>), String> {
+    let mut tries = 0;
+    loop {
+        let attempt = Link::open(&options.addr, options.connect_timeout, options.tls.as_ref())
+            .and_then(|mut link| {
+                let (server, max_file_size) = handshake(&mut link, options.token.as_deref())
+                    .map_err(|e| format!("handshake with {} failed: {e}", options.addr))?;
+                Ok((link, server, max_file_size))
+            });
+        match attempt {
+            Err(why) if why.contains(BUSY) && tries < BUSY_TRIES => {
+                tries += 1;
+                std::thread::sleep(BUSY_PAUSE * tries);
+            }
+            done => return done,
+        }
+    }
+}
+
 pub(crate) fn handshake(
     link: &mut Link,
     token: Option<&str>,
@@ -53,12 +87,15 @@ pub(crate) fn handshake(
     // A server at its connection limit closes a newcomer without reading
     // it, which reaches us as a reset, at the send or at the read.
     let closed = BUSY;
+    // Over TLS, a close before any answer reads as an unexpected end: the
+    // server sent no close_notify, since it never took the connection.
     let dropped = |e: &io::Error| {
         if matches!(
             e.kind(),
             io::ErrorKind::ConnectionReset
                 | io::ErrorKind::ConnectionAborted
                 | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof
         ) {
             closed.to_string()
         } else {

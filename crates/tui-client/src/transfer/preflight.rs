@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ferry_proto::{ClientMsg, OnClash, PlanEntry, ServerMsg, Verdict, to_body};
 
-use super::handshake::{describe_io, handshake, read_server_msg, send_frame};
+use super::handshake::{connect, describe_io, read_server_msg, send_frame};
 use super::link::Link;
 use super::plan::{Item, ItemKind};
 use super::resume::{RESUMABLE_MIN, resume_key};
@@ -80,9 +80,7 @@ pub fn preflight(
     if messages.is_empty() {
         return Ok(verdicts);
     }
-    let mut link = Link::open(&options.addr, options.connect_timeout, options.tls.as_ref())?;
-    handshake(&mut link, options.token.as_deref())
-        .map_err(|e| format!("handshake with {} failed: {e}", options.addr))?;
+    let (link, _, _) = connect(options)?;
     let asked = messages.len();
     // Answers are read while questions still go out: a long list must not
     // fill both directions' buffers and stall.

@@ -29,7 +29,7 @@ use super::acks::{
     ACK_POLL, AckCount, AckStream, Announced, Patient, QUIET_AFTER_SENDING, Sent, read_acks,
 };
 use super::feed::{Feed, Next};
-use super::handshake::{BUSY, describe_io, handshake, send_frame};
+use super::handshake::{connect, describe_io, send_frame};
 use super::link::{Link, LinkWriter, Trust};
 use super::pace::Pacer;
 use super::plan::{Item, ItemKind};
@@ -174,8 +174,6 @@ pub fn send_feed(feed: &Feed, options: &Options, cancel: &AtomicBool, report: Re
     }
     // Files whose resume failed are sent again from the start, once.
     let mut restarted = HashSet::new();
-    // Connections in a row that a busy server did not let in.
-    let mut busy_refusals = 0;
     // Nothing is connected until there is something to send.
     while let Some(item) = feed.get_unless(next, cancel) {
         if resume.must_ask(&item) {
@@ -196,20 +194,11 @@ pub fn send_feed(feed: &Feed, options: &Options, cancel: &AtomicBool, report: Re
         };
         let (end, restart, resend) = match conn.run(next, &mut results) {
             Ok(ended) => ended,
-            // A server at a connection limit may not have given back the
-            // place of a connection that just closed (this one's last, or
-            // another's): a connection refused now is let in a moment later.
-            Err(why) if why.contains(BUSY) && busy_refusals < RECONNECT_TRIES => {
-                busy_refusals += 1;
-                thread::sleep(RECONNECT_PAUSE * busy_refusals);
-                continue;
-            }
             Err(why) => {
                 stop_reason = Some(why);
                 break;
             }
         };
-        busy_refusals = 0;
         let mut again = false;
         for index in restart {
             if restarted.insert(index) {
@@ -347,12 +336,6 @@ enum End {
     Paused,
 }
 
-/// How often a connection is tried again when a busy server does not let it
-/// in, and how long the first pause between tries is (it grows by as much
-/// each time: 0.75 s in all).
-const RECONNECT_TRIES: u32 = 3;
-const RECONNECT_PAUSE: Duration = Duration::from_millis(125);
-
 /// How long a connection waits for the walk to hand on the next item
 /// before it is ended (and a new one opened once the item is there): less
 /// than a server at its connection limit lets a silent client keep its
@@ -379,13 +362,7 @@ impl Connection<'_> {
         first: usize,
         results: &mut Vec<Option<ItemResult>>,
     ) -> Result<(End, Vec<usize>, Vec<usize>), String> {
-        let mut link = Link::open(
-            &self.options.addr,
-            self.options.connect_timeout,
-            self.options.tls.as_ref(),
-        )?;
-        let (server, max_file_size) = handshake(&mut link, self.options.token.as_deref())
-            .map_err(|e| format!("handshake with {} failed: {e}", self.options.addr))?;
+        let (link, server, max_file_size) = connect(self.options)?;
         (self.report)(Event::Connected { server });
 
         let announced: Announced = Arc::default();
@@ -491,7 +468,10 @@ impl Connection<'_> {
             if self.cancel.load(Ordering::Relaxed) || refused.load(Ordering::Relaxed) {
                 break;
             }
-            let item = match self.feed.get_within(index, Some(Duration::ZERO)) {
+            let item = match self
+                .feed
+                .get_within(index, Some(Duration::ZERO), self.cancel)
+            {
                 Next::Item(item) => item,
                 Next::End => break,
                 Next::NotYet => {
@@ -502,7 +482,9 @@ impl Connection<'_> {
                         break;
                     }
                     // Idle time is no credit to go over the rate later.
-                    let waited = self.feed.get_within(index, Some(FEED_PATIENCE));
+                    let waited = self
+                        .feed
+                        .get_within(index, Some(FEED_PATIENCE), self.cancel);
                     pacer.rebase();
                     match waited {
                         Next::Item(item) => item,
