@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_proto::{ErrorCode, Outcome, ServerMsg};
@@ -15,6 +15,7 @@ use ferry_proto::{ErrorCode, Outcome, ServerMsg};
 use super::handshake::read_server_msg;
 use super::link::LinkReader;
 use super::sender::{Event, ItemResult, Reporter};
+use super::watch::{Watch, lock};
 
 /// What the writer announced on a connection, by item index, for the ack
 /// reader to check each answer against.
@@ -41,53 +42,29 @@ pub(super) const QUIET_AFTER_SENDING: Duration = Duration::from_secs(600);
 /// How many acks the reader has read on a connection, and whether it has
 /// stopped reading: the writer waits on it after a resumed file.
 #[derive(Debug, Default)]
-pub(super) struct AckCount {
-    state: Mutex<AckState>,
-    changed: Condvar,
-}
+pub(super) struct AckCount(Watch<AckState>);
 
 #[derive(Debug, Default)]
 struct AckState {
     read: usize,
     stopped: bool,
-    /// Whether the writer is waiting: only then is it woken. A wake-up is a
-    /// system call whether anyone waits or not, and acks come one per file.
-    waiting: bool,
 }
 
 impl AckCount {
     pub(super) fn add(&self) {
-        self.update(|state| state.read += 1);
+        self.0.update(|state| state.read += 1);
     }
 
     pub(super) fn end(&self) {
-        self.update(|state| state.stopped = true);
-    }
-
-    fn update(&self, change: impl FnOnce(&mut AckState)) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        change(&mut state);
-        let wake = state.waiting;
-        drop(state);
-        if wake {
-            self.changed.notify_all();
-        }
+        self.0.update(|state| state.stopped = true);
     }
 
     /// Waits until `n` acks are in, the reader has stopped, or `give_up`;
     /// `false` if the reader has stopped.
     pub(super) fn wait_for(&self, n: usize, give_up: impl Fn() -> bool) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while state.read < n && !state.stopped && !give_up() {
-            state.waiting = true;
-            state = self
-                .changed
-                .wait_timeout(state, Duration::from_millis(100))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        state.waiting = false;
-        !state.stopped
+        self.0.wait(Duration::from_millis(100), |state| {
+            (state.read >= n || state.stopped || give_up()).then_some(!state.stopped)
+        })
     }
 }
 
@@ -187,10 +164,9 @@ pub(super) fn read_acks(
                 break;
             }
         };
-        let sent = usize::try_from(ack.id).ok().and_then(|index| {
-            let announced = announced.lock().unwrap_or_else(|p| p.into_inner());
-            Some((index, announced.get(&index)?.clone()))
-        });
+        let sent = usize::try_from(ack.id)
+            .ok()
+            .and_then(|index| Some((index, lock(announced).get(&index)?.clone())));
         let Some((index, sent)) = sent else {
             acks.closing = Some(format!(
                 "the server answered for unknown file id {}",

@@ -6,31 +6,24 @@
 //! even by a panic); the sender reads them by index, waiting for those not
 //! yet known. A finished list is a feed too ([`Feed::of`]).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::plan::Item;
+use super::watch::Watch;
 
 /// How often a reader waiting on the feed looks at its stop flag.
 const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// Items in the order they go out; see the module doc.
 #[derive(Debug, Default)]
-pub struct Feed {
-    state: Mutex<State>,
-    grew: Condvar,
-    /// How many items are known, readable without the lock.
-    known: AtomicUsize,
-}
+pub struct Feed(Watch<State>);
 
 #[derive(Debug, Default)]
 struct State {
     items: Vec<Item>,
     complete: bool,
-    /// Whether a reader waits: only then is it woken. A wake-up is a system
-    /// call whether anyone waits or not, and items come one per file.
-    waiting: bool,
 }
 
 /// What a reader finds at an index.
@@ -53,29 +46,15 @@ impl Feed {
 
     /// A feed of `items`, complete.
     pub fn of(items: Vec<Item>) -> Feed {
-        Feed {
-            known: AtomicUsize::new(items.len()),
-            state: Mutex::new(State {
-                items,
-                complete: true,
-                waiting: false,
-            }),
-            grew: Condvar::new(),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// How many items are known so far.
-    pub fn known(&self) -> usize {
-        self.known.load(Ordering::Acquire)
+        Feed(Watch::new(State {
+            items,
+            complete: true,
+        }))
     }
 
     /// Whether every item is known.
     pub fn is_complete(&self) -> bool {
-        self.lock().complete
+        self.0.read(|state| state.complete)
     }
 
     /// Item `index`, waiting for it as long as the feed grows.
@@ -95,60 +74,37 @@ impl Feed {
     /// it takes), and not once `stop` is set.
     pub fn get_within(&self, index: usize, patience: Option<Duration>, stop: &AtomicBool) -> Next {
         let deadline = patience.map(|p| Instant::now() + p);
-        let mut state = self.lock();
-        loop {
+        let poll = patience.map_or(STOP_POLL, |p| p.min(STOP_POLL));
+        self.0.wait(poll, |state| {
             if let Some(item) = state.items.get(index) {
-                return Next::Item(item.clone());
+                Some(Next::Item(item.clone()))
+            } else if state.complete {
+                Some(Next::End)
+            } else if stop.load(Ordering::Relaxed)
+                || deadline.is_some_and(|deadline| Instant::now() >= deadline)
+            {
+                Some(Next::NotYet)
+            } else {
+                None
             }
-            if state.complete {
-                return Next::End;
-            }
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if stop.load(Ordering::Relaxed) || left.is_some_and(|left| left.is_zero()) {
-                return Next::NotYet;
-            }
-            state.waiting = true;
-            state = self
-                .grew
-                .wait_timeout(state, left.map_or(STOP_POLL, |left| left.min(STOP_POLL)))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        })
     }
 
     /// [`Feed::whole`], or what is known once `stop` is set.
     pub fn whole_unless(&self, stop: &AtomicBool) -> Vec<Item> {
-        let mut state = self.lock();
-        while !state.complete && !stop.load(Ordering::Relaxed) {
-            state.waiting = true;
-            state = self
-                .grew
-                .wait_timeout(state, STOP_POLL)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        state.items.clone()
+        self.0.wait(STOP_POLL, |state| {
+            (state.complete || stop.load(Ordering::Relaxed)).then(|| state.items.clone())
+        })
     }
 
     /// Item `index`, if it is known now.
     pub fn peek<T>(&self, index: usize, look: impl FnOnce(&Item) -> T) -> Option<T> {
-        self.lock().items.get(index).map(look)
+        self.0.read(|state| state.items.get(index).map(look))
     }
 
     /// Waits until the feed is complete and returns all of it.
     pub fn whole(&self) -> Vec<Item> {
         self.whole_unless(&AtomicBool::new(false))
-    }
-
-    fn update(&self, change: impl FnOnce(&mut State)) {
-        let mut state = self.lock();
-        change(&mut state);
-        self.known.store(state.items.len(), Ordering::Release);
-        let wake = std::mem::take(&mut state.waiting);
-        drop(state);
-        if wake {
-            self.grew.notify_all();
-        }
     }
 }
 
@@ -158,13 +114,13 @@ pub struct FeedWriter(Arc<Feed>);
 
 impl FeedWriter {
     pub fn push(&self, item: Item) {
-        self.0.update(|state| state.items.push(item));
+        self.0.0.update(|state| state.items.push(item));
     }
 }
 
 impl Drop for FeedWriter {
     fn drop(&mut self) {
-        self.0.update(|state| state.complete = true);
+        self.0.0.update(|state| state.complete = true);
     }
 }
 
@@ -200,7 +156,6 @@ mod tests {
             thread::sleep(Duration::from_millis(5));
             writer.push(file(name));
         }
-        assert_eq!(feed.known(), 3);
         drop(writer);
         assert_eq!(reader.join().expect("reader"), ["a", "b", "c"]);
         assert_eq!(feed.whole().len(), 3);

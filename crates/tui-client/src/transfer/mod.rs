@@ -23,6 +23,7 @@ pub mod progress;
 mod resume;
 pub mod retry;
 pub mod sender;
+mod watch;
 
 pub use dispatch::Dispatch;
 pub use feed::{Feed, FeedWriter};

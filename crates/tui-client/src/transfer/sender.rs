@@ -18,8 +18,8 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,7 @@ use super::link::{Link, LinkWriter, Trust};
 use super::pace::Pacer;
 use super::plan::{Item, ItemKind};
 use super::resume::{RESUMABLE_MIN, hash_kept_parts, resume_key, resume_offsets};
+use super::watch::lock;
 
 /// How many bytes are read from a file and written to the socket at a time.
 pub(super) const CHUNK: usize = 1 << 20;
@@ -756,10 +757,6 @@ impl Connection<'_> {
         });
         results[index] = Some(result);
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A file time as the protocol carries it.
