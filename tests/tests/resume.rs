@@ -67,16 +67,23 @@ fn wait_for_partial(dir: &Path) {
 /// Interrupts an upload of a 24 MiB file by killing the client once the
 /// server has some of it; returns how much the server kept.
 fn interrupted_upload(server: &Server, file: &Path) -> u64 {
-    let state = tempfile::tempdir().expect("state dir");
-    let mut child = partly_sent(server, file, state.path());
-    child.kill().expect("SIGKILL the client");
-    let _ = child.wait();
-    server.expect_log("client left after");
+    let kept = interrupted_upload_of(server, file, "big.bin");
     assert!(
         server.files().is_empty(),
         "nothing visible: {:?}",
         server.files()
     );
+    kept
+}
+
+/// [`interrupted_upload`] of `path` (a file or a folder), killed once the
+/// server has some of the big file it stores as `remote`.
+fn interrupted_upload_of(server: &Server, path: &Path, remote: &str) -> u64 {
+    let state = tempfile::tempdir().expect("state dir");
+    let mut child = partly_sent_as(server, path, state.path(), remote);
+    child.kill().expect("SIGKILL the client");
+    let _ = child.wait();
+    server.expect_log("client left after");
     let kept = partials(server.dir());
     assert_eq!(kept.len(), 1, "one partial kept: {kept:?}");
     assert!(kept[0].1 > 0, "the partial holds what arrived");
@@ -95,10 +102,16 @@ fn resend_resumes_at(server: &Server, file: &Path, offset: u64, want: &[u8]) -> 
 /// Sends `file` (big.bin) again and checks that it went well and resumed
 /// at `offset`.
 fn resend_expecting_resume(server: &Server, file: &Path, offset: u64) -> Output {
-    let out = ferry_send(&server.addr(), &[file.to_str().expect("utf8")]);
+    resend_expecting_resume_of(server, file, "big.bin", offset)
+}
+
+/// [`resend_expecting_resume`] of `path` (a file or a folder), for the big
+/// file the server stores as `remote`.
+fn resend_expecting_resume_of(server: &Server, path: &Path, remote: &str, offset: u64) -> Output {
+    let out = ferry_send(&server.addr(), &[path.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("big.bin: resumed at"),
+        text(&out.stderr).contains(&format!("{remote}: resumed at")),
         "{}",
         text(&out.stderr)
     );
@@ -164,22 +177,8 @@ fn a_big_file_after_small_ones_in_a_tree_still_resumes() {
         write_file(&tree.join(format!("a-{i:03}.txt")), &data(3000, i));
     }
     write_file(&tree.join("big.bin"), &data(24 << 20, 9));
-    let state = tempfile::tempdir().expect("state dir");
-    let mut child = partly_sent_as(&server, &tree, state.path(), "tree/big.bin");
-    child.kill().expect("SIGKILL the client");
-    let _ = child.wait();
-    server.expect_log("client left after");
-    let kept = partials(server.dir());
-    assert_eq!(kept.len(), 1, "one partial kept: {kept:?}");
-
-    let out = ferry_send(&server.addr(), &[tree.to_str().expect("utf8")]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("tree/big.bin: resumed at"),
-        "{}",
-        text(&out.stderr)
-    );
-    server.expect_log(&format!("offset={}", kept[0].1));
+    let kept = interrupted_upload_of(&server, &tree, "tree/big.bin");
+    resend_expecting_resume_of(&server, &tree, "tree/big.bin", kept);
     assert_eq!(server.read("tree/big.bin"), data(24 << 20, 9));
     assert!(partials(server.dir()).is_empty());
     // The small files were stored by both sends, the second time under

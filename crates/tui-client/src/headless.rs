@@ -20,7 +20,13 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::flag;
 
+use crate::transfer::plan::{self, Planned};
 use crate::transfer::preflight::preflight;
+use crate::transfer::progress::format_duration;
+use crate::transfer::{
+    Dispatch, Event, Feed, ItemKind, ItemResult, Options, Plan, Report, Reporter, Skipped, retry,
+    send, send_feed,
+};
 
 /// Prints a line on stdout. Output into a closed pipe (`| head -1`) is
 /// not an error worth a panic: what is left is simply not shown.
@@ -42,12 +48,6 @@ macro_rules! err {
 /// Kept parts from this size on take long enough to read that the wait is
 /// announced.
 const CHECKING_NOTE_FROM: u64 = 1 << 30;
-use crate::transfer::plan::{self, Planned};
-use crate::transfer::progress::format_duration;
-use crate::transfer::{
-    Dispatch, Event, Feed, ItemKind, ItemResult, Options, Plan, Report, Reporter, Skipped, retry,
-    send, send_feed,
-};
 
 /// What `ferry send` was asked to do.
 #[derive(Debug, Clone, Default)]

@@ -28,7 +28,6 @@ pub fn is_refusal(error: &str) -> bool {
     error.starts_with(REFUSED)
 }
 
-/// Says hello and returns the server's name and file size limit.
 /// Why a handshake failed when the server let the connection in and then
 /// closed it unanswered: what a server at one of its connection limits does.
 pub(crate) const BUSY: &str =
@@ -67,6 +66,7 @@ pub(crate) fn connect(options: &Options) -> Result<(Link, String, Option<u64>), 
     }
 }
 
+/// Says hello and returns the server's name and file size limit.
 pub(crate) fn handshake(
     link: &mut Link,
     token: Option<&str>,
@@ -85,10 +85,9 @@ pub(crate) fn handshake(
         token: token.map(str::to_string),
     };
     // A server at its connection limit closes a newcomer without reading
-    // it, which reaches us as a reset, at the send or at the read.
-    let closed = BUSY;
-    // Over TLS, a close before any answer reads as an unexpected end: the
-    // server sent no close_notify, since it never took the connection.
+    // it, which reaches us as a reset, at the send or at the read; over
+    // TLS, as an unexpected end (no close_notify: it never took the
+    // connection).
     let dropped = |e: &io::Error| {
         if matches!(
             e.kind(),
@@ -97,7 +96,7 @@ pub(crate) fn handshake(
                 | io::ErrorKind::BrokenPipe
                 | io::ErrorKind::UnexpectedEof
         ) {
-            closed.to_string()
+            BUSY.to_string()
         } else {
             describe_io(e)
         }
@@ -133,7 +132,7 @@ pub(crate) fn handshake(
         Some(ServerMsg::Ack(_) | ServerMsg::Plan { .. }) => {
             Err("the server answered out of turn".into())
         }
-        None => Err(closed.into()),
+        None => Err(BUSY.into()),
     }
 }
 
