@@ -575,6 +575,62 @@ fn a_retry_from_another_folder_finds_the_files() {
     assert!(!said.contains("No such file"), "{said}");
 }
 
+/// A send stopped while still walking its paths left files it had never
+/// found out of the retry list. --retry-failed sends what the list names,
+/// then names those paths and fails, rather than saying all went; and it
+/// keeps saying so until a send walks them whole.
+#[test]
+fn a_retry_after_a_walk_cut_short_names_what_it_cannot_cover() {
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let failed = src.path().join("t/a.txt");
+    write_file(&failed, b"a");
+    let state = tempfile::tempdir().expect("state dir");
+    // What `ferry send t` leaves when stopped mid-walk with a.txt unsent.
+    let record = serde_json::json!({
+        "servers": { server.addr(): [{ "local": failed, "remote": "t/a.txt" }] },
+        "unwalked": { server.addr(): [src.path().join("t")] },
+    });
+    write_file(
+        &state.path().join("ferry/failed.json"),
+        record.to_string().as_bytes(),
+    );
+    let retry = || {
+        ferry_command(state.path())
+            .args(["send", "--to", &server.addr(), "--retry-failed"])
+            .output()
+            .expect("run ferry")
+    };
+    for attempt in ["with a file to retry", "with none left"] {
+        let out = retry();
+        let said = all_output(&out);
+        assert_eq!(out.status.code(), Some(1), "{attempt}: {said}");
+        assert!(
+            said.contains("was stopped before it found every file in")
+                && said.contains(&src.path().join("t").display().to_string()),
+            "{attempt}: {said}"
+        );
+        assert!(!said.contains("sent everything"), "{attempt}: {said}");
+        assert_eq!(server.files(), ["t/", "t/a.txt"], "{attempt}");
+    }
+    // Sending the paths again, whole, ends the story.
+    let whole = ferry_command(state.path())
+        .args([
+            "send",
+            "--to",
+            &server.addr(),
+            "--on-clash",
+            "skip-identical",
+        ])
+        .arg(src.path().join("t"))
+        .output()
+        .expect("run ferry");
+    assert!(whole.status.success(), "{}", all_output(&whole));
+    let after = retry();
+    assert!(after.status.success(), "{}", all_output(&after));
+    assert!(text(&after.stdout).contains("sent everything"));
+}
+
 /// Under a rate cap, small files leave as they are paced out, not in one
 /// burst at the end: the server holds some while the sender still runs.
 #[test]

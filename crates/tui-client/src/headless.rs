@@ -86,9 +86,19 @@ pub fn run(request: &Request, options: &Options) -> Finish {
     if !request.retry_failed && !request.dry_run && options.on_clash != OnClash::SkipIdentical {
         return stream_send(request, options);
     }
+    // The paths a stopped send had not walked through: a retry cannot
+    // send what was never found, and says so.
+    let mut unwalked = Vec::new();
     let mut plan = if request.retry_failed {
         match retry::load(&options.addr) {
-            Ok(Some(record)) => retry::plan(&record),
+            Ok(Some(record)) => {
+                unwalked = record.unwalked.clone();
+                if record.files.is_empty() {
+                    note_unwalked(&options.addr, &unwalked);
+                    return Finish::from_ok(unwalked.is_empty());
+                }
+                retry::plan(&record)
+            }
             Ok(None) => {
                 out!(
                     "nothing to retry: the last transfer to {} sent everything",
@@ -110,9 +120,37 @@ pub fn run(request: &Request, options: &Options) -> Finish {
     if request.dry_run {
         report_skipped(&plan);
         let ok = dry_run(&plan, options) && plan.skipped.iter().all(|s| s.by_choice);
-        return Finish::from_ok(ok);
+        note_unwalked(&options.addr, &unwalked);
+        return Finish::from_ok(ok && unwalked.is_empty());
     }
-    send_plan(&plan, options)
+    match send_plan(&plan, options, &unwalked) {
+        Finish::Done if !unwalked.is_empty() => {
+            note_unwalked(&options.addr, &unwalked);
+            Finish::Failed
+        }
+        Finish::Failed => {
+            note_unwalked(&options.addr, &unwalked);
+            Finish::Failed
+        }
+        finish => finish,
+    }
+}
+
+/// Names the paths an earlier send stopped walking, if any, and how to
+/// send the files in them it never found.
+fn note_unwalked(addr: &str, unwalked: &[PathBuf]) {
+    if unwalked.is_empty() {
+        return;
+    }
+    let paths: Vec<String> = unwalked
+        .iter()
+        .map(|p| escape_for_display(&p.to_string_lossy()))
+        .collect();
+    err!(
+        "ferry: the last transfer to {addr} was stopped before it found every file in {}; \
+         sending those paths again with --on-clash skip-identical sends only what is missing",
+        paths.join(", ")
+    );
 }
 
 /// Prints what cannot be sent; returns whether all of it was left out by
@@ -223,11 +261,17 @@ fn stream_send(request: &Request, options: &Options) -> Finish {
         err!("ferry: the walk stopped before every file was found; {rest}");
     }
     let ok = walked_all && plan.skipped.iter().all(|s| s.by_choice);
-    conclude(&plan, options, &report, ok, rest)
+    let unwalked = if walked_all {
+        Vec::new()
+    } else {
+        request.paths.clone()
+    };
+    conclude(&plan, options, &report, ok, rest, &unwalked)
 }
 
-/// Sends a plan with a progress bar, then prints the outcome.
-fn send_plan(plan: &Plan, options: &Options) -> Finish {
+/// Sends a plan with a progress bar, then prints the outcome. `unwalked`
+/// is kept in the retry record (see [`conclude`]).
+fn send_plan(plan: &Plan, options: &Options, unwalked: &[PathBuf]) -> Finish {
     let ok = report_skipped(plan);
     if plan.items.is_empty() {
         // Everything picked was left out (a symlink not followed, say): a
@@ -252,16 +296,24 @@ fn send_plan(plan: &Plan, options: &Options) -> Finish {
     let sent = send(&outgoing, options, &cancel, renumbered);
     let report = dispatch.report(sent);
     bar.finish_and_clear();
-    conclude(plan, options, &report, ok, RETRY_SENDS_THE_REST)
+    conclude(plan, options, &report, ok, RETRY_SENDS_THE_REST, unwalked)
 }
 
 const RETRY_SENDS_THE_REST: &str = "ferry send --retry-failed sends the rest";
 
 /// After a send: remembers what to retry, prints the outcome, and says how
 /// `ferry send` ends. `ok`: nothing was left out by a problem.
-/// `rest` says how to send what an interruption left.
-fn conclude(plan: &Plan, options: &Options, report: &Report, ok: bool, rest: &str) -> Finish {
-    if let Err(e) = retry::remember(&options.addr, &plan.items, report) {
+/// `rest` says how to send what an interruption left. `unwalked`: paths
+/// whose walk was cut short, for the record to name.
+fn conclude(
+    plan: &Plan,
+    options: &Options,
+    report: &Report,
+    ok: bool,
+    rest: &str,
+    unwalked: &[PathBuf],
+) -> Finish {
+    if let Err(e) = retry::remember(&options.addr, &plan.items, report, unwalked) {
         err!("ferry: cannot keep the list of failed files for --retry-failed: {e}");
     }
 

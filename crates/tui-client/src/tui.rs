@@ -321,7 +321,7 @@ impl Session {
             let outgoing = dispatch.outgoing();
             let events = reporter(tx.clone(), job, Arc::clone(&dispatch));
             let report = dispatch.report(send(&outgoing, &options, &stop, events));
-            if let Err(why) = retry::remember(&options.addr, &dispatch.items, &report) {
+            if let Err(why) = retry::remember(&options.addr, &dispatch.items, &report, &[]) {
                 let msg = TransferMsg::NotRemembered(why);
                 let _ = tx.send(Message::Transfer { job, msg });
             }

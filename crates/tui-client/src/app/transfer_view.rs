@@ -477,6 +477,8 @@ impl TransferView {
                     remote: item.remote.clone(),
                 })
                 .collect(),
+            // The picker plans everything before it sends.
+            unwalked: Vec::new(),
         }
     }
 

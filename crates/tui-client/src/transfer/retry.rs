@@ -27,6 +27,10 @@ pub struct Failed {
 pub struct Record {
     pub server: String,
     pub files: Vec<Failed>,
+    /// The paths of a send stopped while it was still walking them: files
+    /// under them that were not found by then are in no list, so a retry
+    /// cannot send them and must not say that everything went.
+    pub unwalked: Vec<PathBuf>,
 }
 
 /// Where the record lives, if a home for it can be found.
@@ -42,6 +46,10 @@ pub fn record_path() -> Option<PathBuf> {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Book {
     servers: BTreeMap<String, Vec<Failed>>,
+    /// [`Record::unwalked`], by server. Kept beside `servers` rather than
+    /// in it, so that records written before it existed still read.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    unwalked: BTreeMap<String, Vec<PathBuf>>,
 }
 
 fn read_book(path: &std::path::Path) -> Result<Book, String> {
@@ -53,10 +61,16 @@ fn read_book(path: &std::path::Path) -> Result<Book, String> {
     }
 }
 
-/// Remembers the files of `items` that did not end stored at `server`, or
-/// forgets that server's record when all did. Other servers' records are
-/// left alone. Failing to write it only costs the retry.
-pub fn remember(server: &str, items: &[Item], report: &Report) -> Result<(), String> {
+/// Remembers the files of `items` that did not end stored at `server`, and
+/// the `unwalked` paths whose walk was cut short, or forgets that server's
+/// record when there are neither. Other servers' records are left alone.
+/// Failing to write it only costs the retry.
+pub fn remember(
+    server: &str,
+    items: &[Item],
+    report: &Report,
+    unwalked: &[PathBuf],
+) -> Result<(), String> {
     let path = record_path().ok_or("no HOME or XDG_STATE_HOME to keep the retry list in")?;
     let files: Vec<Failed> = items
         .iter()
@@ -74,11 +88,20 @@ pub fn remember(server: &str, items: &[Item], report: &Report) -> Result<(), Str
             remote: item.remote.clone(),
         })
         .collect();
-    remember_at(&path, server, files)
+    let unwalked = unwalked
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    remember_at(&path, server, files, unwalked)
 }
 
 /// [`remember`], with the record at `path`.
-fn remember_at(path: &Path, server: &str, files: Vec<Failed>) -> Result<(), String> {
+fn remember_at(
+    path: &Path,
+    server: &str,
+    files: Vec<Failed>,
+    unwalked: Vec<PathBuf>,
+) -> Result<(), String> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     }
@@ -87,14 +110,21 @@ fn remember_at(path: &Path, server: &str, files: Vec<Failed>) -> Result<(), Stri
     let _lock = lock_beside(path)?;
     // A damaged book is started afresh rather than blocking every send.
     let mut book = read_book(path).unwrap_or_default();
-    if files.is_empty() {
-        if book.servers.remove(server).is_none() {
+    if files.is_empty() && unwalked.is_empty() {
+        let forgot_files = book.servers.remove(server).is_some();
+        let forgot_walk = book.unwalked.remove(server).is_some();
+        if !forgot_files && !forgot_walk {
             // Nothing to remember and nothing to forget: other servers'
             // records stay as they are, unwritten.
             return Ok(());
         }
     } else {
         book.servers.insert(server.to_string(), files);
+        if unwalked.is_empty() {
+            book.unwalked.remove(server);
+        } else {
+            book.unwalked.insert(server.to_string(), unwalked);
+        }
     }
     if book.servers.is_empty() {
         return match fs::remove_file(path) {
@@ -133,6 +163,7 @@ pub fn load(server: &str) -> Result<Option<Record>, String> {
     Ok(book.servers.remove(server).map(|files| Record {
         server: server.to_string(),
         files,
+        unwalked: book.unwalked.remove(server).unwrap_or_default(),
     }))
 }
 
@@ -181,7 +212,7 @@ mod tests {
                         local: PathBuf::from(format!("/here/{server}")),
                         remote: "there.bin".into(),
                     }];
-                    remember_at(path, server, files).expect("remembered");
+                    remember_at(path, server, files, Vec::new()).expect("remembered");
                 });
             }
         });
@@ -193,8 +224,34 @@ mod tests {
         // Forgetting goes through the same lock, and the last one removes
         // the record.
         for server in &servers {
-            remember_at(&path, server, Vec::new()).expect("forgotten");
+            remember_at(&path, server, Vec::new(), Vec::new()).expect("forgotten");
         }
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_walk_cut_short_is_remembered_until_a_send_ends_whole() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let path = state.path().join("failed.json");
+        let roots = vec![PathBuf::from("/here/photos")];
+        // Everything found was sent, but not everything was found.
+        remember_at(&path, "s:1", Vec::new(), roots.clone()).expect("remembered");
+        let book = read_book(&path).expect("readable");
+        assert_eq!(book.servers.get("s:1"), Some(&Vec::new()));
+        assert_eq!(book.unwalked.get("s:1"), Some(&roots));
+        // The next send that walks all it was given forgets it.
+        remember_at(&path, "s:1", Vec::new(), Vec::new()).expect("forgotten");
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_record_from_before_walks_were_remembered_still_reads() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let path = state.path().join("failed.json");
+        let old = r#"{"servers":{"s:1":[{"local":"/here/a","remote":"a"}]}}"#;
+        fs::write(&path, old).expect("written");
+        let book = read_book(&path).expect("readable");
+        assert_eq!(book.servers["s:1"].len(), 1);
+        assert!(book.unwalked.is_empty());
     }
 }
