@@ -143,7 +143,11 @@ fn main() -> ExitCode {
         (None, Some(path)) => match std::fs::read_to_string(&path) {
             Ok(text) => Some(text.lines().next().unwrap_or("").trim().to_string()),
             Err(e) => {
-                eprintln!("ferry: cannot read the token file {}: {e}", path.display());
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "ferry: cannot read the token file {}: {e}",
+                    path.display()
+                );
                 return ExitCode::FAILURE;
             }
         },

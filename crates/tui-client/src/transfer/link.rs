@@ -154,7 +154,12 @@ impl Link {
         if let Some((addr, pin)) = self.first_use.take() {
             if let Some(fp) = pin.seen() {
                 if let Err(e) = remember_fingerprint(&addr, &fp) {
-                    eprintln!("ferry: cannot remember {addr}'s certificate: {e}");
+                    // Not `eprintln!`, which panics when stderr is gone: a
+                    // warning that cannot be shown must not stop a send.
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "ferry: cannot remember {addr}'s certificate: {e}"
+                    );
                 }
             }
         }
