@@ -171,6 +171,79 @@ fn ctrl_c_stops_cleanly_and_remembers_what_was_not_sent() {
     }
 }
 
+/// Ctrl-C while the last acks are awaited: a server that takes the bytes
+/// but is slow to answer (a long sync) does not hold the send for minutes.
+/// The stand-in server here welcomes, reads everything and never acks.
+#[test]
+fn ctrl_c_does_not_wait_for_a_server_slow_to_answer() {
+    use ferry_proto::{PROTOCOL_VERSION, ServerMsg, read_frame, to_body, write_frame};
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let received = Arc::new(AtomicU64::new(0));
+    {
+        let received = Arc::clone(&received);
+        thread::spawn(move || {
+            let Ok((mut peer, _)) = listener.accept() else {
+                return;
+            };
+            if read_frame(&mut peer).ok().flatten().is_none() {
+                return;
+            }
+            let welcome = ServerMsg::Welcome {
+                version: PROTOCOL_VERSION,
+                server: "silent".into(),
+                max_file_size: None,
+            };
+            if write_frame(&mut peer, &to_body(&welcome)).is_err() {
+                return;
+            }
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = peer.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                received.fetch_add(n as u64, Ordering::SeqCst);
+            }
+            // Kept open, unanswered, until the test ends.
+            thread::sleep(Duration::from_secs(60));
+        });
+    }
+    let (_src, file) = source_file("one.txt", &data(1024, 1));
+    let state = tempfile::tempdir().expect("state dir");
+    let child = ferry_command(state.path())
+        .args(["send", "--to", &addr])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ferry");
+    let until = Instant::now() + Duration::from_secs(10);
+    while received.load(Ordering::SeqCst) < 1024 && Instant::now() < until {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(received.load(Ordering::SeqCst) >= 1024, "the file went out");
+    let mut child = child;
+    send_signal(child.id(), "INT");
+    let until = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("ferry still waits for the acks 10 s after Ctrl-C");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("ferry ends");
+    assert_eq!(out.status.code(), Some(130), "{}", all_output(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(err.contains("not sent: cancelled"), "{err}");
+}
+
 #[test]
 fn symlinks_are_skipped_by_default_and_followed_on_request() {
     let server = Server::start();

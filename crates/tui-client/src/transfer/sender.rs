@@ -14,6 +14,7 @@
 //! [`send_feed`]), or the walk feeding the plan falls behind for long.
 //! Every item ends with exactly one [`ItemResult`].
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -343,6 +344,11 @@ enum End {
 /// place (2 s).
 const FEED_PATIENCE: Duration = Duration::from_secs(1);
 
+/// How long the acks of what went out are waited for after a cancel.
+/// Less than the picker gives a transfer to end when quitting (3 s), so
+/// that the retry record is written.
+const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
 struct Connection<'a> {
     feed: &'a Feed,
     options: &'a Options,
@@ -411,6 +417,22 @@ impl Connection<'_> {
             results,
         );
         sending.store(false, Ordering::SeqCst);
+        // After a cancel the acks of what went out are still worth reading
+        // (they say what was stored), but not for long: a server syncing a
+        // big file to a slow disk may take minutes to answer, and Ctrl-C
+        // must not wait for it.
+        let cancelled_at = Cell::new(None);
+        let gave_up = acks_seen.wait_for(usize::MAX, || {
+            if !self.cancel.load(Ordering::Relaxed) {
+                return false;
+            }
+            let since = cancelled_at.get().unwrap_or_else(Instant::now);
+            cancelled_at.set(Some(since));
+            since.elapsed() >= CANCEL_GRACE
+        });
+        if gave_up {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
         let acks = reader.join().unwrap_or_else(|_| AckStream {
             results: Vec::new(),
             closing: Some("the answer reader crashed".into()),
