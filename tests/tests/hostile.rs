@@ -357,6 +357,41 @@ fn a_wrong_digest_is_refused_and_the_connection_goes_on() {
     }
 }
 
+/// Folders made for files that never commit (aborted here) are not held
+/// open until some later commit: a client naming ever new deep folders
+/// cannot run the server out of file descriptors.
+#[test]
+fn aborted_files_in_new_folders_do_not_pile_up_open_files() {
+    let server = Server::start();
+    let open_files = || {
+        std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+            .expect("the server's fds")
+            .count()
+    };
+    let mut c = V1::connect(&server.addr());
+    let before = open_files();
+    let deep: Vec<String> = (0..10).map(|i| format!("d{i}")).collect();
+    // Sent without waiting for the acks, as a client streaming files does.
+    for n in 0..100u64 {
+        let path = format!("n{n}/{}/f.bin", deep.join("/"));
+        c.start_file(10 + n, &path, 1);
+        c.stream.write_all(b"x").expect("body");
+        c.send(&ClientMsg::Abort {
+            id: 10 + n,
+            reason: "changed".into(),
+        });
+    }
+    for _ in 0..100 {
+        c.expect_failed(ErrorCode::Aborted);
+    }
+    let after = open_files();
+    // 1,100 folders made; without a bound each held its parent open.
+    assert!(after < before + 64, "{before} open before, {after} after");
+    // And the connection still stores.
+    c.upload(200, "last.bin", b"y", OnClash::Rename);
+    c.expect_stored();
+}
+
 #[test]
 fn a_file_its_sender_aborts_is_not_stored_and_the_connection_goes_on() {
     for size in BODY_SIZES {

@@ -13,6 +13,12 @@
 //! The ledger is shared by all sessions: a file may land in a folder another
 //! connection made a moment ago, so a parent is recorded before its new
 //! folder exists: a commit that finds the folder finds the record too.
+//!
+//! Each record holds its parent open, and only a commit clears records. A
+//! client whose files never commit (aborted, cut short, refused) could
+//! otherwise fill the ledger with every folder it names, until the server
+//! runs out of file descriptors for good: past [`NewFolders::MAX_WAITING`]
+//! parents, the folder's maker syncs them all itself.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -52,6 +58,11 @@ struct Waiting {
 pub(crate) struct Mark(u64);
 
 impl NewFolders {
+    /// Parents held open at most (give or take the few that sessions
+    /// record at the same moment); the server keeps room for them among
+    /// its own files.
+    pub(crate) const MAX_WAITING: usize = 32;
+
     pub(crate) fn new(root_dev: u64) -> Self {
         NewFolders {
             ledger: Mutex::default(),
@@ -74,7 +85,15 @@ impl NewFolders {
             Err(Errno::EXIST) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
-        self.lock().record(parent)?;
+        let waiting = {
+            let mut ledger = self.lock();
+            ledger.record(parent)?;
+            ledger.waiting.len()
+        };
+        if waiting > Self::MAX_WAITING {
+            // Rare in honest use: commits clear the ledger far sooner.
+            self.sync_all()?;
+        }
         Ok(true)
     }
 
@@ -207,6 +226,25 @@ mod tests {
         assert_eq!(folders.waiting(), 1);
         folders.sync_all().expect("fsync");
         assert_eq!(folders.waiting(), 0);
+    }
+
+    #[test]
+    fn the_ledger_holds_a_bounded_number_of_parents_open() {
+        let (_tmp, root) = dir();
+        let folders = NewFolders::new(rustix::fs::fstat(&root).expect("stat").st_dev);
+        for i in 0..(NewFolders::MAX_WAITING * 3) {
+            let name = format!("p{i}");
+            folders.make(&root, &name).expect("parent made");
+            let parent = rustix::fs::openat(
+                &root,
+                name.as_str(),
+                rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::RDONLY,
+                Mode::empty(),
+            )
+            .expect("open parent");
+            folders.make(&parent, "child").expect("child made");
+            assert!(folders.waiting() <= NewFolders::MAX_WAITING, "at {i}");
+        }
     }
 
     #[test]
