@@ -392,6 +392,28 @@ fn aborted_files_in_new_folders_do_not_pile_up_open_files() {
     c.expect_stored();
 }
 
+/// An abort reason as long as a frame allows is echoed back cut short: in
+/// full, the ack would be too big to send and the connection would die.
+#[test]
+fn a_huge_abort_reason_is_echoed_cut_short() {
+    let server = Server::start();
+    let mut c = V1::connect(&server.addr());
+    c.start_file(1, "changed.bin", 1);
+    c.stream.write_all(b"x").expect("body");
+    c.send(&ClientMsg::Abort {
+        id: 1,
+        reason: "why ".repeat(16_000),
+    });
+    let ack = c.expect_failed(ErrorCode::Aborted);
+    let Outcome::Failed { message, .. } = ack.outcome else {
+        unreachable!("expect_failed checked it")
+    };
+    assert!(message.len() < 1024, "{} bytes", message.len());
+    assert!(message.ends_with("..."), "{message}");
+    c.upload(2, "next.bin", b"next", OnClash::Rename);
+    c.expect_stored();
+}
+
 #[test]
 fn a_file_its_sender_aborts_is_not_stored_and_the_connection_goes_on() {
     for size in BODY_SIZES {

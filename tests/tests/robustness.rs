@@ -185,6 +185,91 @@ fn slow_and_silent_peers_time_out() {
     assert!(server.staging_is_empty());
 }
 
+/// A client that reads its acks a little at a time, just inside the write
+/// timeout, is dropped once it falls below the minimum rate: it cannot keep
+/// its slot busy (and so never evicted) for ever.
+#[test]
+fn a_client_taking_its_acks_below_the_minimum_rate_is_dropped() {
+    use rustix::net::{AddressFamily, SocketType, sockopt};
+    use std::io::Read;
+
+    let server = Server::start_with(&[
+        "--body-timeout",
+        "2",
+        "--min-rate",
+        "10000",
+        "--max-connections",
+        "1",
+    ]);
+    // A small receive buffer, set before connecting so the window stays
+    // small: the server's acks back up after a few.
+    let socket =
+        rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
+    sockopt::set_socket_recv_buffer_size(&socket, 4096).expect("SO_RCVBUF");
+    let addr: std::net::SocketAddr = server.addr().parse().expect("address");
+    rustix::net::connect(&socket, &addr).expect("connect");
+    let mut slow = V1 {
+        stream: TcpStream::from(socket),
+    };
+    slow.send(&ClientMsg::Hello {
+        version: 1,
+        client: "slow reader".into(),
+        token: None,
+    });
+    assert!(matches!(slow.recv(), Some(ServerMsg::Welcome { .. })));
+    let mut writer = slow.stream.try_clone().expect("clone");
+    // Aborted files, each answered with an ack of a few hundred bytes.
+    thread::spawn(move || {
+        for id in 0..20_000u64 {
+            let mut bytes = to_framed(&ClientMsg::File(ferry_proto::FileHeader {
+                id,
+                path: "a.bin".into(),
+                size: 1,
+                on_clash: OnClash::Rename,
+                ..Default::default()
+            }));
+            bytes.push(b'x');
+            bytes.extend(to_framed(&ClientMsg::Abort {
+                id,
+                reason: "r".repeat(400),
+            }));
+            if writer.write_all(&bytes).is_err() {
+                return;
+            }
+        }
+    });
+    // About 8 KB/s, below the 10,000 B/s minimum, yet often enough that no
+    // single write waits out the 2 s write timeout. Once the acks fill the
+    // socket buffers, the server waits on this client to make room.
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    while !server
+        .log()
+        .contains("takes its answers slower than the minimum rate")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still served after 60 s:\n{}",
+            server
+                .log()
+                .lines()
+                .filter(|l| !l.contains("aborted"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        thread::sleep(Duration::from_millis(500));
+        let _ = slow.stream.read(&mut buf);
+    }
+    // The one slot is free again.
+    let mut next = V1::connect(&server.addr());
+    next.upload(1, "next.bin", b"next", OnClash::Rename);
+    next.expect_stored();
+}
+
+fn to_framed(msg: &ClientMsg) -> Vec<u8> {
+    raw_frame(&to_body(msg))
+}
+
 #[test]
 fn sigterm_lets_a_running_upload_finish_then_exits_and_the_port_is_reusable() {
     let mut server = Server::start_with(&["--grace", "10"]);

@@ -23,6 +23,7 @@ use ferry_proto::{Ack, ErrorCode, Mtime, OnClash, Outcome, ServerMsg, to_body, w
 use tracing::{info, warn};
 
 use crate::Shared;
+use crate::answer_pace::Paced;
 use crate::session::SessionError;
 use crate::storage::{
     Destination, Finished, Reservation, Store, StoreError, Stored, SyncHandle, Upload,
@@ -201,7 +202,7 @@ pub(crate) enum Job<'s> {
 /// thread ends the connection (the protocol closes after a refusal).
 pub(crate) fn run(
     jobs: Receiver<Vec<Job<'_>>>,
-    writer: BufWriter<Outgoing>,
+    writer: BufWriter<Paced<Outgoing>>,
     shared: &Shared,
     peer: SocketAddr,
     failed: &AtomicBool,
@@ -259,14 +260,14 @@ pub(crate) fn run(
     }
     committer.settle();
     committer.flush();
-    committer.writer.get_mut().finish();
+    committer.writer.get_mut().get_mut().finish();
     committer.failure.map_or(Ok(()), Err)
 }
 
 struct Committer<'s, 'f> {
     /// This session's own handle to sync through.
     sync_via: SyncHandle,
-    writer: BufWriter<Outgoing>,
+    writer: BufWriter<Paced<Outgoing>>,
     /// Cleared once a write fails: the client is gone, but files already
     /// received are still committed.
     writable: bool,
@@ -590,6 +591,7 @@ impl<'s> Committer<'s, '_> {
         self.failed.store(true, Ordering::SeqCst);
         let _ = self
             .writer
+            .get_ref()
             .get_ref()
             .socket()
             .shutdown(std::net::Shutdown::Both);

@@ -11,6 +11,7 @@
 //! logging and signals.
 
 pub mod accept;
+mod answer_pace;
 pub mod auth;
 mod body;
 mod commit;

@@ -37,7 +37,8 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     max_per_address: usize,
     /// Slowest a file may arrive, on average over each --body-timeout
-    /// stretch (e.g. 512, 10K; 0 for no limit): trickling peers are dropped.
+    /// stretch (e.g. 512, 10K; 0 for no limit): trickling peers are dropped,
+    /// and so are those taking the server's answers slower than this.
     #[arg(long, value_parser = parse_size, default_value = "512")]
     min_rate: u64,
     /// Most files one connection may send (0: no limit).

@@ -28,6 +28,7 @@ use tracing::{debug, warn};
 
 use crate::Shared;
 use crate::accept::Slot;
+use crate::answer_pace::Paced;
 use crate::body::{self, BodyError, Digest, Received};
 use crate::commit::{self, Checks, InMemory, Job};
 use crate::storage::{Destination, FolderCache, Reservation, StoreError, Upload};
@@ -168,7 +169,11 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
         // session's share, the committer's group another (see `make_room`).
         let depth = (shared.open_files_per_session() / 4 / BATCH).clamp(1, QUEUE_DEPTH);
         let (jobs, queue) = sync_channel(depth);
-        let writer = BufWriter::with_capacity(WRITE_BUFFER, write_half);
+        let pace = body::MinRate {
+            bytes_per_sec: shared.limits.min_rate,
+            window: shared.limits.body_timeout,
+        };
+        let writer = BufWriter::with_capacity(WRITE_BUFFER, Paced::new(write_half, pace));
         let name = format!(
             "{}-commit",
             thread::current().name().unwrap_or("ferry-conn")

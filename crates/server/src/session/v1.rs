@@ -275,9 +275,13 @@ impl<'a> Session<'a> {
     }
 
     /// The sender gave up on a file after its body: nothing of it is kept.
+    /// Its reason is echoed in the ack and the log, cut to a few lines: a
+    /// frame's worth of reason would make an ack too big to send, and let
+    /// a client make the server write as much as it sent.
     fn aborted(&mut self, header: &FileHeader, reason: &str) -> Result<(), SessionError> {
+        let reason = clipped(reason, ABORT_REASON_MAX);
         info!(peer = %self.peer, name = ?&header.path,
-            "sender aborted the file: {}", escape_for_display(reason));
+            "sender aborted the file: {}", escape_for_display(&reason));
         self.ack_failed(
             header.id,
             ErrorCode::Aborted,
@@ -379,7 +383,7 @@ impl<'a> Session<'a> {
         let received = received.map_or_else(|| "(not checked)".to_string(), |d| d.to_string());
         warn!(peer = %self.peer, name = ?&header.path,
             "digest mismatch: received bytes hash to {received}, sender announced {}",
-            escape_for_display(announced));
+            escape_for_display(&clipped(announced, 128)));
         let (code, message) = commit::mismatch_outcome(header.offset > 0);
         self.ack_failed(header.id, code, message.into())
     }
@@ -391,5 +395,34 @@ impl<'a> Session<'a> {
         message: String,
     ) -> Result<(), SessionError> {
         self.ack(id, Outcome::Failed { code, message })
+    }
+}
+
+/// The longest abort reason echoed back, in bytes.
+const ABORT_REASON_MAX: usize = 512;
+
+/// `text` cut to at most `max` bytes, at a character boundary, with an
+/// ellipsis when cut.
+fn clipped(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end]).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clipped;
+
+    #[test]
+    fn reasons_are_clipped_at_a_character_boundary() {
+        assert_eq!(clipped("short", 10), "short");
+        assert_eq!(clipped("abcdef", 4), "abcd...");
+        // 'é' is two bytes: a cut through it backs up before it.
+        assert_eq!(clipped("abcé", 4), "abc...");
     }
 }
