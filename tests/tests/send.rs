@@ -400,6 +400,52 @@ fn the_server_address_can_come_from_the_environment() {
     assert_eq!(server.read("env.txt"), b"from env");
 }
 
+/// A file rewritten in place while it goes out, at the same size, is
+/// aborted rather than stored half old and half new: its digest covers
+/// what was read, so only its changed status tells.
+#[test]
+fn a_file_rewritten_while_it_is_sent_is_never_stored() {
+    use ferry_client::transfer::{Event, Item, ItemKind, ItemResult, Options, send};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let server = Server::start();
+    let (_src, file) = source_file("log.bin", &vec![0u8; 3 << 20]);
+    let items = vec![Item {
+        local: file.clone(),
+        remote: "log.bin".into(),
+        kind: ItemKind::File { size: 3 << 20 },
+    }];
+    let mut options = Options::new(server.addr());
+    // About three seconds: time to rewrite it under the sender.
+    options.limit_rate = Some(1 << 20);
+    let rewritten = Arc::new(AtomicBool::new(false));
+    let reporter = {
+        let rewritten = Arc::clone(&rewritten);
+        Arc::new(move |event: Event| {
+            if matches!(event, Event::Progress { .. }) && !rewritten.swap(true, Ordering::SeqCst) {
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .open(&file)
+                    .expect("open to rewrite");
+                std::io::Write::write_all(&mut f, &data(3 << 20, 4)).expect("rewrite");
+            }
+        })
+    };
+    let report = send(&items, &options, &AtomicBool::new(false), reporter);
+    assert!(rewritten.load(Ordering::SeqCst), "rewritten mid-send");
+    match &report.results[0] {
+        ItemResult::Failed { reason } => {
+            assert!(
+                reason.contains("changed while it was being sent"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(server.files().is_empty(), "{:?}", server.files());
+}
+
 /// A file whose size changed between planning and sending is aborted: the
 /// server keeps nothing, neither a cut copy nor a longer one, whatever the
 /// size of the read that notices (the last read of a small file also looks

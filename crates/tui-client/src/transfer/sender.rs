@@ -642,11 +642,14 @@ impl Connection<'_> {
             Some(_) => self.resume.offset(index).min(size),
             None => 0,
         };
-        let mtime = self
-            .options
-            .keep_mtime
-            .then(|| file.metadata().and_then(|m| m.modified()).ok())
-            .flatten()
+        // Taken before the first byte is read: if it is not the same after
+        // the last, the file was written to in between, and what was read
+        // may be half the old and half the new.
+        let before = file.metadata().ok();
+        let mtime = before
+            .as_ref()
+            .filter(|_| self.options.keep_mtime)
+            .and_then(|m| m.modified().ok())
             .and_then(to_mtime);
         lock(announced).insert(index, Sent::File { size, blake3: None });
         send_frame(
@@ -748,6 +751,11 @@ impl Connection<'_> {
             // not the file as it is now: storing it would be a silent cut.
             read_problem = Some("the file grew while it was being sent");
         }
+        if read_problem.is_none() && changed_since(&file, before.as_ref()) {
+            // Rewritten in place, same size: the digest covers what was
+            // read, so only this tells a torn copy from the file.
+            read_problem = Some("the file changed while it was being sent");
+        }
         let trailer = match read_problem {
             Some(problem) => ClientMsg::Abort {
                 id,
@@ -788,6 +796,22 @@ fn to_mtime(t: std::time::SystemTime) -> Option<Mtime> {
         secs: i64::try_from(since.as_secs()).ok()?,
         nanos: since.subsec_nanos(),
     })
+}
+
+/// Whether `file` was written to (or its status changed) since `before`
+/// was taken; also when either status cannot be read, as nothing vouches
+/// for the bytes then.
+fn changed_since(file: &File, before: Option<&std::fs::Metadata>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Some(before), Ok(now)) = (before, file.metadata()) else {
+        return true;
+    };
+    (
+        before.mtime(),
+        before.mtime_nsec(),
+        before.ctime(),
+        before.ctime_nsec(),
+    ) != (now.mtime(), now.mtime_nsec(), now.ctime(), now.ctime_nsec())
 }
 
 /// Whether `file` has nothing left to read.
