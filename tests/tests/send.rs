@@ -750,6 +750,33 @@ fn a_retry_after_a_walk_cut_short_names_what_it_cannot_cover() {
     assert!(text(&after.stdout).contains("sent everything"));
 }
 
+/// An empty folder that could not be made is remembered like a file that
+/// could not be stored, and --retry-failed makes it.
+#[test]
+fn an_empty_folder_not_made_is_retried() {
+    let server = Server::start();
+    // A file where the folder should go.
+    write_file(&server.dir().join("e"), b"in the way");
+    let src = tempfile::tempdir().expect("tempdir");
+    fs::create_dir(src.path().join("e")).expect("empty folder");
+    let state = tempfile::tempdir().expect("state dir");
+    let first = ferry_send_in(
+        state.path(),
+        &server.addr(),
+        &[src.path().join("e").to_str().expect("utf8")],
+    );
+    assert_eq!(first.status.code(), Some(1), "{}", all_output(&first));
+    assert!(
+        text(&first.stdout).contains("1 empty folder(s) not made"),
+        "{}",
+        all_output(&first)
+    );
+    fs::remove_file(server.dir().join("e")).expect("out of the way");
+    let again = ferry_send_in(state.path(), &server.addr(), &["--retry-failed"]);
+    assert!(again.status.success(), "{}", all_output(&again));
+    assert!(server.dir().join("e").is_dir());
+}
+
 /// Under a rate cap, small files leave as they are paced out, not in one
 /// burst at the end: the server holds some while the sender still runs.
 #[test]

@@ -484,6 +484,8 @@ fn progress_bar(total: u64) -> ProgressBar {
 /// failure), then the summary, which counts the rest.
 fn print_outcomes(plan: &Plan, report: &Report) {
     let (mut stored, mut failed, mut bytes) = (0usize, 0usize, 0u64);
+    // Of `failed`, the empty folders (which are not counted as files).
+    let mut failed_folders = 0usize;
     let (mut replaced, mut identical) = (0usize, 0usize);
     let mut problems = Problems::default();
     let mut renamed: Vec<(String, String)> = Vec::new();
@@ -514,6 +516,9 @@ fn print_outcomes(plan: &Plan, report: &Report) {
                 failed += 1;
                 problems.add("not sent", reason, &item.remote);
             }
+        }
+        if !result.is_ok() && item.kind == ItemKind::Folder {
+            failed_folders += 1;
         }
     }
     // A few renames are worth a line each; a whole folder sent again is
@@ -571,8 +576,13 @@ fn print_outcomes(plan: &Plan, report: &Report) {
             format_size(bytes, BINARY)
         );
     } else {
+        let not = match (failed - failed_folders, failed_folders) {
+            (_, 0) => format!("{failed} not"),
+            (0, folders) => format!("{folders} empty folder(s) not made"),
+            (files, folders) => format!("{files} not, nor {folders} empty folder(s)"),
+        };
         out!(
-            "{stored} of {files} file(s) stored and verified{notes}; {failed} not, see above \
+            "{stored} of {files} file(s) stored and verified{notes}; {not}, see above \
              (ferry send --retry-failed sends those again)"
         );
     }

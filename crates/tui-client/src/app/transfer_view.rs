@@ -446,24 +446,23 @@ impl TransferView {
         })
     }
 
-    /// The files that failed or were not sent.
-    fn failed_files(&self) -> impl Iterator<Item = &Item> {
+    /// The files and empty folders that failed or were not sent.
+    fn failed_items(&self) -> impl Iterator<Item = &Item> {
         self.items
             .iter()
             .zip(&self.results)
-            .filter(|(item, result)| {
-                matches!(item.kind, ItemKind::File { .. })
-                    && matches!(
-                        result,
-                        Some(ItemResult::Failed { .. } | ItemResult::NotSent { .. })
-                    )
+            .filter(|(_, result)| {
+                matches!(
+                    result,
+                    Some(ItemResult::Failed { .. } | ItemResult::NotSent { .. })
+                )
             })
             .map(|(item, _)| item)
     }
 
     /// Whether `r` on the summary has something to send again.
     pub fn can_retry(&self) -> bool {
-        self.is_ended() && self.failed_files().next().is_some()
+        self.is_ended() && self.failed_items().next().is_some()
     }
 
     /// The files to send again, each to where it was going.
@@ -471,10 +470,11 @@ impl TransferView {
         Record {
             server: server.to_string(),
             files: self
-                .failed_files()
+                .failed_items()
                 .map(|item| Failed {
                     local: item.local.clone(),
                     remote: item.remote.clone(),
+                    folder: item.kind == ItemKind::Folder,
                 })
                 .collect(),
             // The picker plans everything before it sends.

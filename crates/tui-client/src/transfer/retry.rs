@@ -15,11 +15,15 @@ use serde::{Deserialize, Serialize};
 use super::plan::{Item, ItemKind, Plan, Skipped};
 use super::sender::{ItemResult, Report};
 
-/// One file to try again.
+/// One file (or empty folder) to try again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failed {
     pub local: PathBuf,
     pub remote: String,
+    /// An empty folder, made on the server rather than sent. Absent from
+    /// records written before folders were kept in them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub folder: bool,
 }
 
 /// The last transfer's failures.
@@ -75,17 +79,17 @@ pub fn remember(
     let files: Vec<Failed> = items
         .iter()
         .zip(&report.results)
-        .filter(|(item, result)| {
-            matches!(item.kind, ItemKind::File { .. })
-                && matches!(
-                    result,
-                    ItemResult::Failed { .. } | ItemResult::NotSent { .. }
-                )
+        .filter(|(_, result)| {
+            matches!(
+                result,
+                ItemResult::Failed { .. } | ItemResult::NotSent { .. }
+            )
         })
         .map(|(item, _)| Failed {
             // Absolute, so that a retry from another folder finds it.
             local: std::path::absolute(&item.local).unwrap_or_else(|_| item.local.clone()),
             remote: item.remote.clone(),
+            folder: item.kind == ItemKind::Folder,
         })
         .collect();
     let unwalked = unwalked
@@ -174,14 +178,23 @@ pub fn plan(record: &Record) -> Plan {
     let mut plan = Plan::default();
     for f in &record.files {
         match fs::metadata(&f.local) {
-            Ok(m) if m.is_file() => plan.items.push(Item {
+            Ok(m) if m.is_file() && !f.folder => plan.items.push(Item {
                 local: f.local.clone(),
                 remote: f.remote.clone(),
                 kind: ItemKind::File { size: m.len() },
             }),
+            Ok(m) if m.is_dir() && f.folder => plan.items.push(Item {
+                local: f.local.clone(),
+                remote: f.remote.clone(),
+                kind: ItemKind::Folder,
+            }),
             Ok(_) => plan.skipped.push(Skipped {
                 local: f.local.clone(),
-                reason: "is no longer a regular file".into(),
+                reason: if f.folder {
+                    "is no longer a folder".into()
+                } else {
+                    "is no longer a regular file".into()
+                },
                 by_choice: false,
             }),
             Err(e) => plan.skipped.push(Skipped {
@@ -211,6 +224,7 @@ mod tests {
                     let files = vec![Failed {
                         local: PathBuf::from(format!("/here/{server}")),
                         remote: "there.bin".into(),
+                        folder: false,
                     }];
                     remember_at(path, server, files, Vec::new()).expect("remembered");
                 });
