@@ -419,3 +419,19 @@ fn ctrl_c_mid_transfer_says_what_was_not_sent() {
         "ferry exited with 130",
     ]);
 }
+
+/// A transfer cancelled with Esc ends on its summary; quitting later, with
+/// nothing running, is a plain quit: no word of a cancel, exit status 0.
+#[test]
+fn quitting_after_a_transfer_cancelled_with_esc_is_a_plain_quit() {
+    let Some((_server, _home, tmux)) = sending_slowly() else {
+        return;
+    };
+    tmux.press(&["Escape"]);
+    tmux.wait_for(&["Cancelled"]);
+    tmux.press(&["Escape"]);
+    tmux.wait_for(&["slow.bin"]);
+    tmux.press(&["q"]);
+    let after = tmux.wait_for(&["ferry exited with 0"]);
+    assert!(!after.contains("cancelled"), "{after}");
+}

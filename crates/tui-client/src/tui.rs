@@ -117,6 +117,9 @@ struct Session {
     /// still being asked about it finishes on its own thread; its messages
     /// carry an older number and are dropped.
     job: u64,
+    /// Stops the current plan's thread hashing files for the server's
+    /// verdicts, once the plan is abandoned or replaced.
+    planning: Option<Arc<AtomicBool>>,
     /// Tells the input, tick and probe threads to end.
     quitting: Arc<AtomicBool>,
     /// Pauses probing while a transfer holds a connection of its own.
@@ -156,6 +159,7 @@ impl Session {
             sizer,
             transfer: None,
             job: 0,
+            planning: None,
             quitting,
             sending,
             ending: Ending::default(),
@@ -257,11 +261,16 @@ impl Session {
             Action::Send(paths) => self.start_planning(Source::Paths(paths)),
             Action::Retry(record) => self.start_planning(Source::Retry(record)),
             Action::Go(dispatch) => self.start_transfer(dispatch),
-            Action::Abandon => self.job += 1,
+            Action::Abandon => {
+                self.job += 1;
+                self.stop_planning();
+            }
             Action::CancelTransfer => {
+                // Not counted in `ending`: the summary on screen says what
+                // the cancel left. Quitting before the transfer has
+                // stopped is counted, in `shut_down`.
                 if let Some(running) = &self.transfer {
                     running.cancel.store(true, Ordering::Relaxed);
-                    self.ending.cancelled = true;
                 }
             }
             Action::SizeNow(paths) => {
@@ -278,6 +287,9 @@ impl Session {
     /// a while. Nothing is sent until the user confirms ([`Action::Go`]).
     fn start_planning(&mut self, source: Source) {
         self.job += 1;
+        self.stop_planning();
+        let stop = Arc::new(AtomicBool::new(false));
+        self.planning = Some(Arc::clone(&stop));
         let job = self.job;
         let tx = self.tx.clone();
         let options = self.options.clone();
@@ -295,13 +307,7 @@ impl Session {
             if tx.send(Message::Transfer { job, msg }).is_err() {
                 return;
             }
-            let msg = TransferMsg::Checked(preflight(
-                &items,
-                &options,
-                |_| true,
-                true,
-                &AtomicBool::new(false),
-            ));
+            let msg = TransferMsg::Checked(preflight(&items, &options, |_| true, true, &stop));
             let _ = tx.send(Message::Transfer { job, msg });
         });
     }
@@ -354,6 +360,14 @@ impl Session {
         signal
     }
 
+    /// Stops the thread of a plan that is no longer wanted; its messages
+    /// are dropped anyway (by their job number).
+    fn stop_planning(&mut self) {
+        if let Some(stop) = self.planning.take() {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+
     fn transfer_ended(&mut self) {
         if let Some(running) = self.transfer.take() {
             // Done is the thread's last message, so this returns at once.
@@ -366,6 +380,7 @@ impl Session {
     /// a moment to stop cleanly.
     fn shut_down(&mut self) {
         self.quitting.store(true, Ordering::Relaxed);
+        self.stop_planning();
         let Some(running) = &self.transfer else {
             return;
         };
