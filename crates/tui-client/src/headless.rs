@@ -645,7 +645,11 @@ fn dry_run(plan: &Plan, options: &Options) -> bool {
     for (item, verdict) in plan.items.iter().zip(&verdicts) {
         let name = escape_for_display(&item.remote);
         let line = match verdict {
-            None => format!("folder     {name}/"),
+            None if item.kind == ItemKind::Folder => format!("folder     {name}/"),
+            None => {
+                counts[5] += 1;
+                format!("UNKNOWN    {name}: the server gave no verdict on it")
+            }
             Some(Verdict::New) => {
                 counts[0] += 1;
                 format!("new        {name}")
@@ -676,18 +680,23 @@ fn dry_run(plan: &Plan, options: &Options) -> bool {
         };
         out!("{line}");
     }
-    let [new, identical, clash, resume, refused, _] = counts;
+    let [new, identical, clash, resume, refused, unknown] = counts;
     let unsendable = plan.skipped.iter().filter(|s| !s.by_choice).count();
     let cannot = if unsendable > 0 {
         format!(", {unsendable} path(s) that cannot be sent (see above)")
     } else {
         String::new()
     };
+    let unknown_note = if unknown > 0 {
+        format!(", {unknown} with no verdict")
+    } else {
+        String::new()
+    };
     out!(
         "plan: {new} new, {identical} identical, {clash} name clash(es), {resume} to resume, \
-         {refused} refused{cannot}; nothing was sent"
+         {refused} refused{unknown_note}{cannot}; nothing was sent"
     );
-    refused == 0
+    refused == 0 && unknown == 0
 }
 
 /// The bar's message: files confirmed so far, and the one going out.

@@ -227,7 +227,9 @@ enum Found {
 
 /// Walks `paths` (files or folders), each real path once: the same path
 /// given twice (as `a.txt` and `./a.txt`, say) is sent once, not a second
-/// time under a new name. Returns `false` if `stop` cut it short.
+/// time under a new name. A link to it given under a name of its own is
+/// another path (skipped as a link, or sent under its name with
+/// `--follow-links`). Returns `false` if `stop` cut it short.
 fn walk(
     paths: &[PathBuf],
     follow_links: bool,
@@ -237,7 +239,8 @@ fn walk(
     let mut seen = HashSet::new();
     for path in paths {
         let same = fs::canonicalize(path).unwrap_or_else(|_| path.clone());
-        if seen.insert(same) && !walk_root(path, follow_links, stop, &mut found) {
+        let key = (same, root_name(path).ok());
+        if seen.insert(key) && !walk_root(path, follow_links, stop, &mut found) {
             return false;
         }
     }
@@ -582,6 +585,25 @@ mod tests {
         let plan = Plan::build(&[file.clone(), again, file], false);
         assert_eq!(plan.items.len(), 1, "{plan:?}");
         assert_eq!(plan.items[0].remote, "report.pdf");
+    }
+
+    #[test]
+    fn a_link_given_beside_its_target_is_a_path_of_its_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a.txt");
+        fs::write(&file, b"a").expect("write");
+        let link = dir.path().join("b.txt");
+        std::os::unix::fs::symlink(&file, &link).expect("symlink");
+        let paths = [file, link];
+        // Not followed: said to be a link, not silently dropped.
+        let plan = Plan::build(&paths, false);
+        assert_eq!(plan.items.len(), 1, "{plan:?}");
+        assert_eq!(plan.skipped.len(), 1, "{plan:?}");
+        assert!(plan.skipped[0].by_choice);
+        // Followed: sent under its own name too.
+        let plan = Plan::build(&paths, true);
+        let remotes: Vec<&str> = plan.items.iter().map(|i| i.remote.as_str()).collect();
+        assert_eq!(remotes, ["a.txt", "b.txt"]);
     }
 
     #[test]

@@ -265,11 +265,19 @@ pub fn send_feed(feed: &Feed, options: &Options, cancel: &AtomicBool, report: Re
                 result
             })
         })
-        .collect();
+        .collect::<Vec<_>>();
+    // `skipped` counted them as they went out (for the progress), but
+    // only the resumed files that were then stored were spared sending.
+    let bytes_resumed = resume
+        .offsets
+        .iter()
+        .filter(|(index, _)| matches!(results.get(**index), Some(ItemResult::Stored { .. })))
+        .map(|(_, offset)| offset)
+        .sum();
     Report {
         results,
         bytes_sent,
-        bytes_resumed: skipped,
+        bytes_resumed,
         elapsed: started.elapsed(),
         cancelled: cancel.load(Ordering::Relaxed),
     }
