@@ -392,6 +392,23 @@ fn aborted_files_in_new_folders_do_not_pile_up_open_files() {
     c.expect_stored();
 }
 
+/// A name at the length limit that is taken is still stored beside it,
+/// its stem cut to make room for the number.
+#[test]
+fn a_taken_name_at_the_length_limit_is_still_renamed() {
+    let server = Server::start();
+    let name = format!("{}.txt", "n".repeat(251));
+    let mut c = V1::connect(&server.addr());
+    c.upload(1, &name, b"first", OnClash::Rename);
+    assert_eq!(c.expect_stored(), name);
+    c.upload(2, &name, b"second", OnClash::Rename);
+    let renamed = c.expect_stored();
+    assert!(renamed.len() <= 255, "{renamed}");
+    assert!(renamed.ends_with("n (1).txt"), "{renamed}");
+    assert_eq!(server.read(&renamed), b"second");
+    assert_eq!(server.read(&name), b"first");
+}
+
 /// An abort reason as long as a frame allows is echoed back cut short: in
 /// full, the ack would be too big to send and the connection would die.
 #[test]

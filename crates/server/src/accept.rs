@@ -188,7 +188,7 @@ pub(crate) fn admit(
     });
     registry.slots().insert(id, Arc::clone(&slot));
     shared.sessions.fetch_add(1, Ordering::Relaxed);
-    let (shared, registry_for_thread) = (Arc::clone(shared), Arc::clone(registry));
+    let (for_thread, registry_for_thread) = (Arc::clone(shared), Arc::clone(registry));
     let spawned = thread::Builder::new()
         .name(format!("ferry-conn-{id}"))
         .spawn(move || {
@@ -196,13 +196,16 @@ pub(crate) fn admit(
             // so a bug in one session cannot use up the server's places.
             let _leave = Leave {
                 registry: &registry_for_thread,
-                shared: &shared,
+                shared: &for_thread,
                 id,
             };
-            session::run(stream, peer, &shared, &slot);
+            session::run(stream, peer, &for_thread, &slot);
         });
     if let Err(e) = spawned {
         warn!(%peer, "cannot start a thread for the connection: {e}");
+        // Nothing ran to leave the place: give it back here, or every
+        // later session's share of open files would stay smaller.
         registry.slots().remove(&id);
+        shared.sessions.fetch_sub(1, Ordering::Relaxed);
     }
 }

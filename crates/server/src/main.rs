@@ -188,6 +188,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     });
 
     info!("storing uploads in {}", args.dir.display());
+    warn_if_syncfs_is_blind();
     let mut out = std::io::stdout().lock();
     let mut banner = format!("listening on {addr}\n");
     if let Some(fingerprint) = server.tls_fingerprint() {
@@ -340,6 +341,33 @@ fn presize_fd_table(limit: u64) {
     }
 }
 
+/// Small files are made durable by one `syncfs` per group, and before
+/// Linux 5.8 `syncfs` did not report write-back errors: a disk failing
+/// under a group would go unnoticed and its files acked. Said once at
+/// start, where whoever runs the server looks.
+fn warn_if_syncfs_is_blind() {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return;
+    };
+    if let Some(version) = kernel_version(&release) {
+        if version < (5, 8) {
+            warn!(
+                "this kernel ({}) does not report disk write errors to syncfs: a failing \
+                 disk may go unnoticed for small files (Linux 5.8 and later report them)",
+                release.trim()
+            );
+        }
+    }
+}
+
+/// `5.4.0-150-generic` as (5, 4).
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
 /// Parses an octal permission mode such as `644` or `0640`.
 fn parse_mode(text: &str) -> Result<u32, String> {
     let mode = u32::from_str_radix(text.trim(), 8)
@@ -409,6 +437,14 @@ mod tests {
         assert!(uploads >= connections as u64 * UPLOADS_PER_CONNECTION);
         // Hardly anything: one connection, still some room.
         assert_eq!(share_open_files(10, 128), (1, 1));
+    }
+
+    #[test]
+    fn kernel_versions() {
+        assert_eq!(super::kernel_version("5.4.0-150-generic\n"), Some((5, 4)));
+        assert_eq!(super::kernel_version("6.12.48+deb13-amd64"), Some((6, 12)));
+        assert_eq!(super::kernel_version("garbage"), None);
+        assert!(super::kernel_version("5.4.0").is_some_and(|v| v < (5, 8)));
     }
 
     #[test]

@@ -147,12 +147,33 @@ pub(super) fn free_name(dir: &OwnedFd, name: &str) -> Option<String> {
         })
 }
 
-/// `report.pdf` → `report (n).pdf`; `.bashrc` → `.bashrc (n)`.
+/// `report.pdf` → `report (n).pdf`; `.bashrc` → `.bashrc (n)`. A name
+/// near the length limit gives up the end of its stem for the number
+/// (keeping its extension, if that leaves any stem), so that a long name
+/// that is taken can still be stored beside it.
 pub fn numbered(name: &str, n: u32) -> String {
-    match name.rfind('.') {
-        Some(dot) if dot > 0 => format!("{} ({n}){}", &name[..dot], &name[dot..]),
-        _ => format!("{name} ({n})"),
+    let number = format!(" ({n})");
+    let (stem, ext) = match name.rfind('.') {
+        Some(dot) if dot > 0 => name.split_at(dot),
+        _ => (name, ""),
+    };
+    let limit = names::MAX_COMPONENT_BYTES.saturating_sub(number.len());
+    if stem.len() + ext.len() <= limit {
+        return format!("{stem}{number}{ext}");
     }
+    match limit.checked_sub(ext.len()).filter(|room| *room > 0) {
+        Some(room) => format!("{}{number}{ext}", cut(stem, room)),
+        None => format!("{}{number}", cut(name, limit)),
+    }
+}
+
+/// The longest start of `text` of at most `max` bytes.
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Whether regular file `name` in `dir` hashes to `digest`.

@@ -411,6 +411,17 @@ fn numbered_names() {
     assert_eq!(numbered("report.pdf", 1), "report (1).pdf");
     assert_eq!(numbered(".bashrc", 2), ".bashrc (2)");
     assert_eq!(numbered("noext", 3), "noext (3)");
+    // At the length limit, the stem gives way, at a character boundary.
+    let long = format!("{}.pdf", "é".repeat(125));
+    let renamed = numbered(&long, 12);
+    assert!(renamed.len() <= 255, "{} bytes", renamed.len());
+    assert!(renamed.ends_with("é (12).pdf"), "{renamed}");
+    let long_ext = format!("a.{}", "x".repeat(253));
+    let renamed = numbered(&long_ext, 1);
+    assert!(
+        renamed.len() <= 255 && renamed.ends_with(" (1)"),
+        "{renamed}"
+    );
 }
 
 /// Keeps a partial of `path` holding `len` bytes, as an interrupted
