@@ -777,6 +777,30 @@ fn an_empty_folder_not_made_is_retried() {
     assert!(server.dir().join("e").is_dir());
 }
 
+/// A dry run with only empty folders has nothing to ask the server, but
+/// does not call the plan good without having reached it.
+#[test]
+fn a_dry_run_of_folders_alone_still_needs_the_server() {
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").to_string()
+    };
+    let src = tempfile::tempdir().expect("tempdir");
+    let folder = src.path().join("empty");
+    fs::create_dir(&folder).expect("folder");
+    let args = ["--dry-run", folder.to_str().expect("utf8")];
+    let out = ferry_send(&dead, &args);
+    assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
+    let server = Server::start();
+    let out = ferry_send(&server.addr(), &args);
+    assert!(out.status.success(), "{}", all_output(&out));
+    assert!(
+        text(&out.stdout).contains("folder     empty/"),
+        "{}",
+        all_output(&out)
+    );
+}
+
 /// Under a rate cap, small files leave as they are paced out, not in one
 /// burst at the end: the server holds some while the sender still runs.
 #[test]

@@ -641,6 +641,14 @@ fn dry_run(plan: &Plan, options: &Options) -> bool {
             return false;
         }
     };
+    if plan.file_count() == 0 {
+        // Only folders: nothing to ask about, but a plan that says all is
+        // well must at least have found the server.
+        if let Err(e) = crate::transfer::handshake::connect(options) {
+            err!("ferry: {e}");
+            return false;
+        }
+    }
     let mut counts: [usize; 6] = [0; 6];
     for (item, verdict) in plan.items.iter().zip(&verdicts) {
         let name = escape_for_display(&item.remote);
