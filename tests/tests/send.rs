@@ -171,11 +171,11 @@ fn ctrl_c_stops_cleanly_and_remembers_what_was_not_sent() {
     }
 }
 
-/// Ctrl-C while the last acks are awaited: a server that takes the bytes
-/// but is slow to answer (a long sync) does not hold the send for minutes.
-/// The stand-in server here welcomes, reads everything and never acks.
-#[test]
-fn ctrl_c_does_not_wait_for_a_server_slow_to_answer() {
+/// A stand-in server that welcomes one client, then reads at most
+/// `read_up_to` bytes of what it sends and never answers: a server slow to
+/// sync (it reads all) or one that stopped reading. Returns its address and
+/// the count of bytes read so far.
+fn silent_server(read_up_to: u64) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
     use ferry_proto::{PROTOCOL_VERSION, ServerMsg, read_frame, to_body, write_frame};
     use std::io::Read;
     use std::net::TcpListener;
@@ -185,55 +185,72 @@ fn ctrl_c_does_not_wait_for_a_server_slow_to_answer() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let received = Arc::new(AtomicU64::new(0));
-    {
-        let received = Arc::clone(&received);
-        thread::spawn(move || {
-            let Ok((mut peer, _)) = listener.accept() else {
-                return;
-            };
-            if read_frame(&mut peer).ok().flatten().is_none() {
-                return;
-            }
-            let welcome = ServerMsg::Welcome {
-                version: PROTOCOL_VERSION,
-                server: "silent".into(),
-                max_file_size: None,
-            };
-            if write_frame(&mut peer, &to_body(&welcome)).is_err() {
-                return;
-            }
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = peer.read(&mut buf) {
-                if n == 0 {
-                    break;
+    let counted = Arc::clone(&received);
+    thread::spawn(move || {
+        let Ok((mut peer, _)) = listener.accept() else {
+            return;
+        };
+        if read_frame(&mut peer).ok().flatten().is_none() {
+            return;
+        }
+        let welcome = ServerMsg::Welcome {
+            version: PROTOCOL_VERSION,
+            server: "silent".into(),
+            max_file_size: None,
+        };
+        if write_frame(&mut peer, &to_body(&welcome)).is_err() {
+            return;
+        }
+        let mut buf = [0u8; 4096];
+        while counted.load(Ordering::SeqCst) < read_up_to {
+            match peer.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    counted.fetch_add(n as u64, Ordering::SeqCst);
                 }
-                received.fetch_add(n as u64, Ordering::SeqCst);
             }
-            // Kept open, unanswered, until the test ends.
-            thread::sleep(Duration::from_secs(60));
-        });
-    }
-    let (_src, file) = source_file("one.txt", &data(1024, 1));
+        }
+        // Kept open, unanswered, until the test ends.
+        thread::sleep(Duration::from_secs(120));
+    });
+    (addr, received)
+}
+
+/// Sends `file` to the stand-in at `addr`, presses Ctrl-C once `wanted`
+/// bytes have arrived there, and checks that ferry stops within 10 s,
+/// with a summary and exit status 130. Returns what it printed.
+fn ctrl_c_against(
+    addr: &str,
+    received: &std::sync::atomic::AtomicU64,
+    wanted: u64,
+    file: &std::path::Path,
+) -> String {
+    use std::sync::atomic::Ordering;
+
     let state = tempfile::tempdir().expect("state dir");
-    let child = ferry_command(state.path())
-        .args(["send", "--to", &addr])
-        .arg(&file)
+    let mut child = ferry_command(state.path())
+        .args(["send", "--to", addr, "--no-resume"])
+        .arg(file)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn ferry");
     let until = Instant::now() + Duration::from_secs(10);
-    while received.load(Ordering::SeqCst) < 1024 && Instant::now() < until {
+    while received.load(Ordering::SeqCst) < wanted && Instant::now() < until {
         thread::sleep(Duration::from_millis(20));
     }
-    assert!(received.load(Ordering::SeqCst) >= 1024, "the file went out");
-    let mut child = child;
+    assert!(
+        received.load(Ordering::SeqCst) >= wanted,
+        "the bytes went out"
+    );
+    // Long enough for this side to be waiting, not still writing.
+    thread::sleep(Duration::from_millis(300));
     send_signal(child.id(), "INT");
     let until = Instant::now() + Duration::from_secs(10);
     while child.try_wait().expect("wait").is_none() {
         if Instant::now() > until {
             let _ = child.kill();
-            panic!("ferry still waits for the acks 10 s after Ctrl-C");
+            panic!("ferry still waits 10 s after Ctrl-C");
         }
         thread::sleep(Duration::from_millis(50));
     }
@@ -241,7 +258,67 @@ fn ctrl_c_does_not_wait_for_a_server_slow_to_answer() {
     assert_eq!(out.status.code(), Some(130), "{}", all_output(&out));
     let err = text(&out.stderr);
     assert!(err.contains("interrupted"), "{err}");
+    err
+}
+
+/// Ctrl-C while the last acks are awaited: a server that took the bytes
+/// but is slow to answer (a long sync) does not hold the send for minutes.
+/// The file went out whole, so it is not called unsent outright: it may
+/// be stored.
+#[test]
+fn ctrl_c_does_not_wait_for_a_server_slow_to_answer() {
+    let (addr, received) = silent_server(u64::MAX);
+    let (_src, file) = source_file("one.txt", &data(1024, 1));
+    let err = ctrl_c_against(&addr, &received, 1024, &file);
+    assert!(
+        err.contains("cancelled before the server confirmed it (it may be stored)"),
+        "{err}"
+    );
+}
+
+/// Ctrl-C while a write waits for a server that stopped reading (its disk
+/// stalled, say): the write does not hold the send for its full timeout.
+#[test]
+fn ctrl_c_does_not_wait_for_a_server_that_stopped_reading() {
+    let (addr, received) = silent_server(1 << 20);
+    let (_src, file) = source_file("big.bin", &data(64 << 20, 2));
+    let err = ctrl_c_against(&addr, &received, 1 << 20, &file);
     assert!(err.contains("not sent: cancelled"), "{err}");
+}
+
+/// A retry does not store a second copy of a file the server already has
+/// byte for byte (one a cancel left unconfirmed, say); the others go.
+#[test]
+fn a_retry_skips_files_the_server_already_has() {
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let there = src.path().join("t/there.txt");
+    let missing = src.path().join("t/missing.txt");
+    write_file(&there, b"arrived, never confirmed");
+    write_file(&missing, b"never arrived");
+    write_file(
+        &server.dir().join("t/there.txt"),
+        b"arrived, never confirmed",
+    );
+    let state = tempfile::tempdir().expect("state dir");
+    let record = serde_json::json!({
+        "servers": { server.addr(): [
+            { "local": there, "remote": "t/there.txt" },
+            { "local": missing, "remote": "t/missing.txt" },
+        ] },
+    });
+    write_file(
+        &state.path().join("ferry/failed.json"),
+        record.to_string().as_bytes(),
+    );
+    let out = ferry_send_in(state.path(), &server.addr(), &["--retry-failed"]);
+    assert!(out.status.success(), "{}", all_output(&out));
+    assert!(
+        text(&out.stderr).contains("1 file(s) already on the server, identical"),
+        "{}",
+        all_output(&out)
+    );
+    assert_eq!(server.files(), ["t/", "t/missing.txt", "t/there.txt"]);
 }
 
 #[test]

@@ -117,6 +117,32 @@ pub fn run(request: &Request, options: &Options) -> Finish {
     if options.on_clash == OnClash::Overwrite {
         plan.keep_one_file_per_name();
     }
+    if request.retry_failed && !request.dry_run {
+        // Ctrl-C meanwhile ends ferry as usual: nothing has been sent.
+        let there = retry::drop_already_stored(&mut plan, options, &AtomicBool::new(false));
+        if !there.is_empty() {
+            err!(
+                "ferry: {} file(s) already on the server, identical, not sent again",
+                there.len()
+            );
+        }
+        if plan.items.is_empty() {
+            out!("nothing to retry: every file is already on the server");
+            // Forgets them, unless a walk cut short is still to finish.
+            let nothing = Report {
+                results: Vec::new(),
+                bytes_sent: 0,
+                bytes_resumed: 0,
+                elapsed: Duration::ZERO,
+                cancelled: false,
+            };
+            if let Err(e) = retry::remember(&options.addr, &[], &nothing, &unwalked) {
+                err!("ferry: cannot keep the list of failed files for --retry-failed: {e}");
+            }
+            note_unwalked(&options.addr, &unwalked);
+            return Finish::from_ok(unwalked.is_empty() && report_skipped(&plan));
+        }
+    }
     if request.dry_run {
         report_skipped(&plan);
         let ok = dry_run(&plan, options) && plan.skipped.iter().all(|s| s.by_choice);

@@ -297,7 +297,12 @@ impl Session {
         thread::spawn(move || {
             let mut plan = match source {
                 Source::Paths(paths) => Plan::build(&paths, follow_links),
-                Source::Retry(record) => retry::plan(&record),
+                Source::Retry(record) => {
+                    let mut plan = retry::plan(&record);
+                    // What a cancel left unconfirmed may be there already.
+                    retry::drop_already_stored(&mut plan, &options, &stop);
+                    plan
+                }
             };
             if options.on_clash == OnClash::Overwrite {
                 plan.keep_one_file_per_name();

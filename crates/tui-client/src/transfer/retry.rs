@@ -6,14 +6,17 @@
 //! written after every transfer: per server, each file that failed or was
 //! not sent there, where it is here and where it was going.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
+use ferry_proto::{OnClash, Verdict};
 use serde::{Deserialize, Serialize};
 
 use super::plan::{Item, ItemKind, Plan, Skipped};
-use super::sender::{ItemResult, Report};
+use super::preflight::preflight;
+use super::sender::{ItemResult, Options, Report};
 
 /// One file (or empty folder) to try again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +208,49 @@ pub fn plan(record: &Record) -> Plan {
         }
     }
     plan
+}
+
+/// Takes out of `plan` the files the server already holds, byte for byte,
+/// under the name each was going to, and returns their names. A transfer
+/// stopped before the server confirmed a file may still have stored it,
+/// and sending it again would keep a second copy under a numbered name.
+/// Only files whose name is taken there are hashed, to be compared. A
+/// server that cannot be asked leaves the plan as it is (the send then
+/// says what is wrong).
+pub fn drop_already_stored(plan: &mut Plan, options: &Options, stop: &AtomicBool) -> Vec<String> {
+    let taken: HashSet<String> = match preflight(&plan.items, options, |_| true, false, stop) {
+        Ok(verdicts) => plan
+            .items
+            .iter()
+            .zip(verdicts)
+            .filter(|(_, v)| matches!(v, Some(Verdict::Clash { .. } | Verdict::Identical)))
+            .map(|(item, _)| item.remote.clone())
+            .collect(),
+        Err(_) => return Vec::new(),
+    };
+    if taken.is_empty() {
+        return Vec::new();
+    }
+    let compare = Options {
+        on_clash: OnClash::SkipIdentical,
+        ..options.clone()
+    };
+    let ask = |item: &Item| taken.contains(&item.remote);
+    let Ok(verdicts) = preflight(&plan.items, &compare, ask, true, stop) else {
+        return Vec::new();
+    };
+    let mut there = Vec::new();
+    let mut keep = verdicts
+        .iter()
+        .map(|v| !matches!(v, Some(Verdict::Identical)));
+    plan.items.retain(|item| {
+        let kept = keep.next().unwrap_or(true);
+        if !kept {
+            there.push(item.remote.clone());
+        }
+        kept
+    });
+    there
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@
 //! [`send_feed`]), or the walk feeding the plan falls behind for long.
 //! Every item ends with exactly one [`ItemResult`].
 
-use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -352,6 +351,26 @@ enum End {
 /// place (2 s).
 const FEED_PATIENCE: Duration = Duration::from_secs(1);
 
+/// Why a file sent whole is counted as not sent after a cancel.
+const UNCONFIRMED: &str = "cancelled before the server confirmed it (it may be stored)";
+
+/// Shuts `socket` down [`CANCEL_GRACE`] after `cancel` is raised, unless
+/// the connection has `ended` by then.
+fn end_after_cancel(cancel: &AtomicBool, ended: &AtomicBool, socket: &TcpStream) {
+    let mut cancelled_at: Option<Instant> = None;
+    while !ended.load(Ordering::SeqCst) {
+        if cancelled_at.is_none() && cancel.load(Ordering::Relaxed) {
+            cancelled_at = Some(Instant::now());
+        }
+        if cancelled_at.is_some_and(|at| at.elapsed() >= CANCEL_GRACE) {
+            let _ = socket.shutdown(Shutdown::Both);
+            return;
+        }
+        // Woken when the connection ends, so it never waits for this.
+        thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
 /// How long the acks of what went out are waited for after a cancel.
 /// Less than the picker gives a transfer to end when quitting (3 s), so
 /// that the retry record is written.
@@ -414,45 +433,65 @@ impl Connection<'_> {
             })
         };
 
-        let (write_error, paused) = self.write_items(
-            &mut link_writer,
-            &socket,
-            &acks_seen,
-            first,
-            max_file_size,
-            &announced,
-            &refused,
-            results,
-        );
-        sending.store(false, Ordering::SeqCst);
         // After a cancel the acks of what went out are still worth reading
         // (they say what was stored), but not for long: a server syncing a
-        // big file to a slow disk may take minutes to answer, and Ctrl-C
-        // must not wait for it.
-        let cancelled_at = Cell::new(None);
-        let gave_up = acks_seen.wait_for(usize::MAX, || {
-            if !self.cancel.load(Ordering::Relaxed) {
-                return false;
-            }
-            let since = cancelled_at.get().unwrap_or_else(Instant::now);
-            cancelled_at.set(Some(since));
-            since.elapsed() >= CANCEL_GRACE
-        });
-        if gave_up {
-            let _ = socket.shutdown(Shutdown::Both);
-        }
-        let acks = reader.join().unwrap_or_else(|_| AckStream {
-            results: Vec::new(),
-            closing: Some("the answer reader crashed".into()),
-            refused: false,
-            restart: Vec::new(),
-            again: Vec::new(),
+        // big file to a slow disk may take minutes to answer, and one that
+        // stopped reading holds a write for as long. The watcher ends the
+        // connection a moment after the cancel, wherever this side waits.
+        let cancel = self.cancel;
+        let ended = AtomicBool::new(false);
+        let (write_error, paused, acks) = thread::scope(|scope| {
+            let watcher = scope.spawn(|| end_after_cancel(cancel, &ended, &socket));
+            let (write_error, paused) = self.write_items(
+                &mut link_writer,
+                &socket,
+                &acks_seen,
+                first,
+                max_file_size,
+                &announced,
+                &refused,
+                results,
+            );
+            sending.store(false, Ordering::SeqCst);
+            let acks = reader.join().unwrap_or_else(|_| AckStream {
+                results: Vec::new(),
+                closing: Some("the answer reader crashed".into()),
+                refused: false,
+                restart: Vec::new(),
+                again: Vec::new(),
+            });
+            ended.store(true, Ordering::SeqCst);
+            watcher.thread().unpark();
+            (write_error, paused, acks)
         });
         let restart = acks.restart;
         let again = acks.again;
         for (index, result) in acks.results {
             if let Some(slot) = results.get_mut(index) {
                 *slot = Some(result);
+            }
+        }
+        if self.cancel.load(Ordering::Relaxed) {
+            // Went out whole, then no answer in the grace: the server may
+            // well have stored it (a retry asks before sending it again).
+            for (&index, sent) in lock(&announced).iter() {
+                let whole = matches!(
+                    sent,
+                    Sent::File {
+                        blake3: Some(_),
+                        ..
+                    }
+                );
+                if let Some(slot @ None) = results.get_mut(index).filter(|_| whole) {
+                    let result = ItemResult::NotSent {
+                        reason: UNCONFIRMED.into(),
+                    };
+                    (self.report)(Event::Finished {
+                        index,
+                        result: result.clone(),
+                    });
+                    *slot = Some(result);
+                }
             }
         }
         if acks.refused && !self.cancel.load(Ordering::Relaxed) {
