@@ -161,19 +161,31 @@ pub fn numbered(name: &str, n: u32) -> String {
     if stem.len() + ext.len() <= limit {
         return format!("{stem}{number}{ext}");
     }
-    match limit.checked_sub(ext.len()).filter(|room| *room > 0) {
-        Some(room) => format!("{}{number}{ext}", cut(stem, room)),
-        None => format!("{}{number}", cut(name, limit)),
-    }
+    let with_ext = limit
+        .checked_sub(ext.len())
+        .and_then(|room| shortened(stem, room, |s| format!("{s}{number}{ext}")));
+    with_ext
+        .or_else(|| shortened(name, limit, |s| format!("{s}{number}")))
+        // Nothing fits: the overlong name is refused where it is checked.
+        .unwrap_or_else(|| format!("{stem}{number}{ext}"))
 }
 
-/// The longest start of `text` of at most `max` bytes.
-fn cut(text: &str, max: usize) -> &str {
+/// `make(start)` for the longest start of `text`, at most `max` bytes,
+/// that gives an acceptable name: a cut can fall between a joiner and the
+/// character it joins, which a name may not end with, so the cut backs up
+/// a character at a time. `None` if no non-empty start does.
+fn shortened(text: &str, max: usize, make: impl Fn(&str) -> String) -> Option<String> {
     let mut end = max.min(text.len());
-    while !text.is_char_boundary(end) {
+    while end > 0 {
+        if text.is_char_boundary(end) {
+            let candidate = make(&text[..end]);
+            if names::check_component(&candidate).is_ok() {
+                return Some(candidate);
+            }
+        }
         end -= 1;
     }
-    &text[..end]
+    None
 }
 
 /// Whether regular file `name` in `dir` hashes to `digest`.

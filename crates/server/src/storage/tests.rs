@@ -422,6 +422,19 @@ fn numbered_names() {
         renamed.len() <= 255 && renamed.ends_with(" (1)"),
         "{renamed}"
     );
+    // A family emoji is joined with zero-width joiners: a cut after one
+    // would leave it dangling, which no name may do.
+    let family = "\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}";
+    for len in 240..=255 {
+        let mut name = "e".repeat(len % 18);
+        while name.len() + family.len() <= len {
+            name.push_str(family);
+        }
+        ferry_proto::path::check_component(&name).expect("a valid name to start with");
+        let renamed = numbered(&name, 3);
+        ferry_proto::path::check_component(&renamed)
+            .unwrap_or_else(|e| panic!("{renamed:?} from {len} bytes: {e}"));
+    }
 }
 
 /// Keeps a partial of `path` holding `len` bytes, as an interrupted
