@@ -18,10 +18,12 @@
 //! client whose files never commit (aborted, cut short, refused) could
 //! otherwise fill the ledger with every folder it names, until the server
 //! runs out of file descriptors for good: past [`NewFolders::MAX_WAITING`]
-//! parents, the folder's maker syncs them all itself.
+//! parents, the folder's maker syncs the target's file system itself (one
+//! `syncfs`, as a group commit would, not an fsync per parent).
 
 use std::io;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rustix::fs::Mode;
@@ -31,6 +33,8 @@ use rustix::io::Errno;
 #[derive(Debug)]
 pub(crate) struct NewFolders {
     ledger: Mutex<Ledger>,
+    /// Set while a session makes the ledger small again.
+    relieving: AtomicBool,
     /// The file system a `syncfs` of the target folder covers; folders on
     /// others (mounted inside it) wait for [`NewFolders::sync_all`].
     root_dev: u64,
@@ -60,12 +64,14 @@ pub(crate) struct Mark(u64);
 impl NewFolders {
     /// Parents held open at most (give or take the few that sessions
     /// record at the same moment); the server keeps room for them among
-    /// its own files.
+    /// its own files. A tree with a folder for every few files reaches it
+    /// between two group commits; each time costs one `syncfs`.
     pub(crate) const MAX_WAITING: usize = 32;
 
     pub(crate) fn new(root_dev: u64) -> Self {
         NewFolders {
             ledger: Mutex::default(),
+            relieving: AtomicBool::new(false),
             root_dev,
         }
     }
@@ -91,10 +97,32 @@ impl NewFolders {
             ledger.waiting.len()
         };
         if waiting > Self::MAX_WAITING {
-            // Rare in honest use: commits clear the ledger far sooner.
-            self.sync_all()?;
+            self.relieve(parent)?;
         }
         Ok(true)
+    }
+
+    /// Makes the ledger small again: one `syncfs` through `via` covers
+    /// every parent on the target's file system; parents on others (mounts
+    /// inside it), if still too many, get an fsync each. One session at a
+    /// time does it; the others go on meanwhile.
+    fn relieve(&self, via: &OwnedFd) -> io::Result<()> {
+        if self.relieving.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let result = (|| {
+            if rustix::fs::fstat(via)?.st_dev == self.root_dev {
+                let mark = self.mark();
+                rustix::fs::syncfs(via)?;
+                self.synced(mark);
+            }
+            if self.lock().waiting.len() > Self::MAX_WAITING {
+                self.sync_all()?;
+            }
+            Ok(())
+        })();
+        self.relieving.store(false, Ordering::SeqCst);
+        result
     }
 
     /// Call before a `syncfs`, and pass the mark to [`NewFolders::synced`]
