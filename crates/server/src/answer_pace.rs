@@ -7,8 +7,9 @@
 //! waiting to hand it more work (where none of the session's own deadlines
 //! is checked) and its slot busy, so never evicted, for as long as it
 //! liked. So the time a write spends waiting for the client to make room is
-//! added up: over each stretch of [`MinRate::window`] of it, the client
-//! must have taken [`MinRate::bytes_per_sec`] for every second.
+//! added up: over each stretch of [`MinRate::window`] of it (waits in close
+//! succession), the client must have taken [`MinRate::bytes_per_sec`] for
+//! every second.
 
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
@@ -24,9 +25,14 @@ pub(crate) struct Paced<W> {
     inner: W,
     rule: MinRate,
     /// Time spent waiting for room in this stretch, and what the client
-    /// took meanwhile.
+    /// took meanwhile (in writes that waited or not).
     waited: Duration,
     taken: u64,
+    /// When the last write that waited ended. A wait long after it starts
+    /// a new stretch: only waits in close succession are a client that
+    /// does not keep up; the odd slow write of an honest one, hours apart,
+    /// must not add up to one.
+    last_wait: Option<Instant>,
 }
 
 impl<W: Write> Paced<W> {
@@ -36,6 +42,7 @@ impl<W: Write> Paced<W> {
             rule,
             waited: Duration::ZERO,
             taken: 0,
+            last_wait: None,
         }
     }
 
@@ -47,10 +54,23 @@ impl<W: Write> Paced<W> {
         &mut self.inner
     }
 
-    fn note(&mut self, took: Duration, n: usize) -> io::Result<()> {
+    fn note(&mut self, started: Instant, n: usize) -> io::Result<()> {
+        let ended = Instant::now();
+        let took = ended.duration_since(started);
         if took < WAITED {
+            if self.last_wait.is_some() {
+                self.taken += n as u64;
+            }
             return Ok(());
         }
+        if self
+            .last_wait
+            .is_some_and(|last| started.duration_since(last) > self.rule.window)
+        {
+            self.waited = Duration::ZERO;
+            self.taken = 0;
+        }
+        self.last_wait = Some(ended);
         self.waited += took;
         self.taken += n as u64;
         if self.waited < self.rule.window {
@@ -73,7 +93,7 @@ impl<W: Write> Write for Paced<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let started = Instant::now();
         let n = self.inner.write(buf)?;
-        self.note(started.elapsed(), n)?;
+        self.note(started, n)?;
         Ok(n)
     }
 
@@ -123,13 +143,31 @@ mod tests {
 
     #[test]
     fn a_reader_at_the_rate_is_kept_however_long_it_waits() {
-        // 100 bytes every 60 ms: about 1,700 B/s, for over three windows.
+        // 300 bytes every 60 ms: about 5,000 B/s (against 1,000), for over
+        // three windows; well clear of the rule on a loaded machine.
         let slow = Slow {
             wait: Duration::from_millis(60),
-            per_write: 100,
+            per_write: 300,
         };
         let mut paced = Paced::new(slow, rule());
-        paced.write_all(&[0; 2000]).expect("fast enough");
+        paced.write_all(&[0; 6000]).expect("fast enough");
+    }
+
+    #[test]
+    fn slow_writes_far_apart_do_not_add_up() {
+        let mut paced = Paced::new(
+            Slow {
+                wait: Duration::from_millis(200),
+                per_write: 1,
+            },
+            rule(),
+        );
+        // Each a 200 ms wait for 1 byte, far under the rate, but each one
+        // more than a window after the last: never one stretch of 300 ms.
+        for _ in 0..3 {
+            paced.write_all(&[0]).expect("an odd slow write");
+            std::thread::sleep(Duration::from_millis(350));
+        }
     }
 
     #[test]
