@@ -23,7 +23,6 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rustix::fs::Mode;
@@ -33,8 +32,8 @@ use rustix::io::Errno;
 #[derive(Debug)]
 pub(crate) struct NewFolders {
     ledger: Mutex<Ledger>,
-    /// Set while a session makes the ledger small again.
-    relieving: AtomicBool,
+    /// Held by the session making the ledger small again.
+    relieving: Mutex<()>,
     /// The file system a `syncfs` of the target folder covers; folders on
     /// others (mounted inside it) wait for [`NewFolders::sync_all`].
     root_dev: u64,
@@ -71,7 +70,7 @@ impl NewFolders {
     pub(crate) fn new(root_dev: u64) -> Self {
         NewFolders {
             ledger: Mutex::default(),
-            relieving: AtomicBool::new(false),
+            relieving: Mutex::new(()),
             root_dev,
         }
     }
@@ -105,24 +104,27 @@ impl NewFolders {
     /// Makes the ledger small again: one `syncfs` through `via` covers
     /// every parent on the target's file system; parents on others (mounts
     /// inside it), if still too many, get an fsync each. One session at a
-    /// time does it; the others go on meanwhile.
+    /// time does it, and the others over the cap wait for it (going on
+    /// would let them record without bound meanwhile); the ledger's own
+    /// lock is not held across the sync.
     fn relieve(&self, via: &OwnedFd) -> io::Result<()> {
-        if self.relieving.swap(true, Ordering::SeqCst) {
+        let _one_at_a_time = self
+            .relieving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.lock().waiting.len() <= Self::MAX_WAITING {
+            // Another session just did it.
             return Ok(());
         }
-        let result = (|| {
-            if rustix::fs::fstat(via)?.st_dev == self.root_dev {
-                let mark = self.mark();
-                rustix::fs::syncfs(via)?;
-                self.synced(mark);
-            }
-            if self.lock().waiting.len() > Self::MAX_WAITING {
-                self.sync_all()?;
-            }
-            Ok(())
-        })();
-        self.relieving.store(false, Ordering::SeqCst);
-        result
+        if rustix::fs::fstat(via)?.st_dev == self.root_dev {
+            let mark = self.mark();
+            rustix::fs::syncfs(via)?;
+            self.synced(mark);
+        }
+        if self.lock().waiting.len() > Self::MAX_WAITING {
+            self.sync_all()?;
+        }
+        Ok(())
     }
 
     /// Call before a `syncfs`, and pass the mark to [`NewFolders::synced`]
