@@ -271,7 +271,7 @@ fn ctrl_c_does_not_wait_for_a_server_slow_to_answer() {
     let (_src, file) = source_file("one.txt", &data(1024, 1));
     let err = ctrl_c_against(&addr, &received, 1024, &file);
     assert!(
-        err.contains("cancelled before the server confirmed it (it may be stored)"),
+        err.contains("cancelled before the server confirmed it (a retry first asks"),
         "{err}"
     );
 }

@@ -126,7 +126,7 @@ pub fn run(request: &Request, options: &Options) -> Finish {
                 there.len()
             );
         }
-        if plan.items.is_empty() {
+        if !there.is_empty() && plan.items.is_empty() {
             out!("nothing to retry: every file is already on the server");
             // Forgets them, unless a walk cut short is still to finish.
             let nothing = Report {

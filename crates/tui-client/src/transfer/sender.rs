@@ -351,8 +351,24 @@ enum End {
 /// place (2 s).
 const FEED_PATIENCE: Duration = Duration::from_secs(1);
 
-/// Why a file sent whole is counted as not sent after a cancel.
-const UNCONFIRMED: &str = "cancelled before the server confirmed it (it may be stored)";
+/// Why a file written out whole is counted as not sent after a cancel. It
+/// may have reached the server and been stored, or still have been in this
+/// side's buffer, which a cancel drops.
+const UNCONFIRMED: &str =
+    "cancelled before the server confirmed it (a retry first asks whether it is there)";
+
+/// Tells the watcher of [`end_after_cancel`] that its connection ended.
+struct EndWatcher<'a> {
+    ended: &'a AtomicBool,
+    watcher: thread::Thread,
+}
+
+impl Drop for EndWatcher<'_> {
+    fn drop(&mut self) {
+        self.ended.store(true, Ordering::SeqCst);
+        self.watcher.unpark();
+    }
+}
 
 /// Shuts `socket` down [`CANCEL_GRACE`] after `cancel` is raised, unless
 /// the connection has `ended` by then.
@@ -442,6 +458,12 @@ impl Connection<'_> {
         let ended = AtomicBool::new(false);
         let (write_error, paused, acks) = thread::scope(|scope| {
             let watcher = scope.spawn(|| end_after_cancel(cancel, &ended, &socket));
+            // Ends the watcher however this closure ends, a panic included
+            // (the scope waits for it before the panic goes on).
+            let _end_watcher = EndWatcher {
+                ended: &ended,
+                watcher: watcher.thread().clone(),
+            };
             let (write_error, paused) = self.write_items(
                 &mut link_writer,
                 &socket,
@@ -460,8 +482,6 @@ impl Connection<'_> {
                 restart: Vec::new(),
                 again: Vec::new(),
             });
-            ended.store(true, Ordering::SeqCst);
-            watcher.thread().unpark();
             (write_error, paused, acks)
         });
         let restart = acks.restart;
@@ -472,8 +492,9 @@ impl Connection<'_> {
             }
         }
         if self.cancel.load(Ordering::Relaxed) {
-            // Went out whole, then no answer in the grace: the server may
-            // well have stored it (a retry asks before sending it again).
+            // Written out whole, then no answer in the grace: the server
+            // may well have stored it (a retry asks before sending it
+            // again). Files it answered to send again are not among them.
             for (&index, sent) in lock(&announced).iter() {
                 let whole = matches!(
                     sent,
@@ -481,7 +502,8 @@ impl Connection<'_> {
                         blake3: Some(_),
                         ..
                     }
-                );
+                ) && !restart.contains(&index)
+                    && !again.contains(&index);
                 if let Some(slot @ None) = results.get_mut(index).filter(|_| whole) {
                     let result = ItemResult::NotSent {
                         reason: UNCONFIRMED.into(),
