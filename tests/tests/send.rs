@@ -854,6 +854,28 @@ fn an_empty_folder_not_made_is_retried() {
     assert!(server.dir().join("e").is_dir());
 }
 
+/// A retry that cannot reach the server says so once and keeps the record
+/// for the next try.
+#[test]
+fn a_retry_to_a_server_that_is_down_keeps_its_record() {
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").to_string()
+    };
+    let (_src, file) = source_file("a.txt", b"a");
+    let state = tempfile::tempdir().expect("state dir");
+    let record_path = state.path().join("ferry/failed.json");
+    let record = serde_json::json!({
+        "servers": { dead.clone(): [{ "local": file, "remote": "a.txt" }] },
+    });
+    write_file(&record_path, record.to_string().as_bytes());
+    let out = ferry_send_in(state.path(), &dead, &["--retry-failed"]);
+    assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
+    assert_eq!(text(&out.stderr).lines().count(), 1, "{}", all_output(&out));
+    let kept = fs::read_to_string(&record_path).expect("the record is kept");
+    assert!(kept.contains("a.txt"), "{kept}");
+}
+
 /// A dry run with only empty folders has nothing to ask the server, but
 /// does not call the plan good without having reached it.
 #[test]

@@ -119,7 +119,15 @@ pub fn run(request: &Request, options: &Options) -> Finish {
     }
     if request.retry_failed && !request.dry_run {
         // Ctrl-C meanwhile ends ferry as usual: nothing has been sent.
-        let there = retry::drop_already_stored(&mut plan, options, &AtomicBool::new(false));
+        let there = match retry::drop_already_stored(&mut plan, options, &AtomicBool::new(false)) {
+            Ok(there) => there,
+            // Nothing was sent; the record stays for the next try.
+            Err(e) if !plan.items.is_empty() => {
+                err!("ferry: {e}");
+                return Finish::Failed;
+            }
+            Err(_) => Vec::new(),
+        };
         if !there.is_empty() {
             err!(
                 "ferry: {} file(s) already on the server, identical, not sent again",

@@ -300,7 +300,9 @@ impl Session {
                 Source::Retry(record) => {
                     let mut plan = retry::plan(&record);
                     // What a cancel left unconfirmed may be there already.
-                    retry::drop_already_stored(&mut plan, &options, &stop);
+                    // A server that cannot be asked is reported by the
+                    // plan's own question, next.
+                    let _ = retry::drop_already_stored(&mut plan, &options, &stop);
                     plan
                 }
             };

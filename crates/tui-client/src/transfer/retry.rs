@@ -214,22 +214,24 @@ pub fn plan(record: &Record) -> Plan {
 /// under the name each was going to, and returns their names. A transfer
 /// stopped before the server confirmed a file may still have stored it,
 /// and sending it again would keep a second copy under a numbered name.
-/// Only files whose name is taken there are hashed, to be compared. A
-/// server that cannot be asked leaves the plan as it is (the send then
-/// says what is wrong).
-pub fn drop_already_stored(plan: &mut Plan, options: &Options, stop: &AtomicBool) -> Vec<String> {
-    let taken: HashSet<String> = match preflight(&plan.items, options, |_| true, false, stop) {
-        Ok(verdicts) => plan
-            .items
-            .iter()
-            .zip(verdicts)
-            .filter(|(_, v)| matches!(v, Some(Verdict::Clash { .. } | Verdict::Identical)))
-            .map(|(item, _)| item.remote.clone())
-            .collect(),
-        Err(_) => return Vec::new(),
-    };
+/// Only files whose name is taken there are hashed, to be compared. `Err`
+/// when the server cannot be asked (the plan is left as it is); a file
+/// that cannot be hashed here is simply kept in the plan.
+pub fn drop_already_stored(
+    plan: &mut Plan,
+    options: &Options,
+    stop: &AtomicBool,
+) -> Result<Vec<String>, String> {
+    let verdicts = preflight(&plan.items, options, |_| true, false, stop)?;
+    let taken: HashSet<String> = plan
+        .items
+        .iter()
+        .zip(verdicts)
+        .filter(|(_, v)| matches!(v, Some(Verdict::Clash { .. } | Verdict::Identical)))
+        .map(|(item, _)| item.remote.clone())
+        .collect();
     if taken.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let compare = Options {
         on_clash: OnClash::SkipIdentical,
@@ -237,7 +239,7 @@ pub fn drop_already_stored(plan: &mut Plan, options: &Options, stop: &AtomicBool
     };
     let ask = |item: &Item| taken.contains(&item.remote);
     let Ok(verdicts) = preflight(&plan.items, &compare, ask, true, stop) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let mut there = Vec::new();
     let mut keep = verdicts
@@ -250,7 +252,7 @@ pub fn drop_already_stored(plan: &mut Plan, options: &Options, stop: &AtomicBool
         }
         kept
     });
-    there
+    Ok(there)
 }
 
 #[cfg(test)]
