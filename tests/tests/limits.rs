@@ -201,7 +201,7 @@ fn many_small_file_streams_stay_within_the_open_file_limit() {
 #[test]
 fn a_low_open_file_limit_serves_fewer_connections_instead_of_failing_files() {
     let server = Server::start_with_open_file_limit(256, &["--max-connections", "128"]);
-    server.expect_log("is enough for 10 connection(s) at once, not --max-connections 128");
+    server.expect_log("is enough for 12 connection(s) at once, not --max-connections 128");
     let tree = tempfile::tempdir().expect("tempdir");
     for i in 0..100 {
         write_file(

@@ -269,9 +269,11 @@ const FILES_PER_CONNECTION: u64 = 8;
 /// Uploads each connection should be able to keep open at once, at least.
 const UPLOADS_PER_CONNECTION: u64 = 8;
 /// Descriptors kept for the listener, the log, the staging folder and the
-/// like, and for the parents of new folders waiting for a sync (at most
-/// `NewFolders::MAX_WAITING`, 32).
-const FILES_KEPT: u64 = 96;
+/// like (about ten), and for the parents of new folders waiting for a sync
+/// (at most `NewFolders::MAX_WAITING`, 32). Every descriptor kept here is
+/// one less for connections: with a limit of 128, these 64 leave room for
+/// four.
+const FILES_KEPT: u64 = 64;
 
 /// Shares the open-file limit out: what the connections themselves hold,
 /// and what their uploads may keep open (the rest). When the limit cannot
@@ -429,11 +431,11 @@ mod tests {
     #[test]
     fn open_files_are_shared_between_connections_and_uploads() {
         // Plenty: every connection served, the rest for uploads.
-        assert_eq!(share_open_files(20_000, 128), (128, 20_000 - 96 - 128 * 8));
+        assert_eq!(share_open_files(20_000, 128), (128, 20_000 - 64 - 128 * 8));
         // A 1024 limit cannot hold 128 connections and their uploads.
         let (connections, uploads) = share_open_files(1024, 128);
-        assert_eq!(connections, 58);
-        assert_eq!(uploads, 1024 - 96 - 58 * 8);
+        assert_eq!(connections, 60);
+        assert_eq!(uploads, 1024 - 64 - 60 * 8);
         assert!(uploads >= connections as u64 * UPLOADS_PER_CONNECTION);
         // Hardly anything: one connection, still some room.
         assert_eq!(share_open_files(10, 128), (1, 1));
