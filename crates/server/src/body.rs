@@ -16,6 +16,7 @@ use std::thread;
 
 use ferry_proto::path::escape_for_display;
 
+use crate::Limits;
 use crate::session::SessionError;
 use crate::storage::{StoreError, Upload};
 use crate::trailing_hash::TrailingHash;
@@ -149,6 +150,14 @@ pub struct MinRate {
 }
 
 impl MinRate {
+    /// The rule the server's limits set, for bodies and answers alike.
+    pub(crate) fn of(limits: &Limits) -> MinRate {
+        MinRate {
+            bytes_per_sec: limits.min_rate,
+            window: limits.body_timeout,
+        }
+    }
+
     fn start(self) -> Pace {
         Pace {
             rule: self,

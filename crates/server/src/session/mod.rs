@@ -169,10 +169,7 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
         // session's share, the committer's group another (see `make_room`).
         let depth = (shared.open_files_per_session() / 4 / BATCH).clamp(1, QUEUE_DEPTH);
         let (jobs, queue) = sync_channel(depth);
-        let pace = body::MinRate {
-            bytes_per_sec: shared.limits.min_rate,
-            window: shared.limits.body_timeout,
-        };
+        let pace = body::MinRate::of(&shared.limits);
         let writer = BufWriter::with_capacity(WRITE_BUFFER, Paced::new(write_half, pace));
         let name = format!(
             "{}-commit",
@@ -483,10 +480,7 @@ impl<'a> Session<'a> {
     }
 
     fn min_rate(&self) -> body::MinRate {
-        body::MinRate {
-            bytes_per_sec: self.shared.limits.min_rate,
-            window: self.shared.limits.body_timeout,
-        }
+        body::MinRate::of(&self.shared.limits)
     }
 
     /// Gets ready to read a body of `size` bytes.
