@@ -307,10 +307,7 @@ fn a_retry_skips_files_the_server_already_has() {
             { "local": missing, "remote": "t/missing.txt" },
         ] },
     });
-    write_file(
-        &state.path().join("ferry/failed.json"),
-        record.to_string().as_bytes(),
-    );
+    write_retry_record(state.path(), &record);
     let out = ferry_send_in(state.path(), &server.addr(), &["--retry-failed"]);
     assert!(out.status.success(), "{}", all_output(&out));
     assert!(
@@ -771,6 +768,14 @@ fn a_retry_from_another_folder_finds_the_files() {
     assert!(!said.contains("No such file"), "{said}");
 }
 
+/// Writes `record` where `ferry` run with state folder `state` keeps its
+/// retry record, as an earlier transfer would have left it; returns where.
+fn write_retry_record(state: &std::path::Path, record: &serde_json::Value) -> std::path::PathBuf {
+    let path = state.join("ferry/failed.json");
+    write_file(&path, record.to_string().as_bytes());
+    path
+}
+
 /// A send stopped while still walking its paths left files it had never
 /// found out of the retry list. --retry-failed sends what the list names,
 /// then names those paths and fails, rather than saying all went; and it
@@ -787,10 +792,7 @@ fn a_retry_after_a_walk_cut_short_names_what_it_cannot_cover() {
         "servers": { server.addr(): [{ "local": failed, "remote": "t/a.txt" }] },
         "unwalked": { server.addr(): [src.path().join("t")] },
     });
-    write_file(
-        &state.path().join("ferry/failed.json"),
-        record.to_string().as_bytes(),
-    );
+    write_retry_record(state.path(), &record);
     let retry = || {
         ferry_command(state.path())
             .args(["send", "--to", &server.addr(), "--retry-failed"])
@@ -864,11 +866,10 @@ fn a_retry_to_a_server_that_is_down_keeps_its_record() {
     };
     let (_src, file) = source_file("a.txt", b"a");
     let state = tempfile::tempdir().expect("state dir");
-    let record_path = state.path().join("ferry/failed.json");
     let record = serde_json::json!({
         "servers": { dead.clone(): [{ "local": file, "remote": "a.txt" }] },
     });
-    write_file(&record_path, record.to_string().as_bytes());
+    let record_path = write_retry_record(state.path(), &record);
     let out = ferry_send_in(state.path(), &dead, &["--retry-failed"]);
     assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
     assert_eq!(text(&out.stderr).lines().count(), 1, "{}", all_output(&out));

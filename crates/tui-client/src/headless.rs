@@ -137,14 +137,7 @@ pub fn run(request: &Request, options: &Options) -> Finish {
         if !there.is_empty() && plan.items.is_empty() {
             out!("nothing to retry: every file is already on the server");
             // Forgets them, unless a walk cut short is still to finish.
-            let nothing = Report {
-                results: Vec::new(),
-                bytes_sent: 0,
-                bytes_resumed: 0,
-                elapsed: Duration::ZERO,
-                cancelled: false,
-            };
-            if let Err(e) = retry::remember(&options.addr, &[], &nothing, &unwalked) {
+            if let Err(e) = retry::remember(&options.addr, &[], &Report::default(), &unwalked) {
                 err!("ferry: cannot keep the list of failed files for --retry-failed: {e}");
             }
             note_unwalked(&options.addr, &unwalked);
@@ -157,17 +150,13 @@ pub fn run(request: &Request, options: &Options) -> Finish {
         note_unwalked(&options.addr, &unwalked);
         return Finish::from_ok(ok && unwalked.is_empty());
     }
-    match send_plan(&plan, options, &unwalked) {
-        Finish::Done if !unwalked.is_empty() => {
-            note_unwalked(&options.addr, &unwalked);
-            Finish::Failed
-        }
-        Finish::Failed => {
-            note_unwalked(&options.addr, &unwalked);
-            Finish::Failed
-        }
-        finish => finish,
+    let finish = send_plan(&plan, options, &unwalked);
+    if finish == Finish::Interrupted || unwalked.is_empty() {
+        return finish;
     }
+    // Whatever went, the retry did not cover those paths.
+    note_unwalked(&options.addr, &unwalked);
+    Finish::Failed
 }
 
 /// Names the paths an earlier send stopped walking, if any, and how to

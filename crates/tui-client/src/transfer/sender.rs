@@ -131,8 +131,8 @@ pub enum Event {
 /// Receives [`Event`]s; called from the sending thread and the ack reader.
 pub type Reporter = Arc<dyn Fn(Event) + Send + Sync>;
 
-/// The end of a transfer.
-#[derive(Debug, Clone)]
+/// The end of a transfer (by default, of one that sent nothing).
+#[derive(Debug, Clone, Default)]
 pub struct Report {
     /// One result per item, in plan order.
     pub results: Vec<ItemResult>,
