@@ -119,22 +119,20 @@ pub fn run(request: &Request, options: &Options) -> Finish {
     }
     if request.retry_failed && !request.dry_run {
         // Ctrl-C meanwhile ends ferry as usual: nothing has been sent.
-        let there = match retry::drop_already_stored(&mut plan, options, &AtomicBool::new(false)) {
-            Ok(there) => there,
+        match retry::drop_already_stored(&mut plan, options, &AtomicBool::new(false)) {
+            Ok(()) => {}
             // Nothing was sent; the record stays for the next try.
             Err(e) if !plan.items.is_empty() => {
                 err!("ferry: {e}");
                 return Finish::Failed;
             }
-            Err(_) => Vec::new(),
-        };
-        if !there.is_empty() {
-            err!(
-                "ferry: {} file(s) already on the server, identical, not sent again",
-                there.len()
-            );
+            Err(_) => {}
         }
-        if !there.is_empty() && plan.items.is_empty() {
+        let there = plan.already_stored.len();
+        if there > 0 {
+            err!("ferry: {there} file(s) already on the server, identical, not sent again");
+        }
+        if there > 0 && plan.items.is_empty() {
             out!("nothing to retry: every file is already on the server");
             // Forgets them, unless a walk cut short is still to finish.
             if let Err(e) = retry::remember(&options.addr, &[], &Report::default(), &unwalked) {
@@ -260,6 +258,7 @@ fn stream_send(request: &Request, options: &Options) -> Finish {
     let plan = Plan {
         items: feed.whole(),
         skipped,
+        already_stored: Vec::new(),
     };
     // Stopped early, the sender did not wait for what the walk still
     // handed on as it stopped.

@@ -295,19 +295,19 @@ impl Session {
         let options = self.options.clone();
         let follow_links = self.follow_links;
         thread::spawn(move || {
+            let retrying = matches!(source, Source::Retry(_));
             let mut plan = match source {
                 Source::Paths(paths) => Plan::build(&paths, follow_links),
-                Source::Retry(record) => {
-                    let mut plan = retry::plan(&record);
-                    // What a cancel left unconfirmed may be there already.
-                    // A server that cannot be asked is reported by the
-                    // plan's own question, next.
-                    let _ = retry::drop_already_stored(&mut plan, &options, &stop);
-                    plan
-                }
+                Source::Retry(record) => retry::plan(&record),
             };
             if options.on_clash == OnClash::Overwrite {
                 plan.keep_one_file_per_name();
+            }
+            if retrying {
+                // What a cancel left unconfirmed may be there already. A
+                // server that cannot be asked is reported by the plan's own
+                // question, next.
+                let _ = retry::drop_already_stored(&mut plan, &options, &stop);
             }
             let items = plan.items.clone();
             let msg = TransferMsg::Planned(plan);

@@ -659,6 +659,7 @@ fn progress_events_move_the_gauges_and_fill_the_finished_list() {
             },
         ],
         skipped: Vec::new(),
+        already_stored: Vec::new(),
     };
     let go = confirm(&mut app, plan, vec![Some(Verdict::New), Some(Verdict::New)]);
     assert!(matches!(go, Some(Action::Go(_))));
@@ -707,6 +708,7 @@ fn an_unreachable_server_is_the_stop_reason() {
             kind: ItemKind::File { size: 1 },
         }],
         skipped: Vec::new(),
+        already_stored: Vec::new(),
     });
     view.finish(Report {
         results: vec![ItemResult::NotSent {
@@ -744,6 +746,7 @@ fn reviewing(dir: &Path) -> App {
             file(dir, "big.iso", 4096),
         ],
         skipped: Vec::new(),
+        already_stored: Vec::new(),
     };
     app.transfer(TransferMsg::Planned(plan), now);
     assert_eq!(view(&app).phase, Phase::Asking);
@@ -1034,6 +1037,7 @@ fn the_summary_starts_at_its_top_whatever_the_plan_scroll() {
             })
             .collect(),
         skipped: Vec::new(),
+        already_stored: Vec::new(),
     };
     app.transfer(TransferMsg::Planned(plan), now);
     app.transfer(TransferMsg::Checked(Ok(vec![Some(Verdict::New); 40])), now);

@@ -105,6 +105,8 @@ pub struct TransferView {
     pub phase: Phase,
     pub items: Vec<Item>,
     pub skipped: Vec<Skipped>,
+    /// Files of a retry left out because the server already holds them.
+    pub already_stored: usize,
     /// The server's verdict on each item (`None` for folders), or why it
     /// could not be asked. `None` until it answers.
     pub verdicts: Option<Result<Vec<Option<Verdict>>, String>>,
@@ -169,6 +171,9 @@ pub struct PlanCounts {
     pub bytes: u64,
     /// Bytes the server already has of files it will resume.
     pub resumed_bytes: u64,
+    /// Files of a retry taken out of the plan because the server already
+    /// holds them (not among the counts above).
+    pub already_stored: usize,
 }
 
 impl TransferView {
@@ -178,6 +183,7 @@ impl TransferView {
             phase: Phase::Planning,
             items: Vec::new(),
             skipped: Vec::new(),
+            already_stored: 0,
             verdicts: None,
             scroll: 0,
             outgoing: Vec::new(),
@@ -206,6 +212,7 @@ impl TransferView {
         self.resumed = vec![None; plan.items.len()];
         self.items = plan.items;
         self.skipped = plan.skipped;
+        self.already_stored = plan.already_stored.len();
         if self.phase == Phase::Planning {
             self.phase = Phase::Asking;
         }
@@ -235,7 +242,10 @@ impl TransferView {
     }
 
     pub fn plan_counts(&self) -> PlanCounts {
-        let mut counts = PlanCounts::default();
+        let mut counts = PlanCounts {
+            already_stored: self.already_stored,
+            ..PlanCounts::default()
+        };
         for (index, item) in self.items.iter().enumerate() {
             let ItemKind::File { size } = item.kind else {
                 counts.folders += 1;

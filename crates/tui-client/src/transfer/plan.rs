@@ -51,6 +51,10 @@ pub struct Skipped {
 pub struct Plan {
     pub items: Vec<Item>,
     pub skipped: Vec<Skipped>,
+    /// Remote names of files taken out because the server already holds
+    /// them byte for byte: a retry's files that a cancelled transfer stored
+    /// before it could hear so (see `retry::drop_already_stored`).
+    pub already_stored: Vec<String>,
 }
 
 impl Plan {
@@ -617,6 +621,7 @@ mod tests {
         let mut plan = Plan {
             items: vec![folder("/x/t", "t"), folder("/x/t/locked", "t/locked")],
             skipped: Vec::new(),
+            already_stored: Vec::new(),
         };
         let denied = || Skipped::problem(Path::new("/x/t/locked"), "cannot read: denied".into());
         plan.unreadable(denied());

@@ -211,7 +211,8 @@ pub fn plan(record: &Record) -> Plan {
 }
 
 /// Takes out of `plan` the files the server already holds, byte for byte,
-/// under the name each was going to, and returns their names. A transfer
+/// under the name each was going to, and lists their names in
+/// [`Plan::already_stored`]. A transfer
 /// stopped before the server confirmed a file may still have stored it,
 /// and sending it again would keep a second copy under a numbered name.
 /// Only files whose name is taken there are hashed, to be compared. `Err`
@@ -221,7 +222,7 @@ pub fn drop_already_stored(
     plan: &mut Plan,
     options: &Options,
     stop: &AtomicBool,
-) -> Result<Vec<String>, String> {
+) -> Result<(), String> {
     let verdicts = preflight(&plan.items, options, |_| true, false, stop)?;
     let taken: HashSet<String> = plan
         .items
@@ -231,7 +232,7 @@ pub fn drop_already_stored(
         .map(|(item, _)| item.remote.clone())
         .collect();
     if taken.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let compare = Options {
         on_clash: OnClash::SkipIdentical,
@@ -239,12 +240,12 @@ pub fn drop_already_stored(
     };
     let ask = |item: &Item| taken.contains(&item.remote);
     let Ok(verdicts) = preflight(&plan.items, &compare, ask, true, stop) else {
-        return Ok(Vec::new());
+        return Ok(());
     };
-    let mut there = Vec::new();
     let mut keep = verdicts
         .iter()
         .map(|v| !matches!(v, Some(Verdict::Identical)));
+    let there = &mut plan.already_stored;
     plan.items.retain(|item| {
         let kept = keep.next().unwrap_or(true);
         if !kept {
@@ -252,7 +253,7 @@ pub fn drop_already_stored(
         }
         kept
     });
-    Ok(there)
+    Ok(())
 }
 
 #[cfg(test)]

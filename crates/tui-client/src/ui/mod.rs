@@ -344,6 +344,7 @@ mod tests {
         Plan {
             items,
             skipped: Vec::new(),
+            already_stored: Vec::new(),
         }
     }
 
@@ -471,6 +472,7 @@ mod tests {
                 reason: "is a symlink (not followed)".into(),
                 by_choice: true,
             }],
+            already_stored: Vec::new(),
         };
         confirm(&mut app, plan, t0);
         app.transfer(TransferMsg::Progress(connected()), t0);
@@ -786,6 +788,28 @@ mod tests {
             keys.contains("Enter/y send") && keys.contains("Esc/n cancel"),
             "{keys}"
         );
+    }
+
+    /// A retry's files that the cancelled try stored after all are not in
+    /// the plan's rows; the totals say where they went.
+    #[test]
+    fn plan_screen_counts_files_a_retry_found_already_stored() {
+        let mut app = asked_to_send();
+        let now = Instant::now();
+        let plan = Plan {
+            already_stored: vec!["t/a.txt".into(), "t/b.txt".into()],
+            ..plan_of(vec![file("c.txt", 3)])
+        };
+        app.transfer(TransferMsg::Planned(plan), now);
+        app.transfer(TransferMsg::Checked(Ok(vec![Some(Verdict::New)])), now);
+        let lines = screen(&app, now, 120, 20);
+        let totals = line_with(&lines, " new ·");
+        assert!(
+            totals.contains("· 2 files already on the server from the last try"),
+            "{totals}"
+        );
+        assert!(line_with(&lines, "Enter:").contains("send 1 file (3 B)"));
+        assert!(!lines.iter().any(|l| l.contains("a.txt")), "{lines:#?}");
     }
 
     #[test]

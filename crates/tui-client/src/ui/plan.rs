@@ -102,6 +102,15 @@ pub(super) fn totals_text(counts: &PlanCounts) -> Line<'static> {
     if let Some(note) = left_out {
         spans.push(Span::styled(note, Style::new().dark_gray()));
     }
+    if counts.already_stored > 0 {
+        spans.push(Span::styled(
+            format!(
+                " · {} already on the server from the last try",
+                plural(counts.already_stored, "file")
+            ),
+            Style::new().dark_gray(),
+        ));
+    }
     Line::from(spans)
 }
 
