@@ -63,10 +63,13 @@ fn first_use_pins_the_certificate_and_a_changed_one_is_refused() {
     );
     let out = send(state.path(), &addr, &["--tls"], &file);
     assert!(!out.status.success());
+    let said = all_output(&out);
     assert!(
-        all_output(&out).contains("THE SERVER'S CERTIFICATE IS NOT THE ONE EXPECTED"),
-        "{}",
-        all_output(&out)
+        said.contains("THE SERVER'S CERTIFICATE IS NOT THE ONE EXPECTED")
+            && said.contains("the server made a new certificate")
+            && said.contains("remove its line from")
+            && said.contains("ferry/known_servers"),
+        "{said}"
     );
     assert_eq!(server.files(), ["over-tls.txt"], "nothing new arrived");
 }
@@ -88,6 +91,15 @@ fn an_explicit_fingerprint_must_match() {
     );
     assert!(!out.status.success());
     assert!(server.files().is_empty());
+    // Nothing was remembered, so there is no line to remove: the way out
+    // is the fingerprint itself.
+    let said = all_output(&out);
+    assert!(
+        said.contains("the fingerprint given is not this server's")
+            && said.contains(&format!("If the server printed {fp} at start")),
+        "{said}"
+    );
+    assert!(!said.contains("known_servers"), "{said}");
 
     // As people copy it: upper case, with colons.
     let typed: String = fp[7..]

@@ -111,7 +111,7 @@ impl Link {
         let mut first_use = None;
         let verifier: Arc<dyn ServerCertVerifier> = match trust {
             Trust::Ca(path) => ca_verifier(path, &provider)?,
-            Trust::Fingerprint(fp) => Arc::new(Pin::new(Some(fp.clone()), &provider)),
+            Trust::Fingerprint(fp) => Arc::new(Pin::new(Some(fp.clone()), true, &provider)),
             Trust::FirstUse => {
                 // Trust on first use is only worth something if the first
                 // use is remembered.
@@ -122,7 +122,7 @@ impl Link {
                     );
                 }
                 let known = known_fingerprint(addr);
-                let pin = Arc::new(Pin::new(known.clone(), &provider));
+                let pin = Arc::new(Pin::new(known.clone(), false, &provider));
                 if known.is_none() {
                     first_use = Some((addr.to_string(), Arc::clone(&pin)));
                 }
@@ -229,14 +229,18 @@ fn host_of(addr: &str) -> &str {
 #[derive(Debug)]
 struct Pin {
     want: Option<String>,
+    /// `want` came from `--fingerprint` rather than from known_servers:
+    /// what to do about a mismatch differs.
+    given: bool,
     seen: Mutex<Option<String>>,
     provider: Arc<CryptoProvider>,
 }
 
 impl Pin {
-    fn new(want: Option<String>, provider: &Arc<CryptoProvider>) -> Self {
+    fn new(want: Option<String>, given: bool, provider: &Arc<CryptoProvider>) -> Self {
         Pin {
             want,
+            given,
             seen: Mutex::new(None),
             provider: Arc::clone(provider),
         }
@@ -244,6 +248,20 @@ impl Pin {
 
     fn seen(&self) -> Option<String> {
         self.seen.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// The way out of a mismatch, once the user has checked `got` against
+    /// the fingerprint the server printed when it started.
+    fn what_to_do(&self, got: &str) -> String {
+        if self.given {
+            return format!("If the server printed {got} at start, pass that to --fingerprint");
+        }
+        let known = known_servers_path()
+            .map_or_else(|| "known_servers".into(), |p| p.display().to_string());
+        format!(
+            "If you know the server changed it, remove its line from {known} \
+             (or pass --fingerprint {got})"
+        )
     }
 }
 
@@ -263,10 +281,13 @@ impl ServerCertVerifier for Pin {
         match &self.want {
             Some(want) if *want != got => Err(rustls::Error::General(format!(
                 "THE SERVER'S CERTIFICATE IS NOT THE ONE EXPECTED: expected {want}, got {got}. \
-                 Either the server made a new certificate or someone is in the middle. If you \
-                 know the server changed it, remove its line from {} (or pass --fingerprint {got})",
-                known_servers_path()
-                    .map_or_else(|| "known_servers".into(), |p| p.display().to_string())
+                 Either {} or someone is in the middle. {}",
+                if self.given {
+                    "the fingerprint given is not this server's"
+                } else {
+                    "the server made a new certificate"
+                },
+                self.what_to_do(&got)
             ))),
             _ => Ok(ServerCertVerified::assertion()),
         }
