@@ -579,10 +579,10 @@ fn swapping_a_folder_for_a_symlink_mid_upload_never_redirects_a_write() {
     while Instant::now() < until {
         let mut c = V1::connect(&server.addr());
         c.upload(i, &format!("d/f{i}.txt"), b"inside only", OnClash::Rename);
-        if let Some(ServerMsg::Ack(ack)) = c.recv() {
-            if matches!(ack.outcome, Outcome::Stored { .. }) {
-                stored += 1;
-            }
+        if let Some(ServerMsg::Ack(ack)) = c.recv()
+            && matches!(ack.outcome, Outcome::Stored { .. })
+        {
+            stored += 1;
         }
         i += 1;
     }

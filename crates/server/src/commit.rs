@@ -623,10 +623,10 @@ pub(crate) fn finish_metadata(
     if let Err(e) = upload.set_mode(file_mode) {
         warn!(%peer, "cannot set a stored file's mode: {e}");
     }
-    if let Some(m) = mtime {
-        if let Err(e) = upload.set_mtime(m.secs, m.nanos) {
-            warn!(%peer, "cannot set a stored file's time: {e}");
-        }
+    if let Some(m) = mtime
+        && let Err(e) = upload.set_mtime(m.secs, m.nanos)
+    {
+        warn!(%peer, "cannot set a stored file's time: {e}");
     }
 }
 

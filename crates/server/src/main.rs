@@ -351,14 +351,14 @@ fn warn_if_syncfs_is_blind() {
     let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
         return;
     };
-    if let Some(version) = kernel_version(&release) {
-        if version < (5, 8) {
-            warn!(
-                "this kernel ({}) does not report disk write errors to syncfs: a failing \
-                 disk may go unnoticed for small files (Linux 5.8 and later report them)",
-                release.trim()
-            );
-        }
+    if let Some(version) = kernel_version(&release)
+        && version < (5, 8)
+    {
+        warn!(
+            "this kernel ({}) does not report disk write errors to syncfs: a failing \
+             disk may go unnoticed for small files (Linux 5.8 and later report them)",
+            release.trim()
+        );
     }
 }
 

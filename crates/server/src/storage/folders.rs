@@ -176,10 +176,10 @@ pub(super) enum Place {
 
 impl FolderCache {
     pub(super) fn open(&mut self, store: &Store, folders: &[&str]) -> Result<Folder, StoreError> {
-        if let Some((parts, folder)) = &self.last {
-            if parts.iter().map(String::as_str).eq(folders.iter().copied()) {
-                return Ok(folder.clone());
-            }
+        if let Some((parts, folder)) = &self.last
+            && parts.iter().map(String::as_str).eq(folders.iter().copied())
+        {
+            return Ok(folder.clone());
         }
         let dir = store.walk(folders)?;
         let place = store.place_of(&dir).map_err(StoreError::Io)?;

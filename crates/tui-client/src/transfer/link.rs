@@ -151,17 +151,16 @@ impl Link {
     /// After a successful handshake: remembers a server trusted on first
     /// use, so a changed certificate is noticed next time.
     pub fn remember_server(&mut self) {
-        if let Some((addr, pin)) = self.first_use.take() {
-            if let Some(fp) = pin.seen() {
-                if let Err(e) = remember_fingerprint(&addr, &fp) {
-                    // Not `eprintln!`, which panics when stderr is gone: a
-                    // warning that cannot be shown must not stop a send.
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "ferry: cannot remember {addr}'s certificate: {e}"
-                    );
-                }
-            }
+        if let Some((addr, pin)) = self.first_use.take()
+            && let Some(fp) = pin.seen()
+            && let Err(e) = remember_fingerprint(&addr, &fp)
+        {
+            // Not `eprintln!`, which panics when stderr is gone: a
+            // warning that cannot be shown must not stop a send.
+            let _ = writeln!(
+                std::io::stderr(),
+                "ferry: cannot remember {addr}'s certificate: {e}"
+            );
         }
     }
 }
