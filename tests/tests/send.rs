@@ -318,6 +318,85 @@ fn a_retry_skips_files_the_server_already_has() {
     assert_eq!(server.files(), ["t/", "t/missing.txt", "t/there.txt"]);
 }
 
+/// The check for files already stored asks the server about the whole
+/// plan, and hands its answers on for the plan screen: they must still be
+/// the answers for the files left, in their order, after the stored ones
+/// are taken out. Under skip-identical they need digests, so none are
+/// handed on.
+#[test]
+fn the_already_stored_check_keeps_each_verdict_with_its_file() {
+    use ferry_client::transfer::plan::Plan;
+    use ferry_client::transfer::retry::drop_already_stored;
+    use ferry_client::transfer::{Item, ItemKind, Options};
+    use ferry_proto::{Clash, OnClash, Verdict};
+    use std::sync::atomic::AtomicBool;
+
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = |name: &str, bytes: &[u8]| {
+        let local = src.path().join(name);
+        write_file(&local, bytes);
+        Item {
+            local,
+            remote: name.to_string(),
+            kind: ItemKind::File {
+                size: bytes.len() as u64,
+            },
+        }
+    };
+    write_file(&server.dir().join("stored.txt"), b"same bytes");
+    write_file(&server.dir().join("taken.txt"), b"other bytes");
+    let items = vec![
+        file("new-1.txt", b"1"),
+        file("stored.txt", b"same bytes"),
+        Item {
+            local: src.path().join("empty"),
+            remote: "empty".into(),
+            kind: ItemKind::Folder,
+        },
+        file("taken.txt", b"mine"),
+        file("new-2.txt", b"2"),
+    ];
+    let stop = AtomicBool::new(false);
+
+    let mut plan = Plan {
+        items: items.clone(),
+        ..Plan::default()
+    };
+    let options = Options::new(server.addr());
+    let verdicts = drop_already_stored(&mut plan, &options, &stop)
+        .expect("the server answers")
+        .expect("verdicts handed on");
+    let left: Vec<&str> = plan.items.iter().map(|i| i.remote.as_str()).collect();
+    assert_eq!(left, ["new-1.txt", "empty", "taken.txt", "new-2.txt"]);
+    assert_eq!(plan.already_stored, ["stored.txt"]);
+    assert_eq!(verdicts.len(), plan.items.len());
+    assert_eq!(verdicts[0], Some(Verdict::New));
+    assert_eq!(verdicts[1], None, "a folder has no verdict");
+    assert!(
+        matches!(
+            &verdicts[2],
+            Some(Verdict::Clash { result: Clash::Renamed, stored_as }) if stored_as == "taken (1).txt"
+        ),
+        "{:?}",
+        verdicts[2]
+    );
+    assert_eq!(verdicts[3], Some(Verdict::New));
+
+    let mut plan = Plan {
+        items,
+        ..Plan::default()
+    };
+    let options = Options {
+        on_clash: OnClash::SkipIdentical,
+        ..Options::new(server.addr())
+    };
+    let verdicts = drop_already_stored(&mut plan, &options, &stop).expect("the server answers");
+    assert_eq!(verdicts, None);
+    assert_eq!(plan.already_stored, ["stored.txt"]);
+    assert_eq!(server.files(), ["stored.txt", "taken.txt"], "nothing sent");
+}
+
 #[test]
 fn symlinks_are_skipped_by_default_and_followed_on_request() {
     let server = Server::start();

@@ -303,18 +303,27 @@ impl Session {
             if options.on_clash == OnClash::Overwrite {
                 plan.keep_one_file_per_name();
             }
+            // What a cancel left unconfirmed may be there already. Finding
+            // out asks the server about the whole plan, and its answer is
+            // the plan screen's too (unless skip-identical needs digests).
+            // A server that cannot be asked is reported by the plan's own
+            // question, next.
+            let mut verdicts = None;
             if retrying {
-                // What a cancel left unconfirmed may be there already. A
-                // server that cannot be asked is reported by the plan's own
-                // question, next.
-                let _ = retry::drop_already_stored(&mut plan, &options, &stop);
+                verdicts = retry::drop_already_stored(&mut plan, &options, &stop)
+                    .ok()
+                    .flatten();
             }
             let items = plan.items.clone();
             let msg = TransferMsg::Planned(plan);
             if tx.send(Message::Transfer { job, msg }).is_err() {
                 return;
             }
-            let msg = TransferMsg::Checked(preflight(&items, &options, |_| true, true, &stop));
+            let verdicts = match verdicts {
+                Some(known) => Ok(known),
+                None => preflight(&items, &options, |_| true, true, &stop),
+            };
+            let msg = TransferMsg::Checked(verdicts);
             let _ = tx.send(Message::Transfer { job, msg });
         });
     }

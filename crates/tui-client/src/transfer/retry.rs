@@ -212,48 +212,70 @@ pub fn plan(record: &Record) -> Plan {
 
 /// Takes out of `plan` the files the server already holds, byte for byte,
 /// under the name each was going to, and lists their names in
-/// [`Plan::already_stored`]. A transfer
-/// stopped before the server confirmed a file may still have stored it,
-/// and sending it again would keep a second copy under a numbered name.
+/// [`Plan::already_stored`]. A transfer stopped before the server confirmed
+/// a file may still have stored it, and sending it again would keep a
+/// second copy under a numbered name.
 /// Only files whose name is taken there are hashed, to be compared. `Err`
-/// when the server cannot be asked (the plan is left as it is); a file
-/// that cannot be hashed here is simply kept in the plan.
+/// when the server cannot be asked (the plan is left as it is); a file that
+/// cannot be hashed here is simply kept.
+///
+/// Returns the server's verdicts on what is left of the plan, as
+/// [`preflight`] gives them, so that the plan screen need not ask again;
+/// `None` under `--on-clash skip-identical`, whose verdicts need every
+/// file's digest, which this does not take.
 pub fn drop_already_stored(
     plan: &mut Plan,
     options: &Options,
     stop: &AtomicBool,
-) -> Result<(), String> {
+) -> Result<Option<Vec<Option<Verdict>>>, String> {
     let verdicts = preflight(&plan.items, options, |_| true, false, stop)?;
-    let taken: HashSet<String> = plan
+    let there = identical_among_taken(plan, options, &verdicts, stop);
+    let mut kept_verdicts = Vec::with_capacity(verdicts.len());
+    let mut items = Vec::with_capacity(plan.items.len());
+    for ((item, verdict), there) in plan.items.drain(..).zip(verdicts).zip(there) {
+        if there {
+            plan.already_stored.push(item.remote);
+        } else {
+            items.push(item);
+            kept_verdicts.push(verdict);
+        }
+    }
+    plan.items = items;
+    Ok((options.on_clash != OnClash::SkipIdentical).then_some(kept_verdicts))
+}
+
+/// For each item, whether the server holds those very bytes under its
+/// name, asked only of the names `verdicts` found taken. All false when
+/// that cannot be told.
+fn identical_among_taken(
+    plan: &Plan,
+    options: &Options,
+    verdicts: &[Option<Verdict>],
+    stop: &AtomicBool,
+) -> Vec<bool> {
+    let none = vec![false; plan.items.len()];
+    let taken: HashSet<&str> = plan
         .items
         .iter()
         .zip(verdicts)
         .filter(|(_, v)| matches!(v, Some(Verdict::Clash { .. } | Verdict::Identical)))
-        .map(|(item, _)| item.remote.clone())
+        .map(|(item, _)| item.remote.as_str())
         .collect();
     if taken.is_empty() {
-        return Ok(());
+        return none;
     }
     let compare = Options {
         on_clash: OnClash::SkipIdentical,
         ..options.clone()
     };
-    let ask = |item: &Item| taken.contains(&item.remote);
-    let Ok(verdicts) = preflight(&plan.items, &compare, ask, true, stop) else {
-        return Ok(());
-    };
-    let mut keep = verdicts
-        .iter()
-        .map(|v| !matches!(v, Some(Verdict::Identical)));
-    let there = &mut plan.already_stored;
-    plan.items.retain(|item| {
-        let kept = keep.next().unwrap_or(true);
-        if !kept {
-            there.push(item.remote.clone());
-        }
-        kept
-    });
-    Ok(())
+    let ask = |item: &Item| taken.contains(item.remote.as_str());
+    match preflight(&plan.items, &compare, ask, true, stop) {
+        Ok(compared) => compared
+            .iter()
+            .map(|v| matches!(v, Some(Verdict::Identical)))
+            .collect(),
+        Err(_) => none,
+    }
 }
 
 #[cfg(test)]
