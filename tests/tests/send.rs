@@ -397,6 +397,28 @@ fn the_already_stored_check_keeps_each_verdict_with_its_file() {
     assert_eq!(server.files(), ["stored.txt", "taken.txt"], "nothing sent");
 }
 
+/// A mistyped port is a usage error, told once, before any file is looked
+/// at: not a "not sent" per file, and nothing for --retry-failed to keep.
+#[test]
+fn an_address_that_cannot_be_a_server_is_refused_up_front() {
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("report.pdf");
+    write_file(&file, b"pdf");
+    let state = tempfile::tempdir().expect("state dir");
+    for addr in ["127.0.0.1:99999", "127.0.0.1:0", "127.0.0.1:80x"] {
+        let out = ferry_command(state.path())
+            .args(["send", "--to", addr])
+            .arg(&file)
+            .output()
+            .expect("run ferry");
+        assert_eq!(out.status.code(), Some(2), "{addr}: {}", all_output(&out));
+        let said = text(&out.stderr);
+        assert!(said.contains("is not a port"), "{addr}: {said}");
+        assert!(!said.contains("report.pdf"), "{addr}: {said}");
+    }
+    assert!(!state.path().join("ferry/failed.json").exists());
+}
+
 #[test]
 fn symlinks_are_skipped_by_default_and_followed_on_request() {
     let server = Server::start();

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ferry_client::headless::Finish;
-use ferry_client::transfer::link::with_default_port;
+use ferry_client::transfer::link::server_addr;
 use ferry_client::transfer::pace::parse_rate;
 use ferry_client::transfer::{Options, Trust};
 use ferry_proto::OnClash;
@@ -30,7 +30,7 @@ struct Cli {
         global = true,
         env = "FERRY_SERVER",
         default_value = "127.0.0.1:8090",
-        value_parser = |s: &str| Ok::<_, String>(with_default_port(s))
+        value_parser = server_addr
     )]
     to: String,
     /// Cap the sending rate, like curl: 500K, 20M, 1G (bytes per second).

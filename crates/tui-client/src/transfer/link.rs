@@ -217,6 +217,26 @@ pub fn with_default_port(addr: &str) -> String {
     }
 }
 
+/// `addr` completed as by [`with_default_port`], or why it cannot be a
+/// server's address: a host, and a port from 1 to 65535. Checked when the
+/// flags are read, so that a typo is not found file by file (and put on
+/// the retry list); names are looked up only when connecting.
+pub fn server_addr(addr: &str) -> Result<String, String> {
+    let full = with_default_port(addr);
+    let (host, port) = full.rsplit_once(':').unwrap_or((full.as_str(), ""));
+    if host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .is_empty()
+    {
+        return Err(format!("{:?} names no host", addr.trim()));
+    }
+    match port.parse::<u16>() {
+        Ok(1..) => Ok(full),
+        _ => Err(format!("{port:?} is not a port (a number from 1 to 65535)")),
+    }
+}
+
 /// `host` of `host:port` or `[v6]:port`.
 fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
@@ -390,6 +410,28 @@ mod tests {
         assert_eq!(with_default_port("[::1]"), "[::1]:8090");
         assert_eq!(with_default_port("[::1]:9000"), "[::1]:9000");
         assert_eq!(with_default_port(" host:1 "), "host:1");
+    }
+
+    #[test]
+    fn a_server_address_needs_a_host_and_a_real_port() {
+        assert_eq!(server_addr("localhost").as_deref(), Ok("localhost:8090"));
+        assert_eq!(server_addr("[::1]:9000").as_deref(), Ok("[::1]:9000"));
+        assert_eq!(
+            server_addr("10.0.0.5:65535").as_deref(),
+            Ok("10.0.0.5:65535")
+        );
+        for bad in [
+            "127.0.0.1:99999",
+            "host:0",
+            "host:",
+            "host:80x",
+            ":8090",
+            "[]:8090",
+        ] {
+            assert!(server_addr(bad).is_err(), "{bad} was taken");
+        }
+        let why = server_addr("127.0.0.1:99999").expect_err("refused");
+        assert!(why.contains("\"99999\" is not a port"), "{why}");
     }
 
     #[test]
