@@ -26,7 +26,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::app::{Action, App};
-use crate::browse::{Sizer, describe_error, read_entries};
+use crate::browse::{Marks, Sizer, describe_error, read_entries};
 use crate::event::{Message, TransferMsg, reporter};
 use crate::transfer::Dispatch;
 use crate::transfer::preflight::preflight;
@@ -148,7 +148,8 @@ impl Session {
                 tx.send(Message::Sizing(report)).is_ok()
             })
         };
-        let (app, first_action) = App::new(dir, options.addr.clone());
+        let (mut app, first_action) = App::new(dir, options.addr.clone());
+        app.marks = Marks::new(follow_links);
         Session {
             app,
             first_action: Some(first_action),

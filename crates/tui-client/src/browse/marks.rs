@@ -24,6 +24,9 @@ enum Marked {
 #[derive(Debug, Clone, Default)]
 pub struct Marks {
     marked: BTreeMap<PathBuf, Marked>,
+    /// A marked link is sent as what it points to (`-L`). Otherwise the
+    /// plan skips it, and it adds nothing to the totals.
+    follow_links: bool,
 }
 
 /// How much the marked set amounts to.
@@ -37,6 +40,13 @@ pub struct Totals {
 }
 
 impl Marks {
+    pub fn new(follow_links: bool) -> Marks {
+        Marks {
+            marked: BTreeMap::new(),
+            follow_links,
+        }
+    }
+
     pub fn contains(&self, path: &Path) -> bool {
         self.marked.contains_key(path)
     }
@@ -51,6 +61,7 @@ impl Marks {
 
     pub fn mark(&mut self, entry: &Entry) {
         let marked = match entry.kind {
+            _ if entry.is_link && !self.follow_links => Marked::Other,
             EntryKind::File => Marked::File {
                 bytes: entry.size.unwrap_or(0),
             },
@@ -126,6 +137,32 @@ mod tests {
             size,
             is_link: false,
             problem: None,
+        }
+    }
+
+    #[test]
+    fn links_count_for_nothing_unless_followed() {
+        let link = |path: &str, kind, size| Entry {
+            is_link: true,
+            ..entry(path, kind, size)
+        };
+        let sizes = FolderSizes::default();
+        for follow in [false, true] {
+            let mut marks = Marks::new(follow);
+            marks.mark(&link("/a/to-file", EntryKind::File, Some(100)));
+            marks.mark(&link("/a/to-folder", EntryKind::Folder, None));
+            marks.mark(&entry("/a/real.txt", EntryKind::File, Some(5)));
+            let totals = marks.totals(&sizes);
+            let expected = if follow {
+                (3, 2, 105, true)
+            } else {
+                (3, 1, 5, false)
+            };
+            assert_eq!(
+                (totals.paths, totals.files, totals.bytes, totals.sizing),
+                expected,
+                "following links: {follow}"
+            );
         }
     }
 
