@@ -174,6 +174,9 @@ pub struct PlanCounts {
     /// Files of a retry taken out of the plan because the server already
     /// holds them (not among the counts above).
     pub already_stored: usize,
+    /// What was picked but cannot go, found before the server was asked
+    /// (a symlink not followed, a name the client refuses, ...).
+    pub skipped: usize,
 }
 
 impl TransferView {
@@ -244,6 +247,7 @@ impl TransferView {
     pub fn plan_counts(&self) -> PlanCounts {
         let mut counts = PlanCounts {
             already_stored: self.already_stored,
+            skipped: self.skipped.len(),
             ..PlanCounts::default()
         };
         for (index, item) in self.items.iter().enumerate() {

@@ -812,6 +812,30 @@ mod tests {
         assert!(!lines.iter().any(|l| l.contains("a.txt")), "{lines:#?}");
     }
 
+    /// "0 refused" above a row that says "name refused" read as a
+    /// contradiction: what the client itself leaves out is counted too.
+    #[test]
+    fn plan_totals_count_what_was_skipped_before_asking() {
+        let mut app = asked_to_send();
+        let now = Instant::now();
+        let plan = Plan {
+            skipped: vec![Skipped {
+                local: PathBuf::from("/here/bad\\name.txt"),
+                reason: "name refused: backslashes are not allowed".into(),
+                by_choice: false,
+            }],
+            ..plan_of(vec![file("c.txt", 3)])
+        };
+        app.transfer(TransferMsg::Planned(plan), now);
+        app.transfer(TransferMsg::Checked(Ok(vec![Some(Verdict::New)])), now);
+        let lines = screen(&app, now, 120, 20);
+        let totals = line_with(&lines, " new ·");
+        assert!(
+            totals.contains("1 new · 0 identical · 0 clashes · 0 resume · 0 refused · 1 skipped"),
+            "{totals}"
+        );
+    }
+
     #[test]
     fn plan_screen_waits_for_the_server_and_says_when_it_cannot_be_asked() {
         let mut app = asked_to_send();

@@ -93,6 +93,9 @@ pub(super) fn totals_text(counts: &PlanCounts) -> Line<'static> {
             plural(counts.folders, "folder")
         )));
     }
+    if counts.skipped > 0 {
+        spans.push(Span::raw(format!(" · {} skipped", counts.skipped)));
+    }
     let left_out = match (counts.identical, counts.refused) {
         (0, 0) => None,
         (_, 0) => Some(" · not sent: identical"),
