@@ -397,6 +397,35 @@ fn the_already_stored_check_keeps_each_verdict_with_its_file() {
     assert_eq!(server.files(), ["stored.txt", "taken.txt"], "nothing sent");
 }
 
+/// Something else listening on the port (here, what an SSH server says
+/// first) is named as such, not as a broken frame of a huge size.
+#[test]
+fn a_port_that_is_not_a_ferry_server_is_called_that() {
+    use std::io::Write;
+    use std::net::TcpListener;
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    thread::spawn(move || {
+        for peer in listener.incoming().take(4) {
+            let Ok(mut peer) = peer else { return };
+            let _ = peer.write_all(b"SSH-2.0-OpenSSH_9.6\r\n");
+            thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("a.txt");
+    write_file(&file, b"a");
+    let out = ferry_send(&addr, &[file.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("not a Ferry server: it speaks another protocol"),
+        "{said}"
+    );
+    assert!(!said.contains("broken frame"), "{said}");
+}
+
 /// A mistyped port is a usage error, told once, before any file is looked
 /// at: not a "not sent" per file, and nothing for --retry-failed to keep.
 #[test]

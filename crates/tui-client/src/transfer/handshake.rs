@@ -22,10 +22,19 @@ pub(crate) fn send_frame(out: &mut impl Write, msg: &ClientMsg) -> io::Result<()
 /// network failure) begins.
 const REFUSED: &str = "the server refused";
 
-/// Whether a handshake error means the server answered and said no, as
-/// opposed to not being reached at all.
+/// How a handshake error begins when something at the address answered,
+/// but not in Ferry's protocol: an SSH or web server on that port, say.
+const NOT_FERRY: &str = "not a Ferry server";
+
+/// How long a server has to answer the hello: more than its longest pause
+/// after wrong tokens (8 s), far less than the silence a transfer allows.
+/// A web server, waiting for a request line that never comes, says nothing.
+const WELCOME_WAIT: Duration = Duration::from_secs(15);
+
+/// Whether a handshake error means the server answered and said no (or
+/// was not a Ferry server), as opposed to not being reached at all.
 pub fn is_refusal(error: &str) -> bool {
-    error.starts_with(REFUSED)
+    error.starts_with(REFUSED) || error.starts_with(NOT_FERRY)
 }
 
 /// Why a handshake failed when the server let the connection in and then
@@ -104,7 +113,13 @@ pub(crate) fn handshake(
     send_frame(&mut link.writer, &hello)
         .and_then(|()| link.writer.flush())
         .map_err(|e| dropped(&e))?;
-    match read_message(&mut link.reader, dropped)? {
+    let wait = link.socket.read_timeout().ok().flatten();
+    let _ = link
+        .socket
+        .set_read_timeout(Some(wait.map_or(WELCOME_WAIT, |w| w.min(WELCOME_WAIT))));
+    let welcome = read_welcome(&mut link.reader, dropped);
+    let _ = link.socket.set_read_timeout(wait);
+    match welcome? {
         Some(ServerMsg::Welcome {
             version,
             server,
@@ -134,6 +149,36 @@ pub(crate) fn handshake(
         }
         None => Err(BUSY.into()),
     }
+}
+
+/// The answer to the hello. Bytes that are not a Ferry message, or none
+/// at all for [`WELCOME_WAIT`], mean something else is listening there.
+fn read_welcome(
+    r: &mut impl Read,
+    on_io: impl Fn(&io::Error) -> String,
+) -> Result<Option<ServerMsg>, String> {
+    let body = match read_frame(r) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(None),
+        Err(ferry_proto::FrameError::Io(e))
+            if matches!(
+                e.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ) =>
+        {
+            return Err(format!(
+                "no answer to the hello in {} s (is it a Ferry server?)",
+                WELCOME_WAIT.as_secs()
+            ));
+        }
+        Err(ferry_proto::FrameError::Io(e)) => return Err(on_io(&e)),
+        Err(_) => {
+            return Err(format!("{NOT_FERRY}: it speaks another protocol"));
+        }
+    };
+    ServerMsg::parse(&body)
+        .map(Some)
+        .map_err(|_| format!("{NOT_FERRY}: it speaks another protocol"))
 }
 
 pub(crate) fn read_server_msg(r: &mut impl Read) -> Result<Option<ServerMsg>, String> {

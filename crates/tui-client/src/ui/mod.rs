@@ -78,7 +78,13 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
     let (mark, state, color) = match &app.server {
         ServerState::Checking => ("…", "checking".to_string(), Color::Yellow),
         ServerState::Connected(name) => ("●", format!("connected: {name}"), Color::Green),
-        ServerState::Unreachable(reason) => ("○", format!("unreachable: {reason}"), Color::Red),
+        ServerState::Unreachable(reason) => {
+            // The address is on the line already.
+            let reason = reason
+                .strip_prefix(&format!("cannot reach {}: ", app.addr))
+                .unwrap_or(reason);
+            ("○", format!("unreachable: {reason}"), Color::Red)
+        }
         ServerState::Refused(reason) => ("○", reason.clone(), Color::Red),
     };
     let server = Line::from(vec![
@@ -415,7 +421,8 @@ mod tests {
         let mut app = browsing(dir.path());
         let before = screen(&app, Instant::now(), 100, 10);
         assert!(before[0].contains("… checking"));
-        app.probed(Err("connection refused".into()));
+        // As Link::open words it; the address is on the line once.
+        app.probed(Err("cannot reach 127.0.0.1:7878: connection refused".into()));
         app.handle_key(KeyEvent::from(KeyCode::Char('/')));
         app.handle_key(KeyEvent::from(KeyCode::Char('z')));
         let lines = screen(&app, Instant::now(), 100, 10);
@@ -424,8 +431,29 @@ mod tests {
             "{}",
             lines[0]
         );
+        assert_eq!(
+            lines[0].matches("127.0.0.1:7878").count(),
+            1,
+            "{}",
+            lines[0]
+        );
         assert!(line_with(&lines, "/z").contains("/z"));
         assert!(line_with(&lines, "nothing matches").contains("nothing matches"));
+    }
+
+    /// What answered is not unreachable, and not Ferry either.
+    #[test]
+    fn header_says_when_the_port_is_not_a_ferry_server() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut app = browsing(dir.path());
+        app.probed(Err("not a Ferry server: it speaks another protocol".into()));
+        let lines = screen(&app, Instant::now(), 120, 10);
+        assert!(
+            lines[0].contains("○ not a Ferry server: it speaks another protocol"),
+            "{}",
+            lines[0]
+        );
+        assert!(!lines[0].contains("unreachable"), "{}", lines[0]);
     }
 
     fn connected() -> Event {
