@@ -551,6 +551,19 @@ mod tests {
         assert!(line_with(&lines, "a.txt").contains("stored"));
         assert!(line_with(&lines, "/here/link").contains("skipped: is a symlink"));
         assert!(lines[lines.len() - 1].contains("Esc cancel"));
+
+        // A narrow screen drops what was sent, then what is stored, and
+        // keeps the rate and the time left whole.
+        let narrow = screen(&app, at, 56, 30);
+        let total = line_with(&narrow, "50%");
+        assert!(
+            total.contains("50% · stored 2 MiB / 10 MiB · 2.50 MiB/s · ETA 2s"),
+            "{total}"
+        );
+        assert!(!total.contains("sent"), "{total}");
+        let narrower = screen(&app, at, 30, 30);
+        let total = line_with(&narrower, "50%");
+        assert!(total.contains("50% · 2.50 MiB/s · ETA 2s"), "{total}");
     }
 
     #[test]

@@ -93,7 +93,9 @@ pub(super) fn behind_line(view: &TransferView, now: Instant) -> Line<'static> {
                 || "connecting…".to_string(),
                 |meter| {
                     let ratio = confirmed_ratio(meter, view.all_confirmed());
-                    format!("{}{}", percent(ratio), speed(meter, now))
+                    let mut parts = vec![percent(ratio)];
+                    parts.extend(speed(meter, now));
+                    parts.join(" · ")
                 },
             );
             (format!("Sending: {progress}"), Color::Cyan)
@@ -174,25 +176,32 @@ fn draw_total(frame: &mut Frame, area: Rect, view: &TransferView, now: Instant) 
         return;
     };
     let ratio = confirmed_ratio(progress, view.all_confirmed());
-    let mut label = format!(
-        "{} · sent {} · stored {} / {}",
-        percent(ratio),
-        bytes(progress.done()),
-        bytes(view.stored_bytes()),
-        bytes(progress.total())
-    );
+    // On a narrow screen what was sent goes first, then what is stored.
+    let mut parts = vec![
+        (None, percent(ratio)),
+        (Some(0), format!("sent {}", bytes(progress.done()))),
+        (
+            Some(1),
+            format!(
+                "stored {} / {}",
+                bytes(view.stored_bytes()),
+                bytes(progress.total())
+            ),
+        ),
+    ];
     match (view.phase, view.elapsed) {
         (Phase::Ended { .. }, Some(elapsed)) => {
             // What the server already had did not cross the network.
             let moved = progress.done().saturating_sub(progress.resumed());
             let secs = elapsed.as_secs_f64();
             if secs > 0.0 && moved > 0 {
-                label.push_str(&format!(" · {}/s", bytes((moved as f64 / secs) as u64)));
+                parts.push((None, format!("{}/s", bytes((moved as f64 / secs) as u64))));
             }
-            label.push_str(&format!(" · took {}", format_duration(elapsed)));
+            parts.push((None, format!("took {}", format_duration(elapsed))));
         }
-        _ => label.push_str(&speed(progress, now)),
+        _ => parts.extend(speed(progress, now).into_iter().map(|p| (None, p))),
     }
+    let label = fitted(&parts, inner_width(area));
     frame.render_widget(gauge(ratio, label, Color::Green).block(block), area);
 }
 
@@ -212,22 +221,24 @@ fn draw_file(frame: &mut Frame, area: Rect, view: &TransferView, now: Instant) {
     let block = Block::bordered().title(format!(" {} ", item.remote));
     let confirmed = view.current_confirmed();
     let ratio = confirmed_ratio(progress, confirmed);
-    let mut label = format!(
-        "{} · {} / {}",
-        percent(ratio),
-        bytes(progress.done()),
-        bytes(progress.total())
-    );
+    let mut parts = vec![
+        (None, percent(ratio)),
+        (
+            Some(1),
+            format!("{} / {}", bytes(progress.done()), bytes(progress.total())),
+        ),
+    ];
     if progress.resumed() > 0 {
-        label.push_str(&format!(" · resumed at {}", bytes(progress.resumed())));
+        parts.push((Some(0), format!("resumed at {}", bytes(progress.resumed()))));
     }
     if confirmed {
-        label.push_str(" · stored");
+        parts.push((None, "stored".into()));
     } else if progress.done() >= progress.total() {
-        label.push_str(" · waiting for the server to confirm");
+        parts.push((None, "waiting for the server to confirm".into()));
     } else {
-        label.push_str(&speed(progress, now));
+        parts.extend(speed(progress, now).into_iter().map(|p| (None, p)));
     }
+    let label = fitted(&parts, inner_width(area));
     frame.render_widget(gauge(ratio, label, Color::Cyan).block(block), area);
 }
 
@@ -246,16 +257,41 @@ fn percent(ratio: f64) -> String {
     format!("{}%", (ratio * 100.0).floor())
 }
 
-/// " · 5 MiB/s · ETA 4s", or nothing while the rate is not known yet.
-fn speed(progress: &Meter, now: Instant) -> String {
-    let mut text = String::new();
-    if let Some(rate) = progress.rate(now) {
-        text.push_str(&format!(" · {}/s", bytes(rate as u64)));
+/// "5 MiB/s" and "ETA 4s", or nothing while the rate is not known yet.
+fn speed(progress: &Meter, now: Instant) -> Vec<String> {
+    let rate = progress.rate(now).map(|r| format!("{}/s", bytes(r as u64)));
+    let eta = progress
+        .eta(now)
+        .map(|eta| format!("ETA {}", format_duration(eta)));
+    rate.into_iter().chain(eta).collect()
+}
+
+/// A gauge's label: `parts` joined with " · ". Where that is wider than
+/// `width`, parts are left out by their number, lowest first (`None` is
+/// always kept), so that a narrow screen still shows how far along it is,
+/// how fast and how long is left.
+fn fitted(parts: &[(Option<u8>, String)], width: usize) -> String {
+    let join = |cut: Option<u8>| {
+        parts
+            .iter()
+            .filter(|(rank, _)| rank.is_none() || *rank > cut)
+            .map(|(_, text)| text.as_str())
+            .collect::<Vec<_>>()
+            .join(" · ")
+    };
+    let mut cut = None;
+    let mut label = join(cut);
+    let last = parts.iter().filter_map(|(rank, _)| *rank).max();
+    while Span::raw(label.as_str()).width() > width && cut < last {
+        cut = Some(cut.map_or(0, |c| c + 1));
+        label = join(cut);
     }
-    if let Some(eta) = progress.eta(now) {
-        text.push_str(&format!(" · ETA {}", format_duration(eta)));
-    }
-    text
+    label
+}
+
+/// Columns inside a bordered block.
+fn inner_width(area: Rect) -> usize {
+    usize::from(area.width.saturating_sub(2))
 }
 
 fn gauge(ratio: f64, label: String, color: Color) -> Gauge<'static> {
