@@ -78,13 +78,11 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
     let (mark, state, color) = match &app.server {
         ServerState::Checking => ("…", "checking".to_string(), Color::Yellow),
         ServerState::Connected(name) => ("●", format!("connected: {name}"), Color::Green),
-        ServerState::Unreachable(reason) => {
-            // The address is on the line already.
-            let reason = reason
-                .strip_prefix(&format!("cannot reach {}: ", app.addr))
-                .unwrap_or(reason);
-            ("○", format!("unreachable: {reason}"), Color::Red)
-        }
+        ServerState::Unreachable(reason) => (
+            "○",
+            format!("unreachable: {}", without_addr(reason, &app.addr)),
+            Color::Red,
+        ),
         ServerState::Refused(reason) => ("○", reason.clone(), Color::Red),
     };
     let server = Line::from(vec![
@@ -113,6 +111,18 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
 }
 
 /// A path left out of a send, and why, as the plan and the summary list it.
+/// `reason` without the server's address it may begin with ("cannot reach
+/// ADDR: ...", "handshake with ADDR failed: ..."): the header shows the
+/// address already, and a line cut short should lose that, not the cause.
+fn without_addr<'r>(reason: &'r str, addr: &str) -> &'r str {
+    let rest = reason
+        .strip_prefix("cannot reach ")
+        .or_else(|| reason.strip_prefix("handshake with "))
+        .and_then(|r| r.strip_prefix(addr));
+    rest.and_then(|r| r.strip_prefix(": ").or_else(|| r.strip_prefix(" failed: ")))
+        .unwrap_or(reason)
+}
+
 fn skipped_line(s: &Skipped) -> Line<'static> {
     Line::from(vec![
         Span::styled("– ", Style::new().dark_gray()),
@@ -716,10 +726,45 @@ mod tests {
             }),
             t0,
         );
-        let lines = screen(&app, t0, 120, 24);
+        let lines = screen(&app, t0, 100, 24);
         let headline = line_with(&lines, "Stopped");
         assert!(headline.contains("connection refused"), "{headline}");
         assert!(headline.contains("0 stored, 1 not sent"), "{headline}");
+        // The address is in the header; on 100 columns the cause fits.
+        let row = line_with(&lines, "a.txt");
+        assert!(
+            row.contains("not sent: connection refused (is ferry-server running there?)"),
+            "{row}"
+        );
+        assert_eq!(
+            lines[0].matches("127.0.0.1:7878").count(),
+            1,
+            "{}",
+            lines[0]
+        );
+    }
+
+    #[test]
+    fn only_the_address_of_this_server_is_taken_out_of_a_reason() {
+        let addr = "10.0.0.5:8090";
+        assert_eq!(
+            without_addr("cannot reach 10.0.0.5:8090: connection refused", addr),
+            "connection refused"
+        );
+        assert_eq!(
+            without_addr(
+                "handshake with 10.0.0.5:8090 failed: not a Ferry server",
+                addr
+            ),
+            "not a Ferry server"
+        );
+        for kept in [
+            "cannot reach 10.0.0.6:8090: connection refused",
+            "the server's disk is full",
+            "cannot reach 10.0.0.5:80901: timed out",
+        ] {
+            assert_eq!(without_addr(kept, addr), kept);
+        }
     }
 
     #[test]

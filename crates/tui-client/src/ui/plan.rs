@@ -10,8 +10,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 
 use super::bytes;
-use super::skipped_line;
 use super::transfer::plural;
+use super::{skipped_line, without_addr};
 use crate::app::{App, Phase, PlanCounts, TransferView};
 use crate::transfer::{Item, ItemKind};
 
@@ -46,7 +46,7 @@ fn headline_text(app: &App, view: &TransferView) -> Line<'static> {
         (_, Some(reason)) => Line::styled(
             format!(
                 "Could not ask the server what it would do: {}.",
-                escape_for_display(reason)
+                escape_for_display(without_addr(reason, &app.addr))
             ),
             Style::new().fg(Color::Red).bold(),
         ),

@@ -17,7 +17,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Gauge, Paragraph};
 
 use super::bytes;
-use super::skipped_line;
+use super::{skipped_line, without_addr};
 use crate::app::{App, Counts, Meter, Phase, TransferView};
 use crate::transfer::progress::format_duration;
 use crate::transfer::{ItemKind, ItemResult};
@@ -27,7 +27,7 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, view: &TransferView
     frame.render_widget(Paragraph::new(headline_text(app, view)), headline);
     draw_total(frame, total, view, now);
     draw_file(frame, file, view, now);
-    draw_finished(frame, finished, view);
+    draw_finished(frame, finished, view, &app.addr);
 }
 
 fn headline_text(app: &App, view: &TransferView) -> Line<'static> {
@@ -68,7 +68,11 @@ fn headline_text(app: &App, view: &TransferView) -> Line<'static> {
         ),
         Phase::Ended { cancelled: false } => match view.stop_reason() {
             Some(reason) => Line::styled(
-                format!("Stopped: {reason}. {}.", sent_and_unsent(&counts)),
+                format!(
+                    "Stopped: {}. {}.",
+                    without_addr(&reason, &app.addr),
+                    sent_and_unsent(&counts)
+                ),
                 Style::new().fg(Color::Red).bold(),
             ),
             None if counts.unsent() > 0 => Line::styled(
@@ -302,7 +306,7 @@ fn gauge(ratio: f64, label: String, color: Color) -> Gauge<'static> {
         .use_unicode(true)
 }
 
-fn draw_finished(frame: &mut Frame, area: Rect, view: &TransferView) {
+fn draw_finished(frame: &mut Frame, area: Rect, view: &TransferView, addr: &str) {
     let ended = view.is_ended();
     // Once it has ended, what went wrong comes first (then renamed files,
     // then the rest), and the list scrolls; while it runs, the newest is
@@ -323,7 +327,10 @@ fn draw_finished(frame: &mut Frame, area: Rect, view: &TransferView) {
             } => 1,
             _ => 2,
         };
-        ranked.push((rank, outcome_line(&item.remote, result, by_plan, resumed)));
+        ranked.push((
+            rank,
+            outcome_line(&item.remote, result, by_plan, resumed, addr),
+        ));
     }
     if ended {
         ranked.sort_by_key(|(rank, _)| *rank);
@@ -387,6 +394,7 @@ fn outcome_line(
     result: &ItemResult,
     by_plan: bool,
     resumed: Option<u64>,
+    addr: &str,
 ) -> Line<'static> {
     let (mark, color, mut what) = match result {
         ItemResult::Stored { .. } if by_plan => ("=", Color::Green, "identical, skipped".into()),
@@ -402,8 +410,16 @@ fn outcome_line(
             Clash::None => ("✓", Color::Green, "stored".into()),
         },
         ItemResult::Folder { .. } => ("✓", Color::Green, "folder created".into()),
-        ItemResult::Failed { reason } => ("✗", Color::Red, format!("failed: {reason}")),
-        ItemResult::NotSent { reason } => ("·", Color::DarkGray, format!("not sent: {reason}")),
+        ItemResult::Failed { reason } => (
+            "✗",
+            Color::Red,
+            format!("failed: {}", without_addr(reason, addr)),
+        ),
+        ItemResult::NotSent { reason } => (
+            "·",
+            Color::DarkGray,
+            format!("not sent: {}", without_addr(reason, addr)),
+        ),
     };
     if let (ItemResult::Stored { .. }, Some(offset)) = (result, resumed) {
         what.push_str(&format!(" (resumed at {})", bytes(offset)));
