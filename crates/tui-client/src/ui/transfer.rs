@@ -70,7 +70,7 @@ fn headline_text(app: &App, view: &TransferView) -> Line<'static> {
             Some(reason) => Line::styled(
                 format!(
                     "Stopped: {}. {}.",
-                    without_addr(&reason, &app.addr),
+                    without_addr(reason, &app.addr),
                     sent_and_unsent(&counts)
                 ),
                 Style::new().fg(Color::Red).bold(),
