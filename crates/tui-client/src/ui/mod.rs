@@ -744,6 +744,35 @@ mod tests {
         );
     }
 
+    /// A renamed file is one of those stored, not one more.
+    #[test]
+    fn the_summary_counts_renamed_files_among_the_stored() {
+        let mut app = asked_to_send();
+        let t0 = Instant::now();
+        confirm(&mut app, plan_of(vec![file("taken.txt", 4)]), t0);
+        let renamed = ItemResult::Stored {
+            stored_as: "taken (1).txt".into(),
+            clash: Clash::Renamed,
+            bytes: 4,
+        };
+        app.transfer(
+            TransferMsg::Done(Report {
+                results: vec![renamed],
+                bytes_sent: 4,
+                bytes_resumed: 0,
+                elapsed: Duration::from_secs(1),
+                cancelled: false,
+            }),
+            t0,
+        );
+        let lines = screen(&app, t0, 100, 24);
+        let headline = line_with(&lines, "Finished");
+        assert!(
+            headline.contains("Finished: 1 stored (1 renamed)."),
+            "{headline}"
+        );
+    }
+
     #[test]
     fn only_the_address_of_this_server_is_taken_out_of_a_reason() {
         let addr = "10.0.0.5:8090";

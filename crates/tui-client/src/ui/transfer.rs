@@ -144,10 +144,12 @@ fn sent_and_unsent(counts: &Counts) -> String {
 }
 
 fn finished_counts(counts: &Counts) -> String {
-    let mut parts = vec![format!("{} stored", stored_now(counts))];
-    if counts.renamed > 0 {
-        parts.push(format!("{} renamed", counts.renamed));
-    }
+    // Renamed files are among those stored: "1 stored, 1 renamed" read as
+    // two files.
+    let mut parts = vec![match counts.renamed {
+        0 => format!("{} stored", stored_now(counts)),
+        renamed => format!("{} stored ({renamed} renamed)", stored_now(counts)),
+    }];
     if counts.identical > 0 {
         parts.push(format!("{} already there", counts.identical));
     }
