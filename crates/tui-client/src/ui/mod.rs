@@ -131,6 +131,33 @@ fn skipped_line(s: &Skipped) -> Line<'static> {
     ])
 }
 
+/// `text` cut to `room` columns by a `…` in its middle, when it is longer:
+/// a file name keeps its start and its extension.
+fn cut_middle(text: &str, room: usize) -> String {
+    if Span::raw(text).width() <= room || room < 3 {
+        return text.to_string();
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let width = |c: &char| Span::raw(c.to_string()).width();
+    // The end gets at least half: that is where the extension is.
+    let (mut head, mut tail) = (0, chars.len());
+    let (mut head_width, mut tail_width) = (0, 0);
+    let half = (room - 1) / 2;
+    while head < tail && head_width + width(&chars[head]) <= half {
+        head_width += width(&chars[head]);
+        head += 1;
+    }
+    while tail > head && head_width + tail_width + width(&chars[tail - 1]) < room {
+        tail -= 1;
+        tail_width += width(&chars[tail]);
+    }
+    chars[..head]
+        .iter()
+        .chain(std::iter::once(&'…'))
+        .chain(&chars[tail..])
+        .collect()
+}
+
 /// `text` cut to its last `room` columns, after a `…`, when it is longer.
 fn keep_end(text: &str, room: usize) -> String {
     if Span::raw(text).width() <= room {
@@ -744,6 +771,27 @@ mod tests {
         );
     }
 
+    /// One very long name must not push every verdict off the screen.
+    #[test]
+    fn a_long_name_on_the_plan_gives_up_its_middle() {
+        let long = format!("{}.txt", "a".repeat(200));
+        let app = plan_screen(
+            vec![file(&long, 1), file("taken.txt", 2)],
+            Ok(vec![
+                Some(Verdict::New),
+                Some(Verdict::Clash {
+                    result: Clash::Renamed,
+                    stored_as: "taken (1).txt".into(),
+                }),
+            ]),
+        );
+        let lines = screen(&app, Instant::now(), 100, 20);
+        let row = line_with(&lines, "taken.txt");
+        assert!(row.contains("will be renamed to taken (1).txt"), "{row}");
+        let row = line_with(&lines, "a.txt");
+        assert!(row.contains('…') && row.contains("1 B  new"), "{row}");
+    }
+
     /// A renamed file is one of those stored, not one more.
     #[test]
     fn the_summary_counts_renamed_files_among_the_stored() {
@@ -1108,6 +1156,12 @@ mod tests {
         let header = screen(&app, Instant::now(), 40, 10)[0].clone();
         assert!(header.contains("…"), "{header}");
         assert!(header.contains("photos "), "{header}");
+        assert_eq!(cut_middle("abcdefghij.txt", 9), "abcd….txt");
+        assert_eq!(cut_middle("short.txt", 9), "short.txt");
+        let cut = cut_middle(&format!("{}.txt", "a".repeat(200)), 20);
+        assert_eq!(Span::raw(cut.as_str()).width(), 20, "{cut}");
+        assert!(cut.ends_with("a.txt") && cut.contains('…'), "{cut}");
+        assert_eq!(cut_middle("日本語のファイル名.txt", 12), "日本…名.txt");
         assert_eq!(keep_end("abcdef", 4), "…def");
         assert_eq!(keep_end("abc", 4), "abc");
     }

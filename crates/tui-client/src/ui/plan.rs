@@ -11,7 +11,7 @@ use ratatui::widgets::{Block, Paragraph};
 
 use super::bytes;
 use super::transfer::plural;
-use super::{skipped_line, without_addr};
+use super::{cut_middle, skipped_line, without_addr};
 use crate::app::{App, Phase, PlanCounts, TransferView};
 use crate::transfer::{Item, ItemKind};
 
@@ -159,6 +159,12 @@ fn draw_rows(frame: &mut Frame, area: Rect, view: &TransferView) {
         .max()
         .unwrap_or(0)
         .min(width / 2);
+    // A longer name gives up its middle, so that its size and verdict
+    // stay in their columns.
+    let names: Vec<String> = names
+        .into_iter()
+        .map(|n| cut_middle(&n, name_width))
+        .collect();
     // What needs a look comes first: what cannot be sent, then clashes and
     // resumes, then the plain new files; each group in the plan's order.
     let mut ranked: Vec<(u8, Line)> = view.skipped.iter().map(|s| (0, skipped_line(s))).collect();
