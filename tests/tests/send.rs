@@ -163,9 +163,26 @@ fn ctrl_c_stops_cleanly_and_remembers_what_was_not_sent() {
     let err = text(&out.stderr);
     assert!(err.contains("interrupted"), "{err}");
     assert!(err.contains("not sent: cancelled"), "{err}");
+    // The file cut short is big enough to resume, and the user is told so;
+    // the retry then does resume it.
+    let kept: Vec<&str> = err
+        .lines()
+        .filter_map(|l| {
+            l.strip_suffix(
+                ": not sent: cancelled; the server keeps what arrived, so sending it again resumes",
+            )
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "{err}");
 
     let again = ferry_send_in(state.path(), &server.addr(), &["--retry-failed"]);
     assert!(again.status.success(), "{}", all_output(&again));
+    let resumed = format!("{}: resumed at", kept[0].trim_start_matches("ferry: "));
+    assert!(
+        all_output(&again).contains(&resumed),
+        "{}",
+        all_output(&again)
+    );
     for i in 0..4 {
         assert_eq!(server.read(&format!("t/f{i}.bin")), data(1 << 20, i));
     }

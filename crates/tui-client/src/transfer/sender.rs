@@ -354,6 +354,11 @@ const FEED_PATIENCE: Duration = Duration::from_secs(1);
 /// Why a file written out whole is counted as not sent after a cancel. It
 /// may have reached the server and been stored, or still have been in this
 /// side's buffer, which a cancel drops.
+/// Why a big file cut short by a cancel was not stored, and what comes of
+/// it: the server keeps a resumable upload's partial.
+const CANCELLED_KEPT: &str =
+    "cancelled; the server keeps what arrived, so sending it again resumes";
+
 const UNCONFIRMED: &str =
     "cancelled before the server confirmed it (a retry first asks whether it is there)";
 
@@ -495,18 +500,24 @@ impl Connection<'_> {
             // Written out whole, then no answer in the grace: the server
             // may well have stored it (a retry asks before sending it
             // again). Files it answered to send again are not among them.
+            // Cut short instead, a big file sent with a resume key is
+            // kept as a partial for the next send to resume.
             for (&index, sent) in lock(&announced).iter() {
-                let whole = matches!(
-                    sent,
+                if restart.contains(&index) || again.contains(&index) {
+                    continue;
+                }
+                let reason = match sent {
                     Sent::File {
-                        blake3: Some(_),
-                        ..
+                        blake3: Some(_), ..
+                    } => UNCONFIRMED,
+                    Sent::File { size, blake3: None } if self.resumable(index, *size) => {
+                        CANCELLED_KEPT
                     }
-                ) && !restart.contains(&index)
-                    && !again.contains(&index);
-                if let Some(slot @ None) = results.get_mut(index).filter(|_| whole) {
+                    _ => continue,
+                };
+                if let Some(slot @ None) = results.get_mut(index) {
                     let result = ItemResult::NotSent {
-                        reason: UNCONFIRMED.into(),
+                        reason: reason.into(),
                     };
                     (self.report)(Event::Finished {
                         index,
@@ -686,6 +697,17 @@ impl Connection<'_> {
             link.close();
         }
         (outcome, paused)
+    }
+
+    /// Whether item `index`, of `size` bytes, goes with a resume key (see
+    /// [`Self::send_file`]).
+    fn resumable(&self, index: usize, size: u64) -> bool {
+        self.options.resume
+            && size >= RESUMABLE_MIN
+            && self
+                .feed
+                .peek(index, |item| resume_key(&item.local).is_some())
+                .unwrap_or(false)
     }
 
     #[allow(clippy::too_many_arguments)]
