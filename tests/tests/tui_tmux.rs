@@ -184,6 +184,35 @@ fn scene(flags: &[&str]) -> Option<(Server, tempfile::TempDir, PathBuf)> {
     Some((server, home, root))
 }
 
+/// `ferry FILE` opens the file's folder with the cursor on it, and Enter
+/// sends just that file.
+#[test]
+fn given_a_file_the_picker_opens_its_folder_on_it() {
+    let Some((server, home, root)) = scene(&[]) else {
+        return;
+    };
+    fs::create_dir_all(root.join("sub")).expect("mkdir");
+    write(root.join("a.txt"), b"a");
+    let (_, b) = write(root.join("b.txt"), b"the one asked for\n");
+    write(root.join("c.txt"), b"c");
+
+    let tmux = picker(&server, home.path(), &root.join("b.txt"));
+    let screen = tmux.wait_for(&["a.txt", "b.txt", "c.txt", "● connected"]);
+    let cursor = screen
+        .lines()
+        .find(|l| l.contains('▶'))
+        .unwrap_or_else(|| panic!("no cursor:\n{screen}"));
+    assert!(cursor.contains("b.txt"), "{screen}");
+    tmux.press(&["Enter"]);
+    tmux.wait_for(&["Enter: send 1 file"]);
+    tmux.press(&["Enter"]);
+    tmux.wait_for(&["Finished: 1 stored"]);
+    assert_eq!(server.files(), ["b.txt"]);
+    assert_eq!(fs::read(server.dir().join("b.txt")).expect("stored"), b);
+    tmux.press(&["q"]);
+    tmux.wait_for(&["ferry exited with 0"]);
+}
+
 #[test]
 fn pick_files_in_a_subfolder_send_them_and_quit() {
     let Some((server, home, root)) = scene(&[]) else {

@@ -67,7 +67,7 @@ struct Cli {
     /// Follow symlinks and send what they point to.
     #[arg(short = 'L', long, global = true)]
     follow_links: bool,
-    /// Folder to browse.
+    /// Folder to browse (given a file, its folder, with the cursor on it).
     #[arg(default_value = ".")]
     dir: PathBuf,
     #[command(subcommand)]

@@ -70,11 +70,17 @@ pub struct Ending {
 /// Runs the picker until the user quits.
 pub fn run(config: Config) -> anyhow::Result<Ending> {
     // Checked before the terminal changes, so the error is printed plainly.
-    let dir = fs::canonicalize(&config.dir)
+    let path = fs::canonicalize(&config.dir)
         .with_context(|| format!("cannot open {}", config.dir.display()))?;
-    if !dir.is_dir() {
-        bail!("{} is not a folder", config.dir.display());
-    }
+    // Given a file, the picker opens its folder with the cursor on it.
+    let (dir, select) = match (path.is_dir(), path.parent(), path.file_name()) {
+        (true, _, _) => (path.clone(), None),
+        (false, Some(parent), Some(name)) => (
+            parent.to_path_buf(),
+            Some(name.to_string_lossy().into_owned()),
+        ),
+        _ => bail!("{} is not a folder", config.dir.display()),
+    };
     // Without a terminal (a script, a pipe) there is nothing to draw on.
     if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
         bail!("the picker needs a terminal; from scripts, use `ferry send PATH...`");
@@ -86,7 +92,8 @@ pub fn run(config: Config) -> anyhow::Result<Ending> {
             return Err(e).context("cannot set up the terminal");
         }
     };
-    let result = Session::start(dir, config.options, config.follow_links).run(&mut terminal);
+    let result =
+        Session::start(dir, select, config.options, config.follow_links).run(&mut terminal);
     ratatui::restore();
     result
 }
@@ -129,7 +136,12 @@ struct Session {
 }
 
 impl Session {
-    fn start(dir: PathBuf, options: Options, follow_links: bool) -> Session {
+    fn start(
+        dir: PathBuf,
+        select: Option<String>,
+        options: Options,
+        follow_links: bool,
+    ) -> Session {
         let (tx, rx) = mpsc::channel();
         let quitting = Arc::new(AtomicBool::new(false));
         let sending = Arc::new(AtomicBool::new(false));
@@ -149,6 +161,10 @@ impl Session {
             })
         };
         let (mut app, first_action) = App::new(dir, options.addr.clone());
+        let first_action = match first_action {
+            Action::Open { dir, select: None } => Action::Open { dir, select },
+            other => other,
+        };
         app.marks = Marks::new(follow_links);
         Session {
             app,
