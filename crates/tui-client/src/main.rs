@@ -21,7 +21,7 @@ use ferry_proto::OnClash;
     name = "ferry",
     version,
     subcommand_negates_reqs = true,
-    override_usage = "ferry [OPTIONS] [DIR]\n       ferry [OPTIONS] send [OPTIONS] <PATHS>..."
+    override_usage = "ferry [OPTIONS] [DIR]\n       ferry [OPTIONS] send [OPTIONS] [PATHS]..."
 )]
 struct Cli {
     /// Server address, HOST:PORT (the port is 8090 when left out).
