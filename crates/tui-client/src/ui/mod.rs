@@ -10,6 +10,7 @@ mod browser;
 mod plan;
 mod transfer;
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use ferry_proto::path::escape_for_display;
@@ -123,10 +124,23 @@ fn without_addr<'r>(reason: &'r str, addr: &str) -> &'r str {
         .unwrap_or(reason)
 }
 
-fn skipped_line(s: &Skipped) -> Line<'static> {
+/// A row for something that will not be sent, named the way the rows of
+/// what is sent are: from the picked folder's own name down.
+fn skipped_line(s: &Skipped, roots: &[PathBuf]) -> Line<'static> {
+    let name = roots
+        .iter()
+        .find_map(|root| {
+            let below = s.local.strip_prefix(root).ok()?;
+            let top = Path::new(root.file_name()?);
+            Some(match below.as_os_str().is_empty() {
+                true => top.to_path_buf(),
+                false => top.join(below),
+            })
+        })
+        .unwrap_or_else(|| s.local.clone());
     Line::from(vec![
         Span::styled("– ", Style::new().dark_gray()),
-        Span::raw(escape_for_display(&s.local.to_string_lossy())),
+        Span::raw(escape_for_display(&name.to_string_lossy())),
         Span::styled(format!("  skipped: {}", s.reason), Style::new().dark_gray()),
     ])
 }
@@ -790,6 +804,35 @@ mod tests {
         assert!(row.contains("will be renamed to taken (1).txt"), "{row}");
         let row = line_with(&lines, "a.txt");
         assert!(row.contains('…') && row.contains("1 B  new"), "{row}");
+    }
+
+    /// Skipped rows are named as sent ones are, from the pick down; what is
+    /// under no pick keeps its whole path.
+    #[test]
+    fn skipped_rows_are_named_from_the_picked_folder_down() {
+        let skipped = |local: &str| Skipped {
+            local: PathBuf::from(local),
+            reason: "is a symlink (not followed)".into(),
+            by_choice: true,
+        };
+        let roots = [
+            PathBuf::from("/home/me/trip"),
+            PathBuf::from("/home/me/x.txt"),
+        ];
+        let text = |line: Line| {
+            line.spans
+                .iter()
+                .map(|s| s.content.as_ref())
+                .collect::<String>()
+        };
+        assert!(
+            text(skipped_line(&skipped("/home/me/trip/photos/link"), &roots))
+                .starts_with("– trip/photos/link  skipped")
+        );
+        assert!(text(skipped_line(&skipped("/home/me/x.txt"), &roots)).starts_with("– x.txt  "));
+        assert!(
+            text(skipped_line(&skipped("/elsewhere/l"), &roots)).starts_with("– /elsewhere/l  ")
+        );
     }
 
     /// A renamed file is one of those stored, not one more.

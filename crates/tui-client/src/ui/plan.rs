@@ -167,7 +167,11 @@ fn draw_rows(frame: &mut Frame, area: Rect, view: &TransferView) {
         .collect();
     // What needs a look comes first: what cannot be sent, then clashes and
     // resumes, then the plain new files; each group in the plan's order.
-    let mut ranked: Vec<(u8, Line)> = view.skipped.iter().map(|s| (0, skipped_line(s))).collect();
+    let mut ranked: Vec<(u8, Line)> = view
+        .skipped
+        .iter()
+        .map(|s| (0, skipped_line(s, &view.roots)))
+        .collect();
     ranked.extend(
         view.items
             .iter()

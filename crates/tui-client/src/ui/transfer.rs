@@ -313,7 +313,11 @@ fn draw_finished(frame: &mut Frame, area: Rect, view: &TransferView, addr: &str)
     // Once it has ended, what went wrong comes first (then renamed files,
     // then the rest), and the list scrolls; while it runs, the newest is
     // at the bottom and the oldest scroll off the top.
-    let mut ranked: Vec<(u8, Line)> = view.skipped.iter().map(|s| (0, skipped_line(s))).collect();
+    let mut ranked: Vec<(u8, Line)> = view
+        .skipped
+        .iter()
+        .map(|s| (0, skipped_line(s, &view.roots)))
+        .collect();
     for &index in &view.finished {
         let (Some(item), Some(Some(result))) = (view.items.get(index), view.results.get(index))
         else {
