@@ -79,6 +79,8 @@ pub enum Input {
     Filter,
     /// "Quit and cancel the transfer?" is on screen.
     ConfirmQuit,
+    /// The list of keys is on screen; any key closes it.
+    Help,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +170,11 @@ impl App {
         match self.input {
             Input::ConfirmQuit => return self.confirm_quit_key(key),
             Input::Filter => return self.filter_key(key),
+            // The key that closes the help does nothing else.
+            Input::Help => {
+                self.input = Input::Normal;
+                return None;
+            }
             Input::Normal => {}
         }
         if key
@@ -198,6 +205,7 @@ impl App {
             KeyCode::Char('a') => return self.mark_visible(),
             KeyCode::Char('u') => self.marks.clear(),
             KeyCode::Char('/') => self.input = Input::Filter,
+            KeyCode::Char('?') => self.input = Input::Help,
             KeyCode::Char('.') => {
                 let show = !self.listing.show_hidden();
                 self.listing.set_show_hidden(show);

@@ -15,10 +15,10 @@ use std::time::Instant;
 
 use ferry_proto::path::escape_for_display;
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::Paragraph;
+use ratatui::widgets::{Block, Clear, Paragraph};
 
 use crate::app::{App, Input, Phase, Screen, ScrollRows, ServerState};
 use crate::transfer::Skipped;
@@ -36,6 +36,60 @@ pub fn draw(frame: &mut Frame, app: &App, now: Instant) {
         },
     }
     draw_footer(frame, areas.footer, app, now);
+    if app.input == Input::Help {
+        draw_help(frame, areas.body);
+    }
+}
+
+/// Every key of the folder list, with what it does: the footer has room
+/// for the most used only.
+const BROWSE_KEYS: [(&str, &str); 14] = [
+    ("j k  ↓ ↑", "move down / up"),
+    ("g G  Home End", "first / last entry"),
+    ("PageUp PageDown", "move by a screenful"),
+    ("l  →  Enter", "open the folder under the cursor"),
+    ("h  ←  Backspace", "go to the parent folder"),
+    ("Space", "mark or unmark, and move down"),
+    ("a", "mark every visible entry"),
+    ("u", "clear all marks, in every folder"),
+    ("/", "filter as you type (Enter keeps, Esc clears)"),
+    (".", "show or hide hidden files"),
+    (
+        "Enter on a file",
+        "send the marked entries, or just this file",
+    ),
+    ("s", "send the marked entries"),
+    ("Tab", "the transfer behind the list, or its summary"),
+    ("q  Ctrl-C", "quit (asks while sending) / quit at once"),
+];
+
+/// The keys, in a box over the list.
+fn draw_help(frame: &mut Frame, area: Rect) {
+    let key_width = BROWSE_KEYS
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    let lines: Vec<Line> = BROWSE_KEYS
+        .iter()
+        .map(|(key, what)| {
+            Line::from(vec![
+                Span::styled(format!(" {key:<key_width$}  "), Style::new().bold()),
+                Span::raw(*what),
+            ])
+        })
+        .collect();
+    let width = lines.iter().map(Line::width).max().unwrap_or(0) as u16 + 3;
+    let height = lines.len() as u16 + 2;
+    let [row] = Layout::vertical([Constraint::Length(height)])
+        .flex(Flex::Center)
+        .areas(area);
+    let [boxed] = Layout::horizontal([Constraint::Length(width)])
+        .flex(Flex::Center)
+        .areas(row);
+    frame.render_widget(Clear, boxed);
+    let block = Block::bordered().title(" Keys (any key closes) ");
+    frame.render_widget(Paragraph::new(lines).block(block), boxed);
 }
 
 /// How many list rows fit on a screen of this size, so that paging moves
@@ -249,6 +303,7 @@ fn totals_line(app: &App) -> Line<'static> {
 fn keys_line(app: &App, width: u16) -> Line<'static> {
     let keys: Vec<(&str, &str)> = match (&app.screen, app.input) {
         (_, Input::ConfirmQuit) => vec![("y", "quit"), ("n", "stay")],
+        (_, Input::Help) => vec![("any key", "back")],
         (_, Input::Filter) => vec![
             ("type", "filter"),
             ("Enter", "keep"),
@@ -263,6 +318,7 @@ fn keys_line(app: &App, width: u16) -> Line<'static> {
             ("h", "back"),
             ("Space", "mark"),
             ("q", "quit"),
+            ("?", "help"),
             ("/", "filter"),
             ("a", "mark all"),
             ("u", "unmark all"),
@@ -275,8 +331,10 @@ fn keys_line(app: &App, width: u16) -> Line<'static> {
                 ("h", "back"),
                 ("Space", "mark"),
                 ("Enter", "send"),
-                ("s", "send marked"),
                 ("q", "quit"),
+                // Before the rest: it is how they are found.
+                ("?", "help"),
+                ("s", "send marked"),
                 ("/", "filter"),
                 ("a", "mark all"),
                 ("u", "unmark all"),
@@ -835,6 +893,30 @@ mod tests {
         );
     }
 
+    /// The footer has room for the most used keys only; `?` lists them
+    /// all, and the key that closes the list does nothing else.
+    #[test]
+    fn question_mark_lists_every_key_until_any_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
+        let mut app = browsing(dir.path());
+        let keys = screen(&app, Instant::now(), 80, 24);
+        assert!(keys[keys.len() - 1].contains("? help"), "{keys:#?}");
+        assert_eq!(app.handle_key(KeyEvent::from(KeyCode::Char('?'))), None);
+        let help = screen(&app, Instant::now(), 80, 24);
+        assert!(
+            line_with(&help, "Keys").contains("any key closes"),
+            "{help:#?}"
+        );
+        for (key, what) in BROWSE_KEYS {
+            assert!(line_with(&help, what).contains(key), "{help:#?}");
+        }
+        assert_eq!(app.handle_key(KeyEvent::from(KeyCode::Char('q'))), None);
+        let after = screen(&app, Instant::now(), 80, 24);
+        assert!(!after.iter().any(|l| l.contains("Keys")), "{after:#?}");
+        assert!(line_with(&after, "a.txt").contains("a.txt"));
+    }
+
     /// A renamed file is one of those stored, not one more.
     #[test]
     fn the_summary_counts_renamed_files_among_the_stored() {
@@ -891,13 +973,14 @@ mod tests {
     fn keys_that_do_not_fit_are_left_out_whole() {
         let dir = tempfile::tempdir().expect("tempdir");
         let app = browsing(dir.path());
-        let wide = screen(&app, Instant::now(), 120, 10);
+        let wide = screen(&app, Instant::now(), 140, 10);
         let keys = &wide[wide.len() - 1];
         for key in [
             "j/k move",
             "Space mark",
             "s send marked",
             "q quit",
+            "? help",
             ". hidden",
         ] {
             assert!(keys.contains(key), "{key} missing from {keys}");
