@@ -163,13 +163,13 @@ fn ctrl_c_stops_cleanly_and_remembers_what_was_not_sent() {
     let err = text(&out.stderr);
     assert!(err.contains("interrupted"), "{err}");
     assert!(err.contains("not sent: cancelled"), "{err}");
-    // The file cut short is big enough to resume, and the user is told so;
-    // the retry then does resume it.
+    // The file cut short is big enough to resume, and the user is told it
+    // may be; here its first bytes had arrived, so the retry resumes it.
     let kept: Vec<&str> = err
         .lines()
         .filter_map(|l| {
             l.strip_suffix(
-                ": not sent: cancelled; the server keeps what arrived, so sending it again resumes",
+                ": not sent: cancelled; the server may keep what arrived, and sending it again resumes if so",
             )
         })
         .collect();

@@ -354,10 +354,13 @@ const FEED_PATIENCE: Duration = Duration::from_secs(1);
 /// Why a file written out whole is counted as not sent after a cancel. It
 /// may have reached the server and been stored, or still have been in this
 /// side's buffer, which a cancel drops.
-/// Why a big file cut short by a cancel was not stored, and what comes of
-/// it: the server keeps a resumable upload's partial.
+/// Why a big file cut short by a cancel was not stored, and what may come
+/// of it. The server keeps what arrived of a resumable upload, unless none
+/// did (the cancel drops what is still buffered here), the file goes to
+/// another file system mounted inside its folder, or another upload holds
+/// its partial: only the retry's plan can tell.
 const CANCELLED_KEPT: &str =
-    "cancelled; the server keeps what arrived, so sending it again resumes";
+    "cancelled; the server may keep what arrived, and sending it again resumes if so";
 
 const UNCONFIRMED: &str =
     "cancelled before the server confirmed it (a retry first asks whether it is there)";
@@ -500,7 +503,7 @@ impl Connection<'_> {
             // Written out whole, then no answer in the grace: the server
             // may well have stored it (a retry asks before sending it
             // again). Files it answered to send again are not among them.
-            // Cut short instead, a big file sent with a resume key is
+            // Cut short instead, a big file sent with a resume key may be
             // kept as a partial for the next send to resume.
             for (&index, sent) in lock(&announced).iter() {
                 if restart.contains(&index) || again.contains(&index) {
