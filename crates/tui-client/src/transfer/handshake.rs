@@ -113,10 +113,10 @@ pub(crate) fn handshake(
     send_frame(&mut link.writer, &hello)
         .and_then(|()| link.writer.flush())
         .map_err(|e| dropped(&e))?;
+    // Whatever the connection's own timeout: a shorter one would take a
+    // server's pause after a wrong token for silence.
     let wait = link.socket.read_timeout().ok().flatten();
-    let _ = link
-        .socket
-        .set_read_timeout(Some(wait.map_or(WELCOME_WAIT, |w| w.min(WELCOME_WAIT))));
+    let _ = link.socket.set_read_timeout(Some(WELCOME_WAIT));
     let welcome = read_welcome(&mut link.reader, dropped);
     let _ = link.socket.set_read_timeout(wait);
     match welcome? {
