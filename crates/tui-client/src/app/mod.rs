@@ -460,7 +460,12 @@ impl App {
         self.listing = Listing::new(dir, entries, self.listing.show_hidden());
         self.listing.set_rows(rows);
         if let Some(name) = select {
-            self.listing.select_name(&name);
+            // A hidden entry asked for by name (`ferry DIR/.profile`) is
+            // shown, rather than the cursor left on another.
+            if !self.listing.select_name(&name) && name.starts_with('.') {
+                self.listing.set_show_hidden(true);
+                self.listing.select_name(&name);
+            }
         }
         // The sizer drops the previous folder's background work; marked
         // folders are urgent work and are measured regardless.

@@ -917,6 +917,20 @@ mod tests {
         assert!(line_with(&after, "a.txt").contains("a.txt"));
     }
 
+    /// `ferry DIR/.profile` must not leave the cursor on another file
+    /// because hidden files are not shown: that one is shown.
+    #[test]
+    fn a_hidden_file_asked_for_by_name_is_shown_under_the_cursor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
+        std::fs::write(dir.path().join(".profile"), b"p").expect("write");
+        let (mut app, _) = App::new(dir.path().to_path_buf(), "127.0.0.1:7878");
+        let entries = read_entries(dir.path()).map_err(|e| e.to_string());
+        app.listed(dir.path().to_path_buf(), Some(".profile".into()), entries);
+        let lines = screen(&app, Instant::now(), 80, 10);
+        assert!(line_with(&lines, "▶").contains(".profile"), "{lines:#?}");
+    }
+
     /// A renamed file is one of those stored, not one more.
     #[test]
     fn the_summary_counts_renamed_files_among_the_stored() {
