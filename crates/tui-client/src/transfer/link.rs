@@ -222,8 +222,23 @@ pub fn with_default_port(addr: &str) -> String {
 /// flags are read, so that a typo is not found file by file (and put on
 /// the retry list); names are looked up only when connecting.
 pub fn server_addr(addr: &str) -> Result<String, String> {
+    if addr.contains("://") {
+        return Err(format!("{:?} is a URL: give HOST:PORT", addr.trim()));
+    }
     let full = with_default_port(addr);
     let (host, port) = full.rsplit_once(':').unwrap_or((full.as_str(), ""));
+    // More than one colon makes an IPv6 address (bracketed by
+    // `with_default_port`), which must then be one: `127.0.0.1:80:90` is
+    // not.
+    if let Some(inside) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        let address = inside.split_once('%').map_or(inside, |(a, _zone)| a);
+        if !inside.is_empty() && address.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!(
+                "{:?} is not HOST:PORT (an IPv6 address goes in brackets: [::1]:8090)",
+                addr.trim()
+            ));
+        }
+    }
     if host
         .trim_start_matches('[')
         .trim_end_matches(']')
@@ -427,9 +442,16 @@ mod tests {
             "host:80x",
             ":8090",
             "[]:8090",
+            "http://127.0.0.1:8090",
+            "127.0.0.1:80:90",
+            "[host]:8090",
         ] {
             assert!(server_addr(bad).is_err(), "{bad} was taken");
         }
+        assert_eq!(
+            server_addr("fe80::1%eth0").as_deref(),
+            Ok("[fe80::1%eth0]:8090")
+        );
         let why = server_addr("127.0.0.1:99999").expect_err("refused");
         assert!(why.contains("\"99999\" is not a port"), "{why}");
     }
