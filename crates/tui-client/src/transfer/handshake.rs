@@ -117,7 +117,18 @@ pub(crate) fn handshake(
     // server's pause after a wrong token for silence.
     let wait = link.socket.read_timeout().ok().flatten();
     let _ = link.socket.set_read_timeout(Some(WELCOME_WAIT));
-    let welcome = read_welcome(&mut link.reader, dropped);
+    // Bytes that are no Ferry message, or none at all for WELCOME_WAIT,
+    // mean something else is listening there.
+    let silent = |e: &io::Error| match e.kind() {
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => format!(
+            "no answer to the hello in {} s (is it a Ferry server?)",
+            WELCOME_WAIT.as_secs()
+        ),
+        _ => dropped(e),
+    };
+    let welcome = read_message(&mut link.reader, silent, |_| {
+        format!("{NOT_FERRY}: it speaks another protocol")
+    });
     let _ = link.socket.set_read_timeout(wait);
     match welcome? {
         Some(ServerMsg::Welcome {
@@ -151,54 +162,26 @@ pub(crate) fn handshake(
     }
 }
 
-/// The answer to the hello. Bytes that are not a Ferry message, or none
-/// at all for [`WELCOME_WAIT`], mean something else is listening there.
-fn read_welcome(
-    r: &mut impl Read,
-    on_io: impl Fn(&io::Error) -> String,
-) -> Result<Option<ServerMsg>, String> {
-    let body = match read_frame(r) {
-        Ok(Some(b)) => b,
-        Ok(None) => return Ok(None),
-        Err(ferry_proto::FrameError::Io(e))
-            if matches!(
-                e.kind(),
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-            ) =>
-        {
-            return Err(format!(
-                "no answer to the hello in {} s (is it a Ferry server?)",
-                WELCOME_WAIT.as_secs()
-            ));
-        }
-        Err(ferry_proto::FrameError::Io(e)) => return Err(on_io(&e)),
-        Err(_) => {
-            return Err(format!("{NOT_FERRY}: it speaks another protocol"));
-        }
-    };
-    ServerMsg::parse(&body)
-        .map(Some)
-        .map_err(|_| format!("{NOT_FERRY}: it speaks another protocol"))
-}
-
 pub(crate) fn read_server_msg(r: &mut impl Read) -> Result<Option<ServerMsg>, String> {
-    read_message(r, describe_io)
+    read_message(r, describe_io, |why| why)
 }
 
-/// Reads one message, with `on_io` putting a failed read into words.
+/// Reads one message: `on_io` puts a failed read into words, and
+/// `on_garbage` what was read when it is no Ferry message.
 fn read_message(
     r: &mut impl Read,
     on_io: impl Fn(&io::Error) -> String,
+    on_garbage: impl Fn(String) -> String,
 ) -> Result<Option<ServerMsg>, String> {
     let body = match read_frame(r) {
         Ok(Some(b)) => b,
         Ok(None) => return Ok(None),
         Err(ferry_proto::FrameError::Io(e)) => return Err(on_io(&e)),
-        Err(e) => return Err(format!("the server sent a broken frame: {e}")),
+        Err(e) => return Err(on_garbage(format!("the server sent a broken frame: {e}"))),
     };
     ServerMsg::parse(&body)
         .map(Some)
-        .map_err(|e| format!("the server sent something unexpected: {e}"))
+        .map_err(|e| on_garbage(format!("the server sent something unexpected: {e}")))
 }
 
 /// Turns an I/O error into plain words for a person.
