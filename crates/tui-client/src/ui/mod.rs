@@ -911,6 +911,10 @@ mod tests {
         for (key, what) in BROWSE_KEYS {
             assert!(line_with(&help, what).contains(key), "{help:#?}");
         }
+        // Bigger than a small terminal, it is cut, not a panic.
+        for (width, height) in [(30, 8), (10, 3), (1, 1)] {
+            screen(&app, Instant::now(), width, height);
+        }
         assert_eq!(app.handle_key(KeyEvent::from(KeyCode::Char('q'))), None);
         let after = screen(&app, Instant::now(), 80, 24);
         assert!(!after.iter().any(|l| l.contains("Keys")), "{after:#?}");
