@@ -344,6 +344,36 @@ fn the_plan_shows_clashes_and_refusals_and_r_retries_what_failed() {
     tmux.wait_for(&["ferry exited with 0"]);
 }
 
+/// On the plan, `i` asks again with skip-identical, for this send only: a
+/// file the server already has byte for byte is then left out, where the
+/// default policy would store a numbered copy of it.
+#[test]
+fn i_on_the_plan_leaves_out_files_the_server_already_has() {
+    let Some((server, home, root)) = scene(&[]) else {
+        return;
+    };
+    fs::write(server.dir().join("same.txt"), b"same bytes\n").expect("write");
+    fs::write(server.dir().join("other.txt"), b"older bytes\n").expect("write");
+    write(root.join("same.txt"), b"same bytes\n");
+    write(root.join("other.txt"), b"newer bytes\n");
+
+    let tmux = picker(&server, home.path(), &root);
+    tmux.wait_for(&["other.txt", "same.txt", "● connected"]);
+    tmux.press(&["a", "s"]);
+    tmux.wait_for(&[
+        "0 new · 0 identical · 2 clashes",
+        "i skip files already there",
+    ]);
+    tmux.press(&["i"]);
+    let plan = tmux.wait_for(&["0 new · 1 identical · 1 clash", "Enter: send 1 file"]);
+    assert!(!plan.contains("i skip files"), "{plan}");
+    tmux.press(&["Enter"]);
+    tmux.wait_for(&["Finished"]);
+    assert_eq!(server.files(), ["other (1).txt", "other.txt", "same.txt"]);
+    tmux.press(&["q"]);
+    tmux.wait_for(&["ferry exited with 0"]);
+}
+
 #[test]
 fn tab_browses_the_list_while_a_transfer_goes_on() {
     let Some((server, home, root)) = scene(&[]) else {

@@ -117,6 +117,9 @@ struct Session {
     tx: Sender<Message>,
     rx: Receiver<Message>,
     options: Options,
+    /// `--on-clash` for the send being planned or made, when the user
+    /// changed it for that send on the plan screen.
+    on_clash_now: Option<OnClash>,
     follow_links: bool,
     sizer: Sizer,
     transfer: Option<Running>,
@@ -166,12 +169,14 @@ impl Session {
             other => other,
         };
         app.marks = Marks::new(follow_links);
+        app.on_clash = options.on_clash;
         Session {
             app,
             first_action: Some(first_action),
             tx,
             rx,
             options,
+            on_clash_now: None,
             follow_links,
             sizer,
             transfer: None,
@@ -180,6 +185,14 @@ impl Session {
             quitting,
             sending,
             ending: Ending::default(),
+        }
+    }
+
+    /// The options of the send being planned or made.
+    fn options_now(&self) -> Options {
+        Options {
+            on_clash: self.on_clash_now.unwrap_or(self.options.on_clash),
+            ..self.options.clone()
         }
     }
 
@@ -275,8 +288,11 @@ impl Session {
                     });
                 });
             }
-            Action::Send(paths) => self.start_planning(Source::Paths(paths)),
-            Action::Retry(record) => self.start_planning(Source::Retry(record)),
+            Action::Send(paths) => self.start_planning(Source::Paths(paths), None),
+            Action::SendSkippingIdentical(paths) => {
+                self.start_planning(Source::Paths(paths), Some(OnClash::SkipIdentical));
+            }
+            Action::Retry(record) => self.start_planning(Source::Retry(record), None),
             Action::Go(dispatch) => self.start_transfer(dispatch),
             Action::Abandon => {
                 self.job += 1;
@@ -302,14 +318,15 @@ impl Session {
     /// Builds the plan and asks the server about it, on a thread of its
     /// own: walking folders, hashing files and the round trip can all take
     /// a while. Nothing is sent until the user confirms ([`Action::Go`]).
-    fn start_planning(&mut self, source: Source) {
+    fn start_planning(&mut self, source: Source, on_clash: Option<OnClash>) {
         self.job += 1;
         self.stop_planning();
+        self.on_clash_now = on_clash;
         let stop = Arc::new(AtomicBool::new(false));
         self.planning = Some(Arc::clone(&stop));
         let job = self.job;
         let tx = self.tx.clone();
-        let options = self.options.clone();
+        let options = self.options_now();
         let follow_links = self.follow_links;
         thread::spawn(move || {
             let retrying = matches!(source, Source::Retry(_));
@@ -351,7 +368,7 @@ impl Session {
         }
         let cancel = Arc::new(AtomicBool::new(false));
         let tx = self.tx.clone();
-        let options = self.options.clone();
+        let options = self.options_now();
         let stop = Arc::clone(&cancel);
         let job = self.job;
         self.sending.store(true, Ordering::Relaxed);

@@ -15,6 +15,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use ferry_proto::OnClash;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::browse::{Entry, FolderSizes, Listing, Marks, SizeReport};
@@ -40,6 +41,9 @@ pub enum Action {
     /// Plan these paths and ask the server what it would do with them;
     /// answer with [`App::transfer`] (`Planned`, then `Checked`).
     Send(Vec<PathBuf>),
+    /// Like `Send`, with `--on-clash skip-identical` for this send only:
+    /// the user asked for it on the plan screen.
+    SendSkippingIdentical(Vec<PathBuf>),
     /// Like `Send`, for the files of a record of failures.
     Retry(Record),
     /// Send what the user confirmed on the plan screen; answer with the
@@ -104,6 +108,8 @@ pub struct App {
     pub behind: Option<Box<TransferView>>,
     pub input: Input,
     pub status: Option<Status>,
+    /// What the server is asked to do with taken names (`--on-clash`).
+    pub on_clash: OnClash,
     /// The folder asked for last; listings of any other folder arriving
     /// later are stale and ignored.
     opening: Option<PathBuf>,
@@ -127,6 +133,7 @@ impl App {
             behind: None,
             input: Input::Normal,
             status: None,
+            on_clash: OnClash::Rename,
             opening: Some(dir.clone()),
             marked_meanwhile: HashSet::new(),
             scroll_rows: ScrollRows::default(),
@@ -267,7 +274,9 @@ impl App {
                 let record = view.retry_record(&self.addr);
                 let roots = view.roots_to_retry();
                 self.status = None;
-                self.screen = Screen::Transfer(Box::new(TransferView::new(roots)));
+                let mut again = TransferView::new(roots);
+                again.retrying = true;
+                self.screen = Screen::Transfer(Box::new(again));
                 Some(Action::Retry(record))
             }
             (Phase::Ended { .. }, _) => {
@@ -283,6 +292,13 @@ impl App {
                 self.screen = Screen::Browse;
                 self.set_status("Cancelled: nothing was sent.", false);
                 Some(Action::Abandon)
+            }
+            (Phase::Review, KeyCode::Char('i')) if view.can_skip_identical(self.on_clash) => {
+                let roots = view.roots.clone();
+                let mut again = TransferView::new(roots.clone());
+                again.skip_identical = true;
+                self.screen = Screen::Transfer(Box::new(again));
+                Some(Action::SendSkippingIdentical(roots))
             }
             (Phase::Review, KeyCode::Enter | KeyCode::Char('y')) => {
                 let dispatch = view.dispatch();

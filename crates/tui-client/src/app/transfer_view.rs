@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ferry_proto::{Clash, Verdict};
+use ferry_proto::{Clash, OnClash, Verdict};
 use ratatui::crossterm::event::KeyCode;
 
 use crate::transfer::progress::Progress;
@@ -102,6 +102,11 @@ impl Meter {
 pub struct TransferView {
     /// What the user picked.
     pub roots: Vec<PathBuf>,
+    /// Planned from a record of failures (`r`), not from `roots`.
+    pub retrying: bool,
+    /// This send skips files the server already has, whatever `--on-clash`
+    /// said (the user asked on the plan screen).
+    pub skip_identical: bool,
     pub phase: Phase,
     pub items: Vec<Item>,
     pub skipped: Vec<Skipped>,
@@ -183,6 +188,8 @@ impl TransferView {
     pub fn new(roots: Vec<PathBuf>) -> Self {
         TransferView {
             roots,
+            retrying: false,
+            skip_identical: false,
             phase: Phase::Planning,
             items: Vec::new(),
             skipped: Vec::new(),
@@ -242,6 +249,14 @@ impl TransferView {
             Some(Err(reason)) => Some(reason),
             _ => None,
         }
+    }
+
+    /// Whether the plan can be asked again with skip-identical: the server
+    /// found taken names, which it has not compared with these files.
+    pub fn can_skip_identical(&self, on_clash: OnClash) -> bool {
+        let clashes = matches!(&self.verdicts, Some(Ok(verdicts))
+            if verdicts.iter().any(|v| matches!(v, Some(Verdict::Clash { .. }))));
+        clashes && on_clash != OnClash::SkipIdentical && !self.skip_identical && !self.retrying
     }
 
     pub fn plan_counts(&self) -> PlanCounts {

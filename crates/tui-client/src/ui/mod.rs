@@ -364,6 +364,13 @@ fn keys_line(app: &App, width: u16) -> Line<'static> {
                 ("j/k", "scroll"),
                 ("q", "quit"),
             ],
+            Phase::Review if view.can_skip_identical(app.on_clash) => vec![
+                ("Enter/y", "send"),
+                ("Esc/n", "cancel"),
+                ("i", "skip files already there"),
+                ("j/k", "scroll"),
+                ("q", "quit"),
+            ],
             Phase::Review => vec![
                 ("Enter/y", "send"),
                 ("Esc/n", "cancel"),
@@ -933,6 +940,33 @@ mod tests {
         app.listed(dir.path().to_path_buf(), Some(".profile".into()), entries);
         let lines = screen(&app, Instant::now(), 80, 10);
         assert!(line_with(&lines, "▶").contains(".profile"), "{lines:#?}");
+    }
+
+    /// `i` is offered only where it changes something: taken names that
+    /// were not compared, under another policy than skip-identical.
+    #[test]
+    fn i_is_offered_on_the_plan_only_for_clashes_not_compared() {
+        let clash = Some(Verdict::Clash {
+            result: Clash::Renamed,
+            stored_as: "a (1).txt".into(),
+        });
+        let keys = |app: &App| screen(app, Instant::now(), 120, 12).last().cloned();
+        let mut app = plan_screen(vec![file("a.txt", 1)], Ok(vec![clash.clone()]));
+        assert!(keys(&app).is_some_and(|k| k.contains("i skip files already there")));
+        app.on_clash = ferry_proto::OnClash::SkipIdentical;
+        assert!(keys(&app).is_some_and(|k| !k.contains("i skip")));
+        assert_eq!(app.handle_key(KeyEvent::from(KeyCode::Char('i'))), None);
+        let app = plan_screen(vec![file("a.txt", 1)], Ok(vec![Some(Verdict::New)]));
+        assert!(keys(&app).is_some_and(|k| !k.contains("i skip")));
+
+        let mut app = plan_screen(vec![file("a.txt", 1)], Ok(vec![clash]));
+        let again = app.handle_key(KeyEvent::from(KeyCode::Char('i')));
+        assert!(
+            matches!(again, Some(Action::SendSkippingIdentical(_))),
+            "{again:?}"
+        );
+        let asking = screen(&app, Instant::now(), 120, 12);
+        assert!(line_with(&asking, "Looking at what to send").contains("Looking"));
     }
 
     /// A renamed file is one of those stored, not one more.
