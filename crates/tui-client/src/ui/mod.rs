@@ -654,14 +654,14 @@ mod tests {
         let lines = screen(&app, at, 100, 30);
         let total = line_with(&lines, "50%");
         assert!(
-            total.contains("sent 5 MiB · stored 2 MiB / 10 MiB"),
+            total.contains("sent 5.00 MiB · stored 2.00 MiB / 10 MiB"),
             "{total}"
         );
         assert!(total.contains("2.50 MiB/s"), "{total}");
         assert!(total.contains("ETA 2s"), "{total}");
         assert!(line_with(&lines, "big.iso").contains("big.iso"));
         let current = line_with(&lines, "28%");
-        assert!(current.contains("2 MiB / 7 MiB"), "{current}");
+        assert!(current.contains("2.00 MiB / 7 MiB"), "{current}");
         assert!(line_with(&lines, "b.txt").contains("renamed to b (1).txt"));
         assert!(line_with(&lines, "c.txt").contains("failed: the server's disk is full"));
         assert!(line_with(&lines, "a.txt").contains("stored"));
@@ -673,10 +673,13 @@ mod tests {
         let narrow = screen(&app, at, 56, 30);
         let total = line_with(&narrow, "50%");
         assert!(
-            total.contains("50% · stored 2 MiB / 10 MiB · 2.50 MiB/s · ETA 2s"),
+            total.contains("50% · stored 2.00 MiB / 10 MiB · 2.50 MiB/s · ETA 2s"),
             "{total}"
         );
         assert!(!total.contains("sent"), "{total}");
+        // Counts that move keep two decimals, so the label keeps still.
+        let current = line_with(&lines, "28%");
+        assert!(current.contains("2.00 MiB / 7 MiB"), "{current}");
         let narrower = screen(&app, at, 30, 30);
         let total = line_with(&narrower, "50%");
         assert!(total.contains("50% · 2.50 MiB/s · ETA 2s"), "{total}");
@@ -749,7 +752,7 @@ mod tests {
         );
         let footer = line_with(&lines, "Sending:");
         assert!(
-            footer.contains("50% · 2 MiB/s · ETA 1s · Tab shows it"),
+            footer.contains("50% · 2.00 MiB/s · ETA 1s · Tab shows it"),
             "{footer}"
         );
         assert!(lines[lines.len() - 1].contains("Tab transfer"));
@@ -967,6 +970,14 @@ mod tests {
         );
         let asking = screen(&app, Instant::now(), 120, 12);
         assert!(line_with(&asking, "Looking at what to send").contains("Looking"));
+    }
+
+    #[test]
+    fn moving_counts_keep_their_decimals() {
+        assert_eq!(transfer::steady(0), "0 B");
+        assert_eq!(transfer::steady(1023), "1023 B");
+        assert_eq!(transfer::steady(38 << 20), "38.00 MiB");
+        assert_eq!(transfer::steady((38 << 20) + (1 << 19)), "38.50 MiB");
     }
 
     /// A renamed file is one of those stored, not one more.
@@ -1231,10 +1242,10 @@ mod tests {
         // Every byte is out, but two.bin is not confirmed.
         let lines = screen(&app, at, 100, 30);
         assert!(!lines.iter().any(|l| l.contains("100%")), "{lines:#?}");
-        let total = line_with(&lines, "sent 10 MiB");
+        let total = line_with(&lines, "sent 10.00 MiB");
         assert!(total.contains("99%"), "{total}");
-        assert!(total.contains("stored 4 MiB / 10 MiB"), "{total}");
-        let current = line_with(&lines, "6 MiB / 6 MiB");
+        assert!(total.contains("stored 4.00 MiB / 10 MiB"), "{total}");
+        let current = line_with(&lines, "6.00 MiB / 6 MiB");
         assert!(current.contains("99%"), "{current}");
         assert!(
             current.contains("waiting for the server to confirm"),
@@ -1249,10 +1260,10 @@ mod tests {
             at,
         );
         let lines = screen(&app, at, 100, 30);
-        let total = line_with(&lines, "sent 10 MiB");
+        let total = line_with(&lines, "sent 10.00 MiB");
         assert!(total.contains("100%"), "{total}");
-        assert!(total.contains("stored 10 MiB / 10 MiB"), "{total}");
-        assert!(line_with(&lines, "6 MiB / 6 MiB").contains("100%"));
+        assert!(total.contains("stored 10.00 MiB / 10 MiB"), "{total}");
+        assert!(line_with(&lines, "6.00 MiB / 6 MiB").contains("100%"));
     }
 
     #[test]
@@ -1277,7 +1288,7 @@ mod tests {
         }
         // Right after the resume the gauge starts at the offset.
         let lines = screen(&app, t0, 100, 30);
-        let current = line_with(&lines, "12 MiB / 40 MiB");
+        let current = line_with(&lines, "12.00 MiB / 40 MiB");
         assert!(current.contains("30%"), "{current}");
         assert!(current.contains("resumed at 12 MiB"), "{current}");
         assert!(line_with(&lines, "Sending").contains("12 MiB already there"));
@@ -1320,7 +1331,7 @@ mod tests {
         assert!(total.contains("· 14 MiB/s"), "{total}");
         assert!(total.contains("80%"), "{total}");
         // 28 MiB moved in 2 s: the resumed part is not speed.
-        assert!(line_with(&lines, "sent 40 MiB").contains("14 MiB/s"));
+        assert!(line_with(&lines, "sent 40.00 MiB").contains("14.00 MiB/s"));
     }
 
     /// On a narrow screen the header keeps the end of the path, and a gap

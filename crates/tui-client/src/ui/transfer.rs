@@ -185,12 +185,12 @@ fn draw_total(frame: &mut Frame, area: Rect, view: &TransferView, now: Instant) 
     // On a narrow screen what was sent goes first, then what is stored.
     let mut parts = vec![
         (None, percent(ratio)),
-        (Some(0), format!("sent {}", bytes(progress.done()))),
+        (Some(0), format!("sent {}", steady(progress.done()))),
         (
             Some(1),
             format!(
                 "stored {} / {}",
-                bytes(view.stored_bytes()),
+                steady(view.stored_bytes()),
                 bytes(progress.total())
             ),
         ),
@@ -231,7 +231,7 @@ fn draw_file(frame: &mut Frame, area: Rect, view: &TransferView, now: Instant) {
         (None, percent(ratio)),
         (
             Some(1),
-            format!("{} / {}", bytes(progress.done()), bytes(progress.total())),
+            format!("{} / {}", steady(progress.done()), bytes(progress.total())),
         ),
     ];
     if progress.resumed() > 0 {
@@ -263,9 +263,22 @@ fn percent(ratio: f64) -> String {
     format!("{}%", (ratio * 100.0).floor())
 }
 
+/// A count that changes while it is on screen, always with two decimals
+/// ("38.00 MiB", not "38 MiB" one moment and "38.50 MiB" the next), so
+/// that the label around it keeps still.
+pub(super) fn steady(n: u64) -> String {
+    // Whole bytes have no decimals to keep ("0 B", not "0.00 B").
+    match n {
+        0..1024 => bytes(n),
+        _ => humansize::format_size(n, humansize::BINARY.decimal_zeroes(2)),
+    }
+}
+
 /// "5 MiB/s" and "ETA 4s", or nothing while the rate is not known yet.
 fn speed(progress: &Meter, now: Instant) -> Vec<String> {
-    let rate = progress.rate(now).map(|r| format!("{}/s", bytes(r as u64)));
+    let rate = progress
+        .rate(now)
+        .map(|r| format!("{}/s", steady(r as u64)));
     let eta = progress
         .eta(now)
         .map(|eta| format!("ETA {}", format_duration(eta)));
