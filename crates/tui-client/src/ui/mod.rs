@@ -270,6 +270,8 @@ fn draw_footer(frame: &mut Frame, area: Rect, app: &App, now: Instant) {
                 }
                 line
             }
+            // A retry's files are not the marks: those stay for later.
+            (Screen::Transfer(view), _) if view.retrying => Line::default(),
             _ => totals_line(app),
         },
     };
@@ -970,6 +972,21 @@ mod tests {
         );
         let asking = screen(&app, Instant::now(), 120, 12);
         assert!(line_with(&asking, "Looking at what to send").contains("Looking"));
+    }
+
+    /// Under a retry's plan the footer does not count the marks, which are
+    /// not what is being retried.
+    #[test]
+    fn a_retry_plan_does_not_show_the_marks() {
+        let mut app = asked_to_send();
+        let now = Instant::now();
+        app.transfer(TransferMsg::Planned(plan_of(vec![file("b.txt", 1)])), now);
+        let footer = |app: &App| screen(app, now, 100, 12)[10].clone();
+        assert!(footer(&app).contains("Nothing marked"), "{}", footer(&app));
+        if let Screen::Transfer(view) = &mut app.screen {
+            view.retrying = true;
+        }
+        assert!(footer(&app).trim().is_empty(), "{}", footer(&app));
     }
 
     #[test]
