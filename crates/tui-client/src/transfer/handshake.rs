@@ -206,8 +206,8 @@ pub fn probe(
     token: Option<&str>,
     tls: Option<&Trust>,
 ) -> Result<String, String> {
+    // The handshake gives the welcome its own wait.
     let mut link = Link::open(addr, timeout, tls)?;
-    let _ = link.socket.set_read_timeout(Some(timeout));
     let (server, _) = handshake(&mut link, token)?;
     let _ = link.socket.shutdown(Shutdown::Both);
     Ok(server)
