@@ -119,14 +119,12 @@ pub fn run(request: &Request, options: &Options) -> Finish {
     }
     if request.retry_failed && !request.dry_run {
         // Ctrl-C meanwhile ends ferry as usual: nothing has been sent.
-        match retry::drop_already_stored(&mut plan, options, &AtomicBool::new(false)) {
-            Ok(_) => {}
-            // Nothing was sent; the record stays for the next try.
-            Err(e) if !plan.items.is_empty() => {
-                err!("ferry: {e}");
-                return Finish::Failed;
-            }
-            Err(_) => {}
+        // Nothing was sent; the record stays for the next try.
+        if let Err(e) = retry::drop_already_stored(&mut plan, options, &AtomicBool::new(false))
+            && !plan.items.is_empty()
+        {
+            err!("ferry: {e}");
+            return Finish::Failed;
         }
         let there = plan.already_stored.len();
         if there > 0 {
