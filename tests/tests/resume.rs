@@ -297,7 +297,7 @@ fn the_plan_gives_a_verdict_for_every_file_and_sends_nothing() {
         "rename     taken.txt -> taken (1).txt",
         "REFUSED    blocked/x.txt: `blocked` exists and is not a folder (or is a symlink)",
         "REFUSED    big.bin: declared size 11534336 is over the limit of 10485760 bytes",
-        "plan: 1 new, 1 identical, 1 name clash(es), 0 to resume, 2 refused; nothing was sent",
+        "plan: 1 new, 1 identical, 1 name clash, 0 to resume, 2 refused; nothing was sent",
     ] {
         assert!(shown.contains(want), "missing {want:?} in:\n{shown}");
     }
@@ -402,7 +402,7 @@ fn retry_failed_sends_again_only_what_failed() {
     let out = ferry_send_in(state.path(), &server.addr(), &["--retry-failed"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("stored 1 file(s)"),
+        text(&out.stdout).contains("stored 1 file"),
         "{}",
         text(&out.stdout)
     );

@@ -17,7 +17,7 @@ fn sends_one_file_verified() {
     let out = ferry_send(&server.addr(), &[file.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("stored 1 file(s), 5 MiB"),
+        text(&out.stdout).contains("stored 1 file, 5 MiB"),
         "{}",
         text(&out.stdout)
     );
@@ -102,7 +102,7 @@ fn skip_identical_sends_nothing_new_for_the_same_bytes() {
     let out = ferry_send(&server.addr(), &["--on-clash", "skip-identical", path]);
     assert!(out.status.success());
     assert!(
-        text(&out.stdout).contains("stored 0 file(s)")
+        text(&out.stdout).contains("stored 0 files")
             && text(&out.stdout).contains("; 1 already there, identical"),
         "{}",
         text(&out.stdout)
@@ -135,7 +135,7 @@ fn an_unreachable_server_is_a_clear_failure() {
         "{err}"
     );
     assert_eq!(err.matches("connection refused").count(), 4, "{err}");
-    assert!(err.contains("... and 7 more file(s) not sent"), "{err}");
+    assert!(err.contains("... and 7 more not sent"), "{err}");
 }
 
 /// Ctrl-C stops a transfer cleanly: a summary, exit status 130, and what
@@ -328,7 +328,7 @@ fn a_retry_skips_files_the_server_already_has() {
     let out = ferry_send_in(state.path(), &server.addr(), &["--retry-failed"]);
     assert!(out.status.success(), "{}", all_output(&out));
     assert!(
-        text(&out.stderr).contains("1 file(s) already on the server, identical"),
+        text(&out.stderr).contains("1 file already on the server, identical"),
         "{}",
         all_output(&out)
     );
@@ -511,7 +511,7 @@ fn a_refused_file_fails_alone_and_the_rest_still_land() {
         "{err}"
     );
     assert!(
-        text(&out.stdout).contains("10 of 11 file(s) stored"),
+        text(&out.stdout).contains("10 of 11 files stored"),
         "{}",
         text(&out.stdout)
     );
@@ -801,7 +801,7 @@ fn a_missing_path_is_counted_in_the_summary_not_hidden() {
     let said = text(&out.stdout);
     assert!(!said.contains("all verified"), "{said}");
     assert!(
-        said.contains("1 path(s) could not be sent, see above"),
+        said.contains("1 path could not be sent, see above"),
         "{said}"
     );
     assert!(
@@ -816,7 +816,7 @@ fn a_missing_path_is_counted_in_the_summary_not_hidden() {
     let out = ferry_send(&server.addr(), &dry);
     assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
     assert!(
-        text(&out.stdout).contains("1 path(s) that cannot be sent (see above)"),
+        text(&out.stdout).contains("1 path that cannot be sent (see above)"),
         "{}",
         all_output(&out)
     );
@@ -882,7 +882,7 @@ fn taken_names_are_told_in_a_few_lines() {
     let err = text(&out.stderr);
     assert_eq!(err.matches("name taken, stored as").count(), 3, "{err}");
     assert!(
-        err.contains("... and 17 more file(s) whose name was taken"),
+        err.contains("... and 17 more files whose name was taken"),
         "{err}"
     );
 }
@@ -993,7 +993,7 @@ fn an_empty_folder_not_made_is_retried() {
     );
     assert_eq!(first.status.code(), Some(1), "{}", all_output(&first));
     assert!(
-        text(&first.stdout).contains("1 empty folder(s) not made"),
+        text(&first.stdout).contains("1 empty folder not made"),
         "{}",
         all_output(&first)
     );
@@ -1115,7 +1115,7 @@ fn ctrl_c_while_hashing_for_skip_identical_stops_at_once() {
         .spawn()
         .expect("spawn ferry");
     let until = Instant::now() + Duration::from_secs(20);
-    while !fs::read_to_string(&log).is_ok_and(|l| l.contains("reading 1 file(s)")) {
+    while !fs::read_to_string(&log).is_ok_and(|l| l.contains("reading 1 file")) {
         assert!(Instant::now() < until, "never started reading");
         thread::sleep(Duration::from_millis(20));
     }

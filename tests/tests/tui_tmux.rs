@@ -458,7 +458,7 @@ fn closing_the_terminal_mid_transfer_remembers_what_was_not_sent() {
     server.expect_log("slow.bin");
     ferry_e2e::send_signal(tmux.ferry_pid(), "HUP");
     // 128 + SIGHUP's number, as a shell reports it, and what was left.
-    tmux.wait_for(&["ferry exited with 129", "1 file(s) not sent"]);
+    tmux.wait_for(&["ferry exited with 129", "1 file not sent"]);
     let record = fs::read_to_string(home.path().join("state/ferry/failed.json"))
         .expect("the file not sent is remembered");
     assert!(record.contains("slow.bin"), "{record}");
@@ -474,7 +474,7 @@ fn ctrl_c_mid_transfer_says_what_was_not_sent() {
     };
     tmux.press(&["C-c"]);
     tmux.wait_for(&[
-        "1 file(s) not sent (ferry send --retry-failed sends them)",
+        "1 file not sent (ferry send --retry-failed sends them)",
         "ferry exited with 130",
     ]);
 }

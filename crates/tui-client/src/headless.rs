@@ -27,6 +27,7 @@ use crate::transfer::{
     Dispatch, Event, Feed, ItemKind, ItemResult, Options, Plan, Report, Reporter, Skipped, retry,
     send, send_feed,
 };
+use crate::words::{plural, plural_as};
 
 /// Prints a line on stdout. Output into a closed pipe (`| head -1`) is
 /// not an error worth a panic: what is left is simply not shown.
@@ -128,7 +129,10 @@ pub fn run(request: &Request, options: &Options) -> Finish {
         }
         let there = plan.already_stored.len();
         if there > 0 {
-            err!("ferry: {there} file(s) already on the server, identical, not sent again");
+            err!(
+                "ferry: {} already on the server, identical, not sent again",
+                plural(there, "file")
+            );
         }
         if there > 0 && plan.items.is_empty() {
             out!("nothing to retry: every file is already on the server");
@@ -451,8 +455,8 @@ fn dispatch(plan: &Plan, options: &Options, cancel: &AtomicBool) -> Dispatch {
     }
     // Reading every file first can take a while: say what the wait is.
     err!(
-        "ferry: reading {} file(s), {}, to find those the server already has...",
-        plan.file_count(),
+        "ferry: reading {}, {}, to find those the server already has...",
+        plural(plan.file_count(), "file"),
         format_size(plan.total_bytes(), BINARY)
     );
     match preflight(&plan.items, options, |_| true, true, cancel) {
@@ -548,8 +552,8 @@ fn print_outcomes(plan: &Plan, report: &Report) {
     }
     if renamed.len() > Problems::NAMED {
         err!(
-            "ferry: ... and {} more file(s) whose name was taken, stored under a numbered name",
-            renamed.len() - Problems::NAMED
+            "ferry: ... and {} whose name was taken, stored under a numbered name",
+            plural(renamed.len() - Problems::NAMED, "more file")
         );
     }
     problems.print();
@@ -579,7 +583,8 @@ fn print_outcomes(plan: &Plan, report: &Report) {
     let unsendable = plan.skipped.iter().filter(|s| !s.by_choice).count();
     if unsendable > 0 {
         notes.push_str(&format!(
-            "; {unsendable} path(s) could not be sent, see above"
+            "; {} could not be sent, see above",
+            plural(unsendable, "path")
         ));
     }
     // Identical files the server already had are counted in the notes,
@@ -587,23 +592,26 @@ fn print_outcomes(plan: &Plan, report: &Report) {
     let stored_now = stored - identical;
     if failed == 0 && unsendable == 0 {
         out!(
-            "stored {stored_now} file(s), {} in {took} ({rate}/s sent), all verified{notes}",
+            "stored {}, {} in {took} ({rate}/s sent), all verified{notes}",
+            plural(stored_now, "file"),
             format_size(bytes, BINARY)
         );
     } else if failed == 0 {
         out!(
-            "stored {stored_now} file(s), {} in {took} ({rate}/s sent), verified{notes}",
+            "stored {}, {} in {took} ({rate}/s sent), verified{notes}",
+            plural(stored_now, "file"),
             format_size(bytes, BINARY)
         );
     } else {
         let not = match (failed - failed_folders, failed_folders) {
             (_, 0) => format!("{failed} not"),
-            (0, folders) => format!("{folders} empty folder(s) not made"),
-            (files, folders) => format!("{files} not, nor {folders} empty folder(s)"),
+            (0, folders) => format!("{} not made", plural(folders, "empty folder")),
+            (files, folders) => format!("{files} not, nor {}", plural(folders, "empty folder")),
         };
         out!(
-            "{stored} of {files} file(s) stored and verified{notes}; {not}, see above \
-             (ferry send --retry-failed sends those again)"
+            "{stored} of {} stored and verified{notes}; {not}, see above \
+             (ferry send --retry-failed sends those again)",
+            plural(files, "file")
         );
     }
 }
@@ -637,7 +645,7 @@ impl Problems {
             }
             if files.len() > Self::NAMED {
                 err!(
-                    "ferry: ... and {} more file(s) {what}: {reason}",
+                    "ferry: ... and {} more {what}: {reason}",
                     files.len() - Self::NAMED
                 );
             }
@@ -711,7 +719,10 @@ fn dry_run(plan: &Plan, options: &Options) -> bool {
     let [new, identical, clash, resume, refused, unknown] = counts;
     let unsendable = plan.skipped.iter().filter(|s| !s.by_choice).count();
     let cannot = if unsendable > 0 {
-        format!(", {unsendable} path(s) that cannot be sent (see above)")
+        format!(
+            ", {} that cannot be sent (see above)",
+            plural(unsendable, "path")
+        )
     } else {
         String::new()
     };
@@ -721,8 +732,9 @@ fn dry_run(plan: &Plan, options: &Options) -> bool {
         String::new()
     };
     out!(
-        "plan: {new} new, {identical} identical, {clash} name clash(es), {resume} to resume, \
-         {refused} refused{unknown_note}{cannot}; nothing was sent"
+        "plan: {new} new, {identical} identical, {}, {resume} to resume, \
+         {refused} refused{unknown_note}{cannot}; nothing was sent",
+        plural_as(clash, "name clash", "name clashes")
     );
     refused == 0 && unknown == 0
 }

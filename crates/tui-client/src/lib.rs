@@ -6,6 +6,7 @@
 //!   keys), [`browse`] (folders and marks), [`ui`] (drawing) and [`event`]
 //!   (the one channel everything reports through).
 //! - [`headless`]: `ferry send`, the transfer with a progress bar.
+//! - [`words`]: how counts read in what both of them print.
 
 pub mod headless;
 pub mod transfer;
@@ -15,3 +16,4 @@ pub mod browse;
 pub mod event;
 pub mod tui;
 pub mod ui;
+pub mod words;

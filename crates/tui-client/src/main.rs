@@ -10,6 +10,7 @@ use ferry_client::headless::Finish;
 use ferry_client::transfer::link::server_addr;
 use ferry_client::transfer::pace::parse_rate;
 use ferry_client::transfer::{Options, Trust};
+use ferry_client::words::plural;
 use ferry_proto::OnClash;
 
 /// Send files to a Ferry server.
@@ -200,8 +201,9 @@ fn report_ending(ending: &ferry_client::tui::Ending) -> ExitCode {
     match (ending.cancelled, ending.unsent) {
         (true, Some(0)) | (false, _) => {}
         (true, Some(n)) => say(format!(
-            "ferry: the transfer was cancelled: {n} file(s) not sent \
-             (ferry send --retry-failed sends them)"
+            "ferry: the transfer was cancelled: {} not sent \
+             (ferry send --retry-failed sends them)",
+            plural(n, "file")
         )),
         (true, None) => say(
             "ferry: the transfer was cancelled before it could say what it sent; \

@@ -10,10 +10,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 
 use super::bytes;
-use super::transfer::plural;
 use super::{cut_middle, skipped_line, without_addr};
 use crate::app::{App, Phase, PlanCounts, TransferView};
 use crate::transfer::{Item, ItemKind};
+use crate::words::plural;
 
 pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, view: &TransferView) {
     let [headline, totals, list, prompt] = areas(area);

@@ -21,6 +21,7 @@ use super::{skipped_line, without_addr};
 use crate::app::{App, Counts, Meter, Phase, TransferView};
 use crate::transfer::progress::format_duration;
 use crate::transfer::{ItemKind, ItemResult};
+use crate::words::plural;
 
 pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App, view: &TransferView, now: Instant) {
     let [headline, total, file, finished] = areas(area, view.is_ended());
@@ -448,12 +449,4 @@ fn outcome_line(
         Span::raw(escape_for_display(remote)),
         Span::styled(format!("  {what}"), Style::new().fg(color)),
     ])
-}
-
-pub(super) fn plural(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
 }
