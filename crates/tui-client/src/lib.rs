@@ -6,9 +6,11 @@
 //!   keys), [`browse`] (folders and marks), [`ui`] (drawing) and [`event`]
 //!   (the one channel everything reports through).
 //! - [`headless`]: `ferry send`, the transfer with a progress bar.
-//! - [`words`]: how counts read in what both of them print.
+//! - [`words`] and [`order`]: how counts read and names are ordered in
+//!   what both of them show.
 
 pub mod headless;
+pub mod order;
 pub mod transfer;
 
 pub mod app;

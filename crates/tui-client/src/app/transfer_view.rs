@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use ferry_proto::{Clash, OnClash, Verdict};
 use ratatui::crossterm::event::KeyCode;
 
+use crate::order::natural_path_order;
 use crate::transfer::progress::Progress;
 use crate::transfer::retry::{Failed, Record};
 use crate::transfer::{Dispatch, Event, Item, ItemKind, ItemResult, Plan, Report, Skipped};
@@ -109,6 +110,10 @@ pub struct TransferView {
     pub skip_identical: bool,
     pub phase: Phase,
     pub items: Vec<Item>,
+    /// Indices of `items` in the order the plan and the summary list them:
+    /// by path as people count ([`natural_path_order`]), where `items` is in the
+    /// walk's (and the sending's) byte order.
+    pub order: Vec<usize>,
     pub skipped: Vec<Skipped>,
     /// Files of a retry left out because the server already holds them.
     pub already_stored: usize,
@@ -192,6 +197,7 @@ impl TransferView {
             skip_identical: false,
             phase: Phase::Planning,
             items: Vec::new(),
+            order: Vec::new(),
             skipped: Vec::new(),
             already_stored: 0,
             verdicts: None,
@@ -221,6 +227,8 @@ impl TransferView {
         self.results = vec![None; plan.items.len()];
         self.resumed = vec![None; plan.items.len()];
         self.items = plan.items;
+        let paths: Vec<&str> = self.items.iter().map(|i| i.remote.as_str()).collect();
+        self.order = natural_path_order(&paths);
         self.skipped = plan.skipped;
         self.already_stored = plan.already_stored.len();
         if self.phase == Phase::Planning {

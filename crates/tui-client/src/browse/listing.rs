@@ -11,6 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::describe_error;
+use crate::order::natural;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
@@ -281,49 +282,9 @@ fn compare_entries(a: &Entry, b: &Entry) -> Ordering {
         .then_with(|| a.name.cmp(&b.name))
 }
 
-/// Compares names as people count: runs of digits by their value, so
-/// `photo2` comes before `photo10`; everything else character by character.
-fn natural(a: &str, b: &str) -> Ordering {
-    let (mut a, mut b) = (a, b);
-    loop {
-        let (Some(x), Some(y)) = (a.chars().next(), b.chars().next()) else {
-            return a.len().cmp(&b.len());
-        };
-        if x.is_ascii_digit() && y.is_ascii_digit() {
-            let (da, ra) = a.split_at(a.find(|c: char| !c.is_ascii_digit()).unwrap_or(a.len()));
-            let (db, rb) = b.split_at(b.find(|c: char| !c.is_ascii_digit()).unwrap_or(b.len()));
-            // By value (no leading zeros, then the longer is larger), then
-            // fewer leading zeros first, so equal values still differ.
-            let (va, vb) = (da.trim_start_matches('0'), db.trim_start_matches('0'));
-            let by_value = va.len().cmp(&vb.len()).then_with(|| va.cmp(vb));
-            match by_value.then_with(|| da.len().cmp(&db.len())) {
-                Ordering::Equal => (a, b) = (ra, rb),
-                other => return other,
-            }
-        } else if x != y {
-            return x.cmp(&y);
-        } else {
-            (a, b) = (&a[x.len_utf8()..], &b[y.len_utf8()..]);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn numbers_in_names_sort_by_value() {
-        let mut names = vec!["d10", "d2", "d1", "file999", "file1000", "a", "d01", "b"];
-        names.sort_by(|a, b| natural(a, b));
-        assert_eq!(
-            names,
-            ["a", "b", "d1", "d01", "d2", "d10", "file999", "file1000"]
-        );
-        assert_eq!(natural("x", "x"), Ordering::Equal);
-        assert_eq!(natural("x1y", "x1z"), Ordering::Less);
-        assert_eq!(natural("é2", "é10"), Ordering::Less);
-    }
 
     fn names(listing: &Listing) -> Vec<&str> {
         listing.visible().map(|e| e.name.as_str()).collect()

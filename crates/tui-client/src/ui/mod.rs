@@ -1442,6 +1442,50 @@ mod tests {
         assert!(body.contains("✓ a.txt"), "{body}");
     }
 
+    /// The walk sends in byte order (f1, f10, f2); the plan and the summary
+    /// list the files as people count them, as the picker does.
+    #[test]
+    fn plan_and_summary_list_files_in_counting_order() {
+        let names = ["shots/f1.png", "shots/f10.png", "shots/f2.png"];
+        let rows_in = |lines: &[String]| -> Vec<usize> {
+            names
+                .iter()
+                .map(|n| {
+                    lines
+                        .iter()
+                        .position(|l| l.contains(n))
+                        .unwrap_or_else(|| panic!("no {n} in:\n{}", lines.join("\n")))
+                })
+                .collect()
+        };
+        let mut app = asked_to_send();
+        let t0 = Instant::now();
+        let plan = plan_of(names.iter().map(|n| file(n, 1)).collect());
+        app.transfer(TransferMsg::Planned(plan.clone()), t0);
+        app.transfer(TransferMsg::Checked(Ok(vec![Some(Verdict::New); 3])), t0);
+        let [one, ten, two] = rows_in(&screen(&app, t0, 80, 24))[..] else {
+            unreachable!()
+        };
+        assert!(one < two && two < ten, "plan rows: {one} {two} {ten}");
+
+        let mut app = asked_to_send();
+        confirm(&mut app, plan, t0);
+        app.transfer(
+            TransferMsg::Done(Report {
+                results: names.iter().map(|n| stored(n, 1)).collect(),
+                bytes_sent: 3,
+                bytes_resumed: 0,
+                elapsed: Duration::from_secs(1),
+                cancelled: false,
+            }),
+            t0,
+        );
+        let [one, ten, two] = rows_in(&screen(&app, t0, 80, 24))[..] else {
+            unreachable!()
+        };
+        assert!(one < two && two < ten, "summary rows: {one} {two} {ten}");
+    }
+
     /// Names on the summary are escaped as on the plan.
     #[test]
     fn summary_names_show_control_characters_escaped() {

@@ -144,48 +144,40 @@ fn prompt_text(view: &TransferView, counts: &PlanCounts) -> Line<'static> {
 }
 
 fn draw_rows(frame: &mut Frame, area: Rect, view: &TransferView) {
-    let names: Vec<String> = view
+    let shown_name = |item: &Item| match item.kind {
+        ItemKind::Folder => format!("{}/", escape_for_display(&item.remote)),
+        ItemKind::File { .. } => escape_for_display(&item.remote),
+    };
+    let width = usize::from(area.width.saturating_sub(2));
+    let name_width = view
         .items
         .iter()
-        .map(|item| match item.kind {
-            ItemKind::Folder => format!("{}/", escape_for_display(&item.remote)),
-            ItemKind::File { .. } => escape_for_display(&item.remote),
-        })
-        .collect();
-    let width = usize::from(area.width.saturating_sub(2));
-    let name_width = names
-        .iter()
-        .map(|n| display_width(n))
+        .map(|item| display_width(&shown_name(item)))
         .max()
         .unwrap_or(0)
         .min(width / 2);
-    // A longer name gives up its middle, so that its size and verdict
-    // stay in their columns.
-    let names: Vec<String> = names
-        .into_iter()
-        .map(|n| cut_middle(&n, name_width))
-        .collect();
     // What needs a look comes first: what cannot be sent, then clashes and
-    // resumes, then the plain new files; each group in the plan's order.
+    // resumes, then the plain new files; each group by path as people
+    // count.
     let mut ranked: Vec<(u8, Line)> = view
         .skipped
         .iter()
         .map(|s| (0, skipped_line(s, &view.roots)))
         .collect();
-    ranked.extend(
-        view.items
-            .iter()
-            .zip(names)
-            .enumerate()
-            .map(|(index, (item, name))| {
-                let rank = match view.verdict(index) {
-                    Some(Verdict::Refused { .. }) => 0,
-                    Some(Verdict::Clash { .. } | Verdict::Resume { .. }) => 1,
-                    _ => 2,
-                };
-                (rank, row(view, index, item, name, name_width))
-            }),
-    );
+    for &index in &view.order {
+        let Some(item) = view.items.get(index) else {
+            continue;
+        };
+        let rank = match view.verdict(index) {
+            Some(Verdict::Refused { .. }) => 0,
+            Some(Verdict::Clash { .. } | Verdict::Resume { .. }) => 1,
+            _ => 2,
+        };
+        // A longer name gives up its middle, so that its size and verdict
+        // stay in their columns.
+        let name = cut_middle(&shown_name(item), name_width);
+        ranked.push((rank, row(view, index, item, name, name_width)));
+    }
     ranked.sort_by_key(|(rank, _)| *rank);
     let lines: Vec<Line> = ranked.into_iter().map(|(_, line)| line).collect();
     let room = usize::from(area.height.saturating_sub(2));

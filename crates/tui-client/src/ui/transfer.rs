@@ -325,12 +325,19 @@ fn gauge(ratio: f64, label: String, color: Color) -> Gauge<'static> {
 fn draw_finished(frame: &mut Frame, area: Rect, view: &TransferView, addr: &str) {
     let ended = view.is_ended();
     // Once it has ended, what went wrong comes first (then renamed files,
-    // then the rest), and the list scrolls; while it runs, the newest is
-    // at the bottom and the oldest scroll off the top.
-    let mut ranked: Vec<(u8, Line)> = view
+    // then the rest), each group by path as people count, and the list
+    // scrolls; while it runs, the newest is at the bottom and the oldest
+    // scroll off the top.
+    let mut place = vec![0; view.items.len()];
+    for (at, &index) in view.order.iter().enumerate() {
+        if let Some(slot) = place.get_mut(index) {
+            *slot = at;
+        }
+    }
+    let mut ranked: Vec<((u8, usize), Line)> = view
         .skipped
         .iter()
-        .map(|s| (0, skipped_line(s, &view.roots)))
+        .map(|s| ((0, 0), skipped_line(s, &view.roots)))
         .collect();
     for &index in &view.finished {
         let (Some(item), Some(Some(result))) = (view.items.get(index), view.results.get(index))
@@ -348,7 +355,7 @@ fn draw_finished(frame: &mut Frame, area: Rect, view: &TransferView, addr: &str)
             _ => 2,
         };
         ranked.push((
-            rank,
+            (rank, place.get(index).copied().unwrap_or(0)),
             outcome_line(&item.remote, result, by_plan, resumed, addr),
         ));
     }
