@@ -134,6 +134,9 @@ struct Session {
     quitting: Arc<AtomicBool>,
     /// Pauses probing while a transfer holds a connection of its own.
     sending: Arc<AtomicBool>,
+    /// Asks for a probe now, rather than at the next turn: after a
+    /// transfer, which may have ended because the server went away.
+    probe_now: Sender<()>,
     /// What to say once the screen is restored.
     ending: Ending,
 }
@@ -151,11 +154,13 @@ impl Session {
         spawn_input(tx.clone(), Arc::clone(&quitting));
         spawn_signals(tx.clone());
         spawn_ticks(tx.clone(), Arc::clone(&quitting));
+        let (probe_now, probe_asked) = mpsc::channel();
         spawn_probe(
             tx.clone(),
             options.clone(),
             Arc::clone(&quitting),
             Arc::clone(&sending),
+            probe_asked,
         );
         let sizer = {
             let tx = tx.clone();
@@ -184,6 +189,7 @@ impl Session {
             planning: None,
             quitting,
             sending,
+            probe_now,
             ending: Ending::default(),
         }
     }
@@ -424,6 +430,7 @@ impl Session {
             let _ = running.thread.join();
         }
         self.sending.store(false, Ordering::Relaxed);
+        let _ = self.probe_now.send(());
     }
 
     /// Stops the other threads; a running transfer is cancelled and given
@@ -513,6 +520,7 @@ fn spawn_probe(
     options: Options,
     quitting: Arc<AtomicBool>,
     sending: Arc<AtomicBool>,
+    asked: Receiver<()>,
 ) {
     thread::spawn(move || {
         while !quitting.load(Ordering::Relaxed) {
@@ -530,11 +538,15 @@ fn spawn_probe(
                 }
             }
             let next = Instant::now() + PROBE_EVERY;
-            while Instant::now() < next {
+            while let Some(left) = next.checked_duration_since(Instant::now()) {
                 if quitting.load(Ordering::Relaxed) {
                     return;
                 }
-                thread::sleep(POLL);
+                match asked.recv_timeout(left.min(POLL)) {
+                    Ok(()) => break,
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
             }
         }
     });

@@ -20,7 +20,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::browse::{Entry, FolderSizes, Listing, Marks, SizeReport};
 use crate::event::TransferMsg;
-use crate::transfer::handshake::is_refusal;
+use crate::transfer::handshake::{connect_failure, is_refusal};
 use crate::transfer::retry::Record;
 use crate::transfer::{Dispatch, Event};
 
@@ -66,6 +66,17 @@ pub enum ServerState {
     Unreachable(String),
     /// It answered, and said no (a token missing or wrong, say).
     Refused(String),
+}
+
+impl ServerState {
+    /// The state a probe's answer shows: its name, or why not.
+    fn from_probe(result: Result<String, String>) -> Self {
+        match result {
+            Ok(name) => ServerState::Connected(name),
+            Err(reason) if is_refusal(&reason) => ServerState::Refused(reason),
+            Err(reason) => ServerState::Unreachable(reason),
+        }
+    }
 }
 
 /// A one-line message for the user.
@@ -517,11 +528,7 @@ impl App {
     }
 
     pub fn probed(&mut self, result: Result<String, String>) {
-        self.server = match result {
-            Ok(name) => ServerState::Connected(name),
-            Err(reason) if is_refusal(&reason) => ServerState::Refused(reason),
-            Err(reason) => ServerState::Unreachable(reason),
-        };
+        self.server = ServerState::from_probe(result);
     }
 
     pub fn transfer(&mut self, msg: TransferMsg, now: Instant) {
@@ -531,7 +538,16 @@ impl App {
         };
         match msg {
             TransferMsg::Planned(plan) => view.planned(plan),
-            TransferMsg::Checked(verdicts) => view.checked(verdicts),
+            TransferMsg::Checked(verdicts) => {
+                // The header should not go on saying "connected" until the
+                // next probe when the plan just failed to connect.
+                if let Err(reason) = &verdicts
+                    && let Some(why) = connect_failure(reason)
+                {
+                    self.server = ServerState::from_probe(Err(why));
+                }
+                view.checked(verdicts);
+            }
             TransferMsg::Progress(event) => {
                 if let Event::Connected { server } = &event {
                     self.server = ServerState::Connected(server.clone());
@@ -544,6 +560,9 @@ impl App {
             ),
             TransferMsg::Done(report) => {
                 view.finish(report);
+                if let Some(why) = view.stop_reason().and_then(connect_failure) {
+                    self.server = ServerState::from_probe(Err(why));
+                }
                 // The notice is out of date now; the status line shows how
                 // the transfer ended instead.
                 if self

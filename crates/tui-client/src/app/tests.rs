@@ -1075,3 +1075,51 @@ fn a_resume_taken_back_is_not_counted() {
     assert_eq!(v.resumed[0], None);
     assert_eq!(v.total.as_ref().map(Meter::resumed), Some(0));
 }
+
+/// A plan or a transfer that could not connect updates the header at once,
+/// rather than leaving "connected" up until the next probe; any other
+/// failure leaves it to the probe.
+#[test]
+fn a_failed_connection_shows_in_the_header_at_once() {
+    let dir = fixture();
+    let now = Instant::now();
+    let mut app = planning(dir.path());
+    app.probed(Ok("ferry-server/0.1.0".into()));
+    app.transfer(
+        TransferMsg::Planned(plan_of(dir.path(), &["zeta.bin"])),
+        now,
+    );
+    let refused = "cannot reach 127.0.0.1:9: connection refused (is ferry-server running there?)";
+    app.transfer(TransferMsg::Checked(Err(refused.into())), now);
+    assert_eq!(app.server, ServerState::Unreachable(refused.into()));
+
+    let mut app = running_transfer(dir.path());
+    app.probed(Ok("ferry-server/0.1.0".into()));
+    let not_sent = |reason: &str| {
+        TransferMsg::Done(Report {
+            results: vec![ItemResult::NotSent {
+                reason: reason.into(),
+            }],
+            bytes_sent: 0,
+            bytes_resumed: 0,
+            elapsed: Duration::from_secs(1),
+            cancelled: false,
+        })
+    };
+    app.transfer(
+        not_sent("handshake with 127.0.0.1:9 failed: the server refused: wrong token"),
+        now,
+    );
+    assert_eq!(
+        app.server,
+        ServerState::Refused("the server refused: wrong token".into())
+    );
+
+    let mut app = running_transfer(dir.path());
+    app.probed(Ok("ferry-server/0.1.0".into()));
+    app.transfer(not_sent("the server closed the connection"), now);
+    assert_eq!(
+        app.server,
+        ServerState::Connected("ferry-server/0.1.0".into())
+    );
+}

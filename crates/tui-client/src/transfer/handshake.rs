@@ -37,6 +37,21 @@ pub fn is_refusal(error: &str) -> bool {
     error.starts_with(REFUSED) || error.starts_with(NOT_FERRY)
 }
 
+/// What a [`probe`] would have said, given the error of a plan or a
+/// transfer that could not get past [`connect`]: the server was not reached
+/// ("cannot reach ADDR: ...") or the handshake failed ("handshake with ADDR
+/// failed: WHY", the probe's WHY). `None` for any other error, which means
+/// the server was there.
+pub fn connect_failure(error: &str) -> Option<String> {
+    if error.starts_with("cannot reach ") {
+        return Some(error.to_string());
+    }
+    let (_, why) = error
+        .strip_prefix("handshake with ")?
+        .split_once(" failed: ")?;
+    Some(why.to_string())
+}
+
 /// Why a handshake failed when the server let the connection in and then
 /// closed it unanswered: what a server at one of its connection limits does.
 pub(crate) const BUSY: &str =
