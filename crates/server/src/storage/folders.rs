@@ -10,9 +10,10 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ferry_proto::path as names;
-use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags};
 use rustix::io::Errno;
 
 use super::{Store, StoreError};
@@ -146,12 +147,36 @@ pub(super) fn open_dir_nofollow(dir: &impl AsFd, name: &str) -> io::Result<Owned
 
 /// The folder the last upload of a session went to, kept open: files of one
 /// folder usually arrive together, and walking from the root for each costs
-/// an open and a close per component. A cached handle keeps pointing at the
-/// folder that was checked, even if the name is later moved or replaced.
+/// an open and a close per component.
+///
+/// A handle keeps pointing at its folder wherever the folder goes, so the
+/// cache checks that the path still leads to it, with one `openat2` that
+/// refuses symlinks and `..` on the way, when it was last checked more than
+/// [`RECHECK_AFTER`] ago. A folder moved out of the target (archived while
+/// a client still sends to it) or deleted is then walked to afresh, by its
+/// path inside the target; where `openat2` is missing (Linux before 5.6),
+/// every upload walks. Checking for every file cost 7% of the time of
+/// 10,000 small files in memory; and a file announced just before a move
+/// is linked into the folder where it went anyway, as the group it is in
+/// is committed up to 200 ms later.
 #[derive(Debug, Default)]
 pub struct FolderCache {
-    last: Option<(Vec<String>, Folder)>,
+    last: Option<Cached>,
 }
+
+#[derive(Debug)]
+struct Cached {
+    parts: Vec<String>,
+    folder: Folder,
+    /// The folder's device and inode, to tell it from another one since
+    /// made at the same path.
+    id: (u64, u64),
+    /// When the path was last seen to lead to it.
+    checked: Instant,
+}
+
+/// How long the cache trusts a folder to be where it was last seen.
+pub(super) const RECHECK_AFTER: Duration = Duration::from_millis(100);
 
 /// A folder uploads go to.
 #[derive(Debug, Clone)]
@@ -176,21 +201,60 @@ pub(super) enum Place {
 
 impl FolderCache {
     pub(super) fn open(&mut self, store: &Store, folders: &[&str]) -> Result<Folder, StoreError> {
-        if let Some((parts, folder)) = &self.last
-            && parts.iter().map(String::as_str).eq(folders.iter().copied())
+        if let Some(cached) = &mut self.last
+            && cached
+                .parts
+                .iter()
+                .map(String::as_str)
+                .eq(folders.iter().copied())
         {
-            return Ok(folder.clone());
+            let now = Instant::now();
+            if now.duration_since(cached.checked) < RECHECK_AFTER {
+                return Ok(cached.folder.clone());
+            }
+            if store.still_at(folders, cached.id) {
+                cached.checked = now;
+                return Ok(cached.folder.clone());
+            }
         }
         let dir = store.walk(folders)?;
         let place = store.place_of(&dir).map_err(StoreError::Io)?;
+        let id = file_id(&dir).map_err(StoreError::Io)?;
         let folder = Folder {
             dir: Arc::new(dir),
             place,
         };
-        self.last = Some((
-            folders.iter().map(|f| f.to_string()).collect(),
-            folder.clone(),
-        ));
+        self.last = Some(Cached {
+            parts: folders.iter().map(|f| f.to_string()).collect(),
+            folder: folder.clone(),
+            id,
+            checked: Instant::now(),
+        });
         Ok(folder)
     }
+}
+
+impl Store {
+    /// Whether `folders` (a path below the target) leads, with no symlink
+    /// and no `..` on the way, to the folder whose device and inode are `id`.
+    fn still_at(&self, folders: &[&str], id: (u64, u64)) -> bool {
+        if folders.is_empty() {
+            return true;
+        }
+        let path = folders.join("/");
+        let found = rustix::fs::openat2(
+            &self.root,
+            path.as_str(),
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+        );
+        found.is_ok_and(|dir| file_id(&dir).is_ok_and(|now| now == id))
+    }
+}
+
+/// A file's device and inode.
+fn file_id(fd: &impl AsFd) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
 }

@@ -143,6 +143,61 @@ fn staging_is_empty(store: &Store) -> bool {
         .is_none()
 }
 
+/// Like [`put`], with the session's folder cache.
+fn put_with(store: &Store, path: &str, bytes: &[u8], folders: &mut FolderCache) -> Stored {
+    let parts = store.check_path(path).expect("name");
+    let mut up = store
+        .begin(&parts, bytes.len() as u64, folders)
+        .expect("begin");
+    up.write_all(bytes).expect("write");
+    up.commit(&parts, OnClash::Rename, &blake3::hash(bytes))
+        .expect("stored")
+}
+
+/// A folder moved out of the target while a session still sends to it
+/// takes nothing announced once the cache has looked again: the next file
+/// goes to the path inside the target, as its ack says. Deleted, it is
+/// made again.
+#[test]
+fn a_folder_moved_away_mid_session_is_not_written_to() {
+    let (t, s) = store();
+    let mut folders = FolderCache::default();
+    put_with(&s, "X/a/first.bin", b"1", &mut folders);
+    let archive = t.path().join("archive");
+    fs::rename(s.path().join("X"), &archive).expect("move the folder away");
+    // The cache looks again once its last look is this old.
+    let recheck = || std::thread::sleep(super::folders::RECHECK_AFTER * 2);
+    recheck();
+    let got = put_with(&s, "X/a/second.bin", b"2", &mut folders);
+    assert_eq!(got.stored_as, "X/a/second.bin");
+    assert_eq!(
+        fs::read(s.path().join("X/a/second.bin")).expect("read"),
+        b"2"
+    );
+    assert!(!archive.join("a/second.bin").exists());
+
+    fs::remove_dir_all(s.path().join("X")).expect("delete the folder");
+    recheck();
+    let got = put_with(&s, "X/a/third.bin", b"3", &mut folders);
+    assert_eq!(got.stored_as, "X/a/third.bin");
+    assert_eq!(
+        fs::read(s.path().join("X/a/third.bin")).expect("read"),
+        b"3"
+    );
+
+    // Swapped for a symlink to the moved folder: refused, not followed.
+    fs::remove_dir_all(s.path().join("X")).expect("delete the folder");
+    std::os::unix::fs::symlink(&archive, s.path().join("X")).expect("symlink");
+    recheck();
+    let parts = s.check_path("X/a/fourth.bin").expect("name");
+    let swapped = s.begin(&parts, 1, &mut folders);
+    assert!(
+        matches!(swapped, Err(StoreError::BadName(_))),
+        "{swapped:?}"
+    );
+    assert!(!archive.join("a/fourth.bin").exists());
+}
+
 #[test]
 fn stores_in_nested_folders() {
     let (_t, s) = store();
