@@ -2,7 +2,12 @@
 //! a floor of free disk space. Each refusal is a clear error to a v1 client
 //! and a line in the log.
 
-use ferry_e2e::{Server, V1, all_output, data, ferry_send, source_file, write_file};
+use std::io::Write;
+
+use ferry_e2e::{
+    Server, V1, all_output, connect, data, ferry_send, read_to_close, source_file, tutorial_upload,
+    write_file,
+};
 use ferry_proto::{ErrorCode, OnClash, Outcome, ServerMsg};
 
 #[test]
@@ -87,6 +92,31 @@ fn files_per_connection_are_capped_and_ferry_send_reconnects_for_more() {
     for i in 0..8 {
         assert_eq!(server.read(&format!("many/m{i}.txt")), b"y");
     }
+}
+
+/// A tutorial client cannot be told about the limit: past it, the
+/// connection ends, with the reason logged and the files before it kept.
+#[test]
+fn files_per_connection_are_capped_for_tutorial_clients_too() {
+    let server = Server::start_with(&["--max-files-per-connection", "3"]);
+    let mut stream = connect(&server.addr());
+    let mut bytes = Vec::new();
+    for i in 0..5 {
+        bytes.extend(tutorial_upload(&format!("t{i}.txt"), b"x"));
+    }
+    stream.write_all(&bytes).expect("send");
+    read_to_close(&mut stream);
+    server.expect_log("takes 3 files per connection");
+    for i in 0..3 {
+        assert_eq!(server.read(&format!("t{i}.txt")), b"x");
+    }
+    let files = server.files();
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.starts_with("t3") || f.starts_with("t4")),
+        "{files:?}"
+    );
 }
 
 #[test]
