@@ -264,7 +264,9 @@ impl TransferView {
     pub fn can_skip_identical(&self, on_clash: OnClash) -> bool {
         let clashes = matches!(&self.verdicts, Some(Ok(verdicts))
             if verdicts.iter().any(|v| matches!(v, Some(Verdict::Clash { .. }))));
-        clashes && on_clash != OnClash::SkipIdentical && !self.skip_identical && !self.retrying
+        // Only under rename: skip-identical renames the files that differ,
+        // which under overwrite would quietly keep both instead.
+        clashes && on_clash == OnClash::Rename && !self.skip_identical && !self.retrying
     }
 
     pub fn plan_counts(&self) -> PlanCounts {

@@ -947,8 +947,8 @@ mod tests {
         assert!(line_with(&lines, "▶").contains(".profile"), "{lines:#?}");
     }
 
-    /// `i` is offered only where it changes something: taken names that
-    /// were not compared, under another policy than skip-identical.
+    /// `i` is offered only where it changes something and nothing else:
+    /// taken names that were not compared, under the rename policy.
     #[test]
     fn i_is_offered_on_the_plan_only_for_clashes_not_compared() {
         let clash = Some(Verdict::Clash {
@@ -959,6 +959,10 @@ mod tests {
         let mut app = plan_screen(vec![file("a.txt", 1)], Ok(vec![clash.clone()]));
         assert!(keys(&app).is_some_and(|k| k.contains("i skip files already there")));
         app.on_clash = ferry_proto::OnClash::SkipIdentical;
+        assert!(keys(&app).is_some_and(|k| !k.contains("i skip")));
+        assert_eq!(app.handle_key(KeyEvent::from(KeyCode::Char('i'))), None);
+        // Under overwrite it would turn overwriting into keeping both.
+        app.on_clash = ferry_proto::OnClash::Overwrite;
         assert!(keys(&app).is_some_and(|k| !k.contains("i skip")));
         assert_eq!(app.handle_key(KeyEvent::from(KeyCode::Char('i'))), None);
         let app = plan_screen(vec![file("a.txt", 1)], Ok(vec![Some(Verdict::New)]));
