@@ -184,10 +184,20 @@ impl Room {
         let disk = self.disks.entry(dev).or_insert_with(|| {
             free_bytes(at).map_or(u64::MAX, |a| a.saturating_sub(store.min_free))
         });
-        let quota = self.quota.unwrap_or(u64::MAX);
-        let available = (*disk).min(quota);
-        if needed > available {
-            return Err(StoreError::NoSpace { needed, available });
+        // The same refusal as the upload itself would get: the quota's
+        // when that is what is short.
+        if let Some(quota) = self.quota
+            && needed > quota
+        {
+            return Err(StoreError::Limit(format!(
+                "the folder's quota is used up: {needed} bytes needed, {quota} left"
+            )));
+        }
+        if needed > *disk {
+            return Err(StoreError::NoSpace {
+                needed,
+                available: *disk,
+            });
         }
         *disk -= needed;
         if let Some(q) = self.quota.as_mut() {

@@ -570,6 +570,30 @@ fn a_resumable_upload_dropped_before_its_first_byte_leaves_no_partial() {
     assert!(staging_is_empty(&s));
 }
 
+/// A plan refuses a file over the quota as the upload would: the quota is
+/// the reason, not the disk.
+#[test]
+fn a_plan_over_the_quota_says_so() {
+    let (_t, mut s) = store();
+    s.set_quota(10).expect("quota");
+    put(&s, "a.bin", &[1; 8], OnClash::Rename).expect("under the quota");
+    let entry = |id, size| PlanEntry {
+        id,
+        path: format!("f{id}.bin"),
+        size,
+        on_clash: OnClash::Rename,
+        blake3: None,
+        resume_key: None,
+    };
+    let verdicts = s.verdicts_with(&[entry(0, 2), entry(1, 1)], &mut Digests::default());
+    assert_eq!(verdicts[0].verdict, Verdict::New);
+    let Verdict::Refused { code, message } = &verdicts[1].verdict else {
+        panic!("{:?}", verdicts[1].verdict)
+    };
+    assert_eq!(*code, ferry_proto::ErrorCode::LimitReached, "{message}");
+    assert!(message.contains("quota"), "{message}");
+}
+
 /// A partial dropped because its folder is now on a file system mounted
 /// inside gives its room back to the quota.
 #[test]
