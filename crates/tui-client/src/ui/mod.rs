@@ -140,9 +140,16 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
         ),
         ServerState::Refused(reason) => ("○", reason.clone(), Color::Red),
     };
+    // The server state gets up to three fifths of the line; a reason too
+    // long for it loses its hint in parentheses first, then its end.
+    let room = usize::from(area.width * 3 / 5)
+        .saturating_sub(Span::raw(app.addr.as_str()).width() + mark.chars().count() + 3);
     let server = Line::from(vec![
         Span::raw(format!("{} ", app.addr)),
-        Span::styled(format!("{mark} {state} "), Style::new().fg(color)),
+        Span::styled(
+            format!("{mark} {} ", fit_state(&state, room)),
+            Style::new().fg(color),
+        ),
     ]);
     // The path matters most while browsing; the server state gets what is
     // left, up to three fifths of the line.
@@ -224,6 +231,34 @@ fn cut_middle(text: &str, room: usize) -> String {
         .chain(std::iter::once(&'…'))
         .chain(&chars[tail..])
         .collect()
+}
+
+/// `state` made to fit `room` columns: without a closing hint in
+/// parentheses ("(is ferry-server running there?)") when that is enough,
+/// else cut at the end, after a `…`.
+fn fit_state(state: &str, room: usize) -> String {
+    let fits = |t: &str| Span::raw(t).width() <= room;
+    if fits(state) {
+        return state.to_string();
+    }
+    if let Some(open) = state.rfind(" (")
+        && state.ends_with(')')
+        && fits(&state[..open])
+    {
+        return state[..open].to_string();
+    }
+    let mut kept = String::new();
+    let mut width = 1; // the ellipsis
+    for c in state.chars() {
+        let w = Span::raw(c.to_string()).width();
+        if width + w > room {
+            break;
+        }
+        width += w;
+        kept.push(c);
+    }
+    kept.push('…');
+    kept
 }
 
 /// `text` cut to its last `room` columns, after a `…`, when it is longer.
@@ -557,6 +592,35 @@ mod tests {
         );
         assert!(line_with(&lines, "/z").contains("/z"));
         assert!(line_with(&lines, "nothing matches").contains("nothing matches"));
+    }
+
+    /// A reason too long for the header drops its hint in parentheses, and
+    /// is cut with a `…` only when even that does not fit; never mid-word
+    /// with no sign of it.
+    #[test]
+    fn a_long_reason_in_the_header_loses_its_hint_then_its_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut app = browsing(dir.path());
+        app.probed(Err(
+            "cannot reach 127.0.0.1:7878: connection refused (is ferry-server running there?)"
+                .into(),
+        ));
+        let wide = screen(&app, Instant::now(), 200, 6);
+        assert!(
+            wide[0].contains("(is ferry-server running there?)"),
+            "{}",
+            wide[0]
+        );
+        let header = screen(&app, Instant::now(), 100, 6)[0].clone();
+        assert!(
+            header
+                .trim_end()
+                .ends_with("○ unreachable: connection refused"),
+            "{header}"
+        );
+        let narrow = screen(&app, Instant::now(), 60, 6)[0].clone();
+        assert!(narrow.contains("○ unreachable: conn"), "{narrow}");
+        assert!(narrow.trim_end().ends_with('…'), "{narrow}");
     }
 
     /// What answered is not unreachable, and not Ferry either.
