@@ -224,7 +224,16 @@ impl Store {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(e) => return Err(e.into()),
         }
-        let staging = open_dir_nofollow(&root, STAGING_DIR)?;
+        let staging = open_dir_nofollow(&root, STAGING_DIR).map_err(|e| {
+            // Say which folder: the target itself is one.
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{STAGING_DIR} in it must be a folder of its own, not a file or a \
+                     symlink: {e}"
+                ),
+            )
+        })?;
         let root_dev = rustix::fs::fstat(&root)?.st_dev;
         let root_mount = mount_id(&root);
         let store = Store {

@@ -198,6 +198,20 @@ fn a_folder_moved_away_mid_session_is_not_written_to() {
     assert!(!archive.join("a/fourth.bin").exists());
 }
 
+/// A staging folder that is a symlink (or a file) stops the server from
+/// starting, with a reason naming it.
+#[test]
+fn a_staging_folder_that_is_a_symlink_is_named_in_the_refusal() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let up = t.path().join("up");
+    fs::create_dir(&up).expect("mkdir");
+    std::os::unix::fs::symlink(t.path(), up.join(STAGING_DIR)).expect("symlink");
+    let Err(e) = Store::open(&up, None, PARTIAL_TTL_DEFAULT) else {
+        panic!("a symlinked staging folder was accepted");
+    };
+    assert!(e.to_string().contains(STAGING_DIR), "{e}");
+}
+
 #[test]
 fn stores_in_nested_folders() {
     let (_t, s) = store();
