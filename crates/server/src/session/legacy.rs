@@ -34,15 +34,9 @@ impl<'a> Session<'a> {
             name: escape_for_display(name),
             reason,
         };
-        // The same limit as for v1 clients; a tutorial client cannot be
-        // told, so the connection ends with the reason logged.
-        let most = self.shared.limits.max_files_per_connection;
-        self.files_seen += 1;
-        if most > 0 && self.files_seen > most {
-            return Err(refused(StoreError::Limit(format!(
-                "this server takes {most} files per connection; reconnect for more"
-            ))));
-        }
+        // A tutorial client cannot be told about the limit: past it, the
+        // connection ends with the reason logged.
+        self.count_file().map_err(refused)?;
         let (parts, mut upload) = self.start_file(name, header.size).map_err(refused)?;
         let digest = match self.receive_body(&mut upload, name, header.size, Digest::Incoming) {
             Ok(Received::Known(d)) => d,

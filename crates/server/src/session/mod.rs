@@ -386,6 +386,19 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Counts one more file on this connection, or refuses it past
+    /// `--max-files-per-connection`.
+    fn count_file(&mut self) -> Result<(), StoreError> {
+        let most = self.shared.limits.max_files_per_connection;
+        self.files_seen += 1;
+        if most > 0 && self.files_seen > most {
+            return Err(StoreError::Limit(format!(
+                "this server takes {most} files per connection; reconnect for more"
+            )));
+        }
+        Ok(())
+    }
+
     /// Queues a job; the batch goes to the committer when it is full or
     /// when the job asks for something to reach the client.
     fn queue(&mut self, job: Job<'a>) -> Result<(), SessionError> {

@@ -143,15 +143,8 @@ impl<'a> Session<'a> {
                 &normalized
             }
         };
-        let most = self.shared.limits.max_files_per_connection;
-        self.files_seen += 1;
-        if most > 0 && self.files_seen > most {
-            return self.refuse(
-                header,
-                StoreError::Limit(format!(
-                    "this server takes {most} files per connection; reconnect for more"
-                )),
-            );
+        if let Err(limit) = self.count_file() {
+            return self.refuse(header, limit);
         }
         if header.offset == 0
             && header.size <= IN_MEMORY_MAX

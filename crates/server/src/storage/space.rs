@@ -37,12 +37,7 @@ impl Store {
                 used.checked_add(bytes).filter(|total| *total <= quota)
             })
             .map(|_| bytes)
-            .map_err(|used| {
-                StoreError::Limit(format!(
-                    "the folder's quota is used up: {bytes} bytes needed, {} left",
-                    quota.saturating_sub(used)
-                ))
-            })
+            .map_err(|used| quota_used_up(bytes, quota.saturating_sub(used)))
     }
 
     /// Gives back what an upload counted against the quota.
@@ -189,9 +184,7 @@ impl Room {
         if let Some(quota) = self.quota
             && needed > quota
         {
-            return Err(StoreError::Limit(format!(
-                "the folder's quota is used up: {needed} bytes needed, {quota} left"
-            )));
+            return Err(quota_used_up(needed, quota));
         }
         if needed > *disk {
             return Err(StoreError::NoSpace {
@@ -205,6 +198,14 @@ impl Room {
         }
         Ok(())
     }
+}
+
+/// The refusal of a file the quota has no room left for, the same from a
+/// plan as from the upload.
+fn quota_used_up(needed: u64, left: u64) -> StoreError {
+    StoreError::Limit(format!(
+        "the folder's quota is used up: {needed} bytes needed, {left} left"
+    ))
 }
 
 /// Bytes of the regular files under `root`, kept partials included.
