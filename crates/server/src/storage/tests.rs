@@ -168,22 +168,18 @@ fn a_folder_moved_away_mid_session_is_not_written_to() {
     // The cache looks again once its last look is this old.
     let recheck = || std::thread::sleep(super::folders::RECHECK_AFTER * 2);
     recheck();
-    let got = put_with(&s, "X/a/second.bin", b"2", &mut folders);
-    assert_eq!(got.stored_as, "X/a/second.bin");
-    assert_eq!(
-        fs::read(s.path().join("X/a/second.bin")).expect("read"),
-        b"2"
-    );
+    // Stored inside the target, under the name its ack gives.
+    let stored_at_its_path = |path: &str, bytes: &[u8], folders: &mut FolderCache| {
+        let got = put_with(&s, path, bytes, folders);
+        assert_eq!(got.stored_as, path);
+        assert_eq!(fs::read(s.path().join(path)).expect("read"), bytes);
+    };
+    stored_at_its_path("X/a/second.bin", b"2", &mut folders);
     assert!(!archive.join("a/second.bin").exists());
 
     fs::remove_dir_all(s.path().join("X")).expect("delete the folder");
     recheck();
-    let got = put_with(&s, "X/a/third.bin", b"3", &mut folders);
-    assert_eq!(got.stored_as, "X/a/third.bin");
-    assert_eq!(
-        fs::read(s.path().join("X/a/third.bin")).expect("read"),
-        b"3"
-    );
+    stored_at_its_path("X/a/third.bin", b"3", &mut folders);
 
     // Swapped for a symlink to the moved folder: refused, not followed.
     fs::remove_dir_all(s.path().join("X")).expect("delete the folder");

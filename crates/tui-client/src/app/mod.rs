@@ -77,6 +77,13 @@ impl ServerState {
             Err(reason) => ServerState::Unreachable(reason),
         }
     }
+
+    /// What a probe would show after a plan or transfer failed with
+    /// `error`, when that error was a failure to connect; `None` when the
+    /// server was there.
+    fn after_failure(error: &str) -> Option<Self> {
+        connect_failure(error).map(|why| ServerState::from_probe(Err(why)))
+    }
 }
 
 /// A one-line message for the user.
@@ -542,9 +549,9 @@ impl App {
                 // The header should not go on saying "connected" until the
                 // next probe when the plan just failed to connect.
                 if let Err(reason) = &verdicts
-                    && let Some(why) = connect_failure(reason)
+                    && let Some(state) = ServerState::after_failure(reason)
                 {
-                    self.server = ServerState::from_probe(Err(why));
+                    self.server = state;
                 }
                 view.checked(verdicts);
             }
@@ -560,8 +567,8 @@ impl App {
             ),
             TransferMsg::Done(report) => {
                 view.finish(report);
-                if let Some(why) = view.stop_reason().and_then(connect_failure) {
-                    self.server = ServerState::from_probe(Err(why));
+                if let Some(state) = view.stop_reason().and_then(ServerState::after_failure) {
+                    self.server = state;
                 }
                 // The notice is out of date now; the status line shows how
                 // the transfer ended instead.

@@ -247,9 +247,19 @@ fn fit_state(state: &str, room: usize) -> String {
     {
         return state[..open].to_string();
     }
-    let mut kept = String::new();
-    let mut width = 1; // the ellipsis
-    for c in state.chars() {
+    let mut kept: String = fitting(state.chars(), room.saturating_sub(1))
+        .into_iter()
+        .collect();
+    kept.push('…');
+    kept
+}
+
+/// The characters of `chars`, in the order given, that fit in `room`
+/// columns.
+fn fitting(chars: impl Iterator<Item = char>, room: usize) -> Vec<char> {
+    let mut kept = Vec::new();
+    let mut width = 0;
+    for c in chars {
         let w = Span::raw(c.to_string()).width();
         if width + w > room {
             break;
@@ -257,7 +267,6 @@ fn fit_state(state: &str, room: usize) -> String {
         width += w;
         kept.push(c);
     }
-    kept.push('…');
     kept
 }
 
@@ -266,16 +275,8 @@ fn keep_end(text: &str, room: usize) -> String {
     if Span::raw(text).width() <= room {
         return text.to_string();
     }
-    let mut kept: Vec<char> = Vec::new();
-    let mut width = 1; // the ellipsis
-    for c in text.chars().rev() {
-        let w = Span::raw(c.to_string()).width();
-        if width + w > room {
-            break;
-        }
-        width += w;
-        kept.push(c);
-    }
+    // One column for the ellipsis.
+    let kept = fitting(text.chars().rev(), room.saturating_sub(1));
     std::iter::once('…').chain(kept.into_iter().rev()).collect()
 }
 

@@ -144,15 +144,18 @@ fn prompt_text(view: &TransferView, counts: &PlanCounts) -> Line<'static> {
 }
 
 fn draw_rows(frame: &mut Frame, area: Rect, view: &TransferView) {
-    let shown_name = |item: &Item| match item.kind {
-        ItemKind::Folder => format!("{}/", escape_for_display(&item.remote)),
-        ItemKind::File { .. } => escape_for_display(&item.remote),
-    };
-    let width = usize::from(area.width.saturating_sub(2));
-    let name_width = view
+    let mut names: Vec<String> = view
         .items
         .iter()
-        .map(|item| display_width(&shown_name(item)))
+        .map(|item| match item.kind {
+            ItemKind::Folder => format!("{}/", escape_for_display(&item.remote)),
+            ItemKind::File { .. } => escape_for_display(&item.remote),
+        })
+        .collect();
+    let width = usize::from(area.width.saturating_sub(2));
+    let name_width = names
+        .iter()
+        .map(|n| display_width(n))
         .max()
         .unwrap_or(0)
         .min(width / 2);
@@ -165,7 +168,7 @@ fn draw_rows(frame: &mut Frame, area: Rect, view: &TransferView) {
         .map(|s| (0, skipped_line(s, &view.roots)))
         .collect();
     for &index in &view.order {
-        let Some(item) = view.items.get(index) else {
+        let (Some(item), Some(name)) = (view.items.get(index), names.get_mut(index)) else {
             continue;
         };
         let rank = match view.verdict(index) {
@@ -175,7 +178,7 @@ fn draw_rows(frame: &mut Frame, area: Rect, view: &TransferView) {
         };
         // A longer name gives up its middle, so that its size and verdict
         // stay in their columns.
-        let name = cut_middle(&shown_name(item), name_width);
+        let name = cut_middle(&std::mem::take(name), name_width);
         ranked.push((rank, row(view, index, item, name, name_width)));
     }
     ranked.sort_by_key(|(rank, _)| *rank);
