@@ -7,7 +7,7 @@ use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, HighlightSpacing, Paragraph, Row, Table, TableState};
 
-use super::bytes;
+use super::{bytes, fit_name_and_note};
 use crate::app::App;
 use crate::browse::{Entry, EntryKind, FolderSize, Sizing};
 
@@ -49,7 +49,10 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App) {
         return;
     }
 
-    let rows = listing.visible().map(|entry| row(app, entry));
+    // What the name column keeps of the width: the border, the cursor,
+    // the mark, the size and the gaps between them take the rest.
+    let name_room = usize::from(area.width.saturating_sub(2 + 2 + 1 + SIZE_WIDTH + 2));
+    let rows = listing.visible().map(|entry| row(app, entry, name_room));
     let table = Table::new(
         rows,
         [
@@ -69,7 +72,9 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_stateful_widget(table, area, &mut state);
 }
 
-fn row<'a>(app: &App, entry: &'a Entry) -> Row<'a> {
+/// One entry's row; a name longer than `name_room` gives up its middle,
+/// so that its extension and what is wrong with it stay in sight.
+fn row<'a>(app: &App, entry: &'a Entry, name_room: usize) -> Row<'a> {
     let marked = app.marks.contains(&entry.path);
     let mark = if marked {
         Span::styled("*", Style::new().fg(Color::Yellow).bold())
@@ -78,20 +83,33 @@ fn row<'a>(app: &App, entry: &'a Entry) -> Row<'a> {
     };
     // Control characters in a name would act on the terminal, or vanish:
     // they are shown escaped, as everywhere else.
-    let shown = escape_for_display(&entry.name);
+    let mut shown = escape_for_display(&entry.name);
+    if entry.kind == EntryKind::Folder {
+        shown.push('/');
+    }
+    let link = if entry.is_link { " (link)" } else { "" };
+    let problem = entry
+        .problem
+        .as_ref()
+        .map(|problem| format!(" ({problem})"))
+        .unwrap_or_default();
+    let (shown, note) = fit_name_and_note(&shown, &format!("{link}{problem}"), name_room);
     let mut name = vec![match entry.kind {
-        EntryKind::Folder => Span::styled(format!("{shown}/"), Style::new().fg(Color::Blue).bold()),
+        EntryKind::Folder => Span::styled(shown, Style::new().fg(Color::Blue).bold()),
         EntryKind::File => Span::raw(shown),
         EntryKind::Other => Span::styled(shown, Style::new().dark_gray()),
     }];
-    if entry.is_link {
-        name.push(Span::raw(" (link)").dark_gray());
+    // The note keeps its two colours, "(link)" grey and the problem red,
+    // even when it was cut.
+    let (grey, red) = match note.strip_prefix(link) {
+        Some(rest) => (link, rest),
+        None => (note.as_str(), ""),
+    };
+    if !grey.is_empty() {
+        name.push(Span::raw(grey.to_string()).dark_gray());
     }
-    if let Some(problem) = &entry.problem {
-        name.push(Span::styled(
-            format!(" ({problem})"),
-            Style::new().fg(Color::Red),
-        ));
+    if !red.is_empty() {
+        name.push(Span::styled(red.to_string(), Style::new().fg(Color::Red)));
     }
     let mut row = Row::new([
         Cell::from(mark),

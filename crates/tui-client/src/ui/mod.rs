@@ -186,8 +186,9 @@ fn without_addr<'r>(reason: &'r str, addr: &str) -> &'r str {
 }
 
 /// A row for something that will not be sent, named the way the rows of
-/// what is sent are: from the picked folder's own name down.
-fn skipped_line(s: &Skipped, roots: &[PathBuf]) -> Line<'static> {
+/// what is sent are: from the picked folder's own name down, fitted to
+/// `room` columns.
+fn skipped_line(s: &Skipped, roots: &[PathBuf], room: usize) -> Line<'static> {
     let name = roots
         .iter()
         .find_map(|root| {
@@ -199,10 +200,16 @@ fn skipped_line(s: &Skipped, roots: &[PathBuf]) -> Line<'static> {
             })
         })
         .unwrap_or_else(|| s.local.clone());
+    let mark = "– ";
+    let (name, note) = fit_name_and_note(
+        &escape_for_display(&name.to_string_lossy()),
+        &format!("  skipped: {}", s.reason),
+        room.saturating_sub(mark.len()),
+    );
     Line::from(vec![
-        Span::styled("– ", Style::new().dark_gray()),
-        Span::raw(escape_for_display(&name.to_string_lossy())),
-        Span::styled(format!("  skipped: {}", s.reason), Style::new().dark_gray()),
+        Span::styled(mark, Style::new().dark_gray()),
+        Span::raw(name),
+        Span::styled(note, Style::new().dark_gray()),
     ])
 }
 
@@ -247,11 +254,37 @@ fn fit_state(state: &str, room: usize) -> String {
     {
         return state[..open].to_string();
     }
-    let mut kept: String = fitting(state.chars(), room.saturating_sub(1))
+    cut_end(state, room)
+}
+
+/// `text` cut to `room` columns, ending with a `…`, when it is longer.
+fn cut_end(text: &str, room: usize) -> String {
+    if Span::raw(text).width() <= room {
+        return text.to_string();
+    }
+    let mut kept: String = fitting(text.chars(), room.saturating_sub(1))
         .into_iter()
         .collect();
     kept.push('…');
     kept
+}
+
+/// A row's name and the note after it, fitted to `room` columns. The name
+/// gives up its middle first, but keeps at least half the room; then the
+/// note is cut at its end. Both stay readable, where a plain cut at the
+/// edge would take the whole note ("failed: …") off a long name's row.
+fn fit_name_and_note(name: &str, note: &str, room: usize) -> (String, String) {
+    let width = |t: &str| Span::raw(t).width();
+    let (name_width, note_width) = (width(name), width(note));
+    if name_width + note_width <= room {
+        return (name.to_string(), note.to_string());
+    }
+    let name_room = room
+        .saturating_sub(note_width)
+        .max(name_width.min(room / 2));
+    let name = cut_middle(name, name_room);
+    let note = cut_end(note, room.saturating_sub(width(&name)));
+    (name, note)
 }
 
 /// The characters of `chars`, in the order given, that fit in `room`
@@ -721,14 +754,14 @@ mod tests {
         let lines = screen(&app, at, 100, 30);
         let total = line_with(&lines, "50%");
         assert!(
-            total.contains("sent 5.00 MiB · stored 2.00 MiB / 10 MiB"),
+            total.contains("sent 5.00 MiB · stored 2.00 MiB / 10.00 MiB"),
             "{total}"
         );
         assert!(total.contains("2.50 MiB/s"), "{total}");
         assert!(total.contains("ETA 2s"), "{total}");
         assert!(line_with(&lines, "big.iso").contains("big.iso"));
         let current = line_with(&lines, "28%");
-        assert!(current.contains("2.00 MiB / 7 MiB"), "{current}");
+        assert!(current.contains("2.00 MiB / 7.00 MiB"), "{current}");
         assert!(line_with(&lines, "b.txt").contains("renamed to b (1).txt"));
         assert!(line_with(&lines, "c.txt").contains("failed: the server's disk is full"));
         assert!(line_with(&lines, "a.txt").contains("stored"));
@@ -737,16 +770,16 @@ mod tests {
 
         // A narrow screen drops what was sent, then what is stored, and
         // keeps the rate and the time left whole.
-        let narrow = screen(&app, at, 56, 30);
+        let narrow = screen(&app, at, 60, 30);
         let total = line_with(&narrow, "50%");
         assert!(
-            total.contains("50% · stored 2.00 MiB / 10 MiB · 2.50 MiB/s · ETA 2s"),
+            total.contains("50% · stored 2.00 MiB / 10.00 MiB · 2.50 MiB/s · ETA 2s"),
             "{total}"
         );
         assert!(!total.contains("sent"), "{total}");
         // Counts that move keep two decimals, so the label keeps still.
         let current = line_with(&lines, "28%");
-        assert!(current.contains("2.00 MiB / 7 MiB"), "{current}");
+        assert!(current.contains("2.00 MiB / 7.00 MiB"), "{current}");
         let narrower = screen(&app, at, 30, 30);
         let total = line_with(&narrower, "50%");
         assert!(total.contains("50% · 2.50 MiB/s · ETA 2s"), "{total}");
@@ -920,6 +953,68 @@ mod tests {
         );
     }
 
+    /// A long name in the list keeps its end, and what is wrong with it
+    /// stays on its row instead of running off the edge.
+    #[test]
+    fn a_long_name_in_the_list_gives_up_its_middle_and_keeps_its_problem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let long = format!("{}-end", "b".repeat(150));
+        std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join(&long))
+            .expect("symlink");
+        let app = browsing(dir.path());
+        let lines = screen(&app, Instant::now(), 80, 12);
+        let row = line_with(&lines, "-end");
+        assert!(row.contains('…'), "{row}");
+        assert!(row.contains("(link) (broken link)"), "{row}");
+        assert!(row.trim_end().ends_with("│"), "{row}");
+    }
+
+    /// A long name in the results must not take its outcome off the row.
+    #[test]
+    fn a_long_name_in_the_results_keeps_its_outcome() {
+        let mut app = asked_to_send();
+        let t0 = Instant::now();
+        let long = format!("{}.bin", "c".repeat(150));
+        confirm(&mut app, plan_of(vec![file(&long, 10)]), t0);
+        app.transfer(
+            TransferMsg::Done(Report {
+                results: vec![ItemResult::Failed {
+                    reason: "the server's disk is full".into(),
+                }],
+                bytes_sent: 0,
+                bytes_resumed: 0,
+                elapsed: Duration::from_secs(1),
+                cancelled: false,
+            }),
+            t0,
+        );
+        let lines = screen(&app, t0, 80, 16);
+        let row = line_with(&lines, "✗");
+        assert!(row.contains('…') && row.contains("c.bin"), "{row}");
+        assert!(row.contains("failed: the server's disk is full"), "{row}");
+    }
+
+    #[test]
+    fn a_name_and_its_note_share_the_room() {
+        // Both fit: untouched.
+        assert_eq!(
+            fit_name_and_note("a.txt", "  stored", 20),
+            ("a.txt".to_string(), "  stored".to_string())
+        );
+        // The name gives up its middle for the note.
+        let (name, note) = fit_name_and_note("abcdefghijklmnop.txt", "  stored", 20);
+        assert_eq!(note, "  stored");
+        assert!(name.contains('…') && name.ends_with(".txt"), "{name}");
+        assert_eq!(Span::raw(name + &note).width(), 20);
+        // A note too long for half the room is cut at its end instead.
+        let (name, note) = fit_name_and_note("abcdefghij.txt", &"x".repeat(40), 20);
+        assert_eq!(Span::raw(name.as_str()).width(), 10, "{name}");
+        assert!(note.ends_with('…'), "{note}");
+        assert_eq!(Span::raw(name + &note).width(), 20);
+        assert_eq!(cut_end("abcdef", 4), "abc…");
+        assert_eq!(cut_end("abc", 4), "abc");
+    }
+
     /// One very long name must not push every verdict off the screen.
     #[test]
     fn a_long_name_on_the_plan_gives_up_its_middle() {
@@ -961,12 +1056,19 @@ mod tests {
                 .collect::<String>()
         };
         assert!(
-            text(skipped_line(&skipped("/home/me/trip/photos/link"), &roots))
-                .starts_with("– trip/photos/link  skipped")
+            text(skipped_line(
+                &skipped("/home/me/trip/photos/link"),
+                &roots,
+                80
+            ))
+            .starts_with("– trip/photos/link  skipped")
         );
-        assert!(text(skipped_line(&skipped("/home/me/x.txt"), &roots)).starts_with("– x.txt  "));
         assert!(
-            text(skipped_line(&skipped("/elsewhere/l"), &roots)).starts_with("– /elsewhere/l  ")
+            text(skipped_line(&skipped("/home/me/x.txt"), &roots, 80)).starts_with("– x.txt  ")
+        );
+        assert!(
+            text(skipped_line(&skipped("/elsewhere/l"), &roots, 80))
+                .starts_with("– /elsewhere/l  ")
         );
     }
 
@@ -1330,8 +1432,8 @@ mod tests {
         assert!(!lines.iter().any(|l| l.contains("100%")), "{lines:#?}");
         let total = line_with(&lines, "sent 10.00 MiB");
         assert!(total.contains("99%"), "{total}");
-        assert!(total.contains("stored 4.00 MiB / 10 MiB"), "{total}");
-        let current = line_with(&lines, "6.00 MiB / 6 MiB");
+        assert!(total.contains("stored 4.00 MiB / 10.00 MiB"), "{total}");
+        let current = line_with(&lines, "6.00 MiB / 6.00 MiB");
         assert!(current.contains("99%"), "{current}");
         assert!(
             current.contains("waiting for the server to confirm"),
@@ -1348,8 +1450,8 @@ mod tests {
         let lines = screen(&app, at, 100, 30);
         let total = line_with(&lines, "sent 10.00 MiB");
         assert!(total.contains("100%"), "{total}");
-        assert!(total.contains("stored 10.00 MiB / 10 MiB"), "{total}");
-        assert!(line_with(&lines, "6.00 MiB / 6 MiB").contains("100%"));
+        assert!(total.contains("stored 10.00 MiB / 10.00 MiB"), "{total}");
+        assert!(line_with(&lines, "6.00 MiB / 6.00 MiB").contains("100%"));
     }
 
     #[test]
@@ -1374,7 +1476,7 @@ mod tests {
         }
         // Right after the resume the gauge starts at the offset.
         let lines = screen(&app, t0, 100, 30);
-        let current = line_with(&lines, "12.00 MiB / 40 MiB");
+        let current = line_with(&lines, "12.00 MiB / 40.00 MiB");
         assert!(current.contains("30%"), "{current}");
         assert!(current.contains("resumed at 12 MiB"), "{current}");
         assert!(line_with(&lines, "Sending").contains("12 MiB already there"));

@@ -165,7 +165,7 @@ fn draw_rows(frame: &mut Frame, area: Rect, view: &TransferView) {
     let mut ranked: Vec<(u8, Line)> = view
         .skipped
         .iter()
-        .map(|s| (0, skipped_line(s, &view.roots)))
+        .map(|s| (0, skipped_line(s, &view.roots, width)))
         .collect();
     for &index in &view.order {
         let (Some(item), Some(name)) = (view.items.get(index), names.get_mut(index)) else {

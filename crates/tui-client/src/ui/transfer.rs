@@ -17,7 +17,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Gauge, Paragraph};
 
 use super::bytes;
-use super::{skipped_line, without_addr};
+use super::{fit_name_and_note, skipped_line, without_addr};
 use crate::app::{App, Counts, Meter, Phase, TransferView};
 use crate::transfer::progress::format_duration;
 use crate::transfer::{ItemKind, ItemResult};
@@ -192,7 +192,7 @@ fn draw_total(frame: &mut Frame, area: Rect, view: &TransferView, now: Instant) 
             format!(
                 "stored {} / {}",
                 steady(view.stored_bytes()),
-                bytes(progress.total())
+                steady(progress.total())
             ),
         ),
     ];
@@ -232,7 +232,7 @@ fn draw_file(frame: &mut Frame, area: Rect, view: &TransferView, now: Instant) {
         (None, percent(ratio)),
         (
             Some(1),
-            format!("{} / {}", steady(progress.done()), bytes(progress.total())),
+            format!("{} / {}", steady(progress.done()), steady(progress.total())),
         ),
     ];
     if progress.resumed() > 0 {
@@ -266,7 +266,8 @@ fn percent(ratio: f64) -> String {
 
 /// A count that changes while it is on screen, always with two decimals
 /// ("38.00 MiB", not "38 MiB" one moment and "38.50 MiB" the next), so
-/// that the label around it keeps still.
+/// that the label around it keeps still. The total it is read against is
+/// written the same way ("2.00 GiB / 2.00 GiB", not "2.00 GiB / 2 GiB").
 pub(super) fn steady(n: u64) -> String {
     // Whole bytes have no decimals to keep ("0 B", not "0.00 B").
     match n {
@@ -328,6 +329,7 @@ fn draw_finished(frame: &mut Frame, area: Rect, view: &TransferView, addr: &str)
     // then the rest), each group by path as people count, and the list
     // scrolls; while it runs, the newest is at the bottom and the oldest
     // scroll off the top.
+    let width = inner_width(area);
     let mut place = vec![0; view.items.len()];
     for (at, &index) in view.order.iter().enumerate() {
         if let Some(slot) = place.get_mut(index) {
@@ -337,7 +339,7 @@ fn draw_finished(frame: &mut Frame, area: Rect, view: &TransferView, addr: &str)
     let mut ranked: Vec<((u8, usize), Line)> = view
         .skipped
         .iter()
-        .map(|s| ((0, 0), skipped_line(s, &view.roots)))
+        .map(|s| ((0, 0), skipped_line(s, &view.roots, width)))
         .collect();
     for &index in &view.finished {
         let (Some(item), Some(Some(result))) = (view.items.get(index), view.results.get(index))
@@ -356,7 +358,7 @@ fn draw_finished(frame: &mut Frame, area: Rect, view: &TransferView, addr: &str)
         };
         ranked.push((
             (rank, place.get(index).copied().unwrap_or(0)),
-            outcome_line(&item.remote, result, by_plan, resumed, addr),
+            outcome_line(&item.remote, result, by_plan, resumed, addr, width),
         ));
     }
     if ended {
@@ -415,13 +417,15 @@ pub(super) fn results_rows(body: Rect) -> usize {
 }
 
 /// One finished file. `by_plan`: left out because the plan found it
-/// identical; `resumed`: where its upload picked up.
+/// identical; `resumed`: where its upload picked up. Fitted to `room`
+/// columns.
 fn outcome_line(
     remote: &str,
     result: &ItemResult,
     by_plan: bool,
     resumed: Option<u64>,
     addr: &str,
+    room: usize,
 ) -> Line<'static> {
     let (mark, color, mut what) = match result {
         ItemResult::Stored { .. } if by_plan => ("=", Color::Green, "identical, skipped".into()),
@@ -451,9 +455,15 @@ fn outcome_line(
     if let (ItemResult::Stored { .. }, Some(offset)) = (result, resumed) {
         what.push_str(&format!(" (resumed at {})", bytes(offset)));
     }
+    let mark = format!("{mark} ");
+    let (name, note) = fit_name_and_note(
+        &escape_for_display(remote),
+        &format!("  {what}"),
+        room.saturating_sub(Span::raw(mark.as_str()).width()),
+    );
     Line::from(vec![
-        Span::styled(format!("{mark} "), Style::new().fg(color).bold()),
-        Span::raw(escape_for_display(remote)),
-        Span::styled(format!("  {what}"), Style::new().fg(color)),
+        Span::styled(mark, Style::new().fg(color).bold()),
+        Span::raw(name),
+        Span::styled(note, Style::new().fg(color)),
     ])
 }
