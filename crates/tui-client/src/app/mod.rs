@@ -236,6 +236,7 @@ impl App {
                 self.listing.set_show_hidden(show);
             }
             KeyCode::Char('s') => return self.send_marked(),
+            KeyCode::Char('r') => return self.reread(),
             KeyCode::Char('q') if self.transfer_running() => self.input = Input::ConfirmQuit,
             KeyCode::Char('q') => return Some(Action::Quit),
             KeyCode::Tab => self.show_transfer(),
@@ -383,6 +384,21 @@ impl App {
         Some(Action::Open { dir, select })
     }
 
+    /// `r`: the folder on screen is read again, for files that came or
+    /// went, and its folders are measured again. Marks keep the sizes they
+    /// were given when marked (as a marked file does); the plan measures
+    /// everything afresh before anything is sent.
+    fn reread(&mut self) -> Option<Action> {
+        let dir = self.listing.dir().to_path_buf();
+        for entry in self.listing.visible() {
+            if entry.is_folder() && !self.marks.contains(&entry.path) {
+                self.sizes.forget(&entry.path);
+            }
+        }
+        self.opening = Some(dir.clone());
+        Some(Action::Open { dir, select: None })
+    }
+
     /// Space: flip the mark and step down, so a run of files is marked by
     /// holding the key.
     fn toggle_mark(&mut self) -> Option<Action> {
@@ -490,9 +506,15 @@ impl App {
                 return None;
             }
         };
-        let rows = self.listing.rows();
-        self.listing = Listing::new(dir, entries, self.listing.show_hidden());
-        self.listing.set_rows(rows);
+        if dir == self.listing.dir() {
+            // The folder on screen, read again: what the user set up on it
+            // (filter, cursor, scroll) stays.
+            self.listing.replace_entries(entries);
+        } else {
+            let rows = self.listing.rows();
+            self.listing = Listing::new(dir, entries, self.listing.show_hidden());
+            self.listing.set_rows(rows);
+        }
         if let Some(name) = select {
             // A hidden entry asked for by name (`ferry DIR/.profile`) is
             // shown, rather than the cursor left on another.

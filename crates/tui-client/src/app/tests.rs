@@ -8,7 +8,7 @@ use ferry_proto::{Clash, Verdict};
 use tempfile::TempDir;
 
 use super::*;
-use crate::browse::{FolderSize, Sizing, read_entries};
+use crate::browse::{FolderSize, SizeReport, Sizing, read_entries};
 use crate::transfer::{Item, ItemKind, ItemResult, Plan, Report};
 
 /// docs/{a.txt,b.txt}, photos/p1.jpg, notes.txt, zeta.bin, .secret
@@ -1122,4 +1122,74 @@ fn a_failed_connection_shows_in_the_header_at_once() {
         app.server,
         ServerState::Connected("ferry-server/0.1.0".into())
     );
+}
+
+#[test]
+fn r_reads_the_folder_again_keeping_filter_and_cursor() {
+    let dir = fixture();
+    let mut app = app_in(dir.path());
+    press(&mut app, KeyCode::Char('/'));
+    typed(&mut app, "ot");
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(names(&app), ["photos", "notes.txt"].map(String::from));
+    press(&mut app, KeyCode::Char('j'));
+    assert_eq!(current(&app), "notes.txt");
+
+    fs::write(dir.path().join("hot.txt"), b"new").expect("write");
+    fs::remove_file(dir.path().join("zeta.bin")).expect("remove");
+    assert_eq!(
+        press(&mut app, KeyCode::Char('r')),
+        Some(Action::Open {
+            dir: dir.path().to_path_buf(),
+            select: None
+        })
+    );
+    assert_eq!(app.listing.filter(), "ot");
+    assert_eq!(
+        names(&app),
+        ["photos", "hot.txt", "notes.txt"].map(String::from)
+    );
+    assert_eq!(current(&app), "notes.txt");
+
+    // An entry that went away leaves the cursor at its place.
+    fs::remove_file(dir.path().join("notes.txt")).expect("remove");
+    press(&mut app, KeyCode::Char('r'));
+    assert_eq!(names(&app), ["photos", "hot.txt"].map(String::from));
+    assert_eq!(current(&app), "hot.txt");
+}
+
+#[test]
+fn r_measures_unmarked_folders_again_and_leaves_marked_ones_as_marked() {
+    let dir = fixture();
+    let mut app = app_in(dir.path());
+    let measured = |app: &mut App, folder: &str, bytes| {
+        app.sizing(SizeReport::Measured {
+            path: dir.path().join(folder),
+            size: FolderSize {
+                files: 1,
+                bytes,
+                unreadable: 0,
+            },
+            complete: true,
+        });
+    };
+    measured(&mut app, "docs", 8);
+    measured(&mut app, "photos", 4);
+    // docs is first: mark it.
+    assert_eq!(current(&app), "docs");
+    press(&mut app, KeyCode::Char(' '));
+
+    let action = app.handle_key(KeyEvent::new(KeyCode::Char('r'), KeyModifiers::NONE));
+    let Some(Action::Open { dir: path, select }) = action else {
+        panic!("r reads the folder again: {action:?}")
+    };
+    let entries = read_entries(&path).expect("read");
+    assert_eq!(
+        app.listed(path, select, Ok(entries)),
+        Some(Action::SizeInBackground(vec![dir.path().join("photos")]))
+    );
+    assert!(matches!(
+        app.sizes.get(&dir.path().join("docs")),
+        Some(Sizing::Known(_))
+    ));
 }

@@ -242,6 +242,26 @@ impl Listing {
         self.refresh();
     }
 
+    /// The same folder read again: its entries are replaced, and the
+    /// filter, the hidden setting and the scroll stay. The cursor stays on
+    /// its entry, or at its place when that entry is gone.
+    pub fn replace_entries(&mut self, mut entries: Vec<Entry>) {
+        entries.sort_by(compare_entries);
+        let name = self.current().map(|e| e.name.clone());
+        let place = self.cursor;
+        self.entries = entries;
+        // The old indices mean nothing in the new entries.
+        self.visible.clear();
+        self.refresh();
+        let found = name.and_then(|name| {
+            self.visible
+                .iter()
+                .position(|&i| self.entries[i].name == name)
+        });
+        self.cursor = found.unwrap_or(place.min(self.visible.len().saturating_sub(1)));
+        self.keep_cursor_in_view();
+    }
+
     /// Recomputes what is visible, keeping the cursor on the same entry when
     /// it is still there.
     fn refresh(&mut self) {

@@ -95,6 +95,14 @@ impl FolderSizes {
         }
     }
 
+    /// Forgets what is known of `path`, so that it is measured again the
+    /// next time it is asked for. A walk asked for urgently is left to end.
+    pub fn forget(&mut self, path: &Path) {
+        if !self.urgent.contains(path) {
+            self.sizes.remove(path);
+        }
+    }
+
     /// Forgets every unfinished background size: the sizer drops that work
     /// when the user changes folder.
     pub fn forget_unfinished_background(&mut self) {

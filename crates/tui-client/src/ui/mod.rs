@@ -43,7 +43,7 @@ pub fn draw(frame: &mut Frame, app: &App, now: Instant) {
 
 /// Every key of the folder list, with what it does: the footer has room
 /// for the most used only.
-const BROWSE_KEYS: [(&str, &str); 14] = [
+const BROWSE_KEYS: [(&str, &str); 15] = [
     ("j k  ↓ ↑", "move down / up"),
     ("g G  Home End", "first / last entry"),
     ("PageUp PageDown", "move by a screenful"),
@@ -54,6 +54,7 @@ const BROWSE_KEYS: [(&str, &str); 14] = [
     ("u", "clear all marks, in every folder"),
     ("/", "filter as you type (Enter keeps, Esc clears)"),
     (".", "show or hide hidden files"),
+    ("r", "read this folder again, and measure its folders"),
     (
         "Enter on a file",
         "send the marked entries, or just this file",
