@@ -136,6 +136,8 @@ pub struct App {
     marked_meanwhile: HashSet<PathBuf>,
     /// How many rows the plan and the summary show, for scrolling.
     scroll_rows: ScrollRows,
+    /// How far the help is scrolled, on a screen too small for it.
+    pub help_scroll: usize,
 }
 
 impl App {
@@ -155,6 +157,7 @@ impl App {
             opening: Some(dir.clone()),
             marked_meanwhile: HashSet::new(),
             scroll_rows: ScrollRows::default(),
+            help_scroll: 0,
         };
         (app, Action::Open { dir, select: None })
     }
@@ -195,9 +198,8 @@ impl App {
         match self.input {
             Input::ConfirmQuit => return self.confirm_quit_key(key),
             Input::Filter => return self.filter_key(key),
-            // The key that closes the help does nothing else.
             Input::Help => {
-                self.input = Input::Normal;
+                self.help_key(key.code);
                 return None;
             }
             Input::Normal => {}
@@ -244,6 +246,34 @@ impl App {
             _ => {}
         }
         None
+    }
+
+    /// On a screen too small for the help, j/k and the like scroll it; any
+    /// other key closes it, and does nothing else.
+    fn help_key(&mut self, code: KeyCode) {
+        let most = self.scroll_rows.help;
+        let scroll = self.help_scroll;
+        self.help_scroll = match code {
+            _ if most == 0 => {
+                self.input = Input::Normal;
+                0
+            }
+            KeyCode::Char('j') | KeyCode::Down => scroll + 1,
+            KeyCode::Char('k') | KeyCode::Up => scroll.saturating_sub(1),
+            // The help is at most a few screens: paging goes to an end.
+            KeyCode::Char('g') | KeyCode::Home | KeyCode::PageUp => 0,
+            KeyCode::Char('G') | KeyCode::End | KeyCode::PageDown => most,
+            _ => {
+                self.input = Input::Normal;
+                0
+            }
+        }
+        .min(most);
+    }
+
+    /// Whether the help is bigger than the screen, and scrolls.
+    pub fn help_scrolls(&self) -> bool {
+        self.scroll_rows.help > 0
     }
 
     fn filter_key(&mut self, key: KeyEvent) -> Option<Action> {
@@ -620,11 +650,13 @@ impl App {
 /// Said when a send is asked for while one runs behind the list.
 const STILL_RUNNING: &str = "A transfer is still running (Tab shows it): send more once it ends.";
 
-/// Rows the plan's list and the summary's results get on screen.
+/// Rows the plan's list and the summary's results get on screen, and how
+/// many lines of the help do not fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScrollRows {
     pub plan: usize,
     pub results: usize,
+    pub help: usize,
 }
 
 impl Default for ScrollRows {
@@ -632,6 +664,7 @@ impl Default for ScrollRows {
         ScrollRows {
             plan: 10,
             results: 10,
+            help: 0,
         }
     }
 }

@@ -37,7 +37,7 @@ pub fn draw(frame: &mut Frame, app: &App, now: Instant) {
     }
     draw_footer(frame, areas.footer, app, now);
     if app.input == Input::Help {
-        draw_help(frame, areas.body);
+        draw_help(frame, areas.body, app.help_scroll);
     }
 }
 
@@ -64,33 +64,84 @@ const BROWSE_KEYS: [(&str, &str); 15] = [
     ("q  Ctrl-C", "quit (asks while sending) / quit at once"),
 ];
 
-/// The keys, in a box over the list.
-fn draw_help(frame: &mut Frame, area: Rect) {
-    let key_width = BROWSE_KEYS
-        .iter()
-        .map(|(k, _)| k.chars().count())
-        .max()
-        .unwrap_or(0);
-    let lines: Vec<Line> = BROWSE_KEYS
-        .iter()
-        .map(|(key, what)| {
-            Line::from(vec![
-                Span::styled(format!(" {key:<key_width$}  "), Style::new().bold()),
-                Span::raw(*what),
-            ])
-        })
-        .collect();
-    let width = lines.iter().map(Line::width).max().unwrap_or(0) as u16 + 3;
-    let height = lines.len() as u16 + 2;
-    let [row] = Layout::vertical([Constraint::Length(height)])
-        .flex(Flex::Center)
-        .areas(area);
-    let [boxed] = Layout::horizontal([Constraint::Length(width)])
-        .flex(Flex::Center)
-        .areas(row);
-    frame.render_widget(Clear, boxed);
-    let block = Block::bordered().title(" Keys (any key closes) ");
-    frame.render_widget(Paragraph::new(lines).block(block), boxed);
+/// The keys, in a box over the list, scrolled down by `scroll` lines when
+/// they do not all fit.
+fn draw_help(frame: &mut Frame, area: Rect, scroll: usize) {
+    let help = Help::in_area(area);
+    let first = scroll.min(help.hidden());
+    let title = if help.hidden() > 0 {
+        " Keys (j/k scroll, other keys close) "
+    } else {
+        " Keys (any key closes) "
+    };
+    frame.render_widget(Clear, help.area);
+    frame.render_widget(
+        Paragraph::new(help.lines)
+            .block(Block::bordered().title(title))
+            .scroll((u16::try_from(first).unwrap_or(u16::MAX), 0)),
+        help.area,
+    );
+}
+
+/// The help box laid out for the room there is.
+struct Help {
+    lines: Vec<Line<'static>>,
+    /// Where the box goes, centred, border included.
+    area: Rect,
+}
+
+impl Help {
+    /// One line per key when that fits the width; else the key on one line
+    /// and what it does under it, so that a narrow terminal still reads
+    /// every word that fits.
+    fn in_area(area: Rect) -> Help {
+        let room = usize::from(area.width.saturating_sub(2));
+        let key_width = BROWSE_KEYS
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .max()
+            .unwrap_or(0);
+        let one_line: Vec<Line<'static>> = BROWSE_KEYS
+            .iter()
+            .map(|(key, what)| {
+                Line::from(vec![
+                    Span::styled(format!(" {key:<key_width$}  "), Style::new().bold()),
+                    Span::raw(*what),
+                ])
+            })
+            .collect();
+        let widest = one_line.iter().map(Line::width).max().unwrap_or(0);
+        let lines = if widest < room {
+            one_line
+        } else {
+            BROWSE_KEYS
+                .iter()
+                .flat_map(|(key, what)| {
+                    [
+                        Line::styled(format!(" {key}"), Style::new().bold()),
+                        Line::raw(cut_end(&format!("   {what}"), room)),
+                    ]
+                })
+                .collect()
+        };
+        let width =
+            (lines.iter().map(Line::width).max().unwrap_or(0) + 3).min(usize::from(area.width));
+        let height = (lines.len() + 2).min(usize::from(area.height));
+        let [row] = Layout::vertical([Constraint::Length(height as u16)])
+            .flex(Flex::Center)
+            .areas(area);
+        let [boxed] = Layout::horizontal([Constraint::Length(width as u16)])
+            .flex(Flex::Center)
+            .areas(row);
+        Help { lines, area: boxed }
+    }
+
+    /// Lines below the box's bottom edge: how far it can scroll.
+    fn hidden(&self) -> usize {
+        self.lines
+            .len()
+            .saturating_sub(usize::from(self.area.height.saturating_sub(2)))
+    }
 }
 
 /// How many list rows fit on a screen of this size, so that paging moves
@@ -105,6 +156,7 @@ pub fn scroll_rows(screen: Rect) -> ScrollRows {
     ScrollRows {
         plan: plan::list_rows(body),
         results: transfer::results_rows(body),
+        help: Help::in_area(body).hidden(),
     }
 }
 
@@ -375,6 +427,7 @@ fn totals_line(app: &App) -> Line<'static> {
 fn keys_line(app: &App, width: u16) -> Line<'static> {
     let keys: Vec<(&str, &str)> = match (&app.screen, app.input) {
         (_, Input::ConfirmQuit) => vec![("y", "quit"), ("n", "stay")],
+        (_, Input::Help) if app.help_scrolls() => vec![("j/k", "scroll"), ("other keys", "back")],
         (_, Input::Help) => vec![("any key", "back")],
         (_, Input::Filter) => vec![
             ("type", "filter"),
@@ -1099,6 +1152,49 @@ mod tests {
         let after = screen(&app, Instant::now(), 80, 24);
         assert!(!after.iter().any(|l| l.contains("Keys")), "{after:#?}");
         assert!(line_with(&after, "a.txt").contains("a.txt"));
+    }
+
+    /// On a terminal too small for it, the help scrolls, and every key is
+    /// still there to be read, its words cut only at the edge.
+    #[test]
+    fn help_on_a_small_terminal_scrolls_to_every_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.txt"), b"a").expect("write");
+        let mut app = browsing(dir.path());
+        let small = Rect::new(0, 0, 40, 10);
+        app.set_scroll_rows(scroll_rows(small));
+        assert!(app.help_scrolls());
+        app.handle_key(KeyEvent::from(KeyCode::Char('?')));
+        let now = Instant::now();
+        let top = screen(&app, now, 40, 10);
+        assert!(line_with(&top, "Keys").contains("j/k scroll"), "{top:#?}");
+        assert!(top[top.len() - 1].contains("j/k scroll"), "{top:#?}");
+        assert!(line_with(&top, "j k").contains("j k"));
+        // Narrow: what a key does is under it.
+        assert!(line_with(&top, "move down / up").contains("move down"));
+
+        let mut seen: Vec<String> = top.clone();
+        for _ in 0..40 {
+            app.handle_key(KeyEvent::from(KeyCode::Char('j')));
+            seen.extend(screen(&app, now, 40, 10));
+        }
+        for (key, _) in BROWSE_KEYS {
+            line_with(&seen, key);
+        }
+        assert!(line_with(&seen, "mark or unmark").contains("mark or unmark"));
+        // At the bottom, k goes back up, and any other key closes it.
+        app.handle_key(KeyEvent::from(KeyCode::Char('k')));
+        let up = screen(&app, now, 40, 10);
+        assert!(up.iter().any(|l| l.contains("Keys")), "{up:#?}");
+        app.handle_key(KeyEvent::from(KeyCode::Char('x')));
+        let after = screen(&app, now, 40, 10);
+        assert!(!after.iter().any(|l| l.contains("Keys")), "{after:#?}");
+        assert_eq!(app.help_scroll, 0);
+        // A screen with room for it all: any key closes, j included.
+        app.set_scroll_rows(scroll_rows(Rect::new(0, 0, 100, 40)));
+        app.handle_key(KeyEvent::from(KeyCode::Char('?')));
+        app.handle_key(KeyEvent::from(KeyCode::Char('j')));
+        assert_eq!(app.input, Input::Normal);
     }
 
     /// `ferry DIR/.profile` must not leave the cursor on another file
