@@ -54,6 +54,30 @@ fn sends_a_tree_keeping_its_name_empty_files_and_empty_folders() {
     );
     assert_eq!(server.read("project/src/deep/er/x.bin"), data(70_000, 1));
     assert_eq!(server.read("project/empty.txt"), b"");
+    assert!(
+        text(&out.stdout).contains("stored 4 files and 1 empty folder, "),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// A send of only an empty folder says it made one, not "0 files".
+#[test]
+fn an_empty_folder_alone_is_counted() {
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    fs::create_dir(src.path().join("nothing")).expect("mkdir");
+    let out = ferry_send(
+        &server.addr(),
+        &[src.path().join("nothing").to_str().expect("utf8")],
+    );
+    assert!(out.status.success(), "{}", all_output(&out));
+    assert!(
+        text(&out.stdout).starts_with("stored 1 empty folder, 0 B in "),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(server.files(), ["nothing/"]);
 }
 
 #[test]

@@ -511,6 +511,8 @@ fn print_outcomes(plan: &Plan, report: &Report) {
     // Of `failed`, the empty folders (which are not counted as files).
     let mut failed_folders = 0usize;
     let (mut replaced, mut identical) = (0usize, 0usize);
+    // Empty folders made: a send of nothing but those must still say so.
+    let mut folders = 0usize;
     let mut problems = Problems::default();
     let mut renamed: Vec<(String, String)> = Vec::new();
     for (item, result) in plan.items.iter().zip(&report.results) {
@@ -531,7 +533,7 @@ fn print_outcomes(plan: &Plan, report: &Report) {
                     Clash::Identical => identical += 1,
                 }
             }
-            ItemResult::Folder { .. } => {}
+            ItemResult::Folder { .. } => folders += 1,
             ItemResult::Failed { reason } => {
                 failed += 1;
                 problems.add("FAILED", reason, &item.remote);
@@ -590,16 +592,23 @@ fn print_outcomes(plan: &Plan, report: &Report) {
     // Identical files the server already had are counted in the notes,
     // not as stored by this send.
     let stored_now = stored - identical;
+    let what = match (stored_now, folders) {
+        (_, 0) => plural(stored_now, "file"),
+        (0, _) => plural(folders, "empty folder"),
+        _ => format!(
+            "{} and {}",
+            plural(stored_now, "file"),
+            plural(folders, "empty folder")
+        ),
+    };
     if failed == 0 && unsendable == 0 {
         out!(
-            "stored {}, {} in {took} ({rate}/s sent), all verified{notes}",
-            plural(stored_now, "file"),
+            "stored {what}, {} in {took} ({rate}/s sent), all verified{notes}",
             format_size(bytes, BINARY)
         );
     } else if failed == 0 {
         out!(
-            "stored {}, {} in {took} ({rate}/s sent), verified{notes}",
-            plural(stored_now, "file"),
+            "stored {what}, {} in {took} ({rate}/s sent), verified{notes}",
             format_size(bytes, BINARY)
         );
     } else {
