@@ -33,6 +33,31 @@ fn a_client_that_dies_mid_upload_leaves_nothing() {
     assert_eq!(server.read("alive.bin"), body);
 }
 
+/// A connection reset in the middle of a body (a client killed with data
+/// unread, a middlebox) is logged with the file it cut, like a clean close.
+#[test]
+fn a_reset_mid_upload_is_logged_with_the_file_it_cut() {
+    let server = Server::start();
+    let body = data(1 << 20, 6);
+    let mut c = V1::connect(&server.addr());
+    c.start_file(1, "reset.bin", body.len() as u64);
+    c.stream.write_all(&body[..4096]).expect("part of the body");
+    server.expect_log("path=\"reset.bin\"");
+    // Closing with SO_LINGER 0 sends a reset instead of a clean end.
+    rustix::net::sockopt::set_socket_linger(&c.stream, Some(Duration::ZERO)).expect("linger");
+    drop(c);
+    server.expect_log("after 4096 of 1048576 bytes of `reset.bin`");
+    assert!(
+        server
+            .log()
+            .contains("reset by peer (os error 104) after 4096"),
+        "{}",
+        server.log()
+    );
+    assert!(server.files().is_empty());
+    assert!(server.staging_is_empty());
+}
+
 #[test]
 fn fifty_clients_at_once_all_land_intact() {
     let server = Server::start();
@@ -325,6 +350,14 @@ fn an_upload_outlasting_the_grace_period_is_dropped_and_cleaned() {
         server
             .log()
             .contains("grace period over: dropping 1 unfinished upload")
+    );
+    // The server cut it, and says so: not "client left".
+    assert!(
+        server.log().contains(
+            "the server shut down (its --grace period was over) after 1000 of 1048576 bytes of `too-slow.bin`"
+        ),
+        "{}",
+        server.log()
     );
     assert!(server.files().is_empty());
     assert!(server.staging_is_empty());

@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use ferry_e2e::{Server, all_output, bin_path, ferry_command, source_file, tutorial_send};
+use ferry_e2e::{
+    Server, all_output, bin_path, ferry_command, source_file, tutorial_send, tutorial_upload,
+};
 
 /// `ferry send` with its state (known servers) kept in `state`.
 fn send(state: &Path, addr: &str, extra: &[&str], file: &Path) -> Output {
@@ -137,6 +139,49 @@ fn plain_tcp_stays_for_this_machine_and_tutorial_clients() {
     tutorial_send(&server.addr(), "legacy.txt", b"old");
     server.expect_log("name=\"legacy.txt\"");
     assert_eq!(server.read("plain.txt"), b"plain");
+}
+
+/// A tutorial client over TLS that hangs up after its last file without
+/// a close_notify (as Python's ssl often does) ended cleanly: its file is
+/// stored, and nothing is logged as dropped.
+#[test]
+fn a_tutorial_client_over_tls_may_hang_up_without_close_notify() {
+    use std::io::Write;
+    use std::net::Shutdown;
+    use std::time::Duration;
+
+    use ferry_client::transfer::link::{Link, Trust};
+
+    let keys = tempfile::tempdir().expect("tempdir");
+    let server = tls_server(&keys.path().join("tls"));
+    let trust = Trust::Fingerprint(fingerprint(&server));
+    let link = Link::open(&server.addr(), Duration::from_secs(5), Some(&trust)).expect("tls");
+    let Link {
+        socket,
+        mut reader,
+        mut writer,
+        ..
+    } = link;
+    // The handshake's answers come in on the reading side; a tutorial
+    // client reads nothing else.
+    let reading = std::thread::spawn(move || {
+        let _ = std::io::Read::read(&mut reader, &mut [0u8; 64]);
+    });
+    writer
+        .write_all(&tutorial_upload("over-tls.txt", b"sealed"))
+        .expect("upload");
+    writer.flush().expect("flush");
+    server.expect_log("name=\"over-tls.txt\"");
+    socket.shutdown(Shutdown::Both).expect("hang up");
+    drop(writer);
+    reading.join().expect("reader");
+    server.expect_log("TLS peer closed without close_notify, between frames");
+    assert_eq!(server.read("over-tls.txt"), b"sealed");
+    assert!(
+        !server.log().contains("connection dropped"),
+        "{}",
+        server.log()
+    );
 }
 
 #[test]

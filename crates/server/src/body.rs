@@ -175,7 +175,7 @@ struct Pace {
 }
 
 impl Pace {
-    fn note(&mut self, n: usize) -> Result<(), BodyError> {
+    fn note(&mut self, n: usize) -> Result<(), SessionError> {
         self.got += n as u64;
         let elapsed = self.since.elapsed();
         if elapsed < self.rule.window {
@@ -183,9 +183,9 @@ impl Pace {
         }
         let due = (self.rule.bytes_per_sec as f64 * elapsed.as_secs_f64()) as u64;
         if self.got < due {
-            return Err(BodyError::Wire(SessionError::Timeout(
+            return Err(SessionError::Timeout(
                 "sending slower than the minimum rate",
-            )));
+            ));
         }
         self.since = std::time::Instant::now();
         self.got = 0;
@@ -204,11 +204,12 @@ fn copy_inline(
 ) -> Result<(), BodyError> {
     let mut left = size;
     while left > 0 {
+        let cut = |cause| cut_short(name, size - left, size, cause);
         let chunk = match reader.fill_buf() {
-            Ok([]) => return Err(peer_left(name, size - left, size)),
+            Ok([]) => return Err(cut(SessionError::PeerLeft)),
             Ok(c) => c,
             Err(e) => match wire_error(e) {
-                Some(err) => return Err(err),
+                Some(cause) => return Err(cut(cause)),
                 None => continue,
             },
         };
@@ -216,7 +217,8 @@ fn copy_inline(
         sink(&chunk[..n])?;
         reader.consume(n);
         left -= n as u64;
-        pace.note(n)?;
+        pace.note(n)
+            .map_err(|cause| cut_short(name, size - left, size, cause))?;
     }
     Ok(())
 }
@@ -262,21 +264,23 @@ fn receive_with_writer(
             };
             let want = CHUNK.min(usize::try_from(left).unwrap_or(usize::MAX));
             let mut filled = 0;
+            let cut =
+                |filled: usize, cause| cut_short(name, size - left + filled as u64, size, cause);
             while filled < want {
                 match reader.read(&mut chunk[filled..want]) {
                     Ok(0) => break,
                     Ok(n) => {
                         filled += n;
-                        pace.note(n)?;
+                        pace.note(n).map_err(|cause| cut(filled, cause))?;
                     }
                     Err(e) => match wire_error(e) {
-                        Some(err) => return Err(err),
+                        Some(cause) => return Err(cut(filled, cause)),
                         None => continue,
                     },
                 }
             }
             if filled == 0 {
-                break Err(peer_left(name, size - left, size));
+                break Err(cut(0, SessionError::PeerLeft));
             }
             hasher.update(&chunk[..filled]);
             left -= filled as u64;
@@ -296,11 +300,13 @@ fn receive_with_writer(
     })
 }
 
-fn peer_left(name: &str, got: u64, expected: u64) -> BodyError {
-    BodyError::Wire(SessionError::PeerLeft {
+/// A body cut short by `cause`, `got` bytes in.
+fn cut_short(name: &str, got: u64, expected: u64, cause: SessionError) -> BodyError {
+    BodyError::Wire(SessionError::BodyCut {
         name: escape_for_display(name),
         got,
         expected,
+        cause: Box::new(cause),
     })
 }
 
@@ -313,14 +319,12 @@ pub(crate) fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// Classifies a read error: `None` means try again.
-fn wire_error(e: io::Error) -> Option<BodyError> {
+fn wire_error(e: io::Error) -> Option<SessionError> {
     if e.kind() == io::ErrorKind::Interrupted {
         None
     } else if is_timeout(&e) {
-        Some(BodyError::Wire(SessionError::Timeout(
-            "waiting for body bytes",
-        )))
+        Some(SessionError::Timeout("waiting for body bytes"))
     } else {
-        Some(BodyError::Wire(e.into()))
+        Some(e.into())
     }
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ferry_proto::{FrameError, read_frame};
+use tracing::debug;
 
 use super::{Session, SessionError};
 use crate::body;
@@ -71,6 +72,14 @@ impl<'a> Session<'a> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // Looked at again above: a failure, the idle deadline.
                 Err(e) if body::is_timeout(&e) => continue,
+                // A TLS peer that hangs up between frames without saying
+                // goodbye (close_notify; Python's ssl, for one, often does
+                // not) ends as a plain socket's peer would: every file it
+                // sent was whole, and was verified.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && self.encrypted => {
+                    debug!(peer = %self.peer, "TLS peer closed without close_notify, between frames");
+                    break 0;
+                }
                 Err(e) => return Err(e.into()),
             }
         };
@@ -106,6 +115,8 @@ impl<'a> Session<'a> {
             Err(FrameError::Io(e)) if body::is_timeout(&e) => {
                 Err(SessionError::Timeout("inside a header frame"))
             }
+            // A socket that failed says nothing about the frame.
+            Err(FrameError::Io(e)) => Err(SessionError::Io(e)),
             Err(e) => Err(e.into()),
         }
     }

@@ -72,12 +72,19 @@ pub enum SessionError {
     Proto(#[from] ProtoError),
     #[error("timed out {0}")]
     Timeout(&'static str),
-    #[error("client left after {got} of {expected} bytes of `{name}`")]
-    PeerLeft {
+    /// A body that stopped short, and why: the log then says which file
+    /// was cut, and where, whatever cut it.
+    #[error("{cause} after {got} of {expected} bytes of `{name}`")]
+    BodyCut {
         name: String,
         got: u64,
         expected: u64,
+        cause: Box<SessionError>,
     },
+    #[error("client left")]
+    PeerLeft,
+    #[error("the server shut down (its --grace period was over)")]
+    ShutDown,
     #[error("refused `{name}`: {reason}")]
     Refused { name: String, reason: StoreError },
     #[error("unsupported protocol version {0}")]
@@ -223,6 +230,22 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
             }
             (served, committed) => served.and(handed).and(committed),
         };
+        // Once the grace period is over the server closes what is still
+        // running: that is not the client leaving.
+        let ended = ended.map_err(|e| match e {
+            SessionError::BodyCut {
+                name,
+                got,
+                expected,
+                ..
+            } if shared.dropping.load(Ordering::SeqCst) => SessionError::BodyCut {
+                name,
+                got,
+                expected,
+                cause: Box::new(SessionError::ShutDown),
+            },
+            e => e,
+        });
         match ended {
             Ok(()) => debug!(%peer, "connection closed"),
             Err(e) => {
@@ -378,6 +401,9 @@ impl<'a> Session<'a> {
                 ErrorCode::Protocol
             }
             SessionError::Timeout(_) => ErrorCode::Timeout,
+            SessionError::BodyCut { cause, .. } if matches!(**cause, SessionError::Timeout(_)) => {
+                ErrorCode::Timeout
+            }
             _ => return,
         };
         let message = e.to_string();
