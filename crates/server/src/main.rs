@@ -48,7 +48,9 @@ struct Args {
     /// space, <>"|?*), so the folder can be copied anywhere.
     #[arg(long)]
     portable_names: bool,
-    /// Most bytes all files in --dir together may take (e.g. 100G).
+    /// Most bytes all files in --dir together may take (e.g. 100G). What
+    /// is there is counted at start: room freed by deleting files by hand
+    /// while the server runs comes back only after a restart.
     #[arg(long, value_parser = parse_size)]
     quota: Option<u64>,
     /// Free space uploads must leave on the disk (e.g. 5G).
