@@ -1017,7 +1017,8 @@ fn an_empty_folder_not_made_is_retried() {
     );
     assert_eq!(first.status.code(), Some(1), "{}", all_output(&first));
     assert!(
-        text(&first.stdout).contains("1 empty folder not made"),
+        text(&first.stdout)
+            .contains("not stored: 1 empty folder. See above; ferry send --retry-failed"),
         "{}",
         all_output(&first)
     );

@@ -583,12 +583,10 @@ fn print_outcomes(plan: &Plan, report: &Report) {
     // Paths that could not even be planned (missing, unreadable) were
     // named above; the summary must not read as if all went well.
     let unsendable = plan.skipped.iter().filter(|s| !s.by_choice).count();
-    if unsendable > 0 {
-        notes.push_str(&format!(
-            "; {} could not be sent, see above",
-            plural(unsendable, "path")
-        ));
-    }
+    let unsendable_note = match unsendable {
+        0 => String::new(),
+        n => format!("; {} could not be sent", plural(n, "path")),
+    };
     // Identical files the server already had are counted in the notes,
     // not as stored by this send.
     let stored_now = stored - identical;
@@ -608,18 +606,24 @@ fn print_outcomes(plan: &Plan, report: &Report) {
         );
     } else if failed == 0 {
         out!(
-            "stored {what}, {} in {took} ({rate}/s sent), verified{notes}",
+            "stored {what}, {} in {took} ({rate}/s sent), verified{notes}{unsendable_note}, see above",
             format_size(bytes, BINARY)
         );
     } else {
-        let not = match (failed - failed_folders, failed_folders) {
-            (_, 0) => format!("{failed} not"),
-            (0, folders) => format!("{} not made", plural(folders, "empty folder")),
-            (files, folders) => format!("{files} not, nor {}", plural(folders, "empty folder")),
+        // What --retry-failed would send again, apart from the paths it
+        // could not read, which it cannot help with.
+        let not_stored = match (failed - failed_folders, failed_folders) {
+            (files, 0) => plural(files, "file"),
+            (0, folders) => plural(folders, "empty folder"),
+            (files, folders) => format!(
+                "{} and {}",
+                plural(files, "file"),
+                plural(folders, "empty folder")
+            ),
         };
         out!(
-            "{stored} of {} stored and verified{notes}; {not}, see above \
-             (ferry send --retry-failed sends those again)",
+            "{stored} of {} stored and verified{notes}; not stored: {not_stored}{unsendable_note}. \
+             See above; ferry send --retry-failed sends what was not stored",
             plural(files, "file")
         );
     }
