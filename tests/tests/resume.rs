@@ -11,8 +11,8 @@ use std::thread;
 use std::time::{Duration, SystemTime};
 
 use ferry_e2e::{
-    STAGING, Server, V1, data, ferry_command, ferry_send, ferry_send_in, source_file, text,
-    write_file,
+    STAGING, Server, V1, all_output, data, ferry_command, ferry_send, ferry_send_in, send_signal,
+    source_file, text, write_file,
 };
 use ferry_proto::{ClientMsg, ErrorCode, FileHeader, OnClash};
 
@@ -417,6 +417,33 @@ fn retry_failed_sends_again_only_what_failed() {
     let out = ferry_send_in(state.path(), &server.addr(), &["--retry-failed"]);
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("nothing to retry"));
+}
+
+/// A file the server already had, sent again and cancelled, leaves a
+/// partial behind. The retry must find the bytes already there and leave
+/// the file out, not resume the partial into a second copy.
+#[test]
+fn a_retry_of_a_file_already_there_does_not_resume_it_into_a_copy() {
+    let server = Server::start();
+    let body = data(8 << 20, 9);
+    let (_src, file) = source_file("big.bin", &body);
+    write_file(&server.dir().join("big.bin"), &body);
+    let state = tempfile::tempdir().expect("state dir");
+    let child = partly_sent_as(&server, &file, state.path(), "big.bin");
+    send_signal(child.id(), "INT");
+    let mut child = child;
+    child.wait().expect("ferry ends");
+    assert_eq!(partials(server.dir()).len(), 1, "a partial is kept");
+
+    let out = ferry_send_in(state.path(), &server.addr(), &["--retry-failed"]);
+    assert!(out.status.success(), "{}", all_output(&out));
+    assert!(
+        all_output(&out).contains("1 file already on the server, identical"),
+        "{}",
+        all_output(&out)
+    );
+    assert_eq!(server.files(), ["big.bin"]);
+    assert_eq!(server.read("big.bin"), body);
 }
 
 #[test]

@@ -95,17 +95,20 @@ impl Store {
         });
         let prefix: String = folders.iter().map(|p| format!("{p}/")).collect();
         let verdict = match (kept, existing, f.on_clash) {
-            (Some(offset), _, _) => {
-                needed = f.size - offset;
-                Verdict::Resume { offset }
-            }
-            (None, None, _) => Verdict::New,
-            (None, Some(FileType::RegularFile), OnClash::SkipIdentical)
+            // Skip-identical asks first whether the bytes are there: a part
+            // kept from an interrupted upload of a file the folder already
+            // holds would otherwise be resumed into a second copy.
+            (_, Some(FileType::RegularFile), OnClash::SkipIdentical)
                 if same_as(self, dir.as_ref(), name, f, digests) =>
             {
                 needed = 0;
                 Verdict::Identical
             }
+            (Some(offset), _, _) => {
+                needed = f.size - offset;
+                Verdict::Resume { offset }
+            }
+            (None, None, _) => Verdict::New,
             (None, Some(FileType::RegularFile), OnClash::Overwrite) => Verdict::Clash {
                 result: Clash::Overwritten,
                 stored_as: path.to_string(),

@@ -215,7 +215,8 @@ pub fn plan(record: &Record) -> Plan {
 /// [`Plan::already_stored`]. A transfer stopped before the server confirmed
 /// a file may still have stored it, and sending it again would keep a
 /// second copy under a numbered name.
-/// Only files whose name is taken there are hashed, to be compared. `Err`
+/// Only files whose name is taken there, or that would resume, are hashed,
+/// to be compared. `Err`
 /// when the server cannot be asked (the plan is left as it is); a file that
 /// cannot be hashed here is simply kept.
 ///
@@ -258,7 +259,14 @@ fn identical_among_taken(
         .items
         .iter()
         .zip(verdicts)
-        .filter(|(_, v)| matches!(v, Some(Verdict::Clash { .. } | Verdict::Identical)))
+        // A resume may be of a file whose name is taken too (by the very
+        // bytes, sent before): the verdict does not say, so it is asked.
+        .filter(|(_, v)| {
+            matches!(
+                v,
+                Some(Verdict::Clash { .. } | Verdict::Identical | Verdict::Resume { .. })
+            )
+        })
         .map(|(item, _)| item.remote.as_str())
         .collect();
     if taken.is_empty() {
