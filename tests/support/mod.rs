@@ -6,8 +6,10 @@
 //! target folder (the server and client crates have integration tests of
 //! their own, which makes cargo build them before any test runs).
 
+use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -283,7 +285,25 @@ fn collect(dir: &Path, prefix: &str, out: &mut Vec<String>) {
 /// A `ferry` client command whose state (the retry list, known servers)
 /// lives in `state`, never in the home folder of whoever runs the tests.
 pub fn ferry_command(state: &Path) -> Command {
-    let mut cmd = Command::new(bin_path("ferry"));
+    with_state(Command::new(bin_path("ferry")), state)
+}
+
+/// A `ferry` client command, as [`ferry_command`], that file permissions
+/// hold for even when the tests run as root: it is then started without
+/// the capabilities that let root read any file (with `setpriv`, from
+/// util-linux).
+pub fn ferry_command_held_to_permissions(state: &Path) -> Command {
+    let root = fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if !root {
+        return ferry_command(state);
+    }
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--bounding-set=-dac_override,-dac_read_search", "--"])
+        .arg(bin_path("ferry"));
+    with_state(cmd, state)
+}
+
+fn with_state(mut cmd: Command, state: &Path) -> Command {
     cmd.env_remove("FERRY_SERVER")
         .env("XDG_STATE_HOME", state)
         .stdin(Stdio::null());

@@ -1,13 +1,14 @@
 //! `ferry send` against the real server: files, trees, clashes, failures.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ferry_e2e::{
-    Server, all_output, data, ferry_command, ferry_send, ferry_send_in, send_signal, source_file,
-    text, write_file,
+    Server, all_output, data, ferry_command, ferry_command_held_to_permissions, ferry_send,
+    ferry_send_in, send_signal, source_file, text, write_file,
 };
 
 #[test]
@@ -844,6 +845,64 @@ fn a_missing_path_is_counted_in_the_summary_not_hidden() {
         "{}",
         all_output(&out)
     );
+}
+
+/// A file that cannot be read here is named on the plan, and one of them
+/// neither stops the others nor hides what the server already has: under
+/// skip-identical, the dry run and the send still ask about every other
+/// file, and the unreadable one is remembered for `--retry-failed`.
+#[test]
+fn an_unreadable_file_is_told_on_the_plan_and_the_rest_goes() {
+    let server = Server::start();
+    let src = tempfile::tempdir().expect("tempdir");
+    let tree = src.path().join("t");
+    write_file(&tree.join("there.txt"), b"already there");
+    write_file(&tree.join("new.txt"), b"new");
+    write_file(&tree.join("secret.txt"), b"secret");
+    fs::set_permissions(tree.join("secret.txt"), fs::Permissions::from_mode(0o000)).expect("chmod");
+    let state = tempfile::tempdir().expect("state dir");
+    let run = |args: &[&str]| {
+        ferry_command_held_to_permissions(state.path())
+            .args([
+                "send",
+                "--to",
+                &server.addr(),
+                "--on-clash",
+                "skip-identical",
+            ])
+            .args(args)
+            .output()
+            .expect("run ferry")
+    };
+    write_file(&server.dir().join("t/there.txt"), b"already there");
+
+    let tree_arg = tree.to_str().expect("utf8");
+    let dry = run(&["--dry-run", tree_arg]);
+    let said = text(&dry.stdout);
+    assert_eq!(dry.status.code(), Some(1), "{}", all_output(&dry));
+    assert!(
+        said.contains("REFUSED    t/secret.txt: cannot be read here: permission denied"),
+        "{}",
+        all_output(&dry)
+    );
+    assert!(said.contains("identical  t/there.txt"), "{said}");
+    assert!(said.contains("new        t/new.txt"), "{said}");
+
+    let out = run(&[tree_arg]);
+    let all = all_output(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(!all.contains("cannot ask the server"), "{all}");
+    assert!(
+        all.contains("cannot be read here: permission denied"),
+        "{all}"
+    );
+    assert_eq!(server.read("t/new.txt"), b"new");
+    assert!(!server.dir().join("t/secret.txt").exists());
+
+    let retry = run(&["--retry-failed", "--dry-run"]);
+    let said = text(&retry.stdout);
+    assert!(said.contains("t/secret.txt"), "{}", all_output(&retry));
+    assert!(!said.contains("t/new.txt"), "{said}");
 }
 
 /// Scripts pipe ferry's output into `head` and the like: a pipe closed

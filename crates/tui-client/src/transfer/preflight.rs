@@ -10,13 +10,14 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ferry_proto::{ClientMsg, OnClash, PlanEntry, ServerMsg, Verdict, to_body};
+use ferry_proto::{ClientMsg, ErrorCode, OnClash, PlanEntry, ServerMsg, Verdict, to_body};
 
 use super::handshake::{connect, describe_io, read_server_msg, send_frame};
 use super::link::Link;
 use super::plan::{Item, ItemKind};
 use super::resume::{RESUMABLE_MIN, resume_key};
 use super::sender::Options;
+use crate::browse::describe_error;
 
 /// Most files asked about in one message (the server takes up to 256).
 const FILES_PER_MESSAGE: usize = 200;
@@ -35,6 +36,7 @@ pub fn preflight(
     with_digests: bool,
     stop: &AtomicBool,
 ) -> Result<Vec<Option<Verdict>>, String> {
+    let mut verdicts = vec![None; items.len()];
     let mut messages: Vec<Vec<PlanEntry>> = vec![Vec::new()];
     let mut bytes = 0;
     for (index, item) in items.iter().enumerate() {
@@ -44,11 +46,22 @@ pub fn preflight(
         if !ask(item) {
             continue;
         }
+        // A file that cannot be read here would only fail once its turn to
+        // be sent came: the plan says so instead, and the rest goes on.
         let blake3 = if with_digests && options.on_clash == OnClash::SkipIdentical {
-            Some(hash_file(item, stop).map_err(|e| {
-                format!("cannot read {}: {}", item.local.display(), describe_io(&e))
-            })?)
+            match hash_file(item, stop) {
+                Ok(digest) => Some(digest),
+                Err(_) if stop.load(Ordering::Relaxed) => return Err("stopped".into()),
+                Err(e) => {
+                    verdicts[index] = Some(unreadable(&e));
+                    continue;
+                }
+            }
         } else {
+            if let Err(e) = File::open(&item.local) {
+                verdicts[index] = Some(unreadable(&e));
+                continue;
+            }
             None
         };
         let entry = PlanEntry {
@@ -76,7 +89,6 @@ pub fn preflight(
     }
     messages.retain(|m| !m.is_empty());
 
-    let mut verdicts = vec![None; items.len()];
     if messages.is_empty() {
         return Ok(verdicts);
     }
@@ -127,6 +139,16 @@ pub fn preflight(
     }
     writer.close();
     Ok(verdicts)
+}
+
+/// The verdict on a file that cannot be read here. It is given here, not
+/// by the server, and the send leaves the file out as it does a refused
+/// one: it counts as failed, and `--retry-failed` tries it again.
+fn unreadable(e: &io::Error) -> Verdict {
+    Verdict::Refused {
+        code: ErrorCode::Io,
+        message: format!("cannot be read here: {}", describe_error(e)),
+    }
 }
 
 fn hash_file(item: &Item, stop: &AtomicBool) -> io::Result<String> {

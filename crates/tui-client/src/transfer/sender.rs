@@ -35,6 +35,7 @@ use super::pace::Pacer;
 use super::plan::{Item, ItemKind};
 use super::resume::{RESUMABLE_MIN, hash_kept_parts, resume_key, resume_offsets};
 use super::watch::lock;
+use crate::browse::describe_error;
 
 /// How many bytes are read from a file and written to the socket at a time.
 pub(super) const CHUNK: usize = 1 << 20;
@@ -648,7 +649,11 @@ impl Connection<'_> {
                         )
                     }
                     Err(e) => {
-                        self.finish_locally(index, format!("cannot open: {e}"), results);
+                        self.finish_locally(
+                            index,
+                            format!("cannot be read here: {}", describe_error(&e)),
+                            results,
+                        );
                         Ok(false)
                     }
                 },
