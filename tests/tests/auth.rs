@@ -121,6 +121,74 @@ fn repeated_wrong_tokens_from_one_address_are_slowed_down() {
     ));
 }
 
+/// Guesses sent side by side on many connections are not each compared:
+/// while one waits out the address's delay, the rest are turned away at
+/// once, and so is the right token, until the delay is over.
+#[test]
+fn parallel_guesses_from_one_address_are_not_each_compared() {
+    let (server, _secrets) = server_with_token(&[]);
+    // Three wrong guesses one after another make the next delay 2 s: long
+    // enough for everything below to happen inside it.
+    for _ in 0..3 {
+        hello(&server.addr(), Some("nope"));
+    }
+    let (tx, answers) = std::sync::mpsc::channel();
+    for i in 0..8 {
+        let mut s = connect(&server.addr());
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let msg = ClientMsg::Hello {
+                version: 1,
+                client: "e2e".into(),
+                token: Some(format!("guess {i}")),
+            };
+            write_frame(&mut s, &to_body(&msg)).expect("hello");
+            let answer = read_frame(&mut s)
+                .ok()
+                .flatten()
+                .map(|body| ServerMsg::parse(&body).expect("parses"));
+            let _ = tx.send(answer);
+        });
+    }
+    let code = |answer: Option<ServerMsg>| match answer {
+        Some(ServerMsg::Error { code, .. }) => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    // Seven are told at once that the address must wait...
+    for _ in 0..7 {
+        let answer = answers
+            .recv_timeout(Duration::from_secs(1))
+            .expect("an answer at once");
+        assert_eq!(code(answer), ErrorCode::LimitReached);
+    }
+    // ...and so is the right token, which is not even compared...
+    let out = send_file(&server.addr(), Some(TOKEN));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "the server refused: too many wrong tokens from this address lately: \
+             try again in a few seconds"
+        ),
+        "{stderr}"
+    );
+    // ...while one guess was compared and waits out its 2 s.
+    let answer = answers
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the compared guess's answer");
+    assert_eq!(code(answer), ErrorCode::Unauthorized);
+    server.expect_log("refused: too many wrong tokens from this address lately");
+    assert!(server.files().is_empty());
+
+    let out = send_file(&server.addr(), Some(TOKEN));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(server.read("secret-plans.txt"), b"plans");
+}
+
 /// A client that gives no token guesses nothing: it is told at once, as
 /// often as it asks, and that does not slow down the next wrong guess.
 #[test]

@@ -26,7 +26,7 @@ pub struct Auth {
     token: Option<blake3::Hash>,
     /// Take tutorial-style uploads (which cannot carry a token) anyway.
     pub allow_legacy: bool,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    failures: Mutex<HashMap<IpAddr, Failures>>,
 }
 
 impl Auth {
@@ -48,42 +48,89 @@ impl Auth {
         self.token.is_none() || self.allow_legacy
     }
 
-    /// Checks the token a client gave. A wrong one is answered only after
-    /// a delay that grows with the address's recent failures. A missing
-    /// one is answered at once: it guesses nothing, and a client that
-    /// simply forgot its token should hear so, not time out.
-    pub fn check(&self, from: IpAddr, given: Option<&str>) -> bool {
+    /// Checks the token a client gave.
+    ///
+    /// A wrong one is answered only after a delay that grows with the
+    /// address's recent failures, and until that delay is over no other
+    /// token from the address is compared at all: it is refused as
+    /// [`Check::TooSoon`]. Without that, a guesser opening many connections
+    /// at once would wait out its delays side by side and try a token on
+    /// each of them. A missing token is answered at once: it guesses
+    /// nothing, and a client that simply forgot its token should hear so,
+    /// not time out.
+    pub fn check(&self, from: IpAddr, given: Option<&str>) -> Check {
         let Some(want) = &self.token else {
-            return true;
+            return Check::Pass;
         };
         let Some(given) = given else {
-            return false;
+            return Check::Missing;
         };
-        if blake3::hash(given.as_bytes()) == *want {
-            return true;
-        }
-        std::thread::sleep(self.note_failure(from));
-        false
-    }
-
-    /// Records a failure and returns how long to make this one wait.
-    fn note_failure(&self, from: IpAddr) -> Duration {
+        // Compared under the lock, so two tokens from one address can never
+        // both be compared before the first one's failure is recorded.
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        if failures.len() >= MAX_ADDRESSES {
-            failures.retain(|_, (_, last)| now.duration_since(*last) < MEMORY);
-            if failures.len() >= MAX_ADDRESSES {
-                failures.clear();
-            }
+        if let Some(seen) = failures.get(&from)
+            && now < seen.next_try
+        {
+            return Check::TooSoon;
         }
-        let entry = failures.entry(from).or_insert((0, now));
-        if now.duration_since(entry.1) >= MEMORY {
-            entry.0 = 0;
+        if blake3::hash(given.as_bytes()) == *want {
+            // An honest typo is forgiven once the right token comes.
+            failures.remove(&from);
+            return Check::Pass;
         }
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = now;
-        delay_after(entry.0)
+        let answer_at = note_failure(&mut failures, from, now);
+        drop(failures);
+        std::thread::sleep(answer_at.saturating_duration_since(Instant::now()));
+        Check::Wrong
     }
+}
+
+/// What [`Auth::check`] made of a client's token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The right token, or none is required.
+    Pass,
+    /// None was given, and one is required.
+    Missing,
+    /// The token is wrong (answered after the address's delay).
+    Wrong,
+    /// The address got the token wrong lately and its delay is not over:
+    /// the token was not compared.
+    TooSoon,
+}
+
+/// Records a failure from `from` at `now`, and returns when the next token
+/// from that address may be compared (and this one answered).
+fn note_failure(failures: &mut HashMap<IpAddr, Failures>, from: IpAddr, now: Instant) -> Instant {
+    if failures.len() >= MAX_ADDRESSES {
+        failures.retain(|_, seen| now.duration_since(seen.last) < MEMORY);
+        if failures.len() >= MAX_ADDRESSES {
+            failures.clear();
+        }
+    }
+    let seen = failures.entry(from).or_insert(Failures {
+        count: 0,
+        last: now,
+        next_try: now,
+    });
+    if now.duration_since(seen.last) >= MEMORY {
+        seen.count = 0;
+    }
+    seen.count = seen.count.saturating_add(1);
+    seen.last = now;
+    seen.next_try = now + delay_after(seen.count);
+    seen.next_try
+}
+
+/// An address's recent wrong tokens.
+#[derive(Debug)]
+struct Failures {
+    count: u32,
+    /// When the last one came; older than [`MEMORY`], they are forgotten.
+    last: Instant,
+    /// No token from the address is compared before this.
+    next_try: Instant,
 }
 
 /// The wait after the `n`th recent failure (n ≥ 1).
@@ -102,7 +149,7 @@ mod tests {
         let auth = Auth::new(None, false);
         assert!(!auth.required());
         assert!(auth.legacy_allowed());
-        assert!(auth.check(IpAddr::from([127, 0, 0, 1]), None));
+        assert_eq!(auth.check(IpAddr::from([127, 0, 0, 1]), None), Check::Pass);
     }
 
     #[test]
@@ -111,12 +158,52 @@ mod tests {
         let ip = IpAddr::from([127, 0, 0, 1]);
         assert!(auth.required());
         assert!(!auth.legacy_allowed());
-        assert!(auth.check(ip, Some("open sesame")));
+        assert_eq!(auth.check(ip, Some("open sesame")), Check::Pass);
         let started = Instant::now();
-        assert!(!auth.check(ip, Some("open sesame!")));
+        assert_eq!(auth.check(ip, Some("open sesame!")), Check::Wrong);
         assert!(started.elapsed() >= FIRST_DELAY);
-        assert!(!auth.check(ip, None));
+        assert_eq!(auth.check(ip, None), Check::Missing);
         assert!(Auth::new(Some("t"), true).legacy_allowed());
+    }
+
+    /// Guesses made side by side must not each get compared: while one
+    /// waits out its delay, the others from that address are turned away.
+    #[test]
+    fn tokens_from_an_address_in_its_delay_are_not_compared() {
+        let auth = Auth::new(Some("open sesame"), false);
+        let ip = IpAddr::from([192, 0, 2, 7]);
+        let other = IpAddr::from([192, 0, 2, 8]);
+        let answers: Vec<Check> = std::thread::scope(|s| {
+            let guesses: Vec<_> = (0..8)
+                .map(|i| {
+                    let auth = &auth;
+                    s.spawn(move || auth.check(ip, Some(&format!("guess {i}"))))
+                })
+                .collect();
+            guesses
+                .into_iter()
+                .map(|g| g.join().expect("guess thread"))
+                .collect()
+        });
+        // Eight threads start within far less than the 250 ms (and then
+        // 500 ms) a compared guess makes the others wait.
+        let compared = answers.iter().filter(|&&a| a == Check::Wrong).count();
+        assert!((1..=2).contains(&compared), "{answers:?}");
+        assert!(
+            answers
+                .iter()
+                .all(|&a| matches!(a, Check::Wrong | Check::TooSoon))
+        );
+        // Even the right token waits for the delay to end, then passes;
+        // another address was never held up.
+        assert_eq!(auth.check(other, Some("open sesame")), Check::Pass);
+        let until = auth.failures.lock().expect("lock")[&ip].next_try;
+        if Instant::now() < until {
+            assert_eq!(auth.check(ip, Some("open sesame")), Check::TooSoon);
+        }
+        std::thread::sleep(until.saturating_duration_since(Instant::now()));
+        assert_eq!(auth.check(ip, Some("open sesame")), Check::Pass);
+        assert!(auth.failures.lock().expect("lock").is_empty());
     }
 
     #[test]

@@ -29,6 +29,7 @@ use tracing::{debug, warn};
 use crate::Shared;
 use crate::accept::Slot;
 use crate::answer_pace::Paced;
+use crate::auth::Check;
 use crate::body::{self, BodyError, Digest, Received};
 use crate::commit::{self, Checks, InMemory, Job};
 use crate::storage::{Destination, FolderCache, Reservation, StoreError, Upload};
@@ -310,23 +311,32 @@ impl<'a> Session<'a> {
                 self.queue(Job::Flush)?;
                 Err(SessionError::PlainFromAfar)
             }
-            // While a wrong token waits out its delay the session counts as
-            // idle, so a crowd of guessers can be evicted for honest clients.
-            Opening::Hello { token, .. }
-                if self.shared.auth.required()
-                    && !{
-                        self.slot.set_idle();
-                        self.shared.auth.check(self.peer.ip(), token.as_deref())
-                    } =>
-            {
-                self.answered = true;
-                let why = if token.is_some() {
-                    "the token given is wrong"
-                } else {
-                    "this server needs a token, and none was given"
+            Opening::Hello {
+                version,
+                client,
+                token,
+            } if self.shared.auth.required() => {
+                // While a wrong token waits out its delay the session counts
+                // as idle, so a crowd of guessers can be evicted for honest
+                // clients.
+                self.slot.set_idle();
+                let (code, why) = match self.shared.auth.check(self.peer.ip(), token.as_deref()) {
+                    Check::Pass => return self.v1(version, &client),
+                    Check::Missing => (
+                        ErrorCode::Unauthorized,
+                        "this server needs a token, and none was given",
+                    ),
+                    Check::Wrong => (ErrorCode::Unauthorized, "the token given is wrong"),
+                    // Not `unauthorized`: the token may well be right, and
+                    // the client should say what the server says.
+                    Check::TooSoon => (
+                        ErrorCode::LimitReached,
+                        "too many wrong tokens from this address lately: try again in a few seconds",
+                    ),
                 };
+                self.answered = true;
                 self.send(ServerMsg::Error {
-                    code: ErrorCode::Unauthorized,
+                    code,
                     message: why.into(),
                 })?;
                 self.queue(Job::Flush)?;
