@@ -10,7 +10,8 @@ use ferry_e2e::{
     Server, V1, connect, data, raw_frame, read_to_close, tutorial_send, tutorial_upload, write_file,
 };
 use ferry_proto::{
-    ClientMsg, ErrorCode, MAX_FRAME_LEN, OnClash, Outcome, PlanEntry, ServerMsg, to_body,
+    ClientMsg, ErrorCode, MAX_FRAME_LEN, OnClash, Outcome, PlanEntry, ServerMsg, read_frame,
+    to_body,
 };
 
 /// Names that must never be stored as given.
@@ -193,16 +194,6 @@ fn malformed_streams() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             "malformed message",
         ),
         (
-            "unknown type",
-            raw_frame(b"{\"type\": \"teleport\"}"),
-            "malformed message",
-        ),
-        (
-            "file before hello",
-            raw_frame(b"{\"type\":\"file\",\"id\":1,\"path\":\"a\",\"size\":1}"),
-            "must open with hello",
-        ),
-        (
             "invalid utf-8",
             raw_frame(b"{\"size\": 1, \"filename\": \"\xff\"}"),
             "malformed message",
@@ -221,6 +212,53 @@ fn malformed_frames_drop_the_connection_with_a_reason() {
             read_to_close(&mut s).is_empty(),
             "{what}: server answered a non-v1 client"
         );
+        server.expect_log(reason);
+        assert_nothing_stored(&server);
+        assert_still_serving(&server, &i.to_string());
+    }
+}
+
+/// A first frame that names a `type` is a v1 client's, even when it is
+/// not a hello the server can take, and a v1 client reads: it is told why
+/// before the connection closes (a tutorial client never is, above).
+#[test]
+fn a_v1_client_whose_first_frame_is_not_a_good_hello_is_told_why() {
+    let server = Server::start();
+    for (i, (what, body, reason)) in [
+        (
+            "unknown type",
+            &b"{\"type\": \"teleport\"}"[..],
+            "unknown variant `teleport`",
+        ),
+        (
+            "file before hello",
+            b"{\"type\":\"file\",\"id\":1,\"path\":\"a\",\"size\":1}",
+            "must open with hello, not file",
+        ),
+        (
+            "hello without client",
+            b"{\"type\":\"hello\",\"version\":1}",
+            "missing field `client`",
+        ),
+        (
+            "hello without version",
+            b"{\"type\":\"hello\",\"client\":\"c\"}",
+            "missing field `version`",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut s = connect(&server.addr());
+        s.write_all(&raw_frame(body)).expect("send");
+        let answer = read_frame(&mut s).map(|body| body.map(|b| ServerMsg::parse(&b)));
+        match answer {
+            Ok(Some(Ok(ServerMsg::Error {
+                code: ErrorCode::Protocol,
+                message,
+            }))) => assert!(message.contains(reason), "{what}: {message}"),
+            other => panic!("{what}: expected a protocol error, got {other:?}"),
+        }
         server.expect_log(reason);
         assert_nothing_stored(&server);
         assert_still_serving(&server, &i.to_string());

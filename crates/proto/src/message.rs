@@ -277,6 +277,15 @@ pub enum Opening {
 }
 
 impl Opening {
+    /// Whether a first frame is a v1 client's, even one [`Opening::parse`]
+    /// refuses: a JSON object naming a `type`, which tutorial headers never
+    /// do. Such a client reads what the server writes, so it can be told
+    /// what was wrong; a tutorial client never reads.
+    pub fn is_v1(body: &[u8]) -> bool {
+        serde_json::from_slice::<serde_json::Value>(body)
+            .is_ok_and(|value| value.get("type").is_some())
+    }
+
     /// Parses the first frame of a connection.
     pub fn parse(body: &[u8]) -> Result<Self, ProtoError> {
         let value: serde_json::Value = serde_json::from_slice(body)?;
@@ -544,6 +553,25 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(body)
             );
+        }
+    }
+
+    #[test]
+    fn a_first_frame_naming_a_type_is_a_v1_clients() {
+        for body in [
+            &br#"{"type":"hello","client":"c"}"#[..],
+            br#"{"type":"file","id":1,"path":"a","size":0}"#,
+            br#"{"type":"teleport"}"#,
+        ] {
+            assert!(Opening::is_v1(body), "{}", String::from_utf8_lossy(body));
+        }
+        for body in [
+            &br#"{"size": 12, "filename": "movie.mp4"}"#[..],
+            br#"{"size": -1}"#,
+            br#"[{"type":"hello"}]"#,
+            br#"not json"#,
+        ] {
+            assert!(!Opening::is_v1(body), "{}", String::from_utf8_lossy(body));
         }
     }
 }

@@ -288,7 +288,13 @@ impl<'a> Session<'a> {
             debug!(peer = %self.peer, "closed without sending anything");
             return Ok(());
         };
-        match Opening::parse(&first)? {
+        let opening = Opening::parse(&first);
+        if opening.is_err() && Opening::is_v1(&first) {
+            // A broken hello, or a file before any hello: the client reads
+            // replies, so the error is sent to it as well as logged.
+            self.answered = true;
+        }
+        match opening? {
             Opening::Legacy(_) if !self.shared.auth.legacy_allowed() => {
                 // Such clients cannot carry a token, and never read a reply.
                 Err(SessionError::LegacyRefused)
