@@ -395,6 +395,36 @@ fn a_wrong_digest_is_refused_and_the_connection_goes_on() {
     }
 }
 
+/// A digest that is not one (uppercase, short, not hex) is refused as
+/// such, not blamed on the bytes, and the connection goes on.
+#[test]
+fn a_digest_written_wrong_is_refused_for_what_it_is() {
+    let server = Server::start();
+    let mut c = V1::connect(&server.addr());
+    let body = b"right bytes";
+    let upper = blake3::hash(body).to_hex().to_uppercase();
+    for (id, digest) in [(1, upper.as_str()), (2, "abc"), (3, &"zz".repeat(32))] {
+        c.start_file(id, "badly-signed.txt", body.len() as u64);
+        c.stream.write_all(body).expect("body");
+        c.send(&ClientMsg::Done {
+            id,
+            blake3: digest.to_string(),
+        });
+        let ack = c.expect_failed(ErrorCode::DigestMismatch);
+        let Outcome::Failed { message, .. } = ack.outcome else {
+            unreachable!("expect_failed checked it")
+        };
+        assert!(
+            message.contains("not 64 lowercase hex digits"),
+            "{digest}: {message}"
+        );
+    }
+    assert_nothing_stored(&server);
+    c.upload(4, "badly-signed.txt", body, OnClash::Rename);
+    c.expect_stored();
+    assert_eq!(server.read("badly-signed.txt"), body);
+}
+
 /// Folders made for files that never commit (aborted here) are not held
 /// open until some later commit: a client naming ever new deep folders
 /// cannot run the server out of file descriptors.
@@ -463,8 +493,13 @@ fn a_huge_abort_reason_is_echoed_cut_short() {
     let Outcome::Failed { message, .. } = ack.outcome else {
         unreachable!("expect_failed checked it")
     };
-    assert!(message.len() < 1024, "{} bytes", message.len());
-    assert!(message.ends_with("..."), "{message}");
+    // The reason quoted is 512 bytes at most, its "..." included.
+    let quoted = message
+        .strip_prefix("aborted by the sender: ")
+        .expect("the reason is quoted");
+    assert!(quoted.len() <= 512, "{} bytes", quoted.len());
+    assert!(quoted.len() > 500, "{} bytes", quoted.len());
+    assert!(quoted.ends_with("..."), "{message}");
     c.upload(2, "next.bin", b"next", OnClash::Rename);
     c.expect_stored();
 }

@@ -166,6 +166,10 @@ impl<'a> Session<'a> {
             Err(BodyError::Wire(e)) => return Err(e),
         };
         match self.read_done(header)? {
+            Trailer::Done(blake3) if !is_lowercase_hex_digest(&blake3) => {
+                upload.discard();
+                self.mismatch(header, &blake3, None)
+            }
             Trailer::Done(blake3) => {
                 // A resumed file's hash is still being made from the file:
                 // the committer compares it with the sender's before
@@ -377,6 +381,16 @@ impl<'a> Session<'a> {
         warn!(peer = %self.peer, name = ?&header.path,
             "digest mismatch: received bytes hash to {received}, sender announced {}",
             escape_for_display(&clipped(announced, 128)));
+        // A digest that cannot be one is the sender's bug, not a changed
+        // file: say so, rather than blame the bytes.
+        if !is_lowercase_hex_digest(announced) {
+            return self.ack_failed(
+                header.id,
+                ErrorCode::DigestMismatch,
+                "the digest sent is not 64 lowercase hex digits (BLAKE3); nothing was stored"
+                    .into(),
+            );
+        }
         let (code, message) = commit::mismatch_outcome(header.offset > 0);
         self.ack_failed(header.id, code, message.into())
     }
@@ -391,20 +405,30 @@ impl<'a> Session<'a> {
     }
 }
 
+/// Whether `digest` is written as PROTOCOL.md asks: a BLAKE3 in 64
+/// lowercase hex digits.
+fn is_lowercase_hex_digest(digest: &str) -> bool {
+    digest.len() == 64
+        && digest
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// The longest abort reason echoed back, in bytes.
 const ABORT_REASON_MAX: usize = 512;
 
-/// `text` cut to at most `max` bytes, at a character boundary, with an
-/// ellipsis when cut.
+/// `text` cut to at most `max` bytes, ellipsis included, at a character
+/// boundary.
 fn clipped(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    const ELLIPSIS: &str = "...";
     if text.len() <= max {
         return text.into();
     }
-    let mut end = max;
+    let mut end = max.saturating_sub(ELLIPSIS.len());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}...", &text[..end]).into()
+    format!("{}{ELLIPSIS}", &text[..end]).into()
 }
 
 #[cfg(test)]
@@ -414,8 +438,10 @@ mod tests {
     #[test]
     fn reasons_are_clipped_at_a_character_boundary() {
         assert_eq!(clipped("short", 10), "short");
-        assert_eq!(clipped("abcdef", 4), "abcd...");
+        assert_eq!(clipped("exactly10!", 10), "exactly10!");
+        assert_eq!(clipped("abcdefgh", 7), "abcd...");
         // 'é' is two bytes: a cut through it backs up before it.
-        assert_eq!(clipped("abcé", 4), "abc...");
+        assert_eq!(clipped("aaééé", 6), "aa...");
+        assert_eq!(clipped("aéééé", 6), "aé...");
     }
 }
