@@ -284,6 +284,35 @@ fn pick_files_in_a_subfolder_send_them_and_quit() {
     );
 }
 
+/// Keys typed in one go, before a folder has been read, are for that
+/// folder: `l a` marks what is in sub/, never the folder left behind.
+#[test]
+fn keys_typed_ahead_of_a_folder_act_in_it() {
+    let Some((server, home, root)) = scene(&[]) else {
+        return;
+    };
+    fs::create_dir_all(root.join("sub")).expect("mkdir");
+    for name in ["one.txt", "two.txt", "three.txt"] {
+        write(root.join("sub").join(name), b"inside");
+    }
+    for name in ["big-a.bin", "big-b.bin"] {
+        write(root.join(name), b"beside");
+    }
+    let tmux = picker(&server, home.path(), &root);
+    tmux.wait_for(&["sub/", "big-b.bin", "Nothing marked"]);
+    // One send-keys: both keys reach the picker while sub/ is being read.
+    tmux.press(&["l", "a"]);
+    let screen = tmux.wait_for(&["3 marked: 3 files"]);
+    assert!(screen.contains("three.txt"), "{screen}");
+    assert!(!screen.contains("big-a.bin"), "{screen}");
+    // And back up, then down to the first file, in one go too.
+    tmux.press(&["u", "h", "j", "Space"]);
+    let screen = tmux.wait_for(&["1 marked: 1 file"]);
+    assert!(screen.contains("big-a.bin"), "{screen}");
+    tmux.press(&["q"]);
+    tmux.wait_for(&["ferry exited with 0"]);
+}
+
 #[test]
 fn the_plan_shows_clashes_and_refusals_and_r_retries_what_failed() {
     let Some((server, home, root)) = scene(&["--max-file-size", "100K"]) else {

@@ -235,7 +235,11 @@ impl Session {
             // burst of progress events costs one redraw.
             let pending: Vec<Message> = std::iter::once(first).chain(self.rx.try_iter()).collect();
             for message in pending {
-                if let Some(action) = self.handle(message)? {
+                let action = self.handle(message)?;
+                // Keys typed while a folder was being opened wait for its
+                // listing, and go once it is on screen.
+                let replayed = self.app.replay_held_keys();
+                for action in action.into_iter().chain(replayed) {
                     if action == Action::Quit {
                         return Ok(());
                     }

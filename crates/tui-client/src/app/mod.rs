@@ -11,7 +11,7 @@
 //! the progress panel, and the summary, from which `r` sends again what
 //! failed.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -27,6 +27,10 @@ use crate::transfer::{Dispatch, Event};
 mod transfer_view;
 
 pub use transfer_view::{Counts, Meter, Phase, PlanCounts, TransferView};
+
+/// The most keys held for a folder being opened; more are dropped (a
+/// person types ahead a few keys, not hundreds).
+const MAX_HELD_KEYS: usize = 64;
 
 /// A side effect the event loop performs for the [`App`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +135,11 @@ pub struct App {
     /// The folder asked for last; listings of any other folder arriving
     /// later are stale and ignored.
     opening: Option<PathBuf>,
+    /// Keys typed while another folder is being opened, kept for it: acting
+    /// on the list still on screen would mark or open the wrong entries
+    /// (`l` then Space marked the folder left behind). `None` when no
+    /// folder change is under way.
+    held: Option<VecDeque<KeyEvent>>,
     /// Paths marked while a transfer ran behind the list: its end leaves
     /// them marked even if it sent them (they are for the next send).
     marked_meanwhile: HashSet<PathBuf>,
@@ -155,6 +164,7 @@ impl App {
             status: None,
             on_clash: OnClash::Rename,
             opening: Some(dir.clone()),
+            held: Some(VecDeque::new()),
             marked_meanwhile: HashSet::new(),
             scroll_rows: ScrollRows::default(),
             help_scroll: 0,
@@ -195,6 +205,50 @@ impl App {
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
             return Some(Action::Quit);
         }
+        if let Some(held) = &mut self.held
+            && self.opening.is_some()
+            && matches!(self.screen, Screen::Browse)
+            && matches!(self.input, Input::Normal)
+        {
+            match key.code {
+                // Leaving never waits for a folder, however slow its disk.
+                KeyCode::Char('q') => {}
+                // Nor does changing one's mind about a folder that is slow
+                // to read: the list on screen stays, and its keys work.
+                KeyCode::Esc => {
+                    self.held = None;
+                    self.opening = None;
+                    self.set_status("Stopped opening that folder.", false);
+                    return None;
+                }
+                _ => {
+                    if held.len() < MAX_HELD_KEYS {
+                        held.push_back(key);
+                    }
+                    return None;
+                }
+            }
+        }
+        self.act_on_key(key)
+    }
+
+    /// The keys held while a folder was opened, now that it is on screen:
+    /// each is handled as if typed now, in order, until one opens another
+    /// folder (the rest then wait for that one). Returns their actions.
+    pub fn replay_held_keys(&mut self) -> Vec<Action> {
+        let mut actions = Vec::new();
+        while self.opening.is_none()
+            && let Some(key) = self.held.as_mut().and_then(VecDeque::pop_front)
+        {
+            actions.extend(self.act_on_key(key));
+        }
+        if self.opening.is_none() {
+            self.held = None;
+        }
+        actions
+    }
+
+    fn act_on_key(&mut self, key: KeyEvent) -> Option<Action> {
         match self.input {
             Input::ConfirmQuit => return self.confirm_quit_key(key),
             Input::Filter => return self.filter_key(key),
@@ -399,6 +453,7 @@ impl App {
         let entry = self.listing.current().filter(|e| e.is_folder())?;
         let dir = entry.path.clone();
         self.opening = Some(dir.clone());
+        self.held.get_or_insert_default();
         Some(Action::Open { dir, select: None })
     }
 
@@ -411,6 +466,7 @@ impl App {
         let select = here.file_name().map(|n| n.to_string_lossy().into_owned());
         let dir = parent.to_path_buf();
         self.opening = Some(dir.clone());
+        self.held.get_or_insert_default();
         Some(Action::Open { dir, select })
     }
 
@@ -528,6 +584,10 @@ impl App {
         let entries = match result {
             Ok(entries) => entries,
             Err(reason) => {
+                // What was typed ahead was meant for the folder that did not
+                // open; on the one still on screen it would mark the wrong
+                // entries.
+                self.held = None;
                 let name = dir.file_name().map_or_else(
                     || dir.display().to_string(),
                     |n| n.to_string_lossy().into_owned(),

@@ -26,11 +26,15 @@ fn fixture() -> TempDir {
     dir
 }
 
-/// Carries out folder reads the way the event loop does, synchronously.
+/// Carries out folder reads the way the event loop does, synchronously,
+/// and then the keys held for them.
 fn perform(app: &mut App, action: Option<Action>) -> Option<Action> {
     if let Some(Action::Open { dir, select }) = &action {
         let result = read_entries(dir).map_err(|e| crate::browse::describe_error(&e));
         app.listed(dir.clone(), select.clone(), result);
+        for replayed in app.replay_held_keys() {
+            perform(app, Some(replayed));
+        }
     }
     action
 }
@@ -217,9 +221,84 @@ fn a_folder_that_cannot_be_opened_says_so_and_stays_put() {
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).expect("chmod back");
 }
 
+/// Keys typed while a folder is being read are for that folder: `l` then
+/// Space marks its first entry, not the folder left behind, and `l a`
+/// marks what is in it, not everything beside it.
+#[test]
+fn keys_typed_while_a_folder_opens_wait_for_it() {
+    let dir = fixture();
+    let mut app = app_in(dir.path());
+    assert_eq!(current(&app), "docs");
+    // The event loop reads folders on a thread: nothing is listed until
+    // `listed` is called below, and these keys arrive before that.
+    let open = app.handle_key(KeyEvent::from(KeyCode::Char('l')));
+    assert!(matches!(&open, Some(Action::Open { dir: d, .. }) if *d == dir.path().join("docs")));
+    assert_eq!(app.handle_key(KeyEvent::from(KeyCode::Char('j'))), None);
+    assert_eq!(app.handle_key(KeyEvent::from(KeyCode::Char(' '))), None);
+    assert!(app.marks.is_empty(), "nothing is marked on the old list");
+    assert_eq!(
+        current(&app),
+        "docs",
+        "the cursor did not move there either"
+    );
+    let entries = read_entries(&dir.path().join("docs")).expect("read");
+    app.listed(dir.path().join("docs"), None, Ok(entries));
+    assert!(app.replay_held_keys().is_empty());
+    assert_eq!(app.marks.paths(), [dir.path().join("docs/b.txt")]);
+
+    // Held keys that open another folder: the rest wait for that one too.
+    let mut app = app_in(dir.path());
+    app.handle_key(KeyEvent::from(KeyCode::Char('l')));
+    app.handle_key(KeyEvent::from(KeyCode::Char('h')));
+    app.handle_key(KeyEvent::from(KeyCode::Char('a')));
+    let entries = read_entries(&dir.path().join("docs")).expect("read");
+    app.listed(dir.path().join("docs"), None, Ok(entries));
+    let back = app.replay_held_keys();
+    assert!(matches!(&back[..], [Action::Open { dir: d, .. }] if d == dir.path()));
+    assert!(app.marks.is_empty(), "`a` waits for the folder `h` opens");
+    perform(&mut app, back.into_iter().next());
+    assert_eq!(app.listing.dir(), dir.path());
+    assert_eq!(app.marks.paths().len(), names(&app).len());
+
+    // Esc gives up on a folder that is slow to come: the list on screen
+    // stays and takes keys again, and the late listing is ignored.
+    let mut app = app_in(dir.path());
+    app.handle_key(KeyEvent::from(KeyCode::Char('l')));
+    app.handle_key(KeyEvent::from(KeyCode::Char('j')));
+    app.handle_key(KeyEvent::from(KeyCode::Esc));
+    app.handle_key(KeyEvent::from(KeyCode::Char('j')));
+    assert_eq!(current(&app), "photos");
+    let entries = read_entries(&dir.path().join("docs")).expect("read");
+    app.listed(dir.path().join("docs"), None, Ok(entries));
+    assert!(app.replay_held_keys().is_empty());
+    assert_eq!(app.listing.dir(), dir.path());
+    assert_eq!(current(&app), "photos");
+
+    // A folder that cannot be read drops what was typed for it.
+    let mut app = app_in(dir.path());
+    app.handle_key(KeyEvent::from(KeyCode::Char('l')));
+    app.handle_key(KeyEvent::from(KeyCode::Char(' ')));
+    app.listed(
+        dir.path().join("docs"),
+        None,
+        Err("permission denied".into()),
+    );
+    assert!(app.replay_held_keys().is_empty());
+    assert!(app.marks.is_empty());
+
+    // Quitting never waits.
+    let mut app = app_in(dir.path());
+    app.handle_key(KeyEvent::from(KeyCode::Char('l')));
+    assert_eq!(
+        app.handle_key(KeyEvent::from(KeyCode::Char('q'))),
+        Some(Action::Quit)
+    );
+}
+
 #[test]
 fn going_up_from_the_root_is_a_message_not_a_crash() {
-    let (mut app, _) = App::new(PathBuf::from("/"), "x:1");
+    let (mut app, open) = App::new(PathBuf::from("/"), "x:1");
+    perform(&mut app, Some(open));
     assert_eq!(press(&mut app, KeyCode::Char('h')), None);
     assert!(app.status.is_some());
 }
