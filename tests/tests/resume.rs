@@ -165,6 +165,43 @@ fn a_killed_client_resumes_where_the_server_stopped_and_sends_less() {
     );
 }
 
+/// A file whose name was taken while it was cut off still resumes, and
+/// the plan says where it will land, as it does for a file sent whole.
+#[test]
+fn the_plan_of_a_resume_into_a_taken_name_says_where_it_lands() {
+    let server = Server::start();
+    let body = data(24 << 20, 4);
+    let (_src, file) = source_file("big.bin", &body);
+    let kept = interrupted_upload(&server, &file);
+    write_file(&server.dir().join("big.bin"), b"someone else's");
+
+    let path = file.to_str().expect("utf8");
+    let plan = ferry_send(&server.addr(), &["--dry-run", path]);
+    assert!(plan.status.success(), "{}", text(&plan.stderr));
+    let shown = text(&plan.stdout);
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("resume     big.bin at ") && l.ends_with(" -> big (1).bin")),
+        "{shown}"
+    );
+    let plan = ferry_send(
+        &server.addr(),
+        &["--dry-run", "--on-clash", "overwrite", path],
+    );
+    assert!(
+        text(&plan.stdout).contains("(overwrite)"),
+        "{}",
+        text(&plan.stdout)
+    );
+
+    let out = ferry_send(&server.addr(), &[path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    server.expect_log(&format!("offset={kept}"));
+    assert_eq!(server.read("big (1).bin"), body);
+    assert_eq!(server.read("big.bin"), b"someone else's");
+}
+
 #[test]
 fn a_big_file_after_small_ones_in_a_tree_still_resumes() {
     // The send starts with the small files while the tree is still being

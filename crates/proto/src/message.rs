@@ -100,8 +100,16 @@ pub enum Verdict {
     /// `stored_as` the name the file would get.
     Clash { result: Clash, stored_as: String },
     /// Part of this file is already here from an interrupted upload: send
-    /// from `offset` on.
-    Resume { offset: u64 },
+    /// from `offset` on. When the name is taken meanwhile, `clash` and
+    /// `stored_as` (both or neither) say what the clash policy will do, as
+    /// in [`Verdict::Clash`]; servers before them never sent either.
+    Resume {
+        offset: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clash: Option<Clash>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stored_as: Option<String>,
+    },
     /// It would be refused (a bad name, too large, no room left, ...).
     Refused { code: ErrorCode, message: String },
 }
@@ -459,7 +467,19 @@ mod tests {
                 },
                 PlanVerdict {
                     id: 2,
-                    verdict: Verdict::Resume { offset: 9 },
+                    verdict: Verdict::Resume {
+                        offset: 9,
+                        clash: None,
+                        stored_as: None,
+                    },
+                },
+                PlanVerdict {
+                    id: 4,
+                    verdict: Verdict::Resume {
+                        offset: 9,
+                        clash: Some(Clash::Renamed),
+                        stored_as: Some("a (2)".into()),
+                    },
                 },
                 PlanVerdict {
                     id: 3,
@@ -517,6 +537,27 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// A resume verdict from a server that does not say whether the name
+    /// is taken still reads, as "not taken".
+    #[test]
+    fn a_resume_verdict_without_its_clash_reads() {
+        let msg = ServerMsg::parse(
+            br#"{"type":"plan","verdicts":[{"id":1,"verdict":{"kind":"resume","offset":4}}]}"#,
+        )
+        .expect("parses");
+        let ServerMsg::Plan { verdicts } = msg else {
+            panic!("{msg:?}")
+        };
+        assert_eq!(
+            verdicts[0].verdict,
+            Verdict::Resume {
+                offset: 4,
+                clash: None,
+                stored_as: None
+            }
+        );
     }
 
     #[test]

@@ -718,9 +718,23 @@ fn dry_run(plan: &Plan, options: &Options) -> bool {
                 counts[2] += 1;
                 format!("rename     {name} -> {}", escape_for_display(stored_as))
             }
-            Some(Verdict::Resume { offset }) => {
+            Some(Verdict::Resume {
+                offset,
+                clash,
+                stored_as,
+            }) => {
                 counts[3] += 1;
-                format!("resume     {name} at {}", format_size(*offset, BINARY))
+                let then = match (clash, stored_as) {
+                    (Some(Clash::Overwritten), _) => " (overwrite)".to_string(),
+                    (Some(Clash::Renamed), Some(to)) => {
+                        format!(" -> {}", escape_for_display(to))
+                    }
+                    _ => String::new(),
+                };
+                format!(
+                    "resume     {name} at {}{then}",
+                    format_size(*offset, BINARY)
+                )
             }
             Some(Verdict::Refused { message, .. }) => {
                 counts[4] += 1;

@@ -104,33 +104,44 @@ impl Store {
                 needed = 0;
                 Verdict::Identical
             }
-            (Some(offset), _, _) => {
-                needed = f.size - offset;
-                Verdict::Resume { offset }
-            }
-            (None, None, _) => Verdict::New,
-            (None, Some(FileType::RegularFile), OnClash::Overwrite) => Verdict::Clash {
-                result: Clash::Overwritten,
-                stored_as: path.to_string(),
-            },
-            (None, Some(_), OnClash::Overwrite) => {
-                return refused(StoreError::Exists(format!(
-                    "`{}` exists and is not a regular file",
-                    names::escape_for_display(&path)
-                )));
-            }
-            (None, Some(_), _) => match dir.as_ref().and_then(|d| digests.free_name(d, name)) {
-                Some(free) => Verdict::Clash {
-                    result: Clash::Renamed,
-                    stored_as: format!("{prefix}{free}"),
-                },
-                None => {
-                    return refused(StoreError::Exists(format!(
-                        "no free name for `{}`",
-                        names::escape_for_display(&path)
-                    )));
+            (kept, existing, policy) => {
+                // Where the file would land, resumed or not: a name taken
+                // meanwhile is as much a clash for a resumed file.
+                let taken = match (existing, policy) {
+                    (None, _) => None,
+                    (Some(FileType::RegularFile), OnClash::Overwrite) => {
+                        Some((Clash::Overwritten, path.to_string()))
+                    }
+                    (Some(_), OnClash::Overwrite) => {
+                        return refused(StoreError::Exists(format!(
+                            "`{}` exists and is not a regular file",
+                            names::escape_for_display(&path)
+                        )));
+                    }
+                    (Some(_), _) => match dir.as_ref().and_then(|d| digests.free_name(d, name)) {
+                        Some(free) => Some((Clash::Renamed, format!("{prefix}{free}"))),
+                        None => {
+                            return refused(StoreError::Exists(format!(
+                                "no free name for `{}`",
+                                names::escape_for_display(&path)
+                            )));
+                        }
+                    },
+                };
+                match (kept, taken) {
+                    (Some(offset), taken) => {
+                        needed = f.size - offset;
+                        let (clash, stored_as) = taken.unzip();
+                        Verdict::Resume {
+                            offset,
+                            clash,
+                            stored_as,
+                        }
+                    }
+                    (None, None) => Verdict::New,
+                    (None, Some((result, stored_as))) => Verdict::Clash { result, stored_as },
                 }
-            },
+            }
         };
         if needed > 0 {
             // The file lands on the file system of its folder, or of the

@@ -837,7 +837,11 @@ fn reviewing(dir: &Path) -> App {
                 code: ferry_proto::ErrorCode::BadName,
                 message: "the name is not allowed".into(),
             }),
-            Some(Verdict::Resume { offset: 1024 }),
+            Some(Verdict::Resume {
+                offset: 1024,
+                clash: None,
+                stored_as: None,
+            }),
         ])),
         now,
     );

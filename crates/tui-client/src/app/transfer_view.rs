@@ -263,7 +263,8 @@ impl TransferView {
     /// found taken names, which it has not compared with these files.
     pub fn can_skip_identical(&self, on_clash: OnClash) -> bool {
         let clashes = matches!(&self.verdicts, Some(Ok(verdicts))
-            if verdicts.iter().any(|v| matches!(v, Some(Verdict::Clash { .. }))));
+            if verdicts.iter().any(|v| matches!(v,
+                Some(Verdict::Clash { .. } | Verdict::Resume { clash: Some(_), .. }))));
         // Only under rename: skip-identical renames the files that differ,
         // which under overwrite would quietly keep both instead.
         clashes && on_clash == OnClash::Rename && !self.skip_identical && !self.retrying
@@ -286,7 +287,7 @@ impl TransferView {
                 verdict => {
                     match verdict {
                         Some(Verdict::Clash { .. }) => counts.clashes += 1,
-                        Some(Verdict::Resume { offset }) => {
+                        Some(Verdict::Resume { offset, .. }) => {
                             counts.resume += 1;
                             counts.resumed_bytes += offset.min(&size);
                         }

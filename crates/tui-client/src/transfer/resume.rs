@@ -47,7 +47,7 @@ pub(super) fn resume_offsets(items: &[Item], options: &Options) -> Vec<u64> {
         super::preflight::preflight(items, options, wanted, false, &AtomicBool::new(false))
     {
         for (offset, verdict) in offsets.iter_mut().zip(verdicts) {
-            if let Some(Verdict::Resume { offset: at }) = verdict {
+            if let Some(Verdict::Resume { offset: at, .. }) = verdict {
                 *offset = at;
             }
         }

@@ -260,7 +260,8 @@ fn identical_among_taken(
         .iter()
         .zip(verdicts)
         // A resume may be of a file whose name is taken too (by the very
-        // bytes, sent before): the verdict does not say, so it is asked.
+        // bytes, sent before). Older servers do not say so in the verdict,
+        // so every resume is asked about.
         .filter(|(_, v)| {
             matches!(
                 v,

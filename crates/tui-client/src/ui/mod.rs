@@ -1361,6 +1361,29 @@ mod tests {
         app
     }
 
+    /// A resume into a name taken meanwhile says where the file will land,
+    /// as a clash does.
+    #[test]
+    fn a_resume_into_a_taken_name_says_so() {
+        let words = |clash, stored_as: Option<&str>| {
+            plan::verdict_words(&Verdict::Resume {
+                offset: 3 * MIB,
+                clash,
+                stored_as: stored_as.map(str::to_string),
+            })
+            .2
+        };
+        assert_eq!(words(None, None), "resume at 3 MiB");
+        assert_eq!(
+            words(Some(Clash::Renamed), Some("big (1).bin")),
+            "resume at 3 MiB, name taken: will be big (1).bin"
+        );
+        assert_eq!(
+            words(Some(Clash::Overwritten), Some("big.bin")),
+            "resume at 3 MiB, will overwrite"
+        );
+    }
+
     #[test]
     fn plan_screen_says_what_the_server_would_do_with_each_file_and_totals() {
         let app = plan_screen(
@@ -1388,7 +1411,11 @@ mod tests {
                     result: Clash::Overwritten,
                     stored_as: "old.txt".into(),
                 }),
-                Some(Verdict::Resume { offset: 12 * MIB }),
+                Some(Verdict::Resume {
+                    offset: 12 * MIB,
+                    clash: None,
+                    stored_as: None,
+                }),
                 Some(Verdict::Refused {
                     code: ErrorCode::BadName,
                     message: "the name is reserved".into(),

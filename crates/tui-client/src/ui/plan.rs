@@ -248,7 +248,24 @@ pub(super) fn verdict_words(verdict: &Verdict) -> (&'static str, Color, String) 
             Color::Yellow,
             format!("will be renamed to {}", escape_for_display(stored_as)),
         ),
-        Verdict::Resume { offset } => ("↻", Color::Cyan, format!("resume at {}", bytes(*offset))),
+        Verdict::Resume {
+            offset,
+            clash,
+            stored_as,
+        } => {
+            let then = match (clash, stored_as) {
+                (Some(Clash::Overwritten), _) => ", will overwrite".to_string(),
+                (Some(Clash::Renamed), Some(name)) => {
+                    format!(", name taken: will be {}", escape_for_display(name))
+                }
+                _ => String::new(),
+            };
+            (
+                "↻",
+                Color::Cyan,
+                format!("resume at {}{then}", bytes(*offset)),
+            )
+        }
         Verdict::Refused { message, .. } => (
             "✗",
             Color::Red,
