@@ -1090,6 +1090,37 @@ mod tests {
         assert!(row.contains('…') && row.contains("1 B  new"), "{row}");
     }
 
+    /// A clash row keeps what it is for, the new name: the rename is shown
+    /// without the folders the row already names, and a verdict too long
+    /// for what the name column leaves gives up its middle, not its end.
+    #[test]
+    fn a_clash_row_keeps_the_new_name_beside_a_wide_name_column() {
+        let long = format!("docs/{}_very_long_name.txt", "a".repeat(60));
+        let deep = "docs/reports/q1/report1.txt";
+        let app = plan_screen(
+            vec![file(&long, 1), file(deep, 2)],
+            Ok(vec![
+                Some(Verdict::Clash {
+                    result: Clash::Renamed,
+                    stored_as: format!("docs/{}_very_long_name (1).txt", "a".repeat(60)),
+                }),
+                Some(Verdict::Clash {
+                    result: Clash::Renamed,
+                    stored_as: "docs/reports/q1/report1 (1).txt".into(),
+                }),
+            ]),
+        );
+        let lines = screen(&app, Instant::now(), 120, 20);
+        let row = line_with(&lines, "report1.txt");
+        assert!(row.contains("will be renamed to report1 (1).txt"), "{row}");
+        let row = line_with(&lines, "_very_long_name.txt");
+        assert!(row.contains("will be renamed to "), "{row}");
+        assert!(
+            row.contains("…") && row.contains("long_name (1).txt"),
+            "{row}"
+        );
+    }
+
     /// Skipped rows are named as sent ones are, from the pick down; what is
     /// under no pick keeps its whole path.
     #[test]

@@ -179,7 +179,7 @@ fn draw_rows(frame: &mut Frame, area: Rect, view: &TransferView) {
         // A longer name gives up its middle, so that its size and verdict
         // stay in their columns.
         let name = cut_middle(&std::mem::take(name), name_width);
-        ranked.push((rank, row(view, index, item, name, name_width)));
+        ranked.push((rank, row(view, index, item, name, name_width, width)));
     }
     ranked.sort_by_key(|(rank, _)| *rank);
     let lines: Vec<Line> = ranked.into_iter().map(|(_, line)| line).collect();
@@ -208,6 +208,7 @@ fn row(
     item: &Item,
     name: String,
     name_width: usize,
+    width: usize,
 ) -> Line<'static> {
     let size = match item.kind {
         ItemKind::File { size } => bytes(size),
@@ -222,6 +223,10 @@ fn row(
         (_, None) => ("…", Color::DarkGray, "asking the server…".to_string()),
     };
     let pad = name_width.saturating_sub(display_width(&name));
+    // Mark, name column, size column: the verdict gets what is left, and
+    // gives up its middle rather than its end, which holds the new name.
+    let room = width.saturating_sub(2 + name_width + 1 + 12);
+    let what = cut_middle(&what, room);
     Line::from(vec![
         Span::styled(format!("{mark} "), Style::new().fg(color).bold()),
         Span::raw(format!("{name}{} ", " ".repeat(pad))),
@@ -246,7 +251,7 @@ pub(super) fn verdict_words(verdict: &Verdict) -> (&'static str, Color, String) 
         Verdict::Clash { stored_as, .. } => (
             "~",
             Color::Yellow,
-            format!("will be renamed to {}", escape_for_display(stored_as)),
+            format!("will be renamed to {}", new_name(stored_as)),
         ),
         Verdict::Resume {
             offset,
@@ -256,7 +261,7 @@ pub(super) fn verdict_words(verdict: &Verdict) -> (&'static str, Color, String) 
             let then = match (clash, stored_as) {
                 (Some(Clash::Overwritten), _) => ", will overwrite".to_string(),
                 (Some(Clash::Renamed), Some(name)) => {
-                    format!(", name taken: will be {}", escape_for_display(name))
+                    format!(", name taken: will be {}", new_name(name))
                 }
                 _ => String::new(),
             };
@@ -272,6 +277,12 @@ pub(super) fn verdict_words(verdict: &Verdict) -> (&'static str, Color, String) 
             format!("refused: {}", escape_for_display(message)),
         ),
     }
+}
+
+/// The name a renamed file gets, without its folders: a rename never
+/// moves a file to another folder, and the row already shows which one.
+fn new_name(stored_as: &str) -> String {
+    escape_for_display(stored_as.rsplit('/').next().unwrap_or(stored_as))
 }
 
 /// Headline, counts, the list and the prompt, top to bottom.
