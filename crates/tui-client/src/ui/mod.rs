@@ -1325,6 +1325,44 @@ mod tests {
         );
     }
 
+    /// The headline says "Sending 1 file": an empty folder made on the way
+    /// is named apart, not counted as a second file stored.
+    #[test]
+    fn the_summary_counts_empty_folders_apart_from_files() {
+        let mut app = asked_to_send();
+        let t0 = Instant::now();
+        let folder = Item {
+            local: PathBuf::from("/here/empty"),
+            remote: "empty".into(),
+            kind: ItemKind::Folder,
+        };
+        confirm(&mut app, plan_of(vec![file("a.txt", 4), folder]), t0);
+        let stored = ItemResult::Stored {
+            stored_as: "a.txt".into(),
+            clash: Clash::None,
+            bytes: 4,
+        };
+        let made = ItemResult::Folder {
+            path: "empty".into(),
+        };
+        app.transfer(
+            TransferMsg::Done(Report {
+                results: vec![stored, made],
+                bytes_sent: 4,
+                bytes_resumed: 0,
+                elapsed: Duration::from_secs(1),
+                cancelled: false,
+            }),
+            t0,
+        );
+        let lines = screen(&app, t0, 100, 24);
+        let headline = line_with(&lines, "Finished");
+        assert!(
+            headline.contains("Finished: 1 stored, 1 empty folder."),
+            "{headline}"
+        );
+    }
+
     #[test]
     fn only_the_address_of_this_server_is_taken_out_of_a_reason() {
         let addr = "10.0.0.5:8090";

@@ -130,16 +130,27 @@ pub(super) fn behind_line(view: &TransferView, now: Instant) -> Line<'static> {
     Line::styled(format!("{text} · Tab shows it"), Style::new().fg(color))
 }
 
-/// Files (and folders) the server now holds because of this transfer:
-/// identical files it already had are counted apart, as "already there".
+/// Files the server now holds because of this transfer: identical files
+/// it already had are counted apart, as "already there", and the empty
+/// folders it made apart too (see [`folders_made`]), since the plan and
+/// the headline count files.
 fn stored_now(counts: &Counts) -> usize {
-    counts.sent() - counts.identical
+    counts.stored - counts.identical
+}
+
+/// ", 1 empty folder", or nothing when none was made.
+fn folders_made(counts: &Counts) -> String {
+    match counts.folders {
+        0 => String::new(),
+        n => format!(", {}", plural(n, "empty folder")),
+    }
 }
 
 fn sent_and_unsent(counts: &Counts) -> String {
     format!(
-        "{} stored, {} not sent",
+        "{} stored{}, {} not sent",
         stored_now(counts),
+        folders_made(counts),
         counts.unsent()
     )
 }
@@ -148,8 +159,12 @@ fn finished_counts(counts: &Counts) -> String {
     // Renamed files are among those stored: "1 stored, 1 renamed" read as
     // two files.
     let mut parts = vec![match counts.renamed {
-        0 => format!("{} stored", stored_now(counts)),
-        renamed => format!("{} stored ({renamed} renamed)", stored_now(counts)),
+        0 => format!("{} stored{}", stored_now(counts), folders_made(counts)),
+        renamed => format!(
+            "{} stored ({renamed} renamed){}",
+            stored_now(counts),
+            folders_made(counts)
+        ),
     }];
     if counts.identical > 0 {
         parts.push(format!("{} already there", counts.identical));
