@@ -694,6 +694,39 @@ fn marks_of_what_was_fully_sent_are_cleared_and_the_rest_stay() {
     assert_eq!(app.marks.paths(), [dir.path().join("docs")]);
 }
 
+/// A folder whose every file was stored loses its mark even when something
+/// in it was skipped: sending it again would store its files twice.
+#[cfg(unix)]
+#[test]
+fn a_folder_sent_whole_but_for_what_was_skipped_is_unmarked() {
+    let dir = fixture();
+    std::os::unix::fs::symlink(dir.path().join("notes.txt"), dir.path().join("docs/link"))
+        .expect("symlink");
+    let mut app = app_in(dir.path());
+    press(&mut app, KeyCode::Char(' ')); // docs
+    press(&mut app, KeyCode::Char('s'));
+    let plan = plan_of(dir.path(), &["docs"]);
+    assert_eq!(plan.skipped.len(), 1, "the symlink is skipped");
+    let results: Vec<ItemResult> = plan
+        .items
+        .iter()
+        .map(|item| stored(&item.remote, 1))
+        .collect();
+    let now = Instant::now();
+    app.transfer(TransferMsg::Planned(plan), now);
+    app.transfer(
+        TransferMsg::Done(Report {
+            results,
+            bytes_sent: 8,
+            bytes_resumed: 0,
+            elapsed: Duration::from_secs(1),
+            cancelled: false,
+        }),
+        now,
+    );
+    assert!(app.marks.is_empty(), "{:?}", app.marks.paths());
+}
+
 #[test]
 fn marks_set_while_a_transfer_runs_behind_the_list_stay_after_it() {
     let dir = fixture();

@@ -533,8 +533,11 @@ impl TransferView {
     }
 
     /// The picked paths that went over entirely: everything planned under
-    /// them is stored and nothing under them was skipped. Their marks can
-    /// go; the rest stay marked for another try.
+    /// them is stored. Their marks can go; the rest stay marked for another
+    /// try. What was skipped under a pick (a symlink, a folder that cannot
+    /// be read) does not keep its mark: sending the pick again would only
+    /// store every other file of it a second time, as `name (1)`, and
+    /// skip the same paths again. The summary has listed them.
     pub(super) fn fully_sent_roots(&self) -> Vec<PathBuf> {
         let under = |root: &Path, path: &Path| path.starts_with(root);
         self.roots
@@ -548,7 +551,6 @@ impl TransferView {
                     .peekable();
                 results.peek().is_some()
                     && results.all(|(_, r)| r.as_ref().is_some_and(ItemResult::is_ok))
-                    && !self.skipped.iter().any(|s| under(root, &s.local))
             })
             .cloned()
             .collect()
