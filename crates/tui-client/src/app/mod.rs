@@ -172,6 +172,11 @@ impl App {
         (app, Action::Open { dir, select: None })
     }
 
+    /// Whether a folder is being read for the list.
+    pub fn reading(&self) -> bool {
+        self.opening.is_some()
+    }
+
     /// Whether bytes are moving (or being stopped), on screen or behind the
     /// list: quitting then asks first, and a new send waits.
     pub fn transfer_running(&self) -> bool {

@@ -117,6 +117,9 @@ pub struct Listing {
     offset: usize,
     /// How many rows the screen has for the list.
     rows: usize,
+    /// Whether `entries` came from reading the folder, rather than being
+    /// the stand-in of one not read (yet, or at all).
+    read: bool,
 }
 
 impl Listing {
@@ -131,6 +134,7 @@ impl Listing {
             cursor: 0,
             offset: 0,
             rows: 20,
+            read: true,
         };
         listing.refresh();
         listing
@@ -138,7 +142,16 @@ impl Listing {
 
     /// A folder whose content is not known yet (or could not be read).
     pub fn empty(dir: PathBuf) -> Self {
-        Listing::new(dir, Vec::new(), false)
+        Listing {
+            read: false,
+            ..Listing::new(dir, Vec::new(), false)
+        }
+    }
+
+    /// Whether the entries are the folder's, as read; not so for the
+    /// stand-in of [`Listing::empty`].
+    pub fn is_read(&self) -> bool {
+        self.read
     }
 
     pub fn dir(&self) -> &Path {
@@ -250,6 +263,7 @@ impl Listing {
         let name = self.current().map(|e| e.name.clone());
         let place = self.cursor;
         self.entries = entries;
+        self.read = true;
         // The old indices mean nothing in the new entries.
         self.visible.clear();
         self.refresh();

@@ -15,6 +15,8 @@ use std::thread;
 use ferry_proto::path as names;
 use walkdir::WalkDir;
 
+use crate::browse::describe_error;
+
 /// Trees with at least this many files are measured on two threads.
 const PARALLEL_STAT_FROM: usize = 512;
 
@@ -143,7 +145,7 @@ impl Plan {
                 Ok(size) => self.items[index].kind = ItemKind::File { size },
                 Err(e) => {
                     let local = self.items[index].local.clone();
-                    self.skip(&local, format!("cannot read: {e}"));
+                    self.skip(&local, format!("cannot read: {}", describe_error(&e)));
                     unreadable.insert(index);
                 }
             }
@@ -261,7 +263,7 @@ fn walk_root(
     let meta = match fs::symlink_metadata(root) {
         Ok(m) => m,
         Err(e) => {
-            let reason = format!("cannot read: {e}");
+            let reason = format!("cannot read: {}", describe_error(&e));
             found(Found::Skipped(Skipped::problem(root, reason)));
             return true;
         }
@@ -297,9 +299,7 @@ fn walk_root(
             Ok(e) => e,
             Err(e) => {
                 let at = e.path().unwrap_or(root);
-                let why = e
-                    .io_error()
-                    .map_or_else(|| e.to_string(), ToString::to_string);
+                let why = e.io_error().map_or_else(|| e.to_string(), describe_error);
                 found(Found::Unreadable(Skipped::problem(
                     at,
                     format!("cannot read: {why}"),
@@ -433,7 +433,7 @@ impl Streamer {
                 match file_size(&item.local, self.follow_links) {
                     Ok(size) => item.kind = ItemKind::File { size },
                     Err(e) => {
-                        let reason = format!("cannot read: {e}");
+                        let reason = format!("cannot read: {}", describe_error(&e));
                         return hand_on(Planned::Skipped(Skipped::problem(&item.local, reason)));
                     }
                 }
@@ -765,7 +765,9 @@ mod tests {
         assert!(
             plan.skipped
                 .iter()
-                .all(|s| s.reason.starts_with("cannot read"))
+                .all(|s| s.reason == "cannot read: it no longer exists"),
+            "{:?}",
+            plan.skipped
         );
         let expected: Vec<(String, u64)> = (0..count)
             .filter(|i| !gone.contains(i))
@@ -853,7 +855,8 @@ mod tests {
     fn missing_paths_are_reported() {
         let plan = Plan::build(&[PathBuf::from("/definitely/not/here")], false);
         assert!(plan.items.is_empty());
-        assert!(plan.skipped[0].reason.starts_with("cannot read"));
+        // Said as the rest of the picker says it, not "(os error 2)".
+        assert_eq!(plan.skipped[0].reason, "cannot read: it no longer exists");
         assert!(!plan.skipped[0].by_choice);
     }
 }

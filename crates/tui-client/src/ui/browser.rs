@@ -35,7 +35,12 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App) {
     }
 
     if listing.visible_len() == 0 {
-        let why = if !listing.filter().is_empty() {
+        let why = if !listing.is_read() && app.reading() {
+            "reading this folder…"
+        } else if !listing.is_read() {
+            // The status line below says why.
+            "this folder could not be read"
+        } else if !listing.filter().is_empty() {
             "nothing matches the filter (Esc clears it)"
         } else if hidden > 0 {
             "only hidden entries here (. shows them)"

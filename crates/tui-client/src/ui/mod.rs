@@ -489,6 +489,13 @@ fn keys_line(app: &App, width: u16) -> Line<'static> {
                 ("j/k", "scroll"),
                 ("q", "quit"),
             ],
+            // As the prompt above it says: there is nothing to send.
+            Phase::Review if view.plan_counts().to_send + view.plan_counts().folders == 0 => vec![
+                ("Enter", "finish"),
+                ("Esc", "back to the list"),
+                ("j/k", "scroll"),
+                ("q", "quit"),
+            ],
             Phase::Review if view.can_skip_identical(app.on_clash) => vec![
                 ("Enter/y", "send"),
                 ("Esc/n", "cancel"),
@@ -1088,6 +1095,39 @@ mod tests {
         assert!(row.contains("will be renamed to taken (1).txt"), "{row}");
         let row = line_with(&lines, "a.txt");
         assert!(row.contains('…') && row.contains("1 B  new"), "{row}");
+    }
+
+    /// A folder that could not be read is not called empty, and one still
+    /// being read says so.
+    #[test]
+    fn an_unread_folder_is_not_called_empty() {
+        let (mut app, _open) = App::new(PathBuf::from("/nowhere/locked"), "127.0.0.1:9");
+        let reading = screen(&app, Instant::now(), 80, 10);
+        assert!(line_with(&reading, "reading this folder…").contains('…'));
+        app.listed(
+            PathBuf::from("/nowhere/locked"),
+            None,
+            Err("permission denied".into()),
+        );
+        let lines = screen(&app, Instant::now(), 80, 10);
+        assert!(line_with(&lines, "this folder could not be read").contains("read"));
+        assert!(line_with(&lines, "Cannot open locked: permission denied").contains("denied"));
+        assert!(!lines.iter().any(|l| l.contains("this folder is empty")));
+    }
+
+    /// A plan with nothing to send does not offer to send, in its key bar
+    /// either.
+    #[test]
+    fn a_plan_with_nothing_to_send_offers_to_finish() {
+        let app = plan_screen(
+            vec![file("same.txt", 3)],
+            Ok(vec![Some(Verdict::Identical)]),
+        );
+        let lines = screen(&app, Instant::now(), 100, 12);
+        assert!(line_with(&lines, "Nothing needs sending").contains("Enter: finish"));
+        let keys = &lines[lines.len() - 1];
+        assert!(keys.contains("Enter finish"), "{keys}");
+        assert!(!keys.contains("send"), "{keys}");
     }
 
     /// A clash row keeps what it is for, the new name: the rename is shown
