@@ -1245,6 +1245,22 @@ fn two_files_for_one_name_never_replace_each_other() {
     assert_eq!(server.read("zz/a.txt"), b"x1");
 
     let server = Server::start();
+    // The plan says so before: the server, asked about each file alone,
+    // calls both new, but the second will get a number.
+    let mut dry = vec!["--dry-run"];
+    dry.extend(&roots);
+    let plan = ferry_send(&server.addr(), &dry);
+    assert!(plan.status.success(), "{}", all_output(&plan));
+    let shown = text(&plan.stdout);
+    assert!(shown.contains("new        zz/a.txt"), "{shown}");
+    assert!(
+        shown.contains("rename     zz/a.txt (another file of this send has this name"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("1 new, 0 identical, 1 name clash"),
+        "{shown}"
+    );
     let out = ferry_send(&server.addr(), &roots);
     assert!(out.status.success(), "{}", all_output(&out));
     assert_eq!(server.read("zz/a.txt"), b"x1");

@@ -6,6 +6,7 @@
 //! `--dry-run` prints the server's verdict on every file instead, and
 //! `--retry-failed` sends again what the last transfer could not.
 
+use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -691,10 +692,27 @@ fn dry_run(plan: &Plan, options: &Options) -> bool {
         }
     }
     let mut counts: [usize; 6] = [0; 6];
+    let mut claimed = HashSet::new();
     for (item, verdict) in plan.items.iter().zip(&verdicts) {
         let name = escape_for_display(&item.remote);
+        // The server judged each file alone: of two going to one name, the
+        // later gets a number.
+        let shared =
+            matches!(item.kind, ItemKind::File { .. }) && !claimed.insert(item.remote.as_str());
         let line = match verdict {
             None if item.kind == ItemKind::Folder => format!("folder     {name}/"),
+            Some(
+                Verdict::New
+                | Verdict::Clash {
+                    result: Clash::Renamed,
+                    ..
+                },
+            ) if shared => {
+                counts[2] += 1;
+                format!(
+                    "rename     {name} (another file of this send has this name: it gets a number)"
+                )
+            }
             None => {
                 counts[5] += 1;
                 format!("UNKNOWN    {name}: the server gave no verdict on it")

@@ -3,6 +3,7 @@
 //!
 //! [`App`]: super::App
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -115,6 +116,12 @@ pub struct TransferView {
     /// walk's (and the sending's) byte order.
     pub order: Vec<usize>,
     pub skipped: Vec<Skipped>,
+    /// For each item, whether an earlier file of this send goes to the same
+    /// name on the server (`a/README` and `b/README`, both picked): the
+    /// server, asked about each alone, calls both new, but the second is
+    /// stored under a numbered name. (Under overwrite the plan keeps only
+    /// the first: see `Plan::keep_one_file_per_name`.)
+    pub shares_name: Vec<bool>,
     /// Files of a retry left out because the server already holds them.
     pub already_stored: usize,
     /// The server's verdict on each item (`None` for folders), or why it
@@ -199,6 +206,7 @@ impl TransferView {
             items: Vec::new(),
             order: Vec::new(),
             skipped: Vec::new(),
+            shares_name: Vec::new(),
             already_stored: 0,
             verdicts: None,
             scroll: 0,
@@ -227,6 +235,12 @@ impl TransferView {
         self.results = vec![None; plan.items.len()];
         self.resumed = vec![None; plan.items.len()];
         self.items = plan.items;
+        let mut claimed = HashSet::new();
+        self.shares_name = self
+            .items
+            .iter()
+            .map(|i| matches!(i.kind, ItemKind::File { .. }) && !claimed.insert(i.remote.as_str()))
+            .collect();
         let paths: Vec<&str> = self.items.iter().map(|i| i.remote.as_str()).collect();
         self.order = natural_path_order(&paths);
         self.skipped = plan.skipped;
@@ -285,8 +299,10 @@ impl TransferView {
                 Some(Verdict::Identical) => counts.identical += 1,
                 Some(Verdict::Refused { .. }) => counts.refused += 1,
                 verdict => {
+                    let shared = self.shares_name.get(index).copied().unwrap_or(false);
                     match verdict {
                         Some(Verdict::Clash { .. }) => counts.clashes += 1,
+                        Some(Verdict::New) if shared => counts.clashes += 1,
                         Some(Verdict::Resume { offset, .. }) => {
                             counts.resume += 1;
                             counts.resumed_bytes += offset.min(&size);

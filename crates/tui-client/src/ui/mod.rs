@@ -1470,6 +1470,32 @@ mod tests {
         app
     }
 
+    /// Two picked files bound for one name: the server calls each new, but
+    /// the plan says the second gets a number, and counts it as a clash.
+    #[test]
+    fn two_files_of_one_send_for_one_name_are_a_clash() {
+        let readme = |from: &str| Item {
+            local: PathBuf::from(from),
+            remote: "README".into(),
+            kind: ItemKind::File { size: 5 },
+        };
+        let app = plan_screen(
+            vec![readme("/here/a/README"), readme("/here/b/README")],
+            Ok(vec![Some(Verdict::New), Some(Verdict::New)]),
+        );
+        let lines = screen(&app, Instant::now(), 120, 12);
+        let rows: Vec<&String> = lines.iter().filter(|l| l.contains("README")).collect();
+        assert_eq!(rows.len(), 2, "{lines:#?}");
+        assert!(rows.iter().any(|r| r.contains("5 B  new")), "{rows:?}");
+        assert!(
+            rows.iter()
+                .any(|r| r.contains("another file of this send has this name: will get a number")),
+            "{rows:?}"
+        );
+        let totals = line_with(&lines, " new ·");
+        assert!(totals.contains("1 new · 0 identical · 1 clash"), "{totals}");
+    }
+
     /// A resume into a name taken meanwhile says where the file will land,
     /// as a clash does.
     #[test]

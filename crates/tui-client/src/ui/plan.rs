@@ -214,8 +214,25 @@ fn row(
         ItemKind::File { size } => bytes(size),
         ItemKind::Folder => String::new(),
     };
+    let shared = view.shares_name.get(index).copied().unwrap_or(false);
     let (mark, color, what) = match (item.kind, view.verdict(index)) {
         (ItemKind::Folder, _) => ("+", Color::Green, "folder".to_string()),
+        // The server judged each file alone; two of this send go to one
+        // name, and the later one gets a number.
+        (
+            _,
+            Some(
+                Verdict::New
+                | Verdict::Clash {
+                    result: Clash::Renamed,
+                    ..
+                },
+            ),
+        ) if shared => (
+            "~",
+            Color::Yellow,
+            "another file of this send has this name: will get a number".to_string(),
+        ),
         (_, Some(verdict)) => verdict_words(verdict),
         (_, None) if view.preflight_error().is_some() => {
             ("?", Color::DarkGray, "not checked".to_string())
