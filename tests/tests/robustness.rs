@@ -361,6 +361,21 @@ fn an_upload_outlasting_the_grace_period_is_dropped_and_cleaned() {
     );
     assert!(server.files().is_empty());
     assert!(server.staging_is_empty());
+    // And the client was told so, rather than finding the connection gone.
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    match c.recv() {
+        Some(ServerMsg::Error { code, message }) => {
+            assert_eq!(code, ErrorCode::ShuttingDown);
+            assert_eq!(
+                message,
+                "its grace period for uploads in progress is over, and `too-slow.bin` was not stored \
+                 (1000 of 1048576 bytes had come)"
+            );
+        }
+        other => panic!("expected a shutting_down error, got {other:?}"),
+    }
 }
 
 /// A small tmpfs, or a bind mount (mounting needs root), unmounted and

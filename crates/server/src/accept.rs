@@ -108,7 +108,16 @@ impl Registry {
         }
     }
 
-    /// Closes every session outright (the grace period is over).
+    /// Ends the reads of every session (the grace period is over): each
+    /// finds its upload cut, tells its client why, and leaves.
+    pub fn close_reads(&self) {
+        for slot in self.slots().values() {
+            slot.close(Shutdown::Read);
+        }
+    }
+
+    /// Closes every session outright: for one stuck writing to a client
+    /// that does not read, which closing reads does not reach.
     pub fn close_all(&self) {
         for slot in self.slots().values() {
             slot.close(Shutdown::Both);

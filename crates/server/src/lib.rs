@@ -292,6 +292,19 @@ impl Server {
     }
 }
 
+/// How long sessions cut at the end of the grace period have to tell their
+/// clients why before they are closed outright. A session lingers up to
+/// two seconds after its last word, so that what its client still sends
+/// does not reset the connection before the word is read.
+const SAY_WHY_TIME: Duration = Duration::from_secs(3);
+
+fn wait_for_sessions(registry: &Registry, most: Duration) {
+    let deadline = Instant::now() + most;
+    while !registry.is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn stop(shared: &Shared, registry: &Registry, grace: Duration) {
     let running = registry.len();
     info!("shutting down: {running} connection(s) open, up to {grace:?} for uploads in progress");
@@ -306,10 +319,13 @@ fn stop(shared: &Shared, registry: &Registry, grace: Duration) {
             registry.len()
         );
         shared.dropping.store(true, Ordering::SeqCst);
-        registry.close_all();
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !registry.is_empty() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(20));
+        // Reads first, so that each session can still write its client
+        // why; then, for any that did not leave, everything.
+        registry.close_reads();
+        wait_for_sessions(registry, SAY_WHY_TIME);
+        if !registry.is_empty() {
+            registry.close_all();
+            wait_for_sessions(registry, Duration::from_secs(2));
         }
     }
     match shared.store.clean_staging() {

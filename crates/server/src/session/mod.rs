@@ -210,7 +210,7 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
             files_seen: 0,
             told: false,
         };
-        let served = session.serve();
+        let served = session.serve().map_err(|e| blame_shutdown(e, shared));
         if let Err(e) = &served {
             session.explain(e);
         }
@@ -231,22 +231,7 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
             }
             (served, committed) => served.and(handed).and(committed),
         };
-        // Once the grace period is over the server closes what is still
-        // running: that is not the client leaving.
-        let ended = ended.map_err(|e| match e {
-            SessionError::BodyCut {
-                name,
-                got,
-                expected,
-                ..
-            } if shared.dropping.load(Ordering::SeqCst) => SessionError::BodyCut {
-                name,
-                got,
-                expected,
-                cause: Box::new(SessionError::ShutDown),
-            },
-            e => e,
-        });
+        let ended = ended.map_err(|e| blame_shutdown(e, shared));
         match ended {
             Ok(()) => debug!(%peer, "connection closed"),
             Err(e) => {
@@ -258,6 +243,25 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
         }
     });
 }
+/// Once the grace period is over the server closes what is still running:
+/// a body cut then is not the client leaving.
+fn blame_shutdown(e: SessionError, shared: &Shared) -> SessionError {
+    match e {
+        SessionError::BodyCut {
+            name,
+            got,
+            expected,
+            ..
+        } if shared.dropping.load(Ordering::SeqCst) => SessionError::BodyCut {
+            name,
+            got,
+            expected,
+            cause: Box::new(SessionError::ShutDown),
+        },
+        e => e,
+    }
+}
+
 impl<'a> Session<'a> {
     /// Closes gracefully after a refusal: a client still sending the refused
     /// body would otherwise get a reset, which can destroy the refusal ack
@@ -412,17 +416,30 @@ impl<'a> Session<'a> {
         if !self.answered || self.told {
             return;
         }
-        let code = match e {
+        let (code, message) = match e {
             SessionError::Frame(_) | SessionError::Proto(_) | SessionError::NoTrailer(_) => {
-                ErrorCode::Protocol
+                (ErrorCode::Protocol, e.to_string())
             }
-            SessionError::Timeout(_) => ErrorCode::Timeout,
+            SessionError::Timeout(_) => (ErrorCode::Timeout, e.to_string()),
             SessionError::BodyCut { cause, .. } if matches!(**cause, SessionError::Timeout(_)) => {
-                ErrorCode::Timeout
+                (ErrorCode::Timeout, e.to_string())
             }
+            // The code says the server is shutting down; the message says
+            // what that cost this client.
+            SessionError::BodyCut {
+                name,
+                got,
+                expected,
+                cause,
+            } if matches!(**cause, SessionError::ShutDown) => (
+                ErrorCode::ShuttingDown,
+                format!(
+                    "its grace period for uploads in progress is over, and `{name}` was not stored \
+                     ({got} of {expected} bytes had come)"
+                ),
+            ),
             _ => return,
         };
-        let message = e.to_string();
         if self.send(ServerMsg::Error { code, message }).is_ok() {
             let _ = self.queue(Job::Flush);
         }

@@ -70,7 +70,7 @@ impl<'a> Session<'a> {
                     // Best effort: the client may already be gone.
                     let _ = self.send(ServerMsg::Error {
                         code: ErrorCode::ShuttingDown,
-                        message: "the server is shutting down".into(),
+                        message: "it takes no more files".into(),
                     });
                 }
                 self.queue(Job::Flush)?;

@@ -352,9 +352,6 @@ enum End {
 /// place (2 s).
 const FEED_PATIENCE: Duration = Duration::from_secs(1);
 
-/// Why a file written out whole is counted as not sent after a cancel. It
-/// may have reached the server and been stored, or still have been in this
-/// side's buffer, which a cancel drops.
 /// Why a big file cut short by a cancel was not stored, and what may come
 /// of it. The server keeps what arrived of a resumable upload, unless none
 /// did (the cancel drops what is still buffered here), the file goes to
@@ -363,6 +360,9 @@ const FEED_PATIENCE: Duration = Duration::from_secs(1);
 const CANCELLED_KEPT: &str =
     "cancelled; the server may keep what arrived, and sending it again resumes if so";
 
+/// Why a file written out whole is counted as not sent after a cancel. It
+/// may have reached the server and been stored, or still have been in this
+/// side's buffer, which a cancel drops.
 const UNCONFIRMED: &str =
     "cancelled before the server confirmed it (a retry first asks whether it is there)";
 
