@@ -299,6 +299,29 @@ fn a_v1_client_dropped_for_a_broken_frame_or_a_stalled_header_is_told_why() {
 }
 
 #[test]
+fn a_file_whose_offset_is_past_its_size_is_a_protocol_error() {
+    let server = Server::start();
+    let mut c = V1::connect(&server.addr());
+    c.stream
+        .write_all(&raw_frame(
+            br#"{"type":"file","id":1,"path":"big.bin","size":2097152,"offset":2097153,"resume_key":"k"}"#,
+        ))
+        .expect("send");
+    match c.recv() {
+        Some(ServerMsg::Error {
+            code: ErrorCode::Protocol,
+            message,
+        }) => assert!(
+            message.contains("`offset` 2097153 is past the end of the file (`size` 2097152)"),
+            "{message}"
+        ),
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+    assert_nothing_stored(&server);
+    assert_still_serving(&server, "after");
+}
+
+#[test]
 fn unknown_protocol_versions_are_told_and_dropped() {
     let server = Server::start();
     let mut s = connect(&server.addr());

@@ -12,11 +12,12 @@
 //! So each of these messages is read once into a struct that has every
 //! field any of its variants has, and then checked into the variant its tag
 //! names. Writing still uses the derives, and what is accepted is the same
-//! but for two things, both refusals of what no Ferry peer sends: a field
+//! but for three things, all refusals of what no Ferry peer sends: a field
 //! that belongs to another variant must still have its own type (an ack's
-//! `bytes` cannot be a string even on a `failed` outcome), and a message
-//! must be an object (the derive also takes `["done", 3, "ab..."]`). The
-//! tests at the bottom hold both readings side by side.
+//! `bytes` cannot be a string even on a `failed` outcome), a message must
+//! be an object (the derive also takes `["done", 3, "ab..."]`), and a file
+//! header's `offset` cannot be past its `size` (there is no body it could
+//! mean). The tests at the bottom hold both readings side by side.
 
 use serde::Deserialize;
 
@@ -74,7 +75,14 @@ impl TryFrom<ClientFields> for ClientMsg {
             ClientKind::File => ClientMsg::File(FileHeader {
                 id: need(f.id, "id")?,
                 path: need(f.path, "path")?,
-                size: need(f.size, "size")?,
+                size: match (f.size, f.offset) {
+                    (Some(size), offset) if offset > size => {
+                        return Err(format!(
+                            "`offset` {offset} is past the end of the file (`size` {size})"
+                        ));
+                    }
+                    (size, _) => need(size, "size")?,
+                },
                 on_clash: f.on_clash,
                 mtime: f.mtime,
                 resume_key: f.resume_key,
@@ -398,12 +406,29 @@ mod tests {
     }
 
     #[test]
-    fn the_two_differences_are_refusals() {
+    fn an_offset_past_the_size_is_refused_by_name() {
+        let err = ClientMsg::parse(br#"{"type":"file","id":3,"path":"a","size":10,"offset":11}"#)
+            .expect_err("offset past size");
+        assert!(
+            err.to_string()
+                .contains("`offset` 11 is past the end of the file (`size` 10)"),
+            "{err}"
+        );
+        // At the end is a resume with nothing left to send: still a file.
+        assert!(
+            ClientMsg::parse(br#"{"type":"file","id":3,"path":"a","size":10,"offset":10}"#).is_ok()
+        );
+    }
+
+    #[test]
+    fn the_three_differences_are_refusals() {
         for json in [
             // A field of another variant, of the wrong type.
             r#"{"type":"done","id":3,"blake3":"ab","size":"big"}"#,
             // A message as an array.
             r#"["file",3,"a",1]"#,
+            // A body that would end before it starts.
+            r#"{"type":"file","id":3,"path":"a","size":10,"offset":11}"#,
         ] {
             let (fast, reference) = client_both(json);
             assert!(fast.is_none(), "{json}");
