@@ -47,6 +47,11 @@ impl Marks {
         }
     }
 
+    /// Whether a marked link is sent (as what it points to).
+    pub fn follows_links(&self) -> bool {
+        self.follow_links
+    }
+
     pub fn contains(&self, path: &Path) -> bool {
         self.marked.contains_key(path)
     }

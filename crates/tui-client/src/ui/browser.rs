@@ -92,7 +92,14 @@ fn row<'a>(app: &App, entry: &'a Entry, name_room: usize) -> Row<'a> {
     if entry.kind == EntryKind::Folder {
         shown.push('/');
     }
-    let link = if entry.is_link { " (link)" } else { "" };
+    // A link is sent as what it points to only with -L; otherwise the
+    // plan skips it, and the row says so before anyone marks it (unless
+    // what is wrong with it says more).
+    let link = match (entry.is_link, app.marks.follows_links()) {
+        (false, _) => "",
+        (true, false) if entry.problem.is_none() => " (link, not sent)",
+        (true, _) => " (link)",
+    };
     let problem = entry
         .problem
         .as_ref()
@@ -127,7 +134,12 @@ fn row<'a>(app: &App, entry: &'a Entry, name_room: usize) -> Row<'a> {
     row
 }
 
+/// What sending the entry would send: nothing for a link that is not
+/// followed, whatever the size of what it points to.
 fn size_text(app: &App, entry: &Entry) -> String {
+    if entry.is_link && !app.marks.follows_links() {
+        return String::new();
+    }
     match entry.kind {
         EntryKind::File => entry.size.map(bytes).unwrap_or_default(),
         EntryKind::Folder => match app.sizes.get(&entry.path) {

@@ -385,10 +385,14 @@ fn draw_footer(frame: &mut Frame, area: Rect, app: &App, now: Instant) {
         (_, Some(status)) => Line::raw(status.text.clone()),
         (_, None) => match (&app.screen, app.behind.as_deref()) {
             (Screen::Browse, Some(view)) => {
-                let mut line = transfer::behind_line(view, now);
-                if !app.marks.is_empty() {
+                let width = usize::from(status_area.width);
+                let mut line = transfer::behind_line(view, now, width);
+                // The marks' totals follow when they fit whole: the
+                // transfer's line is the one that changes.
+                let totals = totals_line(app);
+                if !app.marks.is_empty() && line.width() + 3 + totals.width() <= width {
                     line.push_span(Span::raw(" │ "));
-                    line.extend(totals_line(app).spans);
+                    line.extend(totals.spans);
                 }
                 line
             }
@@ -917,6 +921,25 @@ mod tests {
             "{footer}"
         );
         assert!(lines[lines.len() - 1].contains("Tab transfer"));
+        // Narrow, the hint goes, whole, before any of the numbers is cut.
+        let narrow = screen(&app, at, 40, 12);
+        assert_eq!(
+            line_with(&narrow, "Sending:").trim_end(),
+            "Sending: 50% · 2.00 MiB/s · ETA 1s"
+        );
+        // Marks made meanwhile are counted after it, when they fit whole.
+        app.handle_key(KeyEvent::from(KeyCode::Char(' ')));
+        let wide = screen(&app, at, 100, 12);
+        let footer = line_with(&wide, "Sending:");
+        assert!(
+            footer.contains("ETA 1s · Tab shows it │ 1 marked: 1 file"),
+            "{footer}"
+        );
+        let narrow = screen(&app, at, 60, 12);
+        assert_eq!(
+            line_with(&narrow, "Sending:").trim_end(),
+            "Sending: 50% · 2.00 MiB/s · ETA 1s · Tab shows it"
+        );
 
         app.transfer(
             TransferMsg::Done(Report {
@@ -1028,6 +1051,26 @@ mod tests {
         assert!(row.contains('…'), "{row}");
         assert!(row.contains("(link) (broken link)"), "{row}");
         assert!(row.trim_end().ends_with("│"), "{row}");
+    }
+
+    /// A link that will not be sent shows no size, and says it will not:
+    /// the totals count it for nothing, and the plan skips it.
+    #[test]
+    fn a_link_not_followed_says_so_and_shows_no_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("real.bin"), vec![0u8; 3 << 20]).expect("write");
+        std::os::unix::fs::symlink(dir.path().join("real.bin"), dir.path().join("alias.bin"))
+            .expect("symlink");
+        let mut app = browsing(dir.path());
+        let row =
+            |app: &App| line_with(&screen(app, Instant::now(), 80, 12), "alias.bin").to_string();
+        let shown = row(&app);
+        assert!(shown.contains("alias.bin (link, not sent)"), "{shown}");
+        assert!(!shown.contains("MiB"), "{shown}");
+        app.marks = crate::browse::Marks::new(true);
+        let shown = row(&app);
+        assert!(shown.contains("alias.bin (link)"), "{shown}");
+        assert!(shown.contains("3 MiB"), "{shown}");
     }
 
     /// A long name in the results must not take its outcome off the row.

@@ -89,45 +89,51 @@ fn headline_text(app: &App, view: &TransferView) -> Line<'static> {
 }
 
 /// One line on a transfer going on behind the folder list (see
-/// [`crate::app::App::behind`]): how far it is, or how it ended.
-pub(super) fn behind_line(view: &TransferView, now: Instant) -> Line<'static> {
+/// [`crate::app::App::behind`]): how far it is, or how it ended, then how
+/// to see it. On a narrow screen the hint goes first, whole.
+pub(super) fn behind_line(view: &TransferView, now: Instant, width: usize) -> Line<'static> {
     let counts = view.counts();
-    let (text, color) = match view.phase {
+    let (parts, color) = match view.phase {
         Phase::Sending => {
-            let progress = view.total.as_ref().map_or_else(
-                || "connecting…".to_string(),
+            let parts = view.total.as_ref().map_or_else(
+                || vec!["Sending: connecting…".to_string()],
                 |meter| {
                     let ratio = confirmed_ratio(meter, view.all_confirmed());
-                    let mut parts = vec![percent(ratio)];
+                    let mut parts = vec![format!("Sending: {}", percent(ratio))];
                     parts.extend(speed(meter, now));
-                    parts.join(" · ")
+                    parts
                 },
             );
-            (format!("Sending: {progress}"), Color::Cyan)
+            (parts, Color::Cyan)
         }
-        Phase::Cancelling => ("Cancelling…".to_string(), Color::Yellow),
+        Phase::Cancelling => (vec!["Cancelling…".to_string()], Color::Yellow),
         Phase::Ended { cancelled: true } => (
-            format!("Cancelled: {}", sent_and_unsent(&counts)),
+            vec![format!("Cancelled: {}", sent_and_unsent(&counts))],
             Color::Yellow,
         ),
         Phase::Ended { cancelled: false }
             if view.stop_reason().is_some() || counts.unsent() > 0 =>
         {
             (
-                format!("Finished with problems: {}", finished_counts(&counts)),
+                vec![format!(
+                    "Finished with problems: {}",
+                    finished_counts(&counts)
+                )],
                 Color::Yellow,
             )
         }
         Phase::Ended { cancelled: false } => (
-            format!("Finished: {}", finished_counts(&counts)),
+            vec![format!("Finished: {}", finished_counts(&counts))],
             Color::Green,
         ),
         // Never sent behind the list before it is confirmed.
         Phase::Planning | Phase::Asking | Phase::Review => {
-            ("Preparing a transfer…".to_string(), Color::Cyan)
+            (vec!["Preparing a transfer…".to_string()], Color::Cyan)
         }
     };
-    Line::styled(format!("{text} · Tab shows it"), Style::new().fg(color))
+    let mut parts: Vec<(Option<u8>, String)> = parts.into_iter().map(|p| (None, p)).collect();
+    parts.push((Some(0), "Tab shows it".into()));
+    Line::styled(fitted(&parts, width), Style::new().fg(color))
 }
 
 /// Files the server now holds because of this transfer: identical files
