@@ -336,6 +336,67 @@ fn sigterm_lets_a_running_upload_finish_then_exits_and_the_port_is_reusable() {
     assert_eq!(c.expect_stored(), "after-restart.txt");
 }
 
+/// A tutorial client never hears of a shutdown, so a file it has begun to
+/// send when its previous one ends is an upload in progress, not one to
+/// drop: it gets the grace period too.
+#[test]
+fn a_tutorial_file_already_arriving_at_shutdown_is_stored() {
+    let mut server = Server::start_with(&["--grace", "10"]);
+    let first = data(2 << 20, 3);
+    let second = b"second".to_vec();
+    let mut s = connect(&server.addr());
+    let mut wire = tutorial_upload("first.bin", &first);
+    wire.extend_from_slice(&tutorial_upload("second.txt", &second));
+    let cut = wire.len() - second.len() - 100;
+    s.write_all(&wire[..1 << 20]).expect("first part");
+    server.expect_log("path=\"first.bin\"");
+    server.signal("TERM");
+    server.expect_log("shutting down");
+    // The rest of the first file and all of the second, in one write: the
+    // second's header is read along with the first's end.
+    s.write_all(&wire[1 << 20..cut])
+        .expect("up to the second's header");
+    s.write_all(&wire[cut..]).expect("the rest");
+    drop(s);
+    let status = server.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(server.read("first.bin"), first);
+    assert_eq!(server.read("second.txt"), second, "{}", server.log());
+}
+
+/// The wait between a body and its `done` is a body's silence, not a
+/// header's: a client may hash what it sent only once it is sent. Past
+/// `--body-timeout` the client is told, and the log names the file.
+#[test]
+fn a_done_may_come_as_late_as_a_body_byte_but_no_later() {
+    let server = Server::start_with(&["--header-timeout", "1", "--body-timeout", "3"]);
+    let body = data(1000, 5);
+    let mut c = V1::connect(&server.addr());
+    c.start_file(1, "hashed-after.bin", body.len() as u64);
+    c.stream.write_all(&body).expect("body");
+    thread::sleep(Duration::from_millis(1800));
+    c.finish(1, &body);
+    assert_eq!(c.expect_stored(), "hashed-after.bin");
+
+    let mut c = V1::connect(&server.addr());
+    c.start_file(1, "never-done.bin", body.len() as u64);
+    c.stream.write_all(&body).expect("body");
+    match c.recv() {
+        Some(ServerMsg::Error {
+            code: ErrorCode::Timeout,
+            message,
+        }) => assert_eq!(
+            message,
+            "timed out waiting for the `done` that follows the body of `never-done.bin`"
+        ),
+        other => panic!("expected a timeout error, got {other:?}"),
+    }
+    server.expect_log(
+        "connection dropped: timed out waiting for the `done` that follows the body of `never-done.bin`",
+    );
+    assert_eq!(server.files(), vec!["hashed-after.bin".to_string()]);
+}
+
 #[test]
 fn an_upload_outlasting_the_grace_period_is_dropped_and_cleaned() {
     let mut server = Server::start_with(&["--grace", "1"]);

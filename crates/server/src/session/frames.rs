@@ -5,7 +5,9 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use ferry_proto::path::escape_for_display;
 use ferry_proto::{FrameError, read_frame};
+use rustix::event::{PollFd, PollFlags, Timespec};
 use tracing::debug;
 
 use super::{Session, SessionError};
@@ -34,7 +36,11 @@ impl<'a> Session<'a> {
             // the acks sent.
             self.queue(Job::Flush)?;
         }
-        if stopping {
+        // A shutdown closes a connection between files, but not one whose
+        // next file has already begun to arrive: that upload is running,
+        // and gets the grace period like any other. (A tutorial client,
+        // which reads no reply, would otherwise lose it without a word.)
+        if stopping && !self.bytes_waiting() {
             self.slot.set_idle();
             return Ok(None);
         }
@@ -95,13 +101,54 @@ impl<'a> Session<'a> {
         Ok(frame)
     }
 
+    /// Whether the client has sent bytes not yet read: in the buffer, or
+    /// on the socket (a poll that does not wait; a closed peer counts, and
+    /// is then read as the end it is).
+    fn bytes_waiting(&self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return true;
+        }
+        let socket = self.reader.get_ref().socket();
+        let mut fds = [PollFd::new(socket, PollFlags::IN)];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+    }
+
     /// Reads the frame that must follow a body. Unlike [`Self::next_frame`]
     /// it ignores a shutdown in progress: the upload is still running.
-    pub(super) fn read_trailer(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
+    /// Until the trailer starts, the wait is a body's (`--body-timeout`),
+    /// not a header's: a client may still be hashing what it sent.
+    /// `name` is the file's, for the reason given when it does not come.
+    pub(super) fn read_trailer(&mut self, name: &str) -> Result<Option<Vec<u8>>, SessionError> {
+        let late = |how| SessionError::TrailerTimeout(how, escape_for_display(name));
         if self.reader.buffer().is_empty() {
             self.queue(Job::Flush)?;
+            let until = Instant::now() + self.shared.limits.body_timeout;
+            loop {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(late("waiting for"));
+                }
+                self.reader
+                    .get_ref()
+                    .socket()
+                    .set_read_timeout(Some(left))?;
+                match self.reader.fill_buf() {
+                    Ok([]) => return Ok(None),
+                    Ok(_) => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if body::is_timeout(&e) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
-        self.read_started_frame()
+        match self.read_started_frame() {
+            Err(SessionError::Timeout(_)) => Err(late("inside")),
+            read => read,
+        }
     }
 
     /// Reads one frame, which must arrive whole within the header timeout.

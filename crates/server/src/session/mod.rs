@@ -100,6 +100,9 @@ pub enum SessionError {
     LegacyRefused,
     #[error("client left after the body of `{0}`, before its trailer")]
     NoTrailer(String),
+    /// Waiting for the trailer to start, or for the rest of it.
+    #[error("timed out {0} the `done` that follows the body of `{1}`")]
+    TrailerTimeout(&'static str, String),
     #[error("the commit thread stopped the session (the reason is logged above)")]
     CommitFailed,
     #[error("the committer thread stopped")]
@@ -420,7 +423,9 @@ impl<'a> Session<'a> {
             SessionError::Frame(_) | SessionError::Proto(_) | SessionError::NoTrailer(_) => {
                 (ErrorCode::Protocol, e.to_string())
             }
-            SessionError::Timeout(_) => (ErrorCode::Timeout, e.to_string()),
+            SessionError::Timeout(_) | SessionError::TrailerTimeout(..) => {
+                (ErrorCode::Timeout, e.to_string())
+            }
             SessionError::BodyCut { cause, .. } if matches!(**cause, SessionError::Timeout(_)) => {
                 (ErrorCode::Timeout, e.to_string())
             }

@@ -253,7 +253,7 @@ impl<'a> Session<'a> {
     /// Reads the trailer that must follow a file's body.
     fn read_done(&mut self, header: &FileHeader) -> Result<Trailer, SessionError> {
         let trailer = self
-            .read_trailer()?
+            .read_trailer(&header.path)?
             .ok_or_else(|| SessionError::NoTrailer(escape_for_display(&header.path)))?;
         match ClientMsg::parse(&trailer)? {
             ClientMsg::Done { id, blake3 } if id == header.id => Ok(Trailer::Done(blake3)),
