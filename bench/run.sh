@@ -205,6 +205,14 @@ thousands() { sed ':a; s/\B[0-9]\{3\}\>/,&/; ta' <<<"$1"; }
 
 size_label() { if (($1 >= 1024 && $1 % 1024 == 0)); then echo "$(($1 / 1024)) GiB"; else echo "$1 MiB"; fi; }
 
+# Reads workload $1 into the page cache just before a timed run, so both
+# sides start from the same place: on a host that reclaims memory left
+# untouched for a few seconds (see bench/README.md), the source would
+# otherwise be cached for one run and read from disk for the next.
+warm_source() {
+    find "${SRC[$1]}" -type f -exec cat {} + >/dev/null
+}
+
 fresh_dest() {
     rm -rf "$DEST"
     mkdir -p "$DEST"
@@ -343,6 +351,7 @@ ferry_run() {
     ((run == 1)) && mode=full
     fresh_dest
     start_server "$DEST"
+    warm_source "$w"
     sync
     t0=$(now)
     "$FERRY" send --to "$SERVER_ADDR" "${SRC[$w]}" >"$LOGS/ferry-$w-$run.out" 2>&1 || rc=$?
@@ -370,6 +379,7 @@ baseline_run() {
         got=$DEST
         start_receiver "tar:$DEST"
     fi
+    warm_source "$w"
     sync
     t0=$(now)
     if [[ $w == big ]]; then
@@ -485,6 +495,7 @@ measure_cpu() {
         rc=0
         fresh_dest
         start_server "$DEST"
+        warm_source big
         sync
         /usr/bin/time -f '%U %S' -o "$LOGS/cpu.time" \
             "$FERRY" send --to "$SERVER_ADDR" "${SRC[big]}" >"$LOGS/cpu.out" 2>&1 || rc=$?
