@@ -162,6 +162,31 @@ fn the_folder_quota_is_kept() {
     assert_eq!(server.files(), ["first.bin"]);
 }
 
+/// `ferry send` tells a quota from a per-connection limit (both are
+/// `limit_reached`): a file refused even first on a fresh connection failed,
+/// and the user is told the server's reason, not that it hung up.
+#[test]
+fn ferry_send_names_the_quota_when_it_refuses_a_file() {
+    let server = Server::start_with(&["--quota", "10K"]);
+    let src = tempfile::tempdir().expect("tempdir");
+    for name in ["q1.bin", "q2.bin", "q3.bin", "q4.bin"] {
+        write_file(&src.path().join("q").join(name), &[7u8; 4096]);
+    }
+    let out = ferry_send(
+        &server.addr(),
+        &[src.path().join("q").to_str().expect("utf8")],
+    );
+    let text = all_output(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("q/q3.bin: FAILED: the folder's quota is used up")
+            && text.contains("q/q4.bin: FAILED: the folder's quota is used up"),
+        "{text}"
+    );
+    assert!(!text.contains("closed the connection"), "{text}");
+    assert_eq!(server.files(), ["q/", "q/q1.bin", "q/q2.bin"]);
+}
+
 #[test]
 fn uploads_running_side_by_side_cannot_both_pass_the_quota() {
     use std::io::Write;

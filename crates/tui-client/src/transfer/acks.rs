@@ -109,6 +109,9 @@ impl Read for Patient {
     }
 }
 
+/// Files refused for one of the server's limits, each with its reason.
+pub(super) type LimitRefusals = Vec<(usize, String)>;
+
 /// What the ack reader learned from one connection.
 pub(super) struct AckStream {
     pub(super) results: Vec<(usize, ItemResult)>,
@@ -118,8 +121,9 @@ pub(super) struct AckStream {
     pub(super) refused: bool,
     /// Files whose resume did not add up: to send again from the start.
     pub(super) restart: Vec<usize>,
-    /// Files the server asked to get on another connection.
-    pub(super) again: Vec<usize>,
+    /// Files the server refused for one of its limits, with its reason:
+    /// to send on another connection, if the limit was this one's.
+    pub(super) again: LimitRefusals,
 }
 
 /// Reads acks until the server closes, turning each into a result.
@@ -213,11 +217,12 @@ pub(super) fn read_acks(
             }
             Outcome::Failed {
                 code: ErrorCode::LimitReached,
-                ..
+                message,
             } => {
-                // The server takes only so many files per connection: this
-                // one goes first on the next.
-                acks.again.push(index);
+                // The server takes only so many files per connection, say:
+                // this one goes first on the next (the sender tells that
+                // from a limit no connection gets past, a quota).
+                acks.again.push((index, message));
                 acks.refused = true;
                 refused.store(true, Ordering::Relaxed);
                 continue;

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use ferry_proto::{Clash, ClientMsg, FileHeader, Mtime, OnClash};
 
 use super::acks::{
-    ACK_POLL, AckCount, AckStream, Announced, Patient, QUIET_AFTER_SENDING, Sent, read_acks,
+    ACK_POLL, AckCount, AckStream, Announced, LimitRefusals, Patient, QUIET_AFTER_SENDING, Sent,
+    read_acks,
 };
 use super::feed::{Feed, Next};
 use super::handshake::{connect, describe_io, send_frame};
@@ -214,13 +215,22 @@ pub fn send_feed(feed: &Feed, options: &Options, cancel: &AtomicBool, report: Re
                 again = true;
             }
         }
-        // Bounded, in case a server refuses even a connection's first
-        // file: each retry must come with something stored.
+        // A limit that refuses a file even first on a fresh connection
+        // (the folder's quota) is not the connection's: the file failed,
+        // for the server's reason. Hence each try again must come with
+        // something stored.
         let stored_now = results.iter().filter(|r| r.is_some()).count();
-        for index in resend {
+        for (index, why) in resend {
             if stored_now > stored_before {
                 results[index] = None;
                 again = true;
+            } else {
+                let result = ItemResult::Failed { reason: why };
+                report(Event::Finished {
+                    index,
+                    result: result.clone(),
+                });
+                results[index] = Some(result);
             }
         }
         let first_open = results.iter().position(Option::is_none).or_else(|| {
@@ -420,7 +430,7 @@ impl Connection<'_> {
         &mut self,
         first: usize,
         results: &mut Vec<Option<ItemResult>>,
-    ) -> Result<(End, Vec<usize>, Vec<usize>), String> {
+    ) -> Result<(End, Vec<usize>, LimitRefusals), String> {
         let (link, server, max_file_size) = connect(self.options)?;
         (self.report)(Event::Connected { server });
 
@@ -507,7 +517,7 @@ impl Connection<'_> {
             // Cut short instead, a big file sent with a resume key may be
             // kept as a partial for the next send to resume.
             for (&index, sent) in lock(&announced).iter() {
-                if restart.contains(&index) || again.contains(&index) {
+                if restart.contains(&index) || again.iter().any(|(i, _)| *i == index) {
                     continue;
                 }
                 let reason = match sent {
