@@ -51,6 +51,26 @@ fn first_use_pins_the_certificate_and_a_changed_one_is_refused() {
         known.contains(&format!("{} {fp}", server.addr())),
         "{known}"
     );
+    // The user is shown what was trusted, to compare with the server's.
+    let first = format!(
+        "ferry: trusted {} on first use: its certificate is {fp}; check that ferry-server \
+         printed the same when it started",
+        server.addr()
+    );
+    assert_eq!(
+        all_output(&out).matches(&first).count(),
+        1,
+        "{}",
+        all_output(&out)
+    );
+    // Once, the first time only.
+    let out = send(state.path(), &server.addr(), &["--tls"], &file);
+    assert!(out.status.success(), "{}", all_output(&out));
+    assert!(
+        !all_output(&out).contains("on first use"),
+        "{}",
+        all_output(&out)
+    );
 
     // Same address, new certificate: refused, nothing sent.
     let addr = server.addr();
@@ -73,7 +93,11 @@ fn first_use_pins_the_certificate_and_a_changed_one_is_refused() {
             && said.contains("ferry/known_servers"),
         "{said}"
     );
-    assert_eq!(server.files(), ["over-tls.txt"], "nothing new arrived");
+    assert_eq!(
+        server.files(),
+        ["over-tls (1).txt", "over-tls.txt"],
+        "nothing new arrived"
+    );
 }
 
 #[test]

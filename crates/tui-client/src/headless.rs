@@ -25,8 +25,8 @@ use crate::transfer::plan::{self, Planned};
 use crate::transfer::preflight::preflight;
 use crate::transfer::progress::format_duration;
 use crate::transfer::{
-    Dispatch, Event, Feed, ItemKind, ItemResult, Options, Plan, Report, Reporter, Skipped, retry,
-    send, send_feed,
+    Dispatch, Event, Feed, ItemKind, ItemResult, Options, Plan, Report, Reporter, Skipped, link,
+    retry, send, send_feed,
 };
 use crate::words::{plural, plural_as};
 
@@ -82,6 +82,26 @@ impl Finish {
 
 /// Carries out `request` and prints what happened.
 pub fn run(request: &Request, options: &Options) -> Finish {
+    let finish = carry_out(request, options);
+    // Trust given on a connection made before any transfer (a plan's) or
+    // one that then failed has not been told yet.
+    announce_first_trusted(None);
+    finish
+}
+
+/// Tells the user of each server trusted on first use since the last call:
+/// above the progress bar when there is one.
+fn announce_first_trusted(bar: Option<&ProgressBar>) {
+    for trusted in link::take_first_trusted() {
+        let line = format!("ferry: {}", trusted.describe());
+        match bar {
+            Some(bar) => note(bar, line),
+            None => err!("{line}"),
+        }
+    }
+}
+
+fn carry_out(request: &Request, options: &Options) -> Finish {
     // Only a plain send can start before the walk is over: the others need
     // the whole plan first (to ask the server about every file, or to read
     // the last transfer's record).
@@ -128,6 +148,7 @@ pub fn run(request: &Request, options: &Options) -> Finish {
             err!("ferry: {e}");
             return Finish::Failed;
         }
+        announce_first_trusted(None);
         let there = plan.already_stored.len();
         if there > 0 {
             err!(
@@ -441,7 +462,8 @@ fn bar_reporter(
                 }
             }
         }
-        Event::Started { .. } | Event::Connected { .. } | Event::Checking { .. } => {}
+        Event::Connected { .. } => announce_first_trusted(Some(&bar)),
+        Event::Started { .. } | Event::Checking { .. } => {}
     })
 }
 
@@ -460,7 +482,9 @@ fn dispatch(plan: &Plan, options: &Options, cancel: &AtomicBool) -> Dispatch {
         plural(plan.file_count(), "file"),
         format_size(plan.total_bytes(), BINARY)
     );
-    match preflight(&plan.items, options, |_| true, true, cancel) {
+    let asked = preflight(&plan.items, options, |_| true, true, cancel);
+    announce_first_trusted(None);
+    match asked {
         Ok(verdicts) => Dispatch::leaving_out(plan.items.clone(), |index| {
             verdicts.get(index).and_then(Option::as_ref)
         }),
@@ -691,6 +715,7 @@ fn dry_run(plan: &Plan, options: &Options) -> bool {
             return false;
         }
     }
+    announce_first_trusted(None);
     let mut counts: [usize; 6] = [0; 6];
     let mut claimed = HashSet::new();
     for (item, verdict) in plan.items.iter().zip(&verdicts) {

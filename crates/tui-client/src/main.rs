@@ -198,6 +198,9 @@ fn report_ending(ending: &ferry_client::tui::Ending) -> ExitCode {
     let say = |line: String| {
         let _ = writeln!(std::io::stderr(), "{line}");
     };
+    for trusted in &ending.trusted {
+        say(format!("ferry: {}", trusted.describe()));
+    }
     match (ending.cancelled, ending.unsent) {
         (true, Some(0)) | (false, _) => {}
         (true, Some(n)) => say(format!(

@@ -29,6 +29,7 @@ use crate::app::{Action, App};
 use crate::browse::{Marks, Sizer, describe_error, read_entries};
 use crate::event::{Message, TransferMsg, reporter};
 use crate::transfer::Dispatch;
+use crate::transfer::link::{self, FirstTrusted};
 use crate::transfer::preflight::preflight;
 use crate::transfer::retry::{self, Record};
 use crate::transfer::{Options, Plan, probe, send};
@@ -65,6 +66,9 @@ pub struct Ending {
     pub unsent: Option<usize>,
     /// The signal that ended the picker, if one did (its number).
     pub signal: Option<i32>,
+    /// Servers trusted on first use meanwhile: said again once the screen
+    /// is back, where the whole fingerprint can be read and compared.
+    pub trusted: Vec<FirstTrusted>,
 }
 
 /// Runs the picker until the user quits.
@@ -251,6 +255,10 @@ impl Session {
 
     fn handle(&mut self, message: Message) -> anyhow::Result<Option<Action>> {
         let now = Instant::now();
+        for trusted in link::take_first_trusted() {
+            self.app.trusted_on_first_use(&trusted);
+            self.ending.trusted.push(trusted);
+        }
         Ok(match message {
             Message::Key(key) => self.app.handle_key(key),
             Message::Resize | Message::Tick => None,

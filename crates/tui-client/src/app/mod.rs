@@ -21,6 +21,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use crate::browse::{Entry, FolderSizes, Listing, Marks, SizeReport};
 use crate::event::TransferMsg;
 use crate::transfer::handshake::{connect_failure, is_refusal};
+use crate::transfer::link::FirstTrusted;
 use crate::transfer::retry::Record;
 use crate::transfer::{Dispatch, Event};
 
@@ -566,6 +567,19 @@ impl App {
         self.status = None;
         self.screen = Screen::Transfer(Box::new(TransferView::new(paths.clone())));
         Some(Action::Send(paths))
+    }
+
+    /// A server was trusted on first use: its fingerprint comes first, so
+    /// that it is whole on a narrow footer (it is printed again on exit).
+    pub fn trusted_on_first_use(&mut self, trusted: &FirstTrusted) {
+        self.set_status(
+            format!(
+                "{} trusted on first use (the server's certificate): check that ferry-server \
+                 printed the same",
+                trusted.fingerprint
+            ),
+            false,
+        );
     }
 
     fn set_status(&mut self, text: impl Into<String>, is_error: bool) {

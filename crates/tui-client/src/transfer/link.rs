@@ -32,6 +32,36 @@ pub enum Trust {
     Ca(PathBuf),
 }
 
+/// A server this process began to trust on first use. Pinning is worth
+/// something only if a person compares the fingerprint with the one the
+/// server printed when it started, so each is shown to the user once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstTrusted {
+    pub addr: String,
+    pub fingerprint: String,
+}
+
+impl FirstTrusted {
+    /// What the user is told.
+    pub fn describe(&self) -> String {
+        format!(
+            "trusted {} on first use: its certificate is {}; check that ferry-server \
+             printed the same when it started",
+            self.addr, self.fingerprint
+        )
+    }
+}
+
+/// Servers trusted on first use and not yet shown (see [`take_first_trusted`]).
+static FIRST_TRUSTED: Mutex<Vec<FirstTrusted>> = Mutex::new(Vec::new());
+
+/// The servers trusted on first use since the last call. Connections are
+/// made on several threads (the picker's probe, a plan, a send), so they
+/// are collected here for whoever talks to the user to show.
+pub fn take_first_trusted() -> Vec<FirstTrusted> {
+    std::mem::take(&mut *FIRST_TRUSTED.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
 /// The reading side.
 pub enum LinkReader {
     Plain(TcpStream),
@@ -151,16 +181,28 @@ impl Link {
     /// After a successful handshake: remembers a server trusted on first
     /// use, so a changed certificate is noticed next time.
     pub fn remember_server(&mut self) {
-        if let Some((addr, pin)) = self.first_use.take()
-            && let Some(fp) = pin.seen()
-            && let Err(e) = remember_fingerprint(&addr, &fp)
-        {
+        let Some((addr, pin)) = self.first_use.take() else {
+            return;
+        };
+        let Some(fp) = pin.seen() else {
+            return;
+        };
+        match remember_fingerprint(&addr, &fp) {
+            Ok(()) => FIRST_TRUSTED
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(FirstTrusted {
+                    addr,
+                    fingerprint: fp,
+                }),
             // Not `eprintln!`, which panics when stderr is gone: a
             // warning that cannot be shown must not stop a send.
-            let _ = writeln!(
-                std::io::stderr(),
-                "ferry: cannot remember {addr}'s certificate: {e}"
-            );
+            Err(e) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "ferry: cannot remember {addr}'s certificate: {e}"
+                );
+            }
         }
     }
 }

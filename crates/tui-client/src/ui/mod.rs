@@ -1053,6 +1053,25 @@ mod tests {
         assert!(row.trim_end().ends_with("│"), "{row}");
     }
 
+    /// A server trusted on first use is named on the footer by its
+    /// fingerprint, whole even on a narrow screen.
+    #[test]
+    fn a_server_trusted_on_first_use_shows_its_fingerprint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut app = browsing(dir.path());
+        let fingerprint = format!("sha256:{}", "ab".repeat(32));
+        app.trusted_on_first_use(&crate::transfer::link::FirstTrusted {
+            addr: "127.0.0.1:7878".into(),
+            fingerprint: fingerprint.clone(),
+        });
+        let lines = screen(&app, Instant::now(), 80, 12);
+        let footer = &lines[lines.len() - 2];
+        assert!(
+            footer.starts_with(&format!("{fingerprint} trusted")),
+            "{footer}"
+        );
+    }
+
     /// A link that will not be sent shows no size, and says it will not:
     /// the totals count it for nothing, and the plan skips it.
     #[test]
