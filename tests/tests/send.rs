@@ -968,6 +968,12 @@ fn taken_names_are_told_in_a_few_lines() {
         err.contains("... and 17 more files whose name was taken"),
         "{err}"
     );
+    // The summary on stdout counts them too, for a script that reads it.
+    assert!(
+        text(&out.stdout).contains("; 20 stored under a new name (name taken)"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 /// The retry list names files by absolute path, so --retry-failed works

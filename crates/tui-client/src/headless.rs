@@ -599,6 +599,14 @@ fn print_outcomes(plan: &Plan, report: &Report) {
             format_size(report.bytes_resumed, BINARY)
         ));
     }
+    // Counted here too, for whoever reads stdout only: the names are on
+    // stderr.
+    if !renamed.is_empty() {
+        notes.push_str(&format!(
+            "; {} stored under a new name (name taken)",
+            renamed.len()
+        ));
+    }
     if replaced > 0 {
         notes.push_str(&format!("; {replaced} replaced an existing file"));
     }
