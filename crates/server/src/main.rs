@@ -98,7 +98,8 @@ struct Args {
     #[arg(long)]
     tls: bool,
     /// Where the TLS certificate and key are kept (cert.pem, key.pem; your
-    /// own may be put there). Default: ~/.local/state/ferry-server/tls.
+    /// own may be put there). Default: $XDG_STATE_HOME/ferry-server/tls,
+    /// else ~/.local/state/ferry-server/tls.
     #[arg(long, requires = "tls")]
     tls_dir: Option<PathBuf>,
     /// Listen on a non-loopback address without a token. Anyone who can
@@ -181,7 +182,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     std::thread::spawn(move || {
         for signal in signals.forever() {
             if handle.is_requested() {
-                warn!("second signal: exiting now (incomplete uploads are removed at next start)");
+                warn!(
+                    "second signal: exiting now (incomplete uploads are removed at next start; \
+                     resumable partials are kept)"
+                );
                 std::process::exit(130);
             }
             info!("signal {signal}: finishing running uploads, then stopping");
