@@ -208,7 +208,7 @@ pub fn describe_io(e: &io::Error) -> String {
             "the server dropped the connection".into()
         }
         TimedOut | WouldBlock => "the server stopped answering (timed out)".into(),
-        _ => e.to_string(),
+        _ => super::link::describe_tls(e),
     }
 }
 

@@ -169,7 +169,7 @@ impl Link {
             ServerName::try_from(host_of(addr).to_string()).map_err(|e| format!("{addr}: {e}"))?;
         let session = rustls::ClientConnection::new(Arc::new(config), name)
             .map_err(|e| format!("cannot start TLS: {e}"))?;
-        let (reader, writer) = duplex::split(session, &socket).map_err(|e| e.to_string())?;
+        let (reader, writer) = duplex::split(session, &socket).map_err(|e| describe_tls(&e))?;
         Ok(Link {
             socket,
             reader: LinkReader::Tls(reader),
@@ -291,6 +291,19 @@ pub fn server_addr(addr: &str) -> Result<String, String> {
     match port.parse::<u16>() {
         Ok(1..) => Ok(full),
         _ => Err(format!("{port:?} is not a port (a number from 1 to 65535)")),
+    }
+}
+
+/// An I/O error that may be a failed TLS handshake, in words. The
+/// certificate checks here say what went wrong themselves, which rustls
+/// would put after "unexpected error".
+pub(crate) fn describe_tls(e: &io::Error) -> String {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::General(why)) => why.clone(),
+        _ => e.to_string(),
     }
 }
 
