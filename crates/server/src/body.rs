@@ -5,7 +5,8 @@
 //! Small bodies are copied in one loop. A big body is the one place where a
 //! session is CPU-bound (copy in from the socket, hash, copy out to the
 //! file), so it gets a writer thread: this thread receives and hashes 1 MiB
-//! chunks while the writer puts the previous ones into the file. Only a few
+//! chunks while the writer puts the previous ones into the file (around the
+//! page cache where it can: see [`Upload::write_chunk`]). Only a few
 //! uploads at a time get a writer (see [`WriterSlots`]): each holds a few
 //! MiB of buffers, and more writers than cores would only take turns.
 
@@ -18,7 +19,7 @@ use ferry_proto::path::escape_for_display;
 
 use crate::Limits;
 use crate::session::SessionError;
-use crate::storage::{StoreError, Upload};
+use crate::storage::{DIRECT_ALIGN, StoreError, Upload};
 use crate::trailing_hash::TrailingHash;
 use crate::transport::Incoming;
 
@@ -231,12 +232,12 @@ fn receive_with_writer(
     mut hasher: blake3::Hasher,
     pace: &mut Pace,
 ) -> Result<blake3::Hash, BodyError> {
-    let (full, to_write) = sync_channel::<(Vec<u8>, usize)>(CHUNKS);
-    let (give_back, spare) = channel::<Vec<u8>>();
+    let (full, to_write) = sync_channel::<(Chunk, usize)>(CHUNKS);
+    let (give_back, spare) = channel::<Chunk>();
     thread::scope(|scope| {
         let writer = scope.spawn(move || -> Result<(), StoreError> {
             for (chunk, len) in to_write {
-                upload.write_all(&chunk[..len])?;
+                upload.write_chunk(&chunk.bytes()[..len])?;
                 // The receiver may have stopped waiting for spares.
                 let _ = give_back.send(chunk);
             }
@@ -253,7 +254,7 @@ fn receive_with_writer(
                 Ok(c) => c,
                 Err(_) if allocated < CHUNKS => {
                     allocated += 1;
-                    vec![0u8; CHUNK]
+                    Chunk::new()
                 }
                 // Every chunk is queued or being written: wait for one. If
                 // the writer has stopped, its error is reported below.
@@ -267,7 +268,7 @@ fn receive_with_writer(
             let cut =
                 |filled: usize, cause| cut_short(name, size - left + filled as u64, size, cause);
             while filled < want {
-                match reader.read(&mut chunk[filled..want]) {
+                match reader.read(&mut chunk.bytes_mut()[filled..want]) {
                     Ok(0) => break,
                     Ok(n) => {
                         filled += n;
@@ -282,7 +283,7 @@ fn receive_with_writer(
             if filled == 0 {
                 break Err(cut(0, SessionError::PeerLeft));
             }
-            hasher.update(&chunk[..filled]);
+            hasher.update(&chunk.bytes()[..filled]);
             left -= filled as u64;
             if full.send((chunk, filled)).is_err() {
                 // The writer stopped early; its error is reported below.
@@ -298,6 +299,31 @@ fn receive_with_writer(
         received?;
         Ok(hasher.finalize())
     })
+}
+
+/// A [`CHUNK`] of memory that starts on a [`DIRECT_ALIGN`] boundary, so
+/// that the writer can hand it to the file around the page cache (see
+/// [`Upload::write_chunk`]). Over-allocated and sliced, rather than
+/// allocated with a custom alignment, to stay in safe code.
+struct Chunk {
+    buffer: Vec<u8>,
+    start: usize,
+}
+
+impl Chunk {
+    fn new() -> Chunk {
+        let buffer = vec![0u8; CHUNK + DIRECT_ALIGN];
+        let start = (DIRECT_ALIGN - buffer.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+        Chunk { buffer, start }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buffer[self.start..self.start + CHUNK]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer[self.start..self.start + CHUNK]
+    }
 }
 
 /// A body cut short by `cause`, `got` bytes in.

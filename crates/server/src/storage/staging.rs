@@ -13,7 +13,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::folders::{Folder, FolderCache, Place};
-use super::upload::{Temp, Upload};
+use super::upload::{Direct, Temp, Upload};
 use super::{PARTIAL_PREFIX, STAGING_DIR, Store, StoreError};
 use crate::trailing_hash::TrailingHash;
 
@@ -220,6 +220,7 @@ impl Store {
                 reserved,
                 space,
                 mode: 0o600 & !self.umask,
+                direct: Direct::Off,
             },
             kept_hash,
         ))

@@ -650,3 +650,40 @@ fn racing_overwrites_keep_the_quota_count_true() {
         .sum();
     assert_eq!(s.used.load(Ordering::Relaxed), on_disk);
 }
+
+/// Big bodies go around the page cache where buffer, length and offset
+/// line up, and through it where any does not; mixing the two, in any
+/// order, must store exactly the bytes written.
+#[test]
+fn chunks_written_around_the_cache_and_through_it_store_the_same_bytes() {
+    let (_dir, s) = store();
+    // A buffer with a lined-up start inside it, and one a byte off.
+    let mut buffer = vec![0u8; 3 * DIRECT_ALIGN + 2 * (1 << 16)];
+    let start = (DIRECT_ALIGN - buffer.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+    for (i, b) in buffer.iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    let aligned = &buffer[start..start + (1 << 16)];
+    let off_by_one = &buffer[start + 1..start + 1 + (1 << 16)];
+    let tail = &buffer[start..start + 1000];
+    // Lined up; a misaligned buffer; lined up again (the offset still is);
+    // a short tail, which leaves the offset unaligned; then a lined-up
+    // buffer at an unaligned offset.
+    let pieces: [&[u8]; 5] = [aligned, off_by_one, aligned, tail, aligned];
+    let want: Vec<u8> = pieces.concat();
+    let parts = s.check_path("direct.bin").expect("name");
+    let mut up = s
+        .begin(&parts, want.len() as u64, &mut FolderCache::default())
+        .expect("begin");
+    for piece in pieces {
+        up.write_chunk(piece).expect("write");
+    }
+    assert_ne!(
+        up.direct,
+        upload::Direct::On,
+        "the last write was not lined up"
+    );
+    up.commit(&parts, OnClash::Rename, &blake3::hash(&want))
+        .expect("stored");
+    assert_eq!(fs::read(s.path().join("direct.bin")).expect("read"), want);
+}

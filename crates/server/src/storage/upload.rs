@@ -5,7 +5,7 @@
 //! links them into place. Whatever is dropped uncommitted leaves nothing.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{self, Write};
 use std::num::NonZeroU64;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -148,6 +148,7 @@ impl Store {
             reserved,
             space,
             mode: 0o644 & !self.umask,
+            direct: Direct::Off,
         })
     }
 }
@@ -211,7 +212,23 @@ pub struct Upload<'s> {
     /// Bytes of a resumed partial that were there before this upload began
     /// (counted against the quota when they arrived).
     pub(super) kept: u64,
+    /// How the file is written now (see [`Upload::write_chunk`]).
+    pub(super) direct: Direct,
 }
+
+/// Whether an upload's writes go around the page cache (`O_DIRECT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Direct {
+    Off,
+    On,
+    /// The file system refused it (tmpfs does): never tried again.
+    Refused,
+}
+
+/// What `O_DIRECT` needs lined up: the buffer's address, its length and
+/// the file offset. 4 KiB covers the logical block size of every disk in
+/// use; a 512-byte one is lined up by it too.
+pub const DIRECT_ALIGN: usize = 4096;
 
 /// How many freshly written bytes are handed to the disk at a time while a
 /// big upload is still arriving, so the final sync finds little left to do.
@@ -240,6 +257,76 @@ impl Upload<'_> {
             self.flushed = self.written;
         }
         Ok(())
+    }
+
+    /// Appends a chunk of a big body, around the page cache when the chunk
+    /// and the offset are lined up for it ([`DIRECT_ALIGN`]).
+    ///
+    /// Written through the page cache, each byte is copied once more and
+    /// lands in fresh pages, which a virtual machine whose host takes back
+    /// idle memory has to fault in again: by hand on such a host, 1 GiB
+    /// took 0.67-0.84 s with `O_DIRECT` and 1.3-3.9 s through the cache
+    /// and one fsync. The final fsync is still what makes it durable (the
+    /// disk's own cache), and an unaligned tail goes through the cache.
+    pub fn write_chunk(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let aligned = |n: usize| n.is_multiple_of(DIRECT_ALIGN);
+        let lined_up = aligned(bytes.as_ptr() as usize)
+            && aligned(bytes.len())
+            && self.written.is_multiple_of(DIRECT_ALIGN as u64);
+        let want = match self.direct {
+            Direct::Refused => return self.write_all(bytes),
+            _ => lined_up,
+        };
+        if want != (self.direct == Direct::On) && !self.set_direct(want) {
+            return self.write_all(bytes);
+        }
+        if !want {
+            return self.write_all(bytes);
+        }
+        let mut done = 0;
+        while done < bytes.len() {
+            match self.file.write(&bytes[done..]) {
+                Ok(0) => return Err(StoreError::from_io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    done += n;
+                    self.written += n as u64;
+                    self.flushed = self.written;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A file system that takes the flag but not the write (or
+                // a device with a bigger block), or a short write that left
+                // the rest unaligned: the cache, from here on.
+                Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
+                    let _ = self.set_direct(false);
+                    self.direct = Direct::Refused;
+                    return self.write_all(&bytes[done..]);
+                }
+                Err(e) => return Err(StoreError::from_io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns `O_DIRECT` on or off; false when the file system refuses.
+    fn set_direct(&mut self, on: bool) -> bool {
+        let changed = rustix::fs::fcntl_getfl(&self.file).and_then(|flags| {
+            let flags = if on {
+                flags | OFlags::DIRECT
+            } else {
+                flags - OFlags::DIRECT
+            };
+            rustix::fs::fcntl_setfl(&self.file, flags)
+        });
+        match changed {
+            Ok(()) => {
+                self.direct = if on { Direct::On } else { Direct::Off };
+                true
+            }
+            Err(_) => {
+                self.direct = Direct::Refused;
+                false
+            }
+        }
     }
 
     /// Gives the file the modification time its sender had.
