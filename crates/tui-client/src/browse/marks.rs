@@ -47,9 +47,10 @@ impl Marks {
         }
     }
 
-    /// Whether a marked link is sent (as what it points to).
-    pub fn follows_links(&self) -> bool {
-        self.follow_links
+    /// Whether `entry` is a link that a send skips (no `-L`): it adds
+    /// nothing to the totals, and its row says so.
+    pub fn skips(&self, entry: &Entry) -> bool {
+        entry.is_link && !self.follow_links
     }
 
     pub fn contains(&self, path: &Path) -> bool {
@@ -66,7 +67,7 @@ impl Marks {
 
     pub fn mark(&mut self, entry: &Entry) {
         let marked = match entry.kind {
-            _ if entry.is_link && !self.follow_links => Marked::Other,
+            _ if self.skips(entry) => Marked::Other,
             EntryKind::File => Marked::File {
                 bytes: entry.size.unwrap_or(0),
             },

@@ -95,10 +95,12 @@ fn row<'a>(app: &App, entry: &'a Entry, name_room: usize) -> Row<'a> {
     // A link is sent as what it points to only with -L; otherwise the
     // plan skips it, and the row says so before anyone marks it (unless
     // what is wrong with it says more).
-    let link = match (entry.is_link, app.marks.follows_links()) {
-        (false, _) => "",
-        (true, false) if entry.problem.is_none() => " (link, not sent)",
-        (true, _) => " (link)",
+    let link = if app.marks.skips(entry) && entry.problem.is_none() {
+        " (link, not sent)"
+    } else if entry.is_link {
+        " (link)"
+    } else {
+        ""
     };
     let problem = entry
         .problem
@@ -137,7 +139,7 @@ fn row<'a>(app: &App, entry: &'a Entry, name_room: usize) -> Row<'a> {
 /// What sending the entry would send: nothing for a link that is not
 /// followed, whatever the size of what it points to.
 fn size_text(app: &App, entry: &Entry) -> String {
-    if entry.is_link && !app.marks.follows_links() {
+    if app.marks.skips(entry) {
         return String::new();
     }
     match entry.kind {
