@@ -19,7 +19,7 @@ use ferry_proto::path::escape_for_display;
 
 use crate::Limits;
 use crate::session::SessionError;
-use crate::storage::{DIRECT_ALIGN, StoreError, Upload};
+use crate::storage::{DIRECT_ALIGN, StoreError, Upload, aligned_start};
 use crate::trailing_hash::TrailingHash;
 use crate::transport::Incoming;
 
@@ -313,7 +313,7 @@ struct Chunk {
 impl Chunk {
     fn new() -> Chunk {
         let buffer = vec![0u8; CHUNK + DIRECT_ALIGN];
-        let start = (DIRECT_ALIGN - buffer.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+        let start = aligned_start(&buffer);
         Chunk { buffer, start }
     }
 

@@ -213,6 +213,8 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
             files_seen: 0,
             told: false,
         };
+        // Blamed as it ends, not later: the grace period may run out
+        // while the committer finishes, after a client that really left.
         let served = session.serve().map_err(|e| blame_shutdown(e, shared));
         if let Err(e) = &served {
             session.explain(e);
@@ -234,7 +236,6 @@ pub(crate) fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared, slot: &S
             }
             (served, committed) => served.and(handed).and(committed),
         };
-        let ended = ended.map_err(|e| blame_shutdown(e, shared));
         match ended {
             Ok(()) => debug!(%peer, "connection closed"),
             Err(e) => {

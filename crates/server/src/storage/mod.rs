@@ -50,7 +50,7 @@ mod verdicts;
 
 pub use clash::numbered;
 pub use folders::FolderCache;
-pub use upload::{DIRECT_ALIGN, Destination, Reservation, Upload};
+pub use upload::{DIRECT_ALIGN, Destination, Reservation, Upload, aligned_start};
 
 /// The staging folder's name inside the target folder. Uploads may not use
 /// it as their first component.

@@ -659,7 +659,7 @@ fn chunks_written_around_the_cache_and_through_it_store_the_same_bytes() {
     let (_dir, s) = store();
     // A buffer with a lined-up start inside it, and one a byte off.
     let mut buffer = vec![0u8; 3 * DIRECT_ALIGN + 2 * (1 << 16)];
-    let start = (DIRECT_ALIGN - buffer.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+    let start = aligned_start(&buffer);
     for (i, b) in buffer.iter_mut().enumerate() {
         *b = (i % 251) as u8;
     }

@@ -230,6 +230,11 @@ pub(super) enum Direct {
 /// use; a 512-byte one is lined up by it too.
 pub const DIRECT_ALIGN: usize = 4096;
 
+/// Where in `buffer` the first [`DIRECT_ALIGN`]-aligned byte is.
+pub fn aligned_start(buffer: &[u8]) -> usize {
+    (DIRECT_ALIGN - buffer.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN
+}
+
 /// How many freshly written bytes are handed to the disk at a time while a
 /// big upload is still arriving, so the final sync finds little left to do.
 const WRITEBACK_STEP: u64 = 8 << 20;
@@ -273,14 +278,13 @@ impl Upload<'_> {
         let lined_up = aligned(bytes.as_ptr() as usize)
             && aligned(bytes.len())
             && self.written.is_multiple_of(DIRECT_ALIGN as u64);
-        let want = match self.direct {
-            Direct::Refused => return self.write_all(bytes),
-            _ => lined_up,
-        };
-        if want != (self.direct == Direct::On) && !self.set_direct(want) {
+        if !lined_up || self.direct == Direct::Refused {
+            if self.direct == Direct::On {
+                self.set_direct(false);
+            }
             return self.write_all(bytes);
         }
-        if !want {
+        if self.direct == Direct::Off && !self.set_direct(true) {
             return self.write_all(bytes);
         }
         let mut done = 0;
@@ -297,7 +301,7 @@ impl Upload<'_> {
                 // a device with a bigger block), or a short write that left
                 // the rest unaligned: the cache, from here on.
                 Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
-                    let _ = self.set_direct(false);
+                    self.set_direct(false);
                     self.direct = Direct::Refused;
                     return self.write_all(&bytes[done..]);
                 }
